@@ -1,0 +1,143 @@
+using System.Runtime.InteropServices;
+
+namespace Handoff;
+
+/// <summary>
+/// Starts a new generation with <c>posix_spawn</c>, placing the listeners at descriptors 3, 4,
+/// ... and the ready pipe after them. .NET's <see cref="System.Diagnostics.Process"/> cannot do
+/// this: it passes on every descriptor without FD_CLOEXEC, in whatever numbers they have, to
+/// every process any thread starts (dotnet/runtime#13943). Here the listeners keep FD_CLOEXEC
+/// in this process all along; only the spawned child gets copies without it.
+/// </summary>
+internal sealed class GenerationLauncher : IGenerationLauncher
+{
+    public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, HandoverEnvironment handover)
+    {
+        var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
+        var sources = new List<int>();
+        try
+        {
+            // Copies above every target number, so that placing copy i at 3+i can never
+            // overwrite a copy still to be placed. They keep FD_CLOEXEC and vanish at exec.
+            int firstFree = handover.ReadyFd + 1;
+            foreach (var listener in listeners)
+            {
+                int fd = listener.FileDescriptor;
+                if (fd < 0)
+                {
+                    throw new InvalidOperationException($"Listener {listener} was closed while an upgrade started.");
+                }
+
+                sources.Add(Interop.Libc.DuplicateCloseOnExec(fd, firstFree));
+            }
+
+            sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
+
+            var environment = command.Environment
+                .Select(e => $"{e.Key}={e.Value}")
+                .Append($"{HandoverEnvironment.VariableName}={handover.Format()}");
+            int pid = Spawn(executable, command.Arguments, environment.ToList(), command.WorkingDirectory, sources);
+            return new StartedGeneration(pid, readyRead);
+        }
+        catch
+        {
+            Interop.Libc.Close(readyRead);
+            throw;
+        }
+        finally
+        {
+            // The child has its own copies now; the parent must hold no write end, or it would
+            // never see end-of-file when the child dies.
+            Interop.Libc.Close(readyWrite);
+            foreach (int fd in sources)
+            {
+                Interop.Libc.Close(fd);
+            }
+        }
+    }
+
+    private static unsafe int Spawn(string executable, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string workingDirectory, List<int> sources)
+    {
+        byte* fileActions = stackalloc byte[Interop.Libc.SpawnFileActionsSize];
+        byte* attributes = stackalloc byte[Interop.Libc.SpawnAttributesSize];
+        byte* emptySet = stackalloc byte[Interop.Libc.SignalSetSize];
+        byte* defaultSet = stackalloc byte[Interop.Libc.SignalSetSize];
+        var strings = new List<nint>();
+        Check(Interop.Libc.PosixSpawnFileActionsInit(fileActions), "posix_spawn_file_actions_init");
+        Check(Interop.Libc.PosixSpawnAttrInit(attributes), "posix_spawnattr_init");
+        try
+        {
+            for (int i = 0; i < sources.Count; i++)
+            {
+                // dup2 onto a different number clears FD_CLOEXEC on the new descriptor.
+                Check(Interop.Libc.PosixSpawnFileActionsAddDup2(fileActions, sources[i], HandoverEnvironment.FirstFd + i), "posix_spawn_file_actions_adddup2");
+            }
+
+            Check(Interop.Libc.PosixSpawnFileActionsAddChdir(fileActions, Utf8(workingDirectory, strings)), "posix_spawn_file_actions_addchdir_np");
+
+            // The runtime blocks and handles signals for itself, and ignores SIGPIPE; a new
+            // program must start with an empty mask and default dispositions.
+            Check(Interop.Libc.SigEmptySet(emptySet), "sigemptyset");
+            Check(Interop.Libc.SigEmptySet(defaultSet), "sigemptyset");
+            for (int signal = 1; signal < 32; signal++)
+            {
+                if (signal is not (9 or 19))
+                {
+                    Check(Interop.Libc.SigAddSet(defaultSet, signal), "sigaddset");
+                }
+            }
+
+            Check(Interop.Libc.PosixSpawnAttrSetSigMask(attributes, emptySet), "posix_spawnattr_setsigmask");
+            Check(Interop.Libc.PosixSpawnAttrSetSigDefault(attributes, defaultSet), "posix_spawnattr_setsigdefault");
+            Check(Interop.Libc.PosixSpawnAttrSetFlags(attributes, Interop.Libc.POSIX_SPAWN_SETSIGMASK | Interop.Libc.POSIX_SPAWN_SETSIGDEF), "posix_spawnattr_setflags");
+
+            byte** argvArray = NullTerminated(argv, strings);
+            byte** envArray = NullTerminated(environment, strings);
+            int error = Interop.Libc.PosixSpawn(out int pid, Utf8(executable, strings), fileActions, attributes, argvArray, envArray);
+            if (error != 0)
+            {
+                throw new IOException($"posix_spawn of '{executable}' failed: {Marshal.GetPInvokeErrorMessage(error)} (errno {error})", error);
+            }
+
+            return pid;
+        }
+        finally
+        {
+            _ = Interop.Libc.PosixSpawnFileActionsDestroy(fileActions);
+            _ = Interop.Libc.PosixSpawnAttrDestroy(attributes);
+            foreach (nint p in strings)
+            {
+                Marshal.FreeCoTaskMem(p);
+            }
+        }
+    }
+
+    private static unsafe byte* Utf8(string value, List<nint> allocations)
+    {
+        nint p = Marshal.StringToCoTaskMemUTF8(value);
+        allocations.Add(p);
+        return (byte*)p;
+    }
+
+    private static unsafe byte** NullTerminated(IReadOnlyList<string> values, List<nint> allocations)
+    {
+        nint array = Marshal.AllocCoTaskMem((values.Count + 1) * sizeof(nint));
+        allocations.Add(array);
+        var items = (byte**)array;
+        for (int i = 0; i < values.Count; i++)
+        {
+            items[i] = Utf8(values[i], allocations);
+        }
+
+        items[values.Count] = null;
+        return items;
+    }
+
+    private static void Check(int error, string call)
+    {
+        if (error != 0)
+        {
+            throw new IOException($"{call} failed: {Marshal.GetPInvokeErrorMessage(error)} (errno {error})", error);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+
+namespace Handoff;
+
+/// <summary>
+/// The listening sockets of this generation: those inherited from the previous generation and
+/// those bound here. <see cref="Listen"/> is the one way a server gets a listener, so every
+/// listener is known and handed to the next generation.
+/// </summary>
+public sealed partial class ListenerRegistry : IAsyncDisposable
+{
+    // The backlog Kestrel uses too; the kernel caps it at net.core.somaxconn.
+    private const int Backlog = 512;
+
+    private readonly Lock _gate = new();
+    private readonly List<Listener> _unclaimed;
+    private readonly List<Listener> _claimed = [];
+    private readonly ILogger _logger;
+
+    internal ListenerRegistry(IEnumerable<Listener> inherited, ILogger logger)
+    {
+        _unclaimed = [.. inherited];
+        _logger = logger;
+    }
+
+    /// <summary>The listeners in use, in the order they were claimed: the order in which they
+    /// are handed to the next generation.</summary>
+    public IReadOnlyList<Listener> Listeners
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _claimed.Where(l => !l.IsClosed)];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Returns the listener for <paramref name="endPoint"/>: the inherited socket bound to that
+    /// address if there is one, otherwise a newly bound and listening socket. A port of 0 is
+    /// satisfied by an inherited socket on the same address, so a server started on a dynamic
+    /// port keeps it across upgrades.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The address is not TCP or a Unix socket path.</exception>
+    /// <exception cref="SocketException">Binding a new socket failed (e.g. address in use).</exception>
+    public Listener Listen(EndPoint endPoint)
+    {
+        ArgumentNullException.ThrowIfNull(endPoint);
+        if (!ListenerAddress.IsSupported(endPoint))
+        {
+            throw new NotSupportedException($"Handoff can hand over TCP and Unix domain sockets only, not {endPoint.GetType().Name} '{endPoint}'.");
+        }
+
+        lock (_gate)
+        {
+            var inherited = FindInherited(endPoint);
+            if (inherited is not null)
+            {
+                _unclaimed.Remove(inherited);
+                _claimed.Add(inherited);
+                Log.ListenerAdopted(_logger, ListenerAddress.Format(inherited.EndPoint), inherited.FileDescriptor);
+                return inherited;
+            }
+
+            var bound = Bind(endPoint);
+            _claimed.Add(bound);
+            Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
+            return bound;
+        }
+    }
+
+    /// <summary>Closes the inherited sockets that no configured address asked for, so an
+    /// address removed from the configuration stops being served.</summary>
+    public async ValueTask CloseUnclaimedAsync()
+    {
+        Listener[] unclaimed;
+        lock (_gate)
+        {
+            unclaimed = [.. _unclaimed];
+            _unclaimed.Clear();
+        }
+
+        foreach (var listener in unclaimed)
+        {
+            Log.ListenerUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+            await listener.CloseAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Stops accepting on every listener in this process (see
+    /// <see cref="Listener.CloseAsync"/>). A newer generation holding the same sockets keeps
+    /// accepting on them.</summary>
+    public async ValueTask CloseAllAsync()
+    {
+        Listener[] all;
+        lock (_gate)
+        {
+            all = [.. _claimed, .. _unclaimed];
+            _unclaimed.Clear();
+        }
+
+        foreach (var listener in all)
+        {
+            await listener.CloseAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync() => CloseAllAsync();
+
+    // Inherited listeners arrive in the order the previous generation claimed them, and a
+    // server asks for its addresses in the same order each start, so a port-0 request meets
+    // the socket it had before.
+    private Listener? FindInherited(EndPoint requested) =>
+        _unclaimed.FirstOrDefault(candidate => ListenerAddress.Satisfies(candidate.EndPoint, requested));
+
+    private static Listener Bind(EndPoint endPoint)
+    {
+        // Never set SocketOptionName.ReuseAddress: on Linux .NET turns it into SO_REUSEPORT as
+        // well, which lets a second process bind the same port and silently split the traffic.
+        using var creator = endPoint is UnixDomainSocketEndPoint
+            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+            : new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+
+        // Handoff keeps its own copy of the descriptor and binds through a Socket that does not
+        // own it: a Socket that owns a Unix socket it bound unlinks the path when disposed,
+        // which would take the path away from the generation that serves on it next.
+        int fd = Interop.Libc.DuplicateCloseOnExec((int)creator.Handle, 3);
+        try
+        {
+            using var binder = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+            if (endPoint is IPEndPoint ip && ip.Address.Equals(IPAddress.IPv6Any))
+            {
+                // Kestrel's meaning of [::]: IPv6 and IPv4 on one socket.
+                binder.DualMode = true;
+            }
+
+            BindRemovingStaleUnixPath(binder, endPoint);
+            binder.Listen(Backlog);
+            return new Listener(fd, binder.LocalEndPoint ?? endPoint, inherited: false);
+        }
+        catch
+        {
+            Interop.Libc.Close(fd);
+            throw;
+        }
+    }
+
+    private static void BindRemovingStaleUnixPath(Socket binder, EndPoint endPoint)
+    {
+        try
+        {
+            binder.Bind(endPoint);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse &&
+                                         endPoint is UnixDomainSocketEndPoint unix &&
+                                         IsStaleUnixSocket(unix))
+        {
+            // A socket file left by a process that is gone: nobody accepts on it, so it is
+            // safe to replace. A live one (a connect succeeds) is reported as in use.
+            File.Delete(unix.ToString());
+            binder.Bind(endPoint);
+        }
+    }
+
+    private static bool IsStaleUnixSocket(UnixDomainSocketEndPoint endPoint)
+    {
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(endPoint);
+            return false;
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
+        {
+            return true;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Adopted inherited listener {Address} (fd {Fd}).", EventName = "ListenerAdopted")]
+        public static partial void ListenerAdopted(ILogger logger, string address, int fd);
+
+        [LoggerMessage(2, LogLevel.Information, "Bound new listener {Address} (fd {Fd}).", EventName = "ListenerBound")]
+        public static partial void ListenerBound(ILogger logger, string address, int fd);
+
+        [LoggerMessage(3, LogLevel.Information, "Closing inherited listener {Address} (fd {Fd}): no configured address asks for it.", EventName = "ListenerUnclaimed")]
+        public static partial void ListenerUnclaimed(ILogger logger, string address, int fd);
+    }
+}

@@ -1,0 +1,188 @@
+using System.Text;
+
+namespace Handoff;
+
+/// <summary>The old generation's view of a new generation it spawned: its pid and the read
+/// end of its ready pipe. Reaps the process itself, because .NET reaps only children it
+/// started with <see cref="System.Diagnostics.Process"/>.</summary>
+internal sealed class StartedGeneration : IStartedGeneration
+{
+    // How often the wait loop looks at the process between pipe events.
+    private const int PollMilliseconds = 50;
+
+    private readonly Lock _gate = new();
+    private int _readyFd;
+    private int? _exitStatus;
+
+    public StartedGeneration(int pid, int readyFd)
+    {
+        Pid = pid;
+        _readyFd = readyFd;
+    }
+
+    public int Pid { get; }
+
+    public Task<string?> WaitReadyAsync(TimeSpan timeout) =>
+        Task.Factory.StartNew(() => WaitReady(timeout), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+    public Task<string> TerminateAsync(TimeSpan grace) =>
+        Task.Factory.StartNew(() => Terminate(grace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+    public void ReapWhenExited()
+    {
+        CloseReadyPipe();
+        var thread = new Thread(() => WaitForExit(block: true)) { IsBackground = true, Name = $"Handoff reaper {Pid}" };
+        thread.Start();
+    }
+
+    private unsafe string? WaitReady(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        var line = new List<byte>();
+        byte* buffer = stackalloc byte[512];
+        try
+        {
+            while (true)
+            {
+                int remaining = (int)Math.Ceiling((deadline - DateTime.UtcNow).TotalMilliseconds);
+                if (remaining <= 0)
+                {
+                    return $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)";
+                }
+
+                var poll = new Interop.Libc.PollFd { Fd = _readyFd, Events = Interop.Libc.POLLIN };
+                int ready = Interop.Libc.Poll(&poll, 1, Math.Min(remaining, PollMilliseconds));
+                if (ready > 0)
+                {
+                    nint n = Interop.Libc.Read(_readyFd, buffer, 512);
+                    if (n > 0)
+                    {
+                        line.AddRange(new ReadOnlySpan<byte>(buffer, (int)n));
+                        int newline = line.IndexOf((byte)'\n');
+                        if (newline >= 0)
+                        {
+                            return ReadyPipe.ParseLine(Encoding.UTF8.GetString([.. line.Take(newline)]));
+                        }
+
+                        continue;
+                    }
+
+                    if (n == 0)
+                    {
+                        // The child closed the pipe without a line: it exited or is exiting.
+                        string? exit = WaitForExit(block: false) ?? WaitForExitBriefly();
+                        return exit is null
+                            ? "it closed its ready pipe without reporting ready"
+                            : $"it exited ({exit}) before reporting ready";
+                    }
+                }
+
+                if (WaitForExit(block: false) is { } ended)
+                {
+                    return $"it exited ({ended}) before reporting ready";
+                }
+            }
+        }
+        finally
+        {
+            CloseReadyPipe();
+        }
+    }
+
+    private string Terminate(TimeSpan grace)
+    {
+        if (WaitForExit(block: false) is { } already)
+        {
+            return already;
+        }
+
+        Interop.Libc.Kill(Pid, Interop.Libc.SIGTERM);
+        var deadline = DateTime.UtcNow + grace;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (WaitForExit(block: false) is { } ended)
+            {
+                return ended + " after SIGTERM";
+            }
+
+            Thread.Sleep(20);
+        }
+
+        Interop.Libc.Kill(Pid, Interop.Libc.SIGKILL);
+        return (WaitForExit(block: true) ?? "unknown status") + " after SIGKILL";
+    }
+
+    private string? WaitForExitBriefly()
+    {
+        // End-of-file comes a moment before the process becomes reapable.
+        for (int i = 0; i < 50; i++)
+        {
+            if (WaitForExit(block: false) is { } ended)
+            {
+                return ended;
+            }
+
+            Thread.Sleep(10);
+        }
+
+        return null;
+    }
+
+    /// <summary>Reaps the process if it has exited (or, with <paramref name="block"/>, once it
+    /// does) and describes how it ended; null while it still runs.</summary>
+    private string? WaitForExit(bool block)
+    {
+        lock (_gate)
+        {
+            if (_exitStatus is null)
+            {
+                int result;
+                int status;
+                do
+                {
+                    result = Interop.Libc.WaitPid(Pid, out status, block ? 0 : Interop.Libc.WNOHANG);
+                }
+                while (result < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Interop.Libc.EINTR);
+
+                if (result == Pid)
+                {
+                    _exitStatus = status;
+                }
+                else if (result < 0)
+                {
+                    // ECHILD: someone else reaped it; it is gone all the same.
+                    _exitStatus = -1;
+                }
+                else
+                {
+                    return null;
+                }
+            }
+
+            return Describe(_exitStatus.Value);
+        }
+    }
+
+    private static string Describe(int status)
+    {
+        if (status < 0)
+        {
+            return "exit status unknown";
+        }
+
+        int signal = status & 0x7f;
+        return signal == 0 ? $"exit code {(status >> 8) & 0xff}" : $"killed by signal {signal}";
+    }
+
+    private void CloseReadyPipe()
+    {
+        lock (_gate)
+        {
+            if (_readyFd >= 0)
+            {
+                Interop.Libc.Close(_readyFd);
+                _readyFd = -1;
+            }
+        }
+    }
+}
