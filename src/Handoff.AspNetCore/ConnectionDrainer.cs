@@ -1,0 +1,149 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.Logging;
+
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// Knows every open connection of this generation and closes them without losing a request
+/// once the generation has stopped accepting.
+/// </summary>
+/// <remarks>
+/// Kestrel's own graceful stop closes idle keep-alive connections at once. A client may have
+/// sent its next request on such a connection a moment earlier; that request then fails. Under
+/// a steady keep-alive load this loses one request per connection (docs/platform-notes.md). The
+/// drain here instead answers the next request on each HTTP/1.x connection with
+/// <c>Connection: close</c> (<see cref="DrainMiddleware"/>), closes a connection only after it
+/// has been idle for <see cref="HandoffOptions.DrainIdleTimeout"/>, sends HTTP/2 connections
+/// GOAWAY, and aborts what is left at <see cref="HandoffOptions.DrainTimeout"/>.
+/// </remarks>
+internal sealed partial class ConnectionDrainer
+{
+    internal static readonly object ItemKey = new();
+
+    // How often the drain looks at the connections; also how late an idle connection may be
+    // closed after its idle time has passed.
+    private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
+
+    private readonly ConcurrentDictionary<string, TrackedConnection> _connections = new(StringComparer.Ordinal);
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private volatile bool _draining;
+
+    public ConnectionDrainer(ILogger<ConnectionDrainer> logger)
+        : this(TimeProvider.System, logger)
+    {
+    }
+
+    // For testing.
+    internal ConnectionDrainer(TimeProvider time, ILogger logger)
+    {
+        _time = time;
+        _logger = logger;
+    }
+
+    /// <summary>True from the start of the drain: responses get <c>Connection: close</c>.</summary>
+    public bool IsDraining => _draining;
+
+    public int Count => _connections.Count;
+
+    public void Track(ConnectionContext connection)
+    {
+        var tracked = new TrackedConnection(connection, _time.GetTimestamp());
+        connection.Items[ItemKey] = tracked;
+        _connections[connection.ConnectionId] = tracked;
+        connection.ConnectionClosed.Register(static state =>
+        {
+            var (drainer, id) = ((ConnectionDrainer, string))state!;
+            drainer._connections.TryRemove(id, out _);
+        }, (this, connection.ConnectionId));
+
+        if (_draining)
+        {
+            // Accepted in the instant before the listener closed: it is drained like the rest.
+            Log.LateConnection(_logger, connection.ConnectionId);
+        }
+    }
+
+    /// <summary>Drains every connection; returns true when all finished, false when some had
+    /// to be aborted at <paramref name="timeout"/>.</summary>
+    public async Task<bool> DrainAsync(TimeSpan timeout, TimeSpan idleTimeout, CancellationToken cancellationToken)
+    {
+        _draining = true;
+        long start = _time.GetTimestamp();
+        long lastProgress = start;
+        Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
+        while (!_connections.IsEmpty)
+        {
+            long now = _time.GetTimestamp();
+            if (_time.GetElapsedTime(start, now) >= timeout || cancellationToken.IsCancellationRequested)
+            {
+                Log.DrainTimedOut(_logger, Environment.ProcessId, _connections.Count, timeout.TotalSeconds);
+                foreach (var connection in _connections.Values)
+                {
+                    connection.Abort();
+                }
+
+                return false;
+            }
+
+            CloseIdle(start, now, idleTimeout);
+            if (_time.GetElapsedTime(lastProgress, now) >= ProgressInterval)
+            {
+                lastProgress = now;
+                Log.DrainProgress(_logger, Environment.ProcessId, _connections.Count);
+            }
+
+            try
+            {
+                await Task.Delay(Tick, _time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Checked at the top of the loop.
+            }
+        }
+
+        Log.DrainCompleted(_logger, Environment.ProcessId, _time.GetElapsedTime(start).TotalMilliseconds);
+        return true;
+    }
+
+    private void CloseIdle(long drainStart, long now, TimeSpan idleTimeout)
+    {
+        // Idle means: no request running, and none ended within idleTimeout, counting the drain's
+        // start as the last activity of connections that were idle before it.
+        long idleBefore = now - (long)(idleTimeout.TotalSeconds * _time.TimestampFrequency);
+        foreach (var connection in _connections.Values)
+        {
+            if (connection.IsCloseRequested)
+            {
+                continue;
+            }
+
+            // HTTP/2 has a graceful close (GOAWAY) that races with nothing: send it at once.
+            if (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore)))
+            {
+                connection.RequestClose();
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(30, LogLevel.Information, "Pid {Pid} stopped accepting; draining {Count} open connections.", EventName = "DrainStarted")]
+        public static partial void DrainStarted(ILogger logger, int pid, int count);
+
+        [LoggerMessage(31, LogLevel.Information, "Pid {Pid} draining: {Count} connections remaining.", EventName = "DrainProgress")]
+        public static partial void DrainProgress(ILogger logger, int pid, int count);
+
+        [LoggerMessage(32, LogLevel.Information, "Pid {Pid} drained all connections in {ElapsedMilliseconds:0} ms.", EventName = "DrainCompleted")]
+        public static partial void DrainCompleted(ILogger logger, int pid, double elapsedMilliseconds);
+
+        [LoggerMessage(33, LogLevel.Warning, "Pid {Pid}: {Count} connections still open after Handoff:DrainTimeout ({TimeoutSeconds} s); aborting them.", EventName = "DrainTimedOut")]
+        public static partial void DrainTimedOut(ILogger logger, int pid, int count, double timeoutSeconds);
+
+        [LoggerMessage(34, LogLevel.Debug, "Connection {ConnectionId} was accepted as the listener closed; draining it too.", EventName = "LateConnection")]
+        public static partial void LateConnection(ILogger logger, string connectionId);
+    }
+}

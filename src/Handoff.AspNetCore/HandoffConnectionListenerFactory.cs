@@ -1,0 +1,57 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// Kestrel's transport for TCP and Unix endpoints under Handoff. Kestrel asks it to bind each
+/// configured address; it answers with the socket inherited from the previous generation for
+/// that address, or a socket it binds now, and lets Kestrel's own socket transport accept on it
+/// through a descriptor Kestrel does not own. Kestrel therefore never closes, lingers or
+/// unlinks a socket that a newer generation may be serving on.
+/// </summary>
+/// <remarks>
+/// Kestrel tries its transport factories from the last registered to the first and takes the
+/// first whose <see cref="IConnectionListenerFactorySelector.CanBind"/> accepts the endpoint, so
+/// this factory, registered after Kestrel's, handles every TCP and Unix endpoint and leaves
+/// file-handle endpoints (<c>ListenHandle</c>) to Kestrel's socket transport.
+/// </remarks>
+internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector
+{
+    private readonly Upgrader _upgrader;
+    private readonly ConnectionDrainer _drainer;
+    private readonly SocketTransportFactory _sockets;
+
+    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    {
+        _upgrader = upgrader;
+        _drainer = drainer;
+        _sockets = new SocketTransportFactory(socketOptions, loggerFactory);
+    }
+
+    public bool CanBind(EndPoint endpoint) => ListenerAddress.IsSupported(endpoint);
+
+    public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        Listener listener;
+        try
+        {
+            listener = _upgrader.Listeners.Listen(endpoint);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            // Kestrel's own type for this, which its address fallbacks (localhost, *) expect.
+            throw new AddressInUseException(e.Message, e);
+        }
+
+        // Kestrel's socket transport wraps a FileHandleEndPoint in a SafeSocketHandle that does
+        // not own the descriptor: disposing it ends pending accepts and never closes the fd.
+        var inner = await _sockets.BindAsync(new FileHandleEndPoint((ulong)listener.FileDescriptor, FileHandleType.Auto), cancellationToken).ConfigureAwait(false);
+        listener.OnClosing(() => inner.UnbindAsync());
+        return new HandoffConnectionListener(inner, listener, _drainer);
+    }
+}
