@@ -1,0 +1,248 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>
+/// A HelloSleep server run as a real child process, followed across its generations through
+/// its pid file. Disposing kills every generation and everything they started, and reaps them.
+/// </summary>
+internal sealed partial class HelloSleepServer : IAsyncDisposable
+{
+    public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly Process _first;
+    private readonly StringBuilder _output = new();
+    private readonly HashSet<int> _knownPids = [];
+    private readonly string _directory;
+    private readonly bool _ownsDirectory;
+
+    private HelloSleepServer(Process first, string directory, bool ownsDirectory)
+    {
+        _first = first;
+        _directory = directory;
+        _ownsDirectory = ownsDirectory;
+        PidFile = Path.Combine(directory, "app.pid");
+        _knownPids.Add(first.Id);
+    }
+
+    public string PidFile { get; }
+
+    public int FirstPid => _first.Id;
+
+    public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
+
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>The pid the pid file names now: the generation that accepts.</summary>
+    public int CurrentPid => Handoff.PidFile.Read(PidFile) ?? 0;
+
+    /// <summary>
+    /// Starts HelloSleep on 127.0.0.1 with a dynamic port (unless <paramref name="urls"/> says
+    /// otherwise) and a pid file, and waits until it is ready.
+    /// </summary>
+    /// <param name="command">The program and leading arguments; the apphost by default.</param>
+    public static async Task<HelloSleepServer> StartAsync(
+        string? urls = null,
+        IEnumerable<string>? arguments = null,
+        IReadOnlyDictionary<string, string>? environment = null,
+        string[]? command = null,
+        string? directory = null)
+    {
+        bool owns = directory is null;
+        directory ??= TestAssets.CreateTempDirectory();
+        command ??= [TestAssets.HelloSleepAppHost];
+        var info = new ProcessStartInfo(command[0])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            WorkingDirectory = directory,
+        };
+        foreach (string a in command.Skip(1))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        info.ArgumentList.Add("--urls");
+        info.ArgumentList.Add(urls ?? "http://127.0.0.1:0");
+        info.ArgumentList.Add("--Handoff:PidFile=" + Path.Combine(directory, "app.pid"));
+        foreach (string a in arguments ?? [])
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        // Console logs without colours or buffering surprises; no telemetry or first-run output.
+        info.Environment["DOTNET_NOLOGO"] = "1";
+        info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        info.Environment["Logging__Console__DisableColors"] = "true";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[key] = value;
+        }
+
+        var process = Process.Start(info) ?? throw new InvalidOperationException("Process.Start returned null");
+        var server = new HelloSleepServer(process, directory, owns);
+        process.OutputDataReceived += (_, e) => server.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => server.Append(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            await server.WaitUntilAsync(() => server.CurrentPid == process.Id && server.ListeningPort() > 0, StartTimeout, "the first generation to become ready");
+            server.EndPoint = new IPEndPoint(IPAddress.Loopback, server.ListeningPort());
+            return server;
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Sends SIGUSR2 to the current generation and waits until a new one accepts
+    /// and the old one has exited; returns both pids and the old one's exit code.</summary>
+    public async Task<(int OldPid, int NewPid, int? OldExitCode)> UpgradeAsync(TimeSpan? timeout = null)
+    {
+        int old = CurrentPid;
+        Signal(old, 12);
+        await WaitUntilAsync(() => CurrentPid != old && CurrentPid != 0, timeout ?? StartTimeout, $"a new generation to replace pid {old}");
+        int next = CurrentPid;
+        Track(next);
+        int? exit = await WaitForExitAsync(old, timeout ?? StartTimeout);
+        return (old, next, exit);
+    }
+
+    public void Track(int pid)
+    {
+        lock (_knownPids)
+        {
+            _knownPids.Add(pid);
+        }
+    }
+
+    /// <summary>Waits for a generation to exit; reaps it. The first generation is this
+    /// process's own <see cref="Process"/> and is reaped by .NET.</summary>
+    public async Task<int?> WaitForExitAsync(int pid, TimeSpan timeout)
+    {
+        if (pid == _first.Id)
+        {
+            // Not Process.WaitForExitAsync: it also waits for end-of-file on the output pipes,
+            // which the newer generations inherited and keep open.
+            await WaitUntilAsync(() => _first.HasExited, timeout, $"generation pid {pid} to exit");
+            return _first.ExitCode;
+        }
+
+        return await ProcessTable.WaitForExitAsync(pid, timeout);
+    }
+
+    public static void Signal(int pid, int signal)
+    {
+        if (Interop.Libc.Kill(pid, signal) != 0)
+        {
+            throw new InvalidOperationException($"kill({pid}, {signal}) failed: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    /// <summary>One GET on a new connection, no retry; returns the serving pid.</summary>
+    public async Task<int> GetPidAsync(string path = "/?sleep=0", EndPoint? endPoint = null)
+    {
+        var response = await HttpProbe.GetAsync(endPoint ?? EndPoint, path, TimeSpan.FromSeconds(30));
+        return response.Pid;
+    }
+
+    public async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out after {timeout.TotalSeconds} s waiting for {what}. Server output:\n{Output}");
+            }
+
+            await Task.Delay(20);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // Everything this server ever became, and whatever those processes started.
+        var doomed = new HashSet<int>();
+        lock (_knownPids)
+        {
+            doomed.UnionWith(_knownPids);
+        }
+
+        if (CurrentPid != 0)
+        {
+            doomed.Add(CurrentPid);
+        }
+
+        foreach (int pid in doomed.ToList())
+        {
+            doomed.UnionWith(ProcessTable.Descendants(pid));
+        }
+
+        foreach (int pid in doomed)
+        {
+            if (ProcessTable.IsRunning(pid))
+            {
+                _ = Interop.Libc.Kill(pid, 9);
+            }
+        }
+
+        foreach (int pid in doomed)
+        {
+            try
+            {
+                await WaitForExitAsync(pid, TimeSpan.FromSeconds(10));
+            }
+            catch (TimeoutException)
+            {
+                // Not ours to reap (its parent is alive elsewhere); it was killed all the same.
+            }
+        }
+
+        _first.Dispose();
+        if (_ownsDirectory)
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+    }
+
+    private int ListeningPort()
+    {
+        var match = ListeningRegex().Match(Output);
+        return match.Success ? int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.AppendLine(line);
+        }
+    }
+
+    [GeneratedRegex(@"Now listening on: http://127\.0\.0\.1:(\d+)")]
+    private static partial Regex ListeningRegex();
+}

@@ -1,0 +1,162 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>The parts of an HTTP/1.1 response the tests look at.</summary>
+internal sealed record HttpProbeResponse(int Status, int Pid, bool ConnectionClose, string Body);
+
+/// <summary>
+/// A minimal HTTP/1.1 client on a raw socket. Unlike HttpClient it never retries and never
+/// hides a connection that the server closed under a request: every such request fails here,
+/// as it does in wrk.
+/// </summary>
+internal sealed class HttpProbe : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly byte[] _buffer = new byte[16 * 1024];
+    private int _start;
+    private int _end;
+
+    private HttpProbe(Socket socket) => _socket = socket;
+
+    public static async Task<HttpProbe> ConnectAsync(EndPoint endPoint, CancellationToken cancellationToken)
+    {
+        var socket = endPoint is UnixDomainSocketEndPoint
+            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+            : new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(endPoint, cancellationToken);
+            return new HttpProbe(socket);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>One request on a new connection, closed afterwards.</summary>
+    public static async Task<HttpProbeResponse> GetAsync(EndPoint endPoint, string path, TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        using var probe = await ConnectAsync(endPoint, cts.Token);
+        return await probe.GetAsync(path, keepAlive: false, cts.Token);
+    }
+
+    public async Task<HttpProbeResponse> GetAsync(string path, bool keepAlive, CancellationToken cancellationToken)
+    {
+        string request = $"GET {path} HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n";
+        await _socket.SendAsync(Encoding.ASCII.GetBytes(request), SocketFlags.None, cancellationToken);
+
+        string head = await ReadHeadAsync(cancellationToken);
+        string[] lines = head.Split("\r\n");
+        string[] statusLine = lines[0].Split(' ');
+        if (statusLine.Length < 2 || !statusLine[0].StartsWith("HTTP/1.", StringComparison.Ordinal))
+        {
+            throw new IOException($"bad status line '{lines[0]}'");
+        }
+
+        int status = int.Parse(statusLine[1], CultureInfo.InvariantCulture);
+        var headers = lines.Skip(1)
+            .Select(l => l.Split(':', 2))
+            .Where(p => p.Length == 2)
+            .ToLookup(p => p[0].Trim(), p => p[1].Trim(), StringComparer.OrdinalIgnoreCase);
+        bool close = headers["Connection"].Any(v => v.Contains("close", StringComparison.OrdinalIgnoreCase));
+        byte[] body = headers["Transfer-Encoding"].Any(v => v.Contains("chunked", StringComparison.OrdinalIgnoreCase))
+            ? await ReadChunkedAsync(cancellationToken)
+            : await ReadExactlyAsync(int.Parse(headers["Content-Length"].FirstOrDefault() ?? "0", CultureInfo.InvariantCulture), cancellationToken);
+        string text = Encoding.UTF8.GetString(body);
+        int pid = text.StartsWith("pid:", StringComparison.Ordinal)
+            ? int.Parse(text[4..text.IndexOf('\n', StringComparison.Ordinal)], CultureInfo.InvariantCulture)
+            : 0;
+        return new HttpProbeResponse(status, pid, close, text);
+    }
+
+    public void Dispose() => _socket.Dispose();
+
+    private async Task<string> ReadHeadAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            int end = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n\r\n"u8);
+            if (end >= 0)
+            {
+                string head = Encoding.ASCII.GetString(_buffer, _start, end);
+                _start += end + 4;
+                return head;
+            }
+
+            await FillAsync(cancellationToken);
+        }
+    }
+
+    private async Task<string> ReadLineAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            int end = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n"u8);
+            if (end >= 0)
+            {
+                string line = Encoding.ASCII.GetString(_buffer, _start, end);
+                _start += end + 2;
+                return line;
+            }
+
+            await FillAsync(cancellationToken);
+        }
+    }
+
+    private async Task<byte[]> ReadChunkedAsync(CancellationToken cancellationToken)
+    {
+        var body = new List<byte>();
+        while (true)
+        {
+            int size = int.Parse(await ReadLineAsync(cancellationToken), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+            body.AddRange(await ReadExactlyAsync(size, cancellationToken));
+            await ReadLineAsync(cancellationToken);
+            if (size == 0)
+            {
+                return [.. body];
+            }
+        }
+    }
+
+    private async Task<byte[]> ReadExactlyAsync(int count, CancellationToken cancellationToken)
+    {
+        while (_end - _start < count)
+        {
+            await FillAsync(cancellationToken);
+        }
+
+        byte[] result = _buffer[_start..(_start + count)];
+        _start += count;
+        return result;
+    }
+
+    private async Task FillAsync(CancellationToken cancellationToken)
+    {
+        if (_start > 0)
+        {
+            Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+            _end -= _start;
+            _start = 0;
+        }
+
+        if (_end == _buffer.Length)
+        {
+            throw new IOException("response head too large");
+        }
+
+        int n = await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, cancellationToken);
+        if (n == 0)
+        {
+            throw new IOException("the server closed the connection before the response was complete");
+        }
+
+        _end += n;
+    }
+}

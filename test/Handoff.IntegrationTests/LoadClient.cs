@@ -1,0 +1,112 @@
+using System.Collections.Concurrent;
+using System.Net;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>What a load run saw.</summary>
+internal sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures, IReadOnlyCollection<int> Pids)
+{
+    public override string ToString() =>
+        $"{Succeeded} succeeded, {Failures.Count} failed; pids {string.Join(",", Pids.Order())}" +
+        (Failures.Count > 0 ? "\nfailures:\n" + string.Join("\n", Failures.Take(20)) : "");
+}
+
+/// <summary>
+/// A constant load of GET requests from several connections, without retries: every request
+/// that does not get a complete 200 response counts as a failure, with its reason. With
+/// <c>keepAlive</c> each connection sends its next request as soon as the last one finished
+/// and reconnects only when the server said <c>Connection: close</c>; without, every request
+/// uses a new connection.
+/// </summary>
+internal sealed class LoadClient
+{
+    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly EndPoint _endPoint;
+    private readonly bool _keepAlive;
+    private readonly string _path;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly ConcurrentQueue<string> _failures = new();
+    private readonly ConcurrentDictionary<int, bool> _pids = new();
+    private readonly Task[] _workers;
+    private long _succeeded;
+
+    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0")
+    {
+        _endPoint = endPoint;
+        _keepAlive = keepAlive;
+        _path = path;
+        _workers = [.. Enumerable.Range(0, connections).Select(_ => Task.Run(RunAsync))];
+    }
+
+    public long Succeeded => Interlocked.Read(ref _succeeded);
+
+    public int FailureCount => _failures.Count;
+
+    /// <summary>Waits until at least <paramref name="count"/> more requests succeeded, so an
+    /// upgrade happens under load rather than before the load started.</summary>
+    public async Task WaitForProgressAsync(long count, TimeSpan timeout)
+    {
+        long target = Succeeded + count;
+        var deadline = DateTime.UtcNow + timeout;
+        while (Succeeded < target)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"the load made no progress: {Succeeded} succeeded, {FailureCount} failed");
+            }
+
+            await Task.Delay(10);
+        }
+    }
+
+    /// <summary>Stops sending new requests, lets those in flight finish, and reports.</summary>
+    public async Task<LoadReport> StopAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_workers);
+        return new LoadReport(Succeeded, [.. _failures], [.. _pids.Keys]);
+    }
+
+    private async Task RunAsync()
+    {
+        HttpProbe? connection = null;
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                using var timeout = new CancellationTokenSource(RequestTimeout);
+                try
+                {
+                    connection ??= await HttpProbe.ConnectAsync(_endPoint, timeout.Token);
+                    var response = await connection.GetAsync(_path, _keepAlive, timeout.Token);
+                    if (response.Status != 200)
+                    {
+                        _failures.Enqueue($"HTTP {response.Status}");
+                    }
+                    else
+                    {
+                        Interlocked.Increment(ref _succeeded);
+                        _pids.TryAdd(response.Pid, true);
+                    }
+
+                    if (!_keepAlive || response.ConnectionClose)
+                    {
+                        connection.Dispose();
+                        connection = null;
+                    }
+                }
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or OperationCanceledException or FormatException)
+                {
+                    _failures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} {e.GetType().Name}: {e.Message}");
+                    connection?.Dispose();
+                    connection = null;
+                }
+            }
+        }
+        finally
+        {
+            connection?.Dispose();
+        }
+    }
+}

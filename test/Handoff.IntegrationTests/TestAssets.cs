@@ -1,0 +1,21 @@
+using System.Reflection;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>Where the apps that the tests run were built.</summary>
+internal static class TestAssets
+{
+    public static string HelloSleepDirectory { get; } = Path.GetFullPath(
+        typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "HelloSleepDirectory").Value!);
+
+    public static string HelloSleepAppHost => Path.Combine(HelloSleepDirectory, "HelloSleep");
+
+    /// <summary>A fresh directory under /tmp, removed by the caller.</summary>
+    public static string CreateTempDirectory()
+    {
+        string path = Path.Combine(Path.GetTempPath(), "handoff-test-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(path);
+        return path;
+    }
+}

@@ -1,0 +1,103 @@
+namespace Handoff.IntegrationTests;
+
+/// <summary>Upgrades of a real HelloSleep process by SIGUSR2, under real load.</summary>
+public sealed class UpgradeTests
+{
+    [Fact]
+    public async Task Upgrade_LongRequestInFlight_CompletesOnOldPidThenOldExits()
+    {
+        await using var server = await HelloSleepServer.StartAsync();
+        int oldPid = server.CurrentPid;
+
+        var longRequest = server.GetPidAsync("/?sleep=3");
+        await Task.Delay(200); // let the request reach the old generation before the signal
+        HelloSleepServer.Signal(oldPid, 12);
+        await server.WaitUntilAsync(() => server.CurrentPid != oldPid, HelloSleepServer.StartTimeout, "the new generation");
+        int newPid = server.CurrentPid;
+        server.Track(newPid);
+
+        // The pid file changes when the new generation is ready; the old one stops accepting a
+        // moment later. From then on every new connection reaches the new generation.
+        await server.WaitUntilAsync(() => server.Output.Contains($"Pid {oldPid} stopped accepting", StringComparison.Ordinal), TimeSpan.FromSeconds(30), "the old generation to stop accepting");
+        Assert.Equal(newPid, await server.GetPidAsync());
+        Assert.True(ProcessTable.IsRunning(oldPid), "the old generation must wait for its request in flight");
+
+        Assert.Equal(oldPid, await longRequest);
+        Assert.Equal(0, await server.WaitForExitAsync(oldPid, TimeSpan.FromSeconds(30)));
+        Assert.Equal(newPid, await server.GetPidAsync());
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Upgrade_TenTimesUnderLoad_ZeroFailedRequests(bool keepAlive)
+    {
+        await using var server = await HelloSleepServer.StartAsync();
+        var load = new LoadClient(server.EndPoint, connections: 32, keepAlive);
+        var pids = new List<int> { server.CurrentPid };
+        try
+        {
+            for (int i = 0; i < 10; i++)
+            {
+                await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+                var (oldPid, newPid, exitCode) = await server.UpgradeAsync();
+                Assert.Equal(pids[^1], oldPid);
+                Assert.DoesNotContain(newPid, pids);
+                Assert.True(exitCode is 0 or null, $"generation pid {oldPid} exited with {exitCode}");
+                Assert.Null(ProcessTable.State(oldPid));
+                pids.Add(newPid);
+            }
+
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            var report = await load.StopAsync();
+            Assert.True(report.Failures.Count == 0, report.ToString());
+            Assert.Contains(pids[^1], report.Pids);
+        }
+    }
+
+    [Fact]
+    public async Task Upgrade_TwentyTimes_ServingProcessKeepsSameFdCount()
+    {
+        await using var server = await HelloSleepServer.StartAsync();
+        await server.GetPidAsync();
+        var firstFds = await SettledFdsAsync(server.CurrentPid);
+        int before = firstFds.Count;
+
+        for (int i = 0; i < 20; i++)
+        {
+            await server.UpgradeAsync();
+        }
+
+        await server.GetPidAsync();
+
+        var lastFds = await SettledFdsAsync(server.CurrentPid);
+
+        Assert.True(before == lastFds.Count, $"generation 1 had {before} fds, generation 21 has {lastFds.Count}.\nfirst:\n{string.Join("\n", firstFds)}\nlast:\n{string.Join("\n", lastFds)}");
+        Assert.Empty(ProcessTable.Descendants(server.CurrentPid));
+    }
+
+    // The probe's connection closes a moment after its response, and the runtime opens files
+    // lazily: read the table until it has not changed for half a second (at most 10 s).
+    private static async Task<IReadOnlyList<string>> SettledFdsAsync(int pid)
+    {
+        var fds = ProcessTable.OpenFds(pid);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        var stableSince = DateTime.UtcNow;
+        while (DateTime.UtcNow < deadline && DateTime.UtcNow - stableSince < TimeSpan.FromMilliseconds(500))
+        {
+            await Task.Delay(50);
+            var now = ProcessTable.OpenFds(pid);
+            if (now.Count != fds.Count)
+            {
+                stableSince = DateTime.UtcNow;
+            }
+
+            fds = now;
+        }
+
+        return fds;
+    }
+}
