@@ -24,12 +24,14 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
 {
     private readonly Upgrader _upgrader;
     private readonly ConnectionDrainer _drainer;
+    private readonly AcceptGate _gate;
     private readonly SocketTransportFactory _sockets;
 
-    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, AcceptGate gate, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
     {
         _upgrader = upgrader;
         _drainer = drainer;
+        _gate = gate;
         _sockets = new SocketTransportFactory(socketOptions, loggerFactory);
     }
 
@@ -51,7 +53,8 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
         // Kestrel's socket transport wraps a FileHandleEndPoint in a SafeSocketHandle that does
         // not own the descriptor: disposing it ends pending accepts and never closes the fd.
         var inner = await _sockets.BindAsync(new FileHandleEndPoint((ulong)listener.FileDescriptor, FileHandleType.Auto), cancellationToken).ConfigureAwait(false);
-        listener.OnClosing(() => inner.UnbindAsync());
-        return new HandoffConnectionListener(inner, listener, _drainer);
+        var connectionListener = new HandoffConnectionListener(inner, listener, _drainer, _gate);
+        listener.OnClosing(() => connectionListener.UnbindAsync());
+        return connectionListener;
     }
 }

@@ -13,16 +13,18 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 {
     private readonly Upgrader _upgrader;
     private readonly ConnectionDrainer _drainer;
+    private readonly AcceptGate _gate;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly IServiceProvider _services;
     private readonly HandoffOptions _options;
     private readonly ILogger _logger;
     private CancellationTokenRegistration _supersededRegistration;
 
-    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, ILogger<HandoffHostedService> logger)
+    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, AcceptGate gate, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, ILogger<HandoffHostedService> logger)
     {
         _upgrader = upgrader;
         _drainer = drainer;
+        _gate = gate;
         _lifetime = lifetime;
         _services = services;
         _options = options.Value;
@@ -80,6 +82,9 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                 await warmUp(_services, _lifetime.ApplicationStopping).ConfigureAwait(false);
             }
 
+            // Accept first, then report: the old generation stops accepting only after this one
+            // has started, so the accept queue is never without a reader.
+            _gate.Open();
             await _upgrader.ReadyAsync().ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Any failure of the warm-up hook must fail the start, whatever its type.

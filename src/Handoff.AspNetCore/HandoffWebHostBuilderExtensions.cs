@@ -47,6 +47,7 @@ public static class HandoffWebHostBuilderExtensions
                 provider.GetRequiredService<IOptions<HandoffOptions>>().Value,
                 provider.GetRequiredService<ILoggerFactory>()));
             services.TryAddSingleton<ConnectionDrainer>();
+            services.TryAddSingleton<AcceptGate>();
 
             // Registered after Kestrel's socket transport, so Kestrel asks this factory first
             // for TCP and Unix endpoints (see HandoffConnectionListenerFactory).

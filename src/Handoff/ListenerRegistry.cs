@@ -125,22 +125,32 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
             : new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
 
-        // Handoff keeps its own copy of the descriptor and binds through a Socket that does not
-        // own it: a Socket that owns a Unix socket it bound unlinks the path when disposed,
-        // which would take the path away from the generation that serves on it next.
+        // Handoff keeps its own copy of the descriptor, and binds it with libc rather than
+        // Socket.Bind: a Socket that bound a Unix path unlinks it when disposed, even when it
+        // does not own the descriptor, which would take the path away from the generation that
+        // serves on it next.
         int fd = Interop.Libc.DuplicateCloseOnExec((int)creator.Handle, 3);
         try
         {
-            using var binder = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
-            if (endPoint is IPEndPoint ip && ip.Address.Equals(IPAddress.IPv6Any))
+            using (var options = new Socket(new SafeSocketHandle(fd, ownsHandle: false)))
             {
-                // Kestrel's meaning of [::]: IPv6 and IPv4 on one socket.
-                binder.DualMode = true;
+                if (endPoint is IPEndPoint ip && ip.Address.Equals(IPAddress.IPv6Any))
+                {
+                    // Kestrel's meaning of [::]: IPv6 and IPv4 on one socket.
+                    options.DualMode = true;
+                }
+
+                // What .NET does in Socket.Bind on Unix for TCP: SO_REUSEADDR (only that, unlike
+                // the ReuseAddress option), so a restart does not wait for TIME_WAIT to pass.
+                if (endPoint is IPEndPoint)
+                {
+                    options.SetRawSocketOption(Interop.Libc.SOL_SOCKET, Interop.Libc.SO_REUSEADDR, BitConverter.GetBytes(1));
+                }
             }
 
-            BindRemovingStaleUnixPath(binder, endPoint);
-            binder.Listen(Backlog);
-            return new Listener(fd, binder.LocalEndPoint ?? endPoint, inherited: false);
+            BindRemovingStaleUnixPath(fd, endPoint);
+            Interop.Libc.Listen(fd, Backlog);
+            return new Listener(fd, Inheritance.CheckListeningSocket(fd), inherited: false);
         }
         catch
         {
@@ -149,11 +159,11 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         }
     }
 
-    private static void BindRemovingStaleUnixPath(Socket binder, EndPoint endPoint)
+    private static void BindRemovingStaleUnixPath(int fd, EndPoint endPoint)
     {
         try
         {
-            binder.Bind(endPoint);
+            Interop.Libc.Bind(fd, endPoint.Serialize());
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse &&
                                          endPoint is UnixDomainSocketEndPoint unix &&
@@ -162,7 +172,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             // A socket file left by a process that is gone: nobody accepts on it, so it is
             // safe to replace. A live one (a connect succeeds) is reported as in use.
             File.Delete(unix.ToString());
-            binder.Bind(endPoint);
+            Interop.Libc.Bind(fd, endPoint.Serialize());
         }
     }
 

@@ -1,0 +1,57 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>IPv4, IPv6 and Unix domain listeners together are handed over, twice, and the Unix
+/// socket path survives every old generation's exit.</summary>
+public sealed class ListenerKindsTests
+{
+    [Fact]
+    public async Task Upgrade_TcpV4V6AndUnixListeners_AllServeNewGeneration()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string socketPath = Path.Combine(directory, "hello.sock");
+        int v6Port = FreePort(IPAddress.IPv6Loopback);
+        await using var server = await HelloSleepServer.StartAsync(
+            urls: $"http://127.0.0.1:0;http://[::1]:{v6Port};http://unix:{socketPath}",
+            directory: directory);
+        var endPoints = new EndPoint[] { server.EndPoint, new IPEndPoint(IPAddress.IPv6Loopback, v6Port), new UnixDomainSocketEndPoint(socketPath) };
+        var socketInode = new FileInfo(socketPath).Exists ? GetInode(socketPath) : 0;
+
+        foreach (var endPoint in endPoints)
+        {
+            Assert.Equal(server.FirstPid, await server.GetPidAsync(endPoint: endPoint));
+        }
+
+        for (int i = 0; i < 2; i++)
+        {
+            var (oldPid, newPid, _) = await server.UpgradeAsync();
+            Assert.Null(ProcessTable.State(oldPid));
+            foreach (var endPoint in endPoints)
+            {
+                Assert.Equal(newPid, await server.GetPidAsync(endPoint: endPoint));
+            }
+
+            Assert.True(File.Exists(socketPath), "the old generation must not unlink the Unix socket path");
+            Assert.Equal(socketInode, GetInode(socketPath));
+        }
+    }
+
+    private static int FreePort(IPAddress address)
+    {
+        using var probe = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(address, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
+    private static long GetInode(string path)
+    {
+        // The same inode proves the socket was handed over, not re-bound.
+        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%i", path]) { RedirectStandardOutput = true };
+        using var stat = System.Diagnostics.Process.Start(psi)!;
+        string text = stat.StandardOutput.ReadToEnd();
+        stat.WaitForExit();
+        return long.Parse(text.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+}

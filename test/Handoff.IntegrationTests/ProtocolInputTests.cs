@@ -1,0 +1,40 @@
+using System.Diagnostics;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>A new generation started with a malformed, forged or stale handover refuses to
+/// start, names what is wrong, and exits non-zero.</summary>
+public sealed class ProtocolInputTests
+{
+    [Theory]
+    [InlineData("garbage", "is malformed")]
+    [InlineData("v1;parent=1;generation=2;listen=;ready=3", "names parent pid 1, but this process's parent is")]
+    [InlineData("v1;parent=$PPID;generation=2;listen=;ready=3", "fd 3 is not an open pipe")]
+    [InlineData("v1;parent=$PPID;generation=2;listen=3;ready=4", "Inherited fd 3 (named in HANDOFF_HANDOVER) is not a socket")]
+    [InlineData("v1;parent=$PPID;generation=2;listen=5;ready=6", "descriptors must be consecutive from 3")]
+    public async Task Start_BadHandoverVariable_ExitsNonZeroNamingTheProblem(string value, string expected)
+    {
+        // bash places a file at fd 3 and a pipe at fd 4, then execs HelloSleep, whose parent
+        // is then this test process ($PPID in bash).
+        var info = new ProcessStartInfo("bash")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($"exec 3</etc/hostname 4> >(cat >/dev/null); HANDOFF_HANDOVER=\"{value}\" exec \"$0\" --urls http://127.0.0.1:0");
+        info.ArgumentList.Add(TestAssets.HelloSleepAppHost);
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        string output = await stdout + await stderr;
+
+        Assert.NotEqual(0, process.ExitCode);
+        Assert.Contains("HANDOFF_HANDOVER", output, StringComparison.Ordinal);
+        Assert.Contains(expected.Replace("$PPID", "", StringComparison.Ordinal), output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
+    }
+}
