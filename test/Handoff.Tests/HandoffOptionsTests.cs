@@ -1,0 +1,61 @@
+namespace Handoff.Tests;
+
+public sealed class HandoffOptionsTests
+{
+    [Fact]
+    public void Validate_Defaults_AreValid()
+    {
+        var options = new HandoffOptions();
+
+        Assert.Empty(options.Validate());
+        Assert.Equal("SIGUSR2,SIGHUP", options.UpgradeSignals);
+        Assert.Equal(TimeSpan.FromSeconds(30), options.UpgradeTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(30), options.DrainTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(1), options.DrainIdleTimeout);
+        Assert.Null(options.PidFile);
+    }
+
+    [Fact]
+    public void Validate_ZeroTimeout_NamesTheOption()
+    {
+        var options = new HandoffOptions { UpgradeTimeout = TimeSpan.Zero };
+
+        var error = Assert.Single(options.Validate());
+
+        Assert.Contains("Handoff:UpgradeTimeout", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_IdleTimeoutNotShorterThanDrain_NamesBoth()
+    {
+        var options = new HandoffOptions { DrainTimeout = TimeSpan.FromSeconds(2), DrainIdleTimeout = TimeSpan.FromSeconds(2) };
+
+        var error = Assert.Single(options.Validate());
+
+        Assert.Contains("Handoff:DrainIdleTimeout", error, StringComparison.Ordinal);
+        Assert.Contains("Handoff:DrainTimeout", error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("SIGTERM")]
+    [InlineData("SIGINT")]
+    [InlineData("15")]
+    [InlineData("USR3")]
+    public void Validate_SignalThatMeansShutdownOrUnknown_IsRejected(string signals)
+    {
+        var options = new HandoffOptions { UpgradeSignals = signals };
+
+        var error = Assert.Single(options.Validate());
+
+        Assert.Contains("Handoff:UpgradeSignals", error, StringComparison.Ordinal);
+        Assert.Contains(signals, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_PidFileThatIsADirectory_IsRejected()
+    {
+        var options = new HandoffOptions { PidFile = "/run/" };
+
+        Assert.Contains("Handoff:PidFile", Assert.Single(options.Validate()), StringComparison.Ordinal);
+    }
+}
