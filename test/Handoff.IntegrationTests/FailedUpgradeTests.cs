@@ -1,3 +1,4 @@
+using Handoff.Testing;
 using System.Text.RegularExpressions;
 
 namespace Handoff.IntegrationTests;

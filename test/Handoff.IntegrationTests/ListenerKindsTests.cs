@@ -1,3 +1,4 @@
+using Handoff.Testing;
 using System.Net;
 using System.Net.Sockets;
 

@@ -1,3 +1,4 @@
+using Handoff.Testing;
 using System.Diagnostics;
 
 namespace Handoff.IntegrationTests;

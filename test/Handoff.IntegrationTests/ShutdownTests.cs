@@ -1,3 +1,4 @@
+using Handoff.Testing;
 namespace Handoff.IntegrationTests;
 
 /// <summary>SIGTERM and SIGINT: the same graceful drain as after an upgrade, then exit 0.</summary>

@@ -1,3 +1,4 @@
+using Handoff.Testing;
 namespace Handoff.IntegrationTests;
 
 /// <summary>Upgrades of a real HelloSleep process by SIGUSR2, under real load.</summary>

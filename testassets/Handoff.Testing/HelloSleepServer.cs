@@ -4,13 +4,13 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
 
-namespace Handoff.IntegrationTests;
+namespace Handoff.Testing;
 
 /// <summary>
 /// A HelloSleep server run as a real child process, followed across its generations through
 /// its pid file. Disposing kills every generation and everything they started, and reaps them.
 /// </summary>
-internal sealed partial class HelloSleepServer : IAsyncDisposable
+public sealed partial class HelloSleepServer : IAsyncDisposable
 {
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 

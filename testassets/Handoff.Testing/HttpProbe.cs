@@ -3,17 +3,17 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Handoff.IntegrationTests;
+namespace Handoff.Testing;
 
 /// <summary>The parts of an HTTP/1.1 response the tests look at.</summary>
-internal sealed record HttpProbeResponse(int Status, int Pid, bool ConnectionClose, string Body);
+public sealed record HttpProbeResponse(int Status, int Pid, bool ConnectionClose, string Body);
 
 /// <summary>
 /// A minimal HTTP/1.1 client on a raw socket. Unlike HttpClient it never retries and never
 /// hides a connection that the server closed under a request: every such request fails here,
 /// as it does in wrk.
 /// </summary>
-internal sealed class HttpProbe : IDisposable
+public sealed class HttpProbe : IDisposable
 {
     private readonly Socket _socket;
     private readonly byte[] _buffer = new byte[16 * 1024];

@@ -1,9 +1,9 @@
 using System.Reflection;
 
-namespace Handoff.IntegrationTests;
+namespace Handoff.Testing;
 
 /// <summary>Where the apps that the tests run were built.</summary>
-internal static class TestAssets
+public static class TestAssets
 {
     public static string HelloSleepDirectory { get; } = Path.GetFullPath(
         typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()

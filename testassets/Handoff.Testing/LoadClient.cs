@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using System.Net;
 
-namespace Handoff.IntegrationTests;
+namespace Handoff.Testing;
 
 /// <summary>What a load run saw.</summary>
-internal sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures, IReadOnlyCollection<int> Pids)
+public sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures, IReadOnlyCollection<int> Pids)
 {
     public override string ToString() =>
         $"{Succeeded} succeeded, {Failures.Count} failed; pids {string.Join(",", Pids.Order())}" +
@@ -18,7 +18,7 @@ internal sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures
 /// and reconnects only when the server said <c>Connection: close</c>; without, every request
 /// uses a new connection.
 /// </summary>
-internal sealed class LoadClient
+public sealed class LoadClient
 {
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(30);
 

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace Handoff.IntegrationTests;
+namespace Handoff.Testing;
 
 /// <summary>
 /// What the tests read about processes from /proc, and reaping of the generations that are
@@ -9,8 +9,9 @@ namespace Handoff.IntegrationTests;
 /// old generation's orphaned successor is re-parented here rather than to PID 1, which in this
 /// sandbox never reaps (docs/platform-notes.md).
 /// </summary>
-internal static class ProcessTable
+public static class ProcessTable
 {
+#pragma warning disable CA2255 // Deliberate: whoever loads these helpers must reap generations.
     [ModuleInitializer]
     internal static void BecomeSubreaper()
     {
@@ -19,6 +20,7 @@ internal static class ProcessTable
             throw new InvalidOperationException("prctl(PR_SET_CHILD_SUBREAPER) failed: " + Marshal.GetLastPInvokeError());
         }
     }
+#pragma warning restore CA2255
 
     /// <summary>The state letter from /proc/PID/status (R, S, Z, ...), or null when gone.</summary>
     public static char? State(int pid)

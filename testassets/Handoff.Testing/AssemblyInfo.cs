@@ -1,0 +1,2 @@
+// Linux process and socket behaviour only.
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
