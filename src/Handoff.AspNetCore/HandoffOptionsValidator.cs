@@ -1,4 +1,3 @@
-using Handoff;
 using Microsoft.Extensions.Options;
 
 namespace Handoff.AspNetCore;

@@ -1,5 +1,5 @@
-using Handoff.Testing;
 using System.Text.RegularExpressions;
+using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 

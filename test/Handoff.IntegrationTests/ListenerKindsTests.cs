@@ -1,6 +1,6 @@
-using Handoff.Testing;
 using System.Net;
 using System.Net.Sockets;
+using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 

@@ -1,5 +1,5 @@
-using Handoff.Testing;
 using System.Diagnostics;
+using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -53,7 +52,12 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     /// Starts HelloSleep on 127.0.0.1 with a dynamic port (unless <paramref name="urls"/> says
     /// otherwise) and a pid file, and waits until it is ready.
     /// </summary>
+    /// <param name="urls">Kestrel's --urls; 127.0.0.1 with a dynamic port by default.</param>
+    /// <param name="arguments">More command-line arguments, e.g. configuration keys.</param>
+    /// <param name="environment">More environment variables.</param>
     /// <param name="command">The program and leading arguments; the apphost by default.</param>
+    /// <param name="directory">Working directory and pid file location; a new temporary
+    /// directory, removed on dispose, by default.</param>
     public static async Task<HelloSleepServer> StartAsync(
         string? urls = null,
         IEnumerable<string>? arguments = null,
