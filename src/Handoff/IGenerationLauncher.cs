@@ -19,8 +19,9 @@ internal interface IStartedGeneration
     Task<string?> WaitReadyAsync(TimeSpan timeout);
 
     /// <summary>Stops a failed new generation: SIGTERM, then SIGKILL after
-    /// <paramref name="grace"/>; reaps it. Returns how it ended, e.g. "exit code 1".</summary>
-    Task<string> TerminateAsync(TimeSpan grace);
+    /// <paramref name="grace"/>; reaps it. Returns how it ended, e.g. "exit code 0 after
+    /// SIGTERM", or null when it had exited already.</summary>
+    Task<string?> TerminateAsync(TimeSpan grace);
 
     /// <summary>Reaps the accepted generation if it ever exits while this process runs, so it
     /// does not stay a zombie.</summary>

@@ -25,7 +25,7 @@ internal sealed class StartedGeneration : IStartedGeneration
     public Task<string?> WaitReadyAsync(TimeSpan timeout) =>
         Task.Factory.StartNew(() => WaitReady(timeout), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    public Task<string> TerminateAsync(TimeSpan grace) =>
+    public Task<string?> TerminateAsync(TimeSpan grace) =>
         Task.Factory.StartNew(() => Terminate(grace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     public void ReapWhenExited()
@@ -89,11 +89,11 @@ internal sealed class StartedGeneration : IStartedGeneration
         }
     }
 
-    private string Terminate(TimeSpan grace)
+    private string? Terminate(TimeSpan grace)
     {
-        if (WaitForExit(block: false) is { } already)
+        if (WaitForExit(block: false) is not null)
         {
-            return already;
+            return null;
         }
 
         Interop.Libc.Kill(Pid, Interop.Libc.SIGTERM);
@@ -134,29 +134,35 @@ internal sealed class StartedGeneration : IStartedGeneration
     {
         lock (_gate)
         {
-            if (_exitStatus is null)
+            if (_exitStatus is { } known)
             {
-                int result;
-                int status;
-                do
-                {
-                    result = Interop.Libc.WaitPid(Pid, out status, block ? 0 : Interop.Libc.WNOHANG);
-                }
-                while (result < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Interop.Libc.EINTR);
+                return Describe(known);
+            }
+        }
 
-                if (result == Pid)
-                {
-                    _exitStatus = status;
-                }
-                else if (result < 0)
-                {
-                    // ECHILD: someone else reaped it; it is gone all the same.
-                    _exitStatus = -1;
-                }
-                else
-                {
-                    return null;
-                }
+        // Outside the lock: a blocking wait (the reaper thread) must not hold up anyone else.
+        int result;
+        int status;
+        do
+        {
+            result = Interop.Libc.WaitPid(Pid, out status, block ? 0 : Interop.Libc.WNOHANG);
+        }
+        while (result < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Interop.Libc.EINTR);
+
+        lock (_gate)
+        {
+            if (result == Pid)
+            {
+                _exitStatus = status;
+            }
+            else if (result < 0)
+            {
+                // ECHILD: another thread reaped it; it is gone all the same.
+                _exitStatus ??= -1;
+            }
+            else
+            {
+                return null;
             }
 
             return Describe(_exitStatus.Value);

@@ -232,8 +232,8 @@ public sealed partial class Upgrader : IDisposable
         string? failure = await child.WaitReadyAsync(_options.UpgradeTimeout).ConfigureAwait(false);
         if (failure is not null)
         {
-            string ended = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
-            string reason = $"new generation {next} (pid {child.Pid}) failed: {failure}; it was stopped ({ended})";
+            string? ended = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
+            string reason = $"new generation {next} (pid {child.Pid}) failed: {failure}" + (ended is null ? "" : $"; it was stopped ({ended})");
             Log.UpgradeFailed(_logger, pid, Generation, child.Pid, reason);
             return UpgradeResult.Failure(child.Pid, next, reason);
         }

@@ -202,10 +202,10 @@ public sealed class UpgraderTests : IDisposable
             return readyResult;
         }
 
-        public Task<string> TerminateAsync(TimeSpan grace)
+        public Task<string?> TerminateAsync(TimeSpan grace)
         {
             Terminated = true;
-            return Task.FromResult("exit code 3");
+            return Task.FromResult<string?>("exit code 0 after SIGTERM");
         }
 
         public void ReapWhenExited() => Reaped = true;
