@@ -109,7 +109,7 @@ internal sealed partial class ConnectionDrainer
         return true;
     }
 
-    private void CloseIdle(long drainStart, long now, TimeSpan idleTimeout)
+    internal void CloseIdle(long drainStart, long now, TimeSpan idleTimeout)
     {
         // Idle means: no request running, and none ended within idleTimeout, counting the drain's
         // start as the last activity of connections that were idle before it.

@@ -39,6 +39,23 @@ public sealed class ListenerKindsTests
         }
     }
 
+    [Theory]
+    [InlineData("config")]
+    [InlineData("environment")]
+    public async Task Upgrade_EndpointFromConfigurationOrEnvironment_IsHandedOver(string source)
+    {
+        await using var server = source == "config"
+            ? await HelloSleepServer.StartAsync(urls: "", arguments: ["--Kestrel:Endpoints:Main:Url=http://127.0.0.1:0"])
+            : await HelloSleepServer.StartAsync(urls: "", environment: new Dictionary<string, string> { ["ASPNETCORE_URLS"] = "http://127.0.0.1:0" });
+
+        var (oldPid, newPid, exit) = await server.UpgradeAsync();
+
+        Assert.Equal(0, exit);
+        Assert.Equal(newPid, await server.GetPidAsync());
+        Assert.Contains($"Adopted inherited listener {server.EndPoint}", server.Output, StringComparison.Ordinal);
+        Assert.NotEqual(oldPid, newPid);
+    }
+
     private static int FreePort(IPAddress address)
     {
         using var probe = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);

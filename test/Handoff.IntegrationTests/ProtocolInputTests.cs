@@ -38,4 +38,30 @@ public sealed class ProtocolInputTests
         Assert.Contains(expected.Replace("$PPID", "", StringComparison.Ordinal), output, StringComparison.Ordinal);
         Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("--Handoff:DrainTimeout=-00:00:01", "Handoff:DrainTimeout")]
+    [InlineData("--Handoff:UpgradeSignals=SIGTERM", "Handoff:UpgradeSignals")]
+    public async Task Start_InvalidOption_ExitsNonZeroNamingTheOption(string argument, string option)
+    {
+        var info = new ProcessStartInfo(TestAssets.HelloSleepAppHost)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add("--urls");
+        info.ArgumentList.Add("http://127.0.0.1:0");
+        info.ArgumentList.Add(argument);
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        string output = await stdout + await stderr;
+
+        Assert.NotEqual(0, process.ExitCode);
+        Assert.Contains(option, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
+    }
 }

@@ -28,6 +28,37 @@ public sealed class UpgradeTests
         Assert.Equal(newPid, await server.GetPidAsync());
     }
 
+    [Fact]
+    public async Task Upgrade_WhileOlderGenerationStillDrains_Succeeds()
+    {
+        await using var server = await HelloSleepServer.StartAsync();
+        int first = server.CurrentPid;
+        var slow = server.GetPidAsync("/?sleep=4");
+        await Task.Delay(300); // let the slow request reach the first generation
+
+        var (_, second, _) = await UpgradeWithoutWaitingForExitAsync(server);
+        Assert.True(ProcessTable.IsRunning(first), "generation 1 still drains its slow request");
+        var (_, third, _) = await UpgradeWithoutWaitingForExitAsync(server);
+        Assert.True(ProcessTable.IsRunning(first), "a slow request in generation 1 must not block the next deploy");
+
+        Assert.Equal(first, await slow);
+        Assert.Equal(0, await server.WaitForExitAsync(first, TimeSpan.FromSeconds(30)));
+        // Generation 2 exits while its parent, generation 1, still runs: generation 1 reaps it,
+        // so its exit code is not ours to see. It must be gone, not a zombie.
+        await server.WaitForExitAsync(second, TimeSpan.FromSeconds(30));
+        Assert.Null(ProcessTable.State(second));
+        Assert.Equal(third, await server.GetPidAsync());
+    }
+
+    private static async Task<(int Old, int New, int Unused)> UpgradeWithoutWaitingForExitAsync(HelloSleepServer server)
+    {
+        int old = server.CurrentPid;
+        HelloSleepServer.Signal(old, 12);
+        await server.WaitUntilAsync(() => server.CurrentPid != old, HelloSleepServer.StartTimeout, "a new generation");
+        server.Track(server.CurrentPid);
+        return (old, server.CurrentPid, 0);
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

@@ -52,7 +52,8 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     /// Starts HelloSleep on 127.0.0.1 with a dynamic port (unless <paramref name="urls"/> says
     /// otherwise) and a pid file, and waits until it is ready.
     /// </summary>
-    /// <param name="urls">Kestrel's --urls; 127.0.0.1 with a dynamic port by default.</param>
+    /// <param name="urls">Kestrel's --urls; 127.0.0.1 with a dynamic port by default; "" to
+    /// pass none (the addresses then come from configuration or the environment).</param>
     /// <param name="arguments">More command-line arguments, e.g. configuration keys.</param>
     /// <param name="environment">More environment variables.</param>
     /// <param name="command">The program and leading arguments; the apphost by default.</param>
@@ -81,8 +82,12 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
             info.ArgumentList.Add(a);
         }
 
-        info.ArgumentList.Add("--urls");
-        info.ArgumentList.Add(urls ?? "http://127.0.0.1:0");
+        if (urls != "")
+        {
+            info.ArgumentList.Add("--urls");
+            info.ArgumentList.Add(urls ?? "http://127.0.0.1:0");
+        }
+
         info.ArgumentList.Add("--Handoff:PidFile=" + Path.Combine(directory, "app.pid"));
         foreach (string a in arguments ?? [])
         {

@@ -1,0 +1,153 @@
+using Handoff.AspNetCore;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Handoff.Tests.AspNetCore;
+
+public sealed class ConnectionDrainerTests
+{
+    private static readonly TimeSpan Idle = TimeSpan.FromSeconds(1);
+    private readonly ManualTime _time = new();
+
+    [Fact]
+    public void CloseIdle_BeforeIdleTimeoutSinceDrainStart_ClosesNothing()
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var connection = Connect(drainer);
+        long start = _time.GetTimestamp();
+
+        _time.Advance(TimeSpan.FromMilliseconds(900));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
+
+        Assert.Equal(0, connection.CloseRequests);
+    }
+
+    [Fact]
+    public void CloseIdle_IdleForTheTimeout_RequestsCloseOnce()
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var connection = Connect(drainer);
+        long start = _time.GetTimestamp();
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
+
+        Assert.Equal(1, connection.CloseRequests);
+    }
+
+    [Fact]
+    public void CloseIdle_RequestInFlightOrJustEnded_IsNotClosed()
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var busy = Connect(drainer);
+        var recent = Connect(drainer);
+        long start = _time.GetTimestamp();
+        Tracked(busy).RequestStarted();
+        _time.Advance(TimeSpan.FromMilliseconds(1500));
+        Tracked(recent).RequestStarted();
+        Tracked(recent).RequestEnded(_time.GetTimestamp());
+
+        _time.Advance(TimeSpan.FromMilliseconds(500));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
+
+        Assert.Equal(0, busy.CloseRequests);
+        Assert.Equal(0, recent.CloseRequests);
+
+        _time.Advance(TimeSpan.FromMilliseconds(500));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
+        Assert.Equal(0, busy.CloseRequests);
+        Assert.Equal(1, recent.CloseRequests);
+    }
+
+    [Fact]
+    public void CloseIdle_Http2_GetsGoAwayAtOnce()
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var connection = Connect(drainer);
+        Tracked(connection).IsHttp2 = true;
+        Tracked(connection).RequestStarted();
+
+        drainer.CloseIdle(_time.GetTimestamp(), _time.GetTimestamp(), Idle);
+
+        Assert.Equal(1, connection.CloseRequests);
+    }
+
+    [Fact]
+    public async Task DrainAsync_ConnectionsClose_CompletesAndCountsDown()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var connection = Connect(drainer);
+        Assert.Equal(1, drainer.Count);
+
+        var drain = drainer.DrainAsync(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10), CancellationToken.None);
+        Assert.True(drainer.IsDraining);
+        Assert.False(drain.IsCompleted);
+        connection.Close();
+
+        Assert.True(await drain);
+        Assert.Equal(0, drainer.Count);
+    }
+
+    [Fact]
+    public async Task DrainAsync_Cancelled_AbortsWhatIsLeftAndReturnsFalse()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var connection = Connect(drainer);
+        Tracked(connection).RequestStarted();
+
+        Assert.False(await drainer.DrainAsync(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10), new CancellationToken(canceled: true)));
+        Assert.True(connection.Aborted);
+    }
+
+    private static FakeConnection Connect(ConnectionDrainer drainer)
+    {
+        var connection = new FakeConnection();
+        drainer.Track(connection.Context);
+        return connection;
+    }
+
+    private static TrackedConnection Tracked(FakeConnection connection) =>
+        (TrackedConnection)connection.Context.Items[ConnectionDrainer.ItemKey]!;
+
+    private sealed class FakeConnection : IConnectionLifetimeNotificationFeature
+    {
+        private readonly CancellationTokenSource _closed = new();
+
+        public FakeConnection()
+        {
+            Context = new AbortRecordingContext(this) { ConnectionClosed = _closed.Token };
+            Context.Features.Set<IConnectionLifetimeNotificationFeature>(this);
+        }
+
+        public DefaultConnectionContext Context { get; }
+
+        public int CloseRequests { get; private set; }
+
+        public bool Aborted { get; set; }
+
+        public CancellationToken ConnectionClosedRequested { get; set; }
+
+        public void RequestClose() => CloseRequests++;
+
+        public void Close() => _closed.Cancel();
+    }
+
+    private sealed class AbortRecordingContext(FakeConnection owner) : DefaultConnectionContext(Guid.NewGuid().ToString("N"))
+    {
+        public override void Abort(ConnectionAbortedException abortReason) => owner.Aborted = true;
+    }
+
+    /// <summary>A clock that moves only when told to.</summary>
+    private sealed class ManualTime : TimeProvider
+    {
+        private long _ticks = 1_000_000;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => _ticks;
+
+        public void Advance(TimeSpan by) => _ticks += by.Ticks;
+    }
+}
