@@ -26,14 +26,9 @@ public sealed class ProtocolInputTests
         info.ArgumentList.Add("-c");
         info.ArgumentList.Add($"exec 3</etc/hostname 4> >(cat >/dev/null); HANDOFF_HANDOVER=\"{value}\" exec \"$0\" --urls http://127.0.0.1:0");
         info.ArgumentList.Add(TestAssets.HelloSleepAppHost);
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        string output = await stdout + await stderr;
+        var (exitCode, output) = await RunToExitAsync(info);
 
-        Assert.NotEqual(0, process.ExitCode);
+        Assert.NotEqual(0, exitCode);
         Assert.Contains("HANDOFF_HANDOVER", output, StringComparison.Ordinal);
         Assert.Contains(expected.Replace("$PPID", "", StringComparison.Ordinal), output, StringComparison.Ordinal);
         Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
@@ -53,15 +48,31 @@ public sealed class ProtocolInputTests
         info.ArgumentList.Add("--urls");
         info.ArgumentList.Add("http://127.0.0.1:0");
         info.ArgumentList.Add(argument);
+        var (exitCode, output) = await RunToExitAsync(info);
+
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains(option, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs a process that is expected to exit by itself (bounded by a minute) and
+    /// returns its exit code and everything it wrote.</summary>
+    private static async Task<(int ExitCode, string Output)> RunToExitAsync(ProcessStartInfo info)
+    {
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        string output = await stdout + await stderr;
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
 
-        Assert.NotEqual(0, process.ExitCode);
-        Assert.Contains(option, output, StringComparison.Ordinal);
-        Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
+        return (process.ExitCode, await stdout + await stderr);
     }
 }
