@@ -34,6 +34,15 @@ public sealed class ListenerKindsTests
                 Assert.Equal(newPid, await server.GetPidAsync(endPoint: endPoint));
             }
 
+            // The inherited sockets sit at 3, 4, 5 with FD_CLOEXEC set again: they do not leak
+            // into processes the new generation starts.
+            var fds = ProcessTable.OpenFds(newPid);
+            foreach (int fd in new[] { 3, 4, 5 })
+            {
+                Assert.Contains(fds, f => f.StartsWith($"{fd} -> socket:", StringComparison.Ordinal));
+                Assert.True(ProcessTable.IsCloseOnExec(newPid, fd), $"fd {fd} of pid {newPid} lacks FD_CLOEXEC");
+            }
+
             Assert.True(File.Exists(socketPath), "the old generation must not unlink the Unix socket path");
             Assert.Equal(socketInode, GetInode(socketPath));
         }

@@ -68,6 +68,15 @@ public static class ProcessTable
             .Select(f => $"{f.Name} -> {f.LinkTarget}")
             .OrderBy(f => int.Parse(f[..f.IndexOf(' ', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture))];
 
+    /// <summary>True when fd <paramref name="fd"/> of <paramref name="pid"/> has O_CLOEXEC
+    /// (the "flags" line of /proc/PID/fdinfo/FD, octal).</summary>
+    public static bool IsCloseOnExec(int pid, int fd)
+    {
+        const int OCloexec = 0x80000; // 02000000 octal
+        string flags = File.ReadLines($"/proc/{pid}/fdinfo/{fd}").First(l => l.StartsWith("flags:", StringComparison.Ordinal))[6..].Trim();
+        return (Convert.ToInt32(flags, 8) & OCloexec) != 0;
+    }
+
     /// <summary>Every process below <paramref name="root"/> in the process tree.</summary>
     public static IReadOnlyList<int> Descendants(int root)
     {
