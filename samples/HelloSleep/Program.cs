@@ -8,6 +8,7 @@
 //   HelloSleep:FailStart      throw during start-up (a broken build)
 //   HelloSleep:NeverReady     warm-up that never finishes (a build that hangs)
 //   HelloSleep:FailWarmUp     warm-up that throws
+//   HelloSleep:NoHandoff      plain Kestrel without Handoff (the benchmarks' baseline)
 // Each can also be turned on by a file: HELLOSLEEP_BREAK_<KEY>=/path turns it on while /path
 // exists, so a test can break "the next build" without changing the arguments.
 using System.Globalization;
@@ -23,7 +24,13 @@ if (Broken("FailStart"))
     throw new InvalidOperationException("HelloSleep:FailStart is set: this build is broken on purpose.");
 }
 
-builder.WebHost.UseHandoff(options =>
+// HelloSleep:NoHandoff=true runs the same app as plain Kestrel: the benchmarks' baseline.
+if (!builder.Configuration.GetValue<bool>("HelloSleep:NoHandoff"))
+{
+    builder.WebHost.UseHandoff(ConfigureHandoff);
+}
+
+void ConfigureHandoff(Handoff.HandoffOptions options)
 {
     if (Broken("NeverReady"))
     {
@@ -33,7 +40,7 @@ builder.WebHost.UseHandoff(options =>
     {
         options.WarmUp = (_, _) => throw new InvalidOperationException("HelloSleep:FailWarmUp is set: warm-up fails on purpose.");
     }
-});
+}
 
 var app = builder.Build();
 app.MapGet("/", async (double? sleep, CancellationToken aborted) =>

@@ -1,0 +1,2 @@
+// Linux only, like Handoff.
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]

@@ -1,0 +1,142 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Handoff.Testing;
+
+namespace Handoff.Bench;
+
+/// <summary>Starting, watching and stopping the processes a benchmark runs.</summary>
+internal static class BenchProcess
+{
+    /// <summary>Starts <paramref name="program"/> with its output appended to
+    /// <paramref name="logPath"/> (through <c>sh -c exec</c>, so the pid is the program's own
+    /// and no pipe to this process is inherited by later generations).</summary>
+    public static Process Start(string program, IEnumerable<string> arguments, string logPath, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var info = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($"exec \"$0\" \"$@\" >>'{logPath}' 2>&1 </dev/null");
+        info.ArgumentList.Add(program);
+        foreach (string argument in arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[key] = value;
+        }
+
+        return Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}");
+    }
+
+    /// <summary>Runs a command to its end and returns its exit code and output.</summary>
+    public static async Task<(int ExitCode, string Output)> RunAsync(string program, IEnumerable<string> arguments, TimeSpan timeout)
+    {
+        var info = new ProcessStartInfo(program) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string argument in arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{program} did not finish within {timeout.TotalSeconds} s");
+        }
+
+        return (process.ExitCode, await stdout + await stderr);
+    }
+
+    /// <summary>Waits until something accepts TCP connections on the port.</summary>
+    public static async Task WaitForPortAsync(int port, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                await probe.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+                return;
+            }
+            catch (SocketException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+        }
+    }
+
+    public static int FreePort()
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    /// <summary>Resident memory: peak (VmHWM) and current (VmRSS), in MiB.</summary>
+    public static (double PeakMiB, double CurrentMiB) Memory(int pid)
+    {
+        double peak = 0, current = 0;
+        try
+        {
+            foreach (string line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                {
+                    peak = Kilobytes(line) / 1024;
+                }
+                else if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                {
+                    current = Kilobytes(line) / 1024;
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+
+        return (peak, current);
+    }
+
+    public static int OpenFds(int pid)
+    {
+        try
+        {
+            return ProcessTable.OpenFds(pid).Count;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>Waits until the process is gone or a zombie, and reaps it when it is an
+    /// orphan re-parented here. Never pass a process started with <see cref="Process"/>: .NET
+    /// reaps those itself and fails fast ("Error while reaping child. errno = 10") if someone
+    /// else did.</summary>
+    public static async Task WaitGoneAsync(int pid, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (ProcessTable.IsRunning(pid) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(5);
+        }
+
+        _ = Interop.Libc.WaitPid(pid, out _, Interop.Libc.WNOHANG);
+    }
+
+    public static void Signal(int pid, int signal) => _ = Interop.Libc.Kill(pid, signal);
+
+    private static double Kilobytes(string line) =>
+        double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,73 @@
+using System.Globalization;
+
+namespace Handoff.Bench;
+
+/// <summary>
+/// The loads, each a real load generator that does not retry: every reset, refused connection
+/// or lost request counts.
+/// </summary>
+internal static class LoadGenerator
+{
+    public const int Connections = 64;
+
+    /// <summary>The names of the loads, with what they are.</summary>
+    public static readonly IReadOnlyDictionary<string, string> Descriptions = new Dictionary<string, string>
+    {
+        ["keepalive"] = $"HTTP/1.1 keep-alive, wrk -t2 -c{Connections}",
+        ["close"] = $"a new connection per request, wrk -t2 -c{Connections} -H \"Connection: close\"",
+        ["h1log"] = $"HTTP/1.1 keep-alive, h2load --h1 -t2 -c{Connections} with a per-request log (latency after each action, timeline)",
+        ["h2c"] = $"HTTP/2 cleartext, h2load -t2 -c{Connections} -m1 with a per-request log",
+        ["longmix"] = $"wrk -t2 -c{Connections} keep-alive plus wrk -t1 -c8 on /?sleep=1 (requests in flight at every action)",
+    };
+
+    public static bool IsHttp2(string load) => load == "h2c";
+
+    public static async Task<LoadResult> RunAsync(string load, int port, TimeSpan duration, string directory)
+    {
+        string url = $"http://127.0.0.1:{port}/";
+        string seconds = ((int)duration.TotalSeconds).ToString(CultureInfo.InvariantCulture);
+        string script = Path.Combine(directory, "report.lua");
+        File.WriteAllText(script, WrkOutput.ReportScript);
+        string[] wrk = ["-t2", $"-c{Connections}", $"-d{seconds}s", "--timeout", "10s", "-s", script];
+        var limit = duration + TimeSpan.FromSeconds(60);
+        switch (load)
+        {
+            case "keepalive":
+                return WrkOutput.Parse((await BenchProcess.RunAsync("wrk", [.. wrk, url], limit)).Output);
+            case "close":
+                return WrkOutput.Parse((await BenchProcess.RunAsync("wrk", [.. wrk, "-H", "Connection: close", url], limit)).Output);
+            case "longmix":
+                var main = BenchProcess.RunAsync("wrk", [.. wrk, url], limit);
+                var slow = BenchProcess.RunAsync("wrk", ["-t1", "-c8", $"-d{seconds}s", "--timeout", "10s", "-s", script, url + "?sleep=1"], limit);
+                return Combine(WrkOutput.Parse((await main).Output), WrkOutput.Parse((await slow).Output));
+            case "h1log":
+            case "h2c":
+                string log = Path.Combine(directory, $"h2load-{Guid.NewGuid():N}.log");
+                string[] h2load = ["-t2", $"-c{Connections}", "-m1", "-D", seconds, $"--log-file={log}"];
+                string[] protocol = load == "h1log" ? ["--h1"] : [];
+                var (_, output) = await BenchProcess.RunAsync("h2load", [.. h2load, .. protocol, url], limit);
+                var result = H2loadOutput.Parse(output, File.Exists(log) ? File.ReadLines(log) : []);
+                File.Delete(log);
+                return result;
+            default:
+                throw new ArgumentException($"unknown load '{load}'; known: {string.Join(", ", Descriptions.Keys)}", nameof(load));
+        }
+    }
+
+    /// <summary>Checks that "Connection: close" really closes: the response must say so.</summary>
+    public static async Task<bool> ServerClosesOnRequestAsync(int port)
+    {
+        var (_, output) = await BenchProcess.RunAsync("curl", ["-s", "-D", "-", "-o", "/dev/null", "-H", "Connection: close", $"http://127.0.0.1:{port}/"], TimeSpan.FromSeconds(30));
+        return output.Contains("Connection: close", StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static LoadResult Combine(LoadResult main, LoadResult slow) => main with
+    {
+        Requests = main.Requests + slow.Requests,
+        ConnectErrors = main.ConnectErrors + slow.ConnectErrors,
+        ReadErrors = main.ReadErrors + slow.ReadErrors,
+        WriteErrors = main.WriteErrors + slow.WriteErrors,
+        Timeouts = main.Timeouts + slow.Timeouts,
+        Non2xx = main.Non2xx + slow.Non2xx,
+    };
+}

@@ -1,0 +1,120 @@
+using System.Globalization;
+using Handoff.Testing;
+
+namespace Handoff.Bench;
+
+/// <summary>
+/// Debian's nginx with its own prefix and configuration on loopback, one worker, answering
+/// <c>pid:$pid</c>. Action: the binary upgrade documented by nginx: USR2 to the master (it
+/// starts a new master from the binary, which writes the pid file), then WINCH (old workers
+/// stop gracefully) and QUIT (old master exits) to the old master.
+/// </summary>
+internal sealed class NginxBenchServer : BenchServer
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+    private readonly HashSet<int> _masters = [];
+
+    public NginxBenchServer(string directory, int port, bool http2)
+        : base(directory, port, http2)
+    {
+    }
+
+    public override string Name => "nginx";
+
+    public override string ActionName => "upgrade";
+
+    public override int ServingPid => ProcessTable.Descendants(Master) is [var worker, ..] ? worker : 0;
+
+    private int Master => Handoff.PidFile.Read(PidFilePath) ?? 0;
+
+    private string PidFilePath => Path.Combine(Directory, "nginx.pid");
+
+    public static string Configuration(string directory, int port, bool http2) => string.Create(CultureInfo.InvariantCulture, $$"""
+        worker_processes 1;
+        pid {{directory}}/nginx.pid;
+        error_log {{directory}}/error.log warn;
+        events { worker_connections 4096; }
+        http {
+            access_log off;
+            client_body_temp_path {{directory}}/tmp;
+            proxy_temp_path {{directory}}/tmp;
+            fastcgi_temp_path {{directory}}/tmp;
+            uwsgi_temp_path {{directory}}/tmp;
+            scgi_temp_path {{directory}}/tmp;
+            keepalive_requests 1000000;
+            server {
+                listen 127.0.0.1:{{port}}{{(http2 ? " http2" : "")}};
+                location / { default_type text/plain; return 200 "pid:$pid\n"; }
+            }
+        }
+        """);
+
+    public override async Task StartAsync()
+    {
+        System.IO.Directory.CreateDirectory(Path.Combine(Directory, "tmp"));
+        string config = Path.Combine(Directory, "nginx.conf");
+        File.WriteAllText(config, Configuration(Directory, Port, Http2));
+        // Started by absolute path: the binary upgrade re-executes argv[0] without a PATH search.
+        var (exit, output) = await BenchProcess.RunAsync("/usr/sbin/nginx", ["-p", Directory, "-c", config], TimeSpan.FromSeconds(30));
+        if (exit != 0)
+        {
+            throw new InvalidOperationException("nginx failed to start: " + output);
+        }
+
+        var deadline = DateTime.UtcNow + Patience;
+        while (Master == 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(5);
+        }
+
+        _masters.Add(Master);
+        await BenchProcess.WaitForPortAsync(Port, Patience);
+    }
+
+    public override async Task<ActionTiming> ActAsync()
+    {
+        int old = Master;
+        var at = DateTime.UtcNow;
+        BenchProcess.Signal(old, 12);
+        var deadline = at + Patience;
+        while ((Master == old || Master == 0) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(2);
+        }
+
+        int next = Master;
+        _masters.Add(next);
+
+        // The new master is ready when its worker runs.
+        while (!ProcessTable.Descendants(next).Any() && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(2);
+        }
+
+        double toReady = Since(at);
+        var ready = DateTime.UtcNow;
+        BenchProcess.Signal(old, 28); // WINCH
+        BenchProcess.Signal(old, 3);  // QUIT
+        await BenchProcess.WaitGoneAsync(old, Patience);
+        return new ActionTiming(at, toReady, Since(ready), next != old);
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        var all = new HashSet<int>(_masters);
+        foreach (int pid in all.ToList())
+        {
+            all.UnionWith(ProcessTable.Descendants(pid));
+        }
+
+        foreach (int master in _masters)
+        {
+            BenchProcess.Signal(master, 3); // QUIT: graceful
+        }
+
+        foreach (int pid in all)
+        {
+            await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(30));
+        }
+    }
+}

@@ -1,0 +1,36 @@
+namespace Handoff.Bench;
+
+/// <summary>One run of one scenario, with what is reported of it.</summary>
+internal sealed record RunResult
+{
+    public required Scenario Scenario { get; init; }
+
+    public int Repeat { get; init; }
+
+    public required LoadResult Load { get; init; }
+
+    public IReadOnlyList<ActionTiming> Actions { get; init; } = [];
+
+    /// <summary>p99 of the requests started within 1 s after an action (per-request logs only).</summary>
+    public double? P99AfterActionMs { get; init; }
+
+    /// <summary>p99 of the requests started outside those windows (per-request logs only).</summary>
+    public double? P99SteadyMs { get; init; }
+
+    public double RssPeakStartMiB { get; init; }
+
+    public double RssPeakEndMiB { get; init; }
+
+    public int FdsStart { get; init; }
+
+    public int FdsEnd { get; init; }
+
+    /// <summary>When the first logged request started: the zero of <see cref="Timeline"/>.</summary>
+    public DateTime? TimelineOrigin { get; init; }
+
+    /// <summary>Requests per 100 ms and their p99, for the picture (per-request logs only).</summary>
+    public IReadOnlyList<TimelineBin> Timeline { get; init; } = [];
+}
+
+/// <summary>One 100 ms slice of a run: offset from the start, requests started, their p99.</summary>
+internal sealed record TimelineBin(double OffsetSeconds, int Requests, double P99Ms);

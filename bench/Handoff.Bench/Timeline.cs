@@ -1,0 +1,65 @@
+using System.Globalization;
+using System.Text;
+
+namespace Handoff.Bench;
+
+/// <summary>Draws the timeline picture: for each chosen run, requests/s (from 100 ms bins) and
+/// the p99 latency of each bin over time, with the actions marked as vertical lines.</summary>
+internal static class Timeline
+{
+    private const int Width = 900;
+    private const int PanelHeight = 170;
+    private const int Left = 60;
+    private const int Right = 60;
+
+    public static string Svg(IReadOnlyList<RunResult> panels)
+    {
+        int height = (PanelHeight + 40) * panels.Count + 20;
+        var svg = new StringBuilder();
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{Width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<rect width=\"{Width}\" height=\"{height}\" fill=\"white\"/>");
+        for (int i = 0; i < panels.Count; i++)
+        {
+            Panel(svg, panels[i], 20 + (i * (PanelHeight + 40)));
+        }
+
+        svg.AppendLine("</svg>");
+        return svg.ToString();
+    }
+
+    private static void Panel(StringBuilder svg, RunResult run, int top)
+    {
+        var bins = run.Timeline;
+        double seconds = Math.Max(1, bins.Count == 0 ? 1 : bins[^1].OffsetSeconds + 0.1);
+        double maxRate = Math.Max(1, bins.Count == 0 ? 1 : bins.Max(b => b.Requests * 10.0));
+        double maxP99 = Math.Max(1, bins.Count == 0 ? 1 : bins.Max(b => b.P99Ms));
+        int plotWidth = Width - Left - Right;
+        string X(double t) => (Left + (t / seconds * plotWidth)).ToString("0.0", CultureInfo.InvariantCulture);
+        string Y(double v, double max) => (top + PanelHeight - (v / max * PanelHeight)).ToString("0.0", CultureInfo.InvariantCulture);
+        string F(double v) => v.ToString("0", CultureInfo.InvariantCulture);
+
+        long failed = run.Load.Failed;
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Left}\" y=\"{top - 6}\" font-weight=\"bold\">{run.Scenario.Server} / {run.Scenario.Load} / {run.Scenario.Action}: {run.Actions.Count} actions, {failed} failed requests</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<rect x=\"{Left}\" y=\"{top}\" width=\"{plotWidth}\" height=\"{PanelHeight}\" fill=\"none\" stroke=\"#999\"/>");
+        if (run.TimelineOrigin is { } origin)
+        {
+            foreach (var action in run.Actions)
+            {
+                double t = (action.At - origin).TotalSeconds;
+                svg.AppendLine(CultureInfo.InvariantCulture, $"<line x1=\"{X(t)}\" x2=\"{X(t)}\" y1=\"{top}\" y2=\"{top + PanelHeight}\" stroke=\"#d33\" stroke-dasharray=\"3,3\"/>");
+            }
+        }
+
+        string rate = string.Join(" ", bins.Select(b => $"{X(b.OffsetSeconds)},{Y(b.Requests * 10.0, maxRate)}"));
+        string p99 = string.Join(" ", bins.Select(b => $"{X(b.OffsetSeconds)},{Y(b.P99Ms, maxP99)}"));
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#2a6\" stroke-width=\"1.2\" points=\"{rate}\"/>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1\" points=\"{p99}\"/>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"4\" y=\"{top + 10}\" fill=\"#2a6\">{F(maxRate)} req/s</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"4\" y=\"{top + PanelHeight}\" fill=\"#2a6\">0</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Width - Right + 4}\" y=\"{top + 10}\" fill=\"#36c\">p99 {maxP99.ToString("0.0", CultureInfo.InvariantCulture)} ms</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Width - Right + 4}\" y=\"{top + PanelHeight}\" fill=\"#36c\">0</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Left}\" y=\"{top + PanelHeight + 14}\">0 s</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Width - Right - 30}\" y=\"{top + PanelHeight + 14}\">{seconds.ToString("0", CultureInfo.InvariantCulture)} s</text>");
+        svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Left + 60}\" y=\"{top + PanelHeight + 14}\"><tspan fill=\"#2a6\">requests/s (100 ms bins)</tspan>  <tspan fill=\"#36c\">p99 latency per bin</tspan>  <tspan fill=\"#d33\">action (signal sent)</tspan></text>");
+    }
+}
