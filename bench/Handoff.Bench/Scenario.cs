@@ -23,6 +23,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
         new("handoff", "keepalive", "upgrade"),
         new("handoff", "close", "upgrade"),
         new("handoff", "h1log", "upgrade"),
+        new("handoff", "h2c", "upgrade"),
         new("nginx", "keepalive", "upgrade"),
         new("nginx", "h1log", "upgrade"),
         new("kestrel", "h1log", "restart"),
