@@ -66,11 +66,8 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         return Task.CompletedTask;
     }
 
-    public void Dispose()
-    {
-        _supersededRegistration.Dispose();
-        _upgrader.Dispose();
-    }
+    // The Upgrader is a singleton of the container, which disposes it.
+    public void Dispose() => _supersededRegistration.Dispose();
 
     private async Task BecomeReadyAsync()
     {

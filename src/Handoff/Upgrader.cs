@@ -238,6 +238,16 @@ public sealed partial class Upgrader : IDisposable
             return UpgradeResult.Failure(child.Pid, next, reason);
         }
 
+        if (_stopping)
+        {
+            // A SIGTERM arrived while the new generation started: the service is being
+            // stopped, so the new generation must not outlive this one.
+            string? stopped = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
+            string reason = $"new generation {next} (pid {child.Pid}) became ready after this generation began shutting down; it was stopped ({stopped ?? "already exited"})";
+            Log.UpgradeFailed(_logger, pid, Generation, child.Pid, reason);
+            return UpgradeResult.Failure(child.Pid, next, reason);
+        }
+
         child.ReapWhenExited();
         if (_options.PidFile is { } pidFile)
         {

@@ -101,6 +101,26 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradeAsync_ShutdownBeginsWhileNewGenerationStarts_StopsTheNewGeneration()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        var slow = new FakeGeneration(pid: 9, readyResult: null, holdReady: true);
+        _launcher.Next = slow;
+
+        var upgrade = upgrader.UpgradeAsync();
+        upgrader.BeginShutdown();
+        slow.Release();
+        var result = await upgrade;
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("began shutting down", result.Error, StringComparison.Ordinal);
+        Assert.True(slow.Terminated);
+        Assert.False(upgrader.Superseded.IsCancellationRequested);
+        Assert.Equal(Environment.ProcessId, PidFile.Read(_pidFile));
+    }
+
+    [Fact]
     public async Task UpgradeAsync_ExecutableGone_FailsWithoutStartingAnything()
     {
         using var upgrader = CreateUpgrader(executable: "/nonexistent/server");
