@@ -32,7 +32,12 @@ internal static partial class H2loadOutput
                 continue;
             }
 
-            if (code is < 200 or > 399)
+            if (code < 100)
+            {
+                continue; // A request that failed (no status): counted in the summary's "failed".
+            }
+
+            if (code >= 400)
             {
                 non2xx++;
             }

@@ -3,6 +3,7 @@
 // docs/benchmarks.md and docs/benchmarks-timeline.svg.
 //
 //   Handoff.Bench [--quick] [--repeats N] [--duration SECONDS] [--only TEXT] [--root DIR]
+//                 [--merge bench/results/DATE.json]  (rerun some scenarios into an earlier run)
 using System.Globalization;
 using System.Text.Json;
 using Handoff.Bench;
@@ -13,15 +14,29 @@ int repeats = int.Parse(Option("--repeats") ?? (quick ? "1" : "3"), CultureInfo.
 var duration = TimeSpan.FromSeconds(int.Parse(Option("--duration") ?? (quick ? "12" : "40"), CultureInfo.InvariantCulture));
 string root = Path.GetFullPath(Option("--root") ?? Directory.GetCurrentDirectory());
 string? only = Option("--only");
-var scenarios = (quick ? Scenario.Quick : Scenario.Full).Where(s => only is null || s.ToString().Contains(only, StringComparison.Ordinal)).ToList();
+// --only takes comma-separated parts of "server/load/action"; a scenario matching any runs.
+var scenarios = (quick ? Scenario.Quick : Scenario.Full)
+    .Where(s => only is null || only.Split(',').Any(part => s.ToString().Contains(part, StringComparison.Ordinal)))
+    .ToList();
 
 _ = ProcessTable.State(Environment.ProcessId); // loads the helpers: this process reaps the servers' generations
 string work = Directory.CreateTempSubdirectory("handoff-bench-").FullName;
 string shown = string.Join(' ', args.Where((a, i) => a != "--root" && (i == 0 || args[i - 1] != "--root")));
-string command = $"bench/run {shown}  ({scenarios.Count} scenarios x {repeats} repeats x {duration.TotalSeconds:0} s)";
+var command = $"bench/run {shown}  ({scenarios.Count} scenarios x {repeats} repeats x {duration.TotalSeconds:0} s)";
 Console.WriteLine(command);
 
+// --merge FILE: keep the runs of an earlier results file except those of the scenarios run now.
+string? merge = Option("--merge");
 var runs = new List<RunResult>();
+if (merge is not null)
+{
+    var earlier = JsonSerializer.Deserialize<ResultsFile>(await File.ReadAllTextAsync(merge))!;
+    runs.AddRange(earlier.Runs.Where(r => !scenarios.Contains(r.Scenario)));
+    command = earlier.Command + $"; then {command} merged";
+    duration = TimeSpan.FromSeconds(earlier.DurationSeconds);
+    repeats = earlier.Repeats;
+}
+
 for (int repeat = 1; repeat <= repeats; repeat++)
 {
     foreach (var scenario in scenarios)
@@ -35,11 +50,11 @@ for (int repeat = 1; repeat <= repeats; repeat++)
 }
 
 string machine = await MachineAsync();
-string date = DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture) + (quick ? "-quick" : "");
+string date = merge is not null ? Path.GetFileNameWithoutExtension(merge) : DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture) + (quick ? "-quick" : "");
 string results = Path.Combine(root, "bench", "results");
 Directory.CreateDirectory(results);
 await File.WriteAllTextAsync(Path.Combine(results, date + ".json"), JsonSerializer.Serialize(
-    new { command, machine, duration_seconds = duration.TotalSeconds, repeats, runs = runs.Select(r => r with { Timeline = [] }) },
+    new ResultsFile(command, machine, duration.TotalSeconds, repeats, [.. runs.Select(r => r with { Timeline = [] })]),
     new JsonSerializerOptions { WriteIndented = true }));
 
 string docs = Path.Combine(root, "docs");

@@ -30,7 +30,9 @@ internal static class Timeline
     private static void Panel(StringBuilder svg, RunResult run, int top)
     {
         var bins = run.Timeline;
-        double seconds = Math.Max(1, bins.Count == 0 ? 1 : bins[^1].OffsetSeconds + 0.1);
+        // The axis spans the whole run, also when the load generator stopped early.
+        double lastAction = run.TimelineOrigin is { } start && run.Actions.Count > 0 ? (run.Actions[^1].At - start).TotalSeconds + 2 : 0;
+        double seconds = Math.Max(Math.Max(1, lastAction), bins.Count == 0 ? 1 : bins[^1].OffsetSeconds + 0.1);
         double maxRate = Math.Max(1, bins.Count == 0 ? 1 : bins.Max(b => b.Requests * 10.0));
         double maxP99 = Math.Max(1, bins.Count == 0 ? 1 : bins.Max(b => b.P99Ms));
         int plotWidth = Width - Left - Right;

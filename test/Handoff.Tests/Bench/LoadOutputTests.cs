@@ -75,6 +75,7 @@ public sealed class LoadOutputTests
             "1795305725924170\t200\t2000",
             "1795305725924171\t200\t3000",
             "1795305725924172\t503\t4000",
+            "1795305725924173\t-1\t5000",
             "garbage line",
         ];
 
@@ -84,6 +85,7 @@ public sealed class LoadOutputTests
         Assert.Equal(9.0, result.DurationSeconds);
         Assert.Equal(0, result.StreamErrors);
         Assert.Equal(1, result.Non2xx);
+        // The failed request (no status) is counted by the summary's "failed", not again here.
         Assert.Equal(4, result.Samples.Count);
         Assert.Equal(2.0, result.P50Ms);
         Assert.Equal(4.0, result.MaxMs);
