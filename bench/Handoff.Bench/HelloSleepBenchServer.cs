@@ -102,25 +102,7 @@ internal sealed class HelloSleepBenchServer : BenchServer
 
     public override async ValueTask DisposeAsync()
     {
-        var all = new HashSet<int>(_pids.Concat(_startedHere));
-        if (ServingPid != 0)
-        {
-            all.Add(ServingPid);
-        }
-
-        foreach (int pid in all.ToList())
-        {
-            all.UnionWith(ProcessTable.Descendants(pid));
-        }
-
-        foreach (int pid in all)
-        {
-            if (ProcessTable.IsRunning(pid))
-            {
-                BenchProcess.Signal(pid, 15);
-            }
-        }
-
+        var all = ProcessTable.SignalTrees([.. _pids, .. _startedHere, ServingPid], 15);
         foreach (int pid in all.Except(_startedHere))
         {
             await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(40));

@@ -190,29 +190,13 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         // Everything this server ever became, and whatever those processes started.
-        var doomed = new HashSet<int>();
+        int[] known;
         lock (_knownPids)
         {
-            doomed.UnionWith(_knownPids);
+            known = [.. _knownPids, CurrentPid];
         }
 
-        if (CurrentPid != 0)
-        {
-            doomed.Add(CurrentPid);
-        }
-
-        foreach (int pid in doomed.ToList())
-        {
-            doomed.UnionWith(ProcessTable.Descendants(pid));
-        }
-
-        foreach (int pid in doomed)
-        {
-            if (ProcessTable.IsRunning(pid))
-            {
-                _ = Interop.Libc.Kill(pid, 9);
-            }
-        }
+        var doomed = ProcessTable.SignalTrees(known, 9);
 
         foreach (int pid in doomed)
         {

@@ -77,6 +77,24 @@ public static class ProcessTable
         return (Convert.ToInt32(flags, 8) & OCloexec) != 0;
     }
 
+    /// <summary>Sends <paramref name="signal"/> to every process of <paramref name="roots"/>
+    /// that still runs and to everything below them; returns all of those pids.</summary>
+    public static IReadOnlySet<int> SignalTrees(IEnumerable<int> roots, int signal)
+    {
+        var all = new HashSet<int>(roots.Where(pid => pid > 0));
+        foreach (int pid in all.ToList())
+        {
+            all.UnionWith(Descendants(pid));
+        }
+
+        foreach (int pid in all.Where(IsRunning))
+        {
+            _ = Interop.Libc.Kill(pid, signal);
+        }
+
+        return all;
+    }
+
     /// <summary>Every process below <paramref name="root"/> in the process tree.</summary>
     public static IReadOnlyList<int> Descendants(int root)
     {
