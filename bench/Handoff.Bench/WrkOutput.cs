@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json;
 
 namespace Handoff.Bench;
@@ -44,6 +43,4 @@ internal static class WrkOutput
             MaxMs = Get("max") / 1000.0,
         };
     }
-
-    internal static double ParseDouble(string text) => double.Parse(text, CultureInfo.InvariantCulture);
 }

@@ -18,8 +18,6 @@ internal sealed class TrackedConnection
         _idleSince = now;
     }
 
-    public string Id => _connection.ConnectionId;
-
     public bool IsHttp2 { get; set; }
 
     public bool IsCloseRequested => Volatile.Read(ref _closeRequested) != 0;

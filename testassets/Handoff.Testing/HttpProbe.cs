@@ -78,32 +78,21 @@ public sealed class HttpProbe : IDisposable
 
     public void Dispose() => _socket.Dispose();
 
-    private async Task<string> ReadHeadAsync(CancellationToken cancellationToken)
+    private Task<string> ReadHeadAsync(CancellationToken cancellationToken) => ReadUntilAsync("\r\n\r\n"u8.ToArray(), cancellationToken);
+
+    private Task<string> ReadLineAsync(CancellationToken cancellationToken) => ReadUntilAsync("\r\n"u8.ToArray(), cancellationToken);
+
+    /// <summary>Reads up to <paramref name="delimiter"/>, consumes it, and returns what came before.</summary>
+    private async Task<string> ReadUntilAsync(byte[] delimiter, CancellationToken cancellationToken)
     {
         while (true)
         {
-            int end = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n\r\n"u8);
+            int end = _buffer.AsSpan(_start, _end - _start).IndexOf(delimiter);
             if (end >= 0)
             {
-                string head = Encoding.ASCII.GetString(_buffer, _start, end);
-                _start += end + 4;
-                return head;
-            }
-
-            await FillAsync(cancellationToken);
-        }
-    }
-
-    private async Task<string> ReadLineAsync(CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            int end = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n"u8);
-            if (end >= 0)
-            {
-                string line = Encoding.ASCII.GetString(_buffer, _start, end);
-                _start += end + 2;
-                return line;
+                string text = Encoding.ASCII.GetString(_buffer, _start, end);
+                _start += end + delimiter.Length;
+                return text;
             }
 
             await FillAsync(cancellationToken);

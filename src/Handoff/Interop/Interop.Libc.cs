@@ -13,7 +13,5 @@ internal static partial class Interop
         internal const string LibraryName = "libc";
 
         internal const int EINTR = 4;
-        internal const int ECHILD = 10;
-        internal const int EAGAIN = 11;
     }
 }
