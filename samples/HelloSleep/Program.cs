@@ -1,5 +1,6 @@
 // The seeds' demo server: GET /?sleep=N waits N seconds (fractions allowed), then answers with
-// "pid:<pid>" on the first line, so a client sees which generation served it.
+// "pid:<pid>" on the first line, so a client sees which generation served it. Responses carry a
+// Content-Length, so keep-alive clients (ab -k, wrk) keep their connections.
 //
 //   dotnet run --project samples/HelloSleep -- --urls http://127.0.0.1:8080
 //   curl 'http://127.0.0.1:8080/?sleep=3' &  kill -USR2 <pid>
@@ -11,7 +12,21 @@
 //   HelloSleep:NoHandoff      plain Kestrel without Handoff (the benchmarks' baseline)
 // Each can also be turned on by a file: HELLOSLEEP_BREAK_<KEY>=/path turns it on while /path
 // exists, so a test can break "the next build" without changing the arguments.
+// Holds, for tests that act at a precise moment of a start:
+//   HELLOSLEEP_HOLD_START=/path   host start waits (before ApplicationStarted) while /path exists
+//   HELLOSLEEP_HOLD_WARMUP=/path  Handoff's warm-up waits while /path exists
+//   HELLOSLEEP_SPAWN_AT_START=1   starts "sleep 600" first thing in Main, as apps that start
+//                                 helper processes do; its pid is written to the log
+// Other endpoints: /ws (WebSocket echo), /native-env?name=X (the native environment's value).
 using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+
+if (Environment.GetEnvironmentVariable("HELLOSLEEP_SPAWN_AT_START") == "1")
+{
+    using var helper = System.Diagnostics.Process.Start("sleep", "600");
+    Console.WriteLine($"HelloSleep started helper pid {helper.Id}");
+}
 
 // Content root is the build output, so appsettings.json is found from any working directory.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
@@ -30,6 +45,11 @@ if (!builder.Configuration.GetValue<bool>("HelloSleep:NoHandoff"))
     builder.WebHost.UseHandoff(ConfigureHandoff);
 }
 
+if (Environment.GetEnvironmentVariable("HELLOSLEEP_HOLD_START") is { Length: > 0 } holdStart)
+{
+    builder.Services.AddHostedService(_ => new Hold(holdStart));
+}
+
 void ConfigureHandoff(Handoff.HandoffOptions options)
 {
     if (Broken("NeverReady"))
@@ -40,16 +60,76 @@ void ConfigureHandoff(Handoff.HandoffOptions options)
     {
         options.WarmUp = (_, _) => throw new InvalidOperationException("HelloSleep:FailWarmUp is set: warm-up fails on purpose.");
     }
+    else if (Environment.GetEnvironmentVariable("HELLOSLEEP_HOLD_WARMUP") is { Length: > 0 } holdWarmUp)
+    {
+        options.WarmUp = (_, token) => Hold.WhileExistsAsync(holdWarmUp, token);
+    }
 }
 
 var app = builder.Build();
-app.MapGet("/", async (double? sleep, CancellationToken aborted) =>
+app.UseWebSockets();
+app.MapGet("/", async (HttpContext context, double? sleep, CancellationToken aborted) =>
 {
     if (sleep is > 0)
     {
+        // Tests wait for this line instead of sleeping "long enough" for the request to arrive.
+        Console.WriteLine($"HelloSleep pid {Environment.ProcessId} received a request sleeping {sleep.Value.ToString(CultureInfo.InvariantCulture)} s");
         await Task.Delay(TimeSpan.FromSeconds(sleep.Value), aborted);
     }
 
-    return $"pid:{Environment.ProcessId}\nsleep:{(sleep ?? 0).ToString(CultureInfo.InvariantCulture)}\n";
+    byte[] body = Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId}\nsleep:{(sleep ?? 0).ToString(CultureInfo.InvariantCulture)}\nbase:{AppContext.BaseDirectory}\n");
+    context.Response.ContentType = "text/plain; charset=utf-8";
+    context.Response.ContentLength = body.Length;
+    await context.Response.Body.WriteAsync(body, aborted);
+});
+app.MapGet("/native-env", (string name) => Native.GetEnvironmentVariable(name) ?? "(unset)");
+app.Map("/ws", async context =>
+{
+    if (!context.WebSockets.IsWebSocketRequest)
+    {
+        context.Response.StatusCode = StatusCodes.Status400BadRequest;
+        return;
+    }
+
+    using var socket = await context.WebSockets.AcceptWebSocketAsync();
+    var buffer = new byte[4096];
+    while (true)
+    {
+        var received = await socket.ReceiveAsync(buffer, context.RequestAborted);
+        if (received.MessageType == System.Net.WebSockets.WebSocketMessageType.Close)
+        {
+            await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, null, context.RequestAborted);
+            return;
+        }
+
+        await socket.SendAsync(buffer.AsMemory(0, received.Count), received.MessageType, received.EndOfMessage, context.RequestAborted);
+    }
 });
 app.Run();
+
+/// <summary>Holds the host's start while a file exists (bounded by a minute).</summary>
+internal sealed class Hold(string path) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken) => WhileExistsAsync(path, cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public static async Task WhileExistsAsync(string path, CancellationToken cancellationToken)
+    {
+        Console.WriteLine($"HelloSleep pid {Environment.ProcessId} holds while {path} exists");
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        limit.CancelAfter(TimeSpan.FromMinutes(1));
+        while (File.Exists(path))
+        {
+            await Task.Delay(20, limit.Token);
+        }
+    }
+}
+
+internal static partial class Native
+{
+    [LibraryImport("libc", EntryPoint = "getenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint GetEnv(string name);
+
+    public static string? GetEnvironmentVariable(string name) => Marshal.PtrToStringUTF8(GetEnv(name));
+}

@@ -1,6 +1,6 @@
 // The seeds' raw TCP server, on Handoff's core API without ASP.NET Core: each connection sends
-// one line and gets "pid:<pid>" and the line back. SIGUSR2 or SIGHUP upgrades it; SIGTERM stops
-// it after the connections in flight are done.
+// one line and gets "pid:<pid>" and the line back. SIGUSR2 upgrades it; SIGTERM stops it after
+// the connections in flight are done.
 //
 //   dotnet run --project samples/RawTcpServer -- 127.0.0.1:9000 /tmp/raw.pid
 //   exec 3<>/dev/tcp/127.0.0.1/9000; echo hello >&3; cat <&3      (bash)
@@ -13,7 +13,6 @@ using Handoff;
 var endPoint = IPEndPoint.Parse(args.Length > 0 ? args[0] : "127.0.0.1:9000");
 var options = new HandoffOptions { PidFile = args.Length > 1 ? args[1] : null };
 using var upgrader = new Upgrader(options);
-upgrader.ListenForSignals();
 
 using var stop = new CancellationTokenSource();
 using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
@@ -26,23 +25,13 @@ using var superseded = upgrader.Superseded.Register(stop.Cancel);
 var listener = upgrader.Listeners.Listen(endPoint);
 Console.WriteLine($"pid {Environment.ProcessId} generation {upgrader.Generation} listening on {listener.EndPoint}");
 
-// Only asynchronous accepts on a shared listener (docs/platform-notes.md).
-var acceptSocket = listener.CreateAcceptSocket();
+// Listener.AcceptAsync accepts only while this generation accepts: from ReadyAsync until it
+// hands over to a newer generation (and again if that one dies at once); null once closed.
 var connections = new List<Task>();
 var acceptLoop = Task.Run(async () =>
 {
-    while (true)
+    while (await listener.AcceptAsync() is { } connection)
     {
-        Socket connection;
-        try
-        {
-            connection = await acceptSocket.AcceptAsync();
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-            return; // The listener was closed: this generation stopped accepting.
-        }
-
         lock (connections)
         {
             connections.Add(ServeAsync(connection));
@@ -60,8 +49,7 @@ catch (OperationCanceledException)
 }
 
 // Drain: stop accepting (the next generation, if any, keeps the socket), finish what runs.
-upgrader.BeginShutdown();
-await upgrader.Listeners.CloseAllAsync();
+await upgrader.StopAsync();
 await acceptLoop;
 Task[] running;
 lock (connections)
@@ -70,7 +58,6 @@ lock (connections)
 }
 
 await Task.WhenAll(running).WaitAsync(options.DrainTimeout);
-upgrader.RemovePidFile();
 Console.WriteLine($"pid {Environment.ProcessId} exits");
 
 static async Task ServeAsync(Socket connection)

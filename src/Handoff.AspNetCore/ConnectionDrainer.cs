@@ -17,6 +17,7 @@ namespace Handoff.AspNetCore;
 /// has been idle for <see cref="HandoffOptions.DrainIdleTimeout"/>, sends HTTP/2 connections
 /// GOAWAY, and aborts what is left at <see cref="HandoffOptions.DrainTimeout"/>.
 /// </remarks>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The drain's CancellationTokenSource is disposed when the drain ends; a singleton that lives as long as the process.")]
 internal sealed partial class ConnectionDrainer
 {
     internal static readonly object ItemKey = new();
@@ -29,7 +30,11 @@ internal sealed partial class ConnectionDrainer
     private readonly ConcurrentDictionary<string, TrackedConnection> _connections = new(StringComparer.Ordinal);
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly Lock _lock = new();
+    private Task<bool>? _drain;
+    private CancellationTokenSource? _undrain;
     private volatile bool _draining;
+    private volatile bool _abort;
 
     public ConnectionDrainer(ILogger<ConnectionDrainer> logger)
         : this(TimeProvider.System, logger)
@@ -66,18 +71,76 @@ internal sealed partial class ConnectionDrainer
         }
     }
 
-    /// <summary>Drains every connection; returns true when all finished, false when some had
-    /// to be aborted at <paramref name="timeout"/>.</summary>
+    /// <summary>Starts draining in the background, if it has not started: responses get
+    /// <c>Connection: close</c>, idle connections are closed, what is left at
+    /// <paramref name="timeout"/> is aborted.</summary>
+    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout)
+    {
+        lock (_lock)
+        {
+            if (_drain is not null)
+            {
+                return;
+            }
+
+            _draining = true;
+            _undrain = new CancellationTokenSource();
+            var undrain = _undrain.Token;
+            _drain = Task.Run(() => RunAsync(timeout, idleTimeout, undrain));
+        }
+    }
+
+    /// <summary>Stops a drain that has begun (the generation accepts again after a failed
+    /// handover): connections stay open and responses keep their keep-alive.</summary>
+    public void EndDrain()
+    {
+        CancellationTokenSource? undrain;
+        lock (_lock)
+        {
+            undrain = _undrain;
+            _drain = null;
+            _undrain = null;
+            _draining = false;
+        }
+
+        if (undrain is not null)
+        {
+            undrain.Cancel();
+            undrain.Dispose();
+            Log.DrainEnded(_logger, Environment.ProcessId, _connections.Count);
+        }
+    }
+
+    /// <summary>Drains every connection (starting the drain if it has not begun); returns true
+    /// when all finished, false when some had to be aborted at <paramref name="timeout"/> or
+    /// when <paramref name="cancellationToken"/> fired.</summary>
     public async Task<bool> DrainAsync(TimeSpan timeout, TimeSpan idleTimeout, CancellationToken cancellationToken)
     {
-        _draining = true;
+        BeginDrain(timeout, idleTimeout);
+        Task<bool> drain;
+        lock (_lock)
+        {
+            drain = _drain!;
+        }
+
+        using var abort = cancellationToken.Register(static state => ((ConnectionDrainer)state!)._abort = true, this);
+        return await drain.ConfigureAwait(false);
+    }
+
+    private async Task<bool> RunAsync(TimeSpan timeout, TimeSpan idleTimeout, CancellationToken undrain)
+    {
         long start = _time.GetTimestamp();
         long lastProgress = start;
         Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
         while (!_connections.IsEmpty)
         {
+            if (undrain.IsCancellationRequested)
+            {
+                return true;
+            }
+
             long now = _time.GetTimestamp();
-            if (_time.GetElapsedTime(start, now) >= timeout || cancellationToken.IsCancellationRequested)
+            if (_time.GetElapsedTime(start, now) >= timeout || _abort)
             {
                 Log.DrainTimedOut(_logger, Environment.ProcessId, _connections.Count, timeout.TotalSeconds);
                 foreach (var connection in _connections.Values)
@@ -97,7 +160,7 @@ internal sealed partial class ConnectionDrainer
 
             try
             {
-                await Task.Delay(Tick, _time, cancellationToken).ConfigureAwait(false);
+                await Task.Delay(Tick, _time, undrain).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -142,6 +205,9 @@ internal sealed partial class ConnectionDrainer
 
         [LoggerMessage(33, LogLevel.Warning, "Pid {Pid}: {Count} connections still open after Handoff:DrainTimeout ({TimeoutSeconds} s); aborting them.", EventName = "DrainTimedOut")]
         public static partial void DrainTimedOut(ILogger logger, int pid, int count, double timeoutSeconds);
+
+        [LoggerMessage(35, LogLevel.Warning, "Pid {Pid} stopped draining and keeps its {Count} connections: it accepts again.", EventName = "DrainEnded")]
+        public static partial void DrainEnded(ILogger logger, int pid, int count);
 
         [LoggerMessage(34, LogLevel.Debug, "Connection {ConnectionId} was accepted as the listener closed; draining it too.", EventName = "LateConnection")]
         public static partial void LateConnection(ILogger logger, string connectionId);

@@ -41,7 +41,10 @@ internal sealed class DrainMiddleware
             context.Response.OnStarting(static state =>
             {
                 var (drainer, response) = ((ConnectionDrainer, HttpResponse))state;
-                if (drainer.IsDraining)
+
+                // Not on 101 Switching Protocols: the connection becomes a WebSocket (or another
+                // protocol) and "close" would replace "Upgrade", failing the handshake.
+                if (drainer.IsDraining && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
                 {
                     response.Headers[HeaderNames.Connection] = "close";
                 }

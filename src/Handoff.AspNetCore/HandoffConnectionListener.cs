@@ -4,42 +4,69 @@ using Microsoft.AspNetCore.Connections;
 namespace Handoff.AspNetCore;
 
 /// <summary>Kestrel's view of one Handoff <see cref="Listener"/>: accepts through Kestrel's
-/// socket transport once the <see cref="AcceptGate"/> is open, reports the real address (so
-/// "Now listening on" shows the real port), and registers every accepted connection with the
-/// <see cref="ConnectionDrainer"/>.</summary>
+/// socket transport while the generation accepts (<see cref="Listener.Gate"/>), reports the
+/// real address (so "Now listening on" shows the real port), and registers every accepted
+/// connection with the <see cref="ConnectionDrainer"/>.</summary>
+/// <remarks>
+/// The accept loop outlives a closed gate: while the generation hands over to a newer one it
+/// waits, and if that one dies within the rollback window it accepts again. Kestrel never sees
+/// the pause; its loop ends only when the listener is closed or unbound.
+/// </remarks>
 internal sealed class HandoffConnectionListener : IConnectionListener
 {
     private readonly IConnectionListener _inner;
     private readonly Listener _listener;
     private readonly ConnectionDrainer _drainer;
-    private readonly AcceptGate _gate;
     private readonly CancellationTokenSource _unbound = new();
 
-    public HandoffConnectionListener(IConnectionListener inner, Listener listener, ConnectionDrainer drainer, AcceptGate gate)
+    public HandoffConnectionListener(IConnectionListener inner, Listener listener, ConnectionDrainer drainer)
     {
         _inner = inner;
         _listener = listener;
         _drainer = drainer;
-        _gate = gate;
     }
 
     public EndPoint EndPoint => _listener.EndPoint;
 
     public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
     {
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
-        if (!await _gate.WaitAsync(linked.Token).ConfigureAwait(false))
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
+        while (true)
         {
-            return null; // Unbound before the generation became ready: Kestrel's loop ends.
-        }
+            CancellationToken gateClosing;
+            try
+            {
+                gateClosing = await _listener.Gate.WaitOpenAsync(stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return null; // Unbound: Kestrel's loop ends.
+            }
 
-        var connection = await _inner.AcceptAsync(cancellationToken).ConfigureAwait(false);
-        if (connection is not null)
-        {
-            _drainer.Track(connection);
-        }
+            ConnectionContext? connection;
+            using (var accept = CancellationTokenSource.CreateLinkedTokenSource(stop.Token, gateClosing))
+            {
+                try
+                {
+                    connection = await _inner.AcceptAsync(accept.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+                {
+                    continue; // The gate closed; the connection, if any, stays in the queue.
+                }
+                catch (OperationCanceledException)
+                {
+                    return null;
+                }
+            }
 
-        return connection;
+            if (connection is not null)
+            {
+                _drainer.Track(connection);
+            }
+
+            return connection;
+        }
     }
 
     /// <summary>Ends the accept loop; called by Kestrel, and by <see cref="Listener.CloseAsync"/>

@@ -24,14 +24,12 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
 {
     private readonly Upgrader _upgrader;
     private readonly ConnectionDrainer _drainer;
-    private readonly AcceptGate _gate;
     private readonly SocketTransportFactory _sockets;
 
-    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, AcceptGate gate, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
     {
         _upgrader = upgrader;
         _drainer = drainer;
-        _gate = gate;
         _sockets = new SocketTransportFactory(socketOptions, loggerFactory);
     }
 
@@ -53,7 +51,7 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
         // Kestrel's socket transport wraps a FileHandleEndPoint in a SafeSocketHandle that does
         // not own the descriptor: disposing it ends pending accepts and never closes the fd.
         var inner = await _sockets.BindAsync(new FileHandleEndPoint((ulong)listener.FileDescriptor, FileHandleType.Auto), cancellationToken).ConfigureAwait(false);
-        var connectionListener = new HandoffConnectionListener(inner, listener, _drainer, _gate);
+        var connectionListener = new HandoffConnectionListener(inner, listener, _drainer);
         listener.OnClosing(() => connectionListener.UnbindAsync());
         return connectionListener;
     }

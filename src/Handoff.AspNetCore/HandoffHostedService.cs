@@ -5,36 +5,45 @@ using Microsoft.Extensions.Options;
 namespace Handoff.AspNetCore;
 
 /// <summary>
-/// Ties a generation's life to the host's: handles upgrade signals from the start, reports
-/// ready once the host has started and the warm-up hook succeeded, stops the host when a newer
-/// generation took over, and on any stop closes the listeners and drains before Kestrel stops.
+/// Ties a generation's life to the host's. The <see cref="Upgrader"/> owns the state; this
+/// service reports to it (ready once the host has started and the warm-up succeeded, stopping
+/// the moment the host begins to stop) and acts on its changes: it drains while handing over,
+/// stops draining if the new generation died, and stops the host once superseded.
 /// </summary>
 internal sealed partial class HandoffHostedService : IHostedLifecycleService, IDisposable
 {
     private readonly Upgrader _upgrader;
     private readonly ConnectionDrainer _drainer;
-    private readonly AcceptGate _gate;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly IServiceProvider _services;
     private readonly HandoffOptions _options;
+    private readonly HandoffConfigurationWarnings _warnings;
     private readonly ILogger _logger;
-    private CancellationTokenRegistration _supersededRegistration;
+    private CancellationTokenRegistration _stoppingRegistration;
 
-    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, AcceptGate gate, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, ILogger<HandoffHostedService> logger)
+    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger)
     {
         _upgrader = upgrader;
         _drainer = drainer;
-        _gate = gate;
         _lifetime = lifetime;
         _services = services;
         _options = options.Value;
+        _warnings = warnings;
         _logger = logger;
     }
 
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        _upgrader.ListenForSignals();
-        _supersededRegistration = _upgrader.Superseded.Register(_lifetime.StopApplication);
+        foreach (string warning in _warnings.Messages)
+        {
+            Log.ConfigurationWarning(_logger, warning);
+        }
+
+        _upgrader.StateChanged += OnStateChanged;
+
+        // The earliest moment a stop is known (SIGTERM may come before the host has even
+        // started): from now on this generation never reports ready and starts no upgrade.
+        _stoppingRegistration = _lifetime.ApplicationStopping.Register(() => _ = _upgrader.StopAsync());
         _lifetime.ApplicationStarted.Register(() => _ = BecomeReadyAsync());
         return Task.CompletedTask;
     }
@@ -45,15 +54,8 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
-        bool superseded = _upgrader.SupersededBy is not null;
-        if (!superseded)
-        {
-            _upgrader.BeginShutdown();
-            _upgrader.ReportStartFailed("the new generation was stopped before it became ready");
-        }
-
-        Log.Stopping(_logger, Environment.ProcessId, _upgrader.Generation, superseded ? "a newer generation took over" : "shutdown requested");
-        await _upgrader.Listeners.CloseAllAsync().ConfigureAwait(false);
+        await _upgrader.StopAsync().ConfigureAwait(false);
+        Log.Stopping(_logger, Environment.ProcessId, _upgrader.Generation, _upgrader.SupersededBy is null ? "shutdown requested" : "a newer generation took over");
         await _drainer.DrainAsync(_options.DrainTimeout, _options.DrainIdleTimeout, cancellationToken).ConfigureAwait(false);
     }
 
@@ -61,13 +63,33 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
     public Task StoppedAsync(CancellationToken cancellationToken)
     {
-        _upgrader.RemovePidFile();
         Log.Exiting(_logger, Environment.ProcessId, _upgrader.Generation);
         return Task.CompletedTask;
     }
 
     // The Upgrader is a singleton of the container, which disposes it.
-    public void Dispose() => _supersededRegistration.Dispose();
+    public void Dispose()
+    {
+        _upgrader.StateChanged -= OnStateChanged;
+        _stoppingRegistration.Dispose();
+    }
+
+    private void OnStateChanged(GenerationState state)
+    {
+        switch (state)
+        {
+            case GenerationState.HandingOver:
+                _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout);
+                break;
+            case GenerationState.Ready:
+                // Back from a handover whose new generation died: keep the connections.
+                _drainer.EndDrain();
+                break;
+            case GenerationState.Superseded:
+                _lifetime.StopApplication();
+                break;
+        }
+    }
 
     private async Task BecomeReadyAsync()
     {
@@ -79,15 +101,18 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                 await warmUp(_services, _lifetime.ApplicationStopping).ConfigureAwait(false);
             }
 
-            // Accept first, then report: the old generation stops accepting only after this one
-            // has started, so the accept queue is never without a reader.
-            _gate.Open();
+            // Refused by the Upgrader when a stop has begun meanwhile.
             await _upgrader.ReadyAsync().ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Any failure of the warm-up hook must fail the start, whatever its type.
         catch (Exception e)
 #pragma warning restore CA1031
         {
+            if (_lifetime.ApplicationStopping.IsCancellationRequested)
+            {
+                return; // The warm-up saw the stop; StopAsync has told the old generation.
+            }
+
             string reason = $"warm-up failed: {e.GetType().Name}: {e.Message}";
             Log.StartFailed(_logger, e, Environment.ProcessId, _upgrader.Generation, reason);
             _upgrader.ReportStartFailed(reason);
@@ -109,5 +134,8 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
         [LoggerMessage(43, LogLevel.Error, "Generation {Generation} (pid {Pid}) cannot become ready: {Reason}", EventName = "StartFailed")]
         public static partial void StartFailed(ILogger logger, Exception exception, int pid, int generation, string reason);
+
+        [LoggerMessage(44, LogLevel.Warning, "{Warning}", EventName = "ConfigurationWarning")]
+        public static partial void ConfigurationWarning(ILogger logger, string warning);
     }
 }

@@ -13,16 +13,17 @@ namespace Microsoft.AspNetCore.Hosting;
 public static class HandoffWebHostBuilderExtensions
 {
     /// <summary>
-    /// Makes the server restartable and upgradable without dropping a request: on SIGUSR2 or
-    /// SIGHUP (or <see cref="Upgrader.UpgradeAsync"/>) the running process starts the current
-    /// build, hands it every Kestrel listening socket, and drains once the new process is ready.
+    /// Makes the server restartable and upgradable without dropping a request: on SIGUSR2 (or
+    /// <see cref="Upgrader.UpgradeAsync"/>) the running process starts the current build, hands
+    /// it every Kestrel listening socket, and drains once the new process is ready.
     /// </summary>
     /// <remarks>
     /// Endpoints are configured as usual (<c>--urls</c>, <c>ASPNETCORE_URLS</c>,
     /// <c>Kestrel:Endpoints</c>, <c>options.Listen...</c>). Options come from the configuration
-    /// section <c>Handoff</c> and then from <paramref name="configure"/>. The
-    /// <see cref="Upgrader"/> is registered as a service. Does nothing on operating systems other
-    /// than Linux.
+    /// section <c>Handoff</c> and then from <paramref name="configure"/>; invalid ones end the
+    /// process at once with exit code 78 and a message naming the option, before anything binds.
+    /// The <see cref="Upgrader"/> is registered as a service. A second call does nothing. Does
+    /// nothing on operating systems other than Linux.
     /// </remarks>
     public static IWebHostBuilder UseHandoff(this IWebHostBuilder builder, Action<HandoffOptions>? configure = null)
     {
@@ -32,14 +33,32 @@ public static class HandoffWebHostBuilderExtensions
             return builder;
         }
 
+        // Adopt what a previous generation handed over and handle SIGUSR2 now, before the rest of
+        // Program.cs runs (a new generation has done this in its startup hook already).
+        EarlyStart.Run();
+
         return builder.ConfigureServices((context, services) =>
         {
-            var options = services.AddOptions<HandoffOptions>().Bind(context.Configuration.GetSection(HandoffOptions.SectionName));
+            if (services.Any(d => d.ServiceType == typeof(HandoffConfigurationWarnings)))
+            {
+                return;
+            }
+
+            var section = context.Configuration.GetSection(HandoffOptions.SectionName);
+            var (errors, warnings) = CheckConfiguration(section, configure);
+            if (errors.Count > 0)
+            {
+                ExitInvalid(errors);
+            }
+
+            services.AddSingleton(new HandoffConfigurationWarnings(warnings));
+            var options = services.AddOptions<HandoffOptions>().Configure(o => HandoffConfiguration.Bind(section, o));
             if (configure is not null)
             {
                 options.Configure(configure);
             }
 
+            // Options configured elsewhere (services.Configure) are checked at host start too.
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<HandoffOptions>, HandoffOptionsValidator>());
             options.ValidateOnStart();
 
@@ -47,7 +66,6 @@ public static class HandoffWebHostBuilderExtensions
                 provider.GetRequiredService<IOptions<HandoffOptions>>().Value,
                 provider.GetRequiredService<ILoggerFactory>()));
             services.TryAddSingleton<ConnectionDrainer>();
-            services.TryAddSingleton<AcceptGate>();
 
             // Registered after Kestrel's socket transport, so Kestrel asks this factory first
             // for TCP and Unix endpoints (see HandoffConnectionListenerFactory).
@@ -58,12 +76,37 @@ public static class HandoffWebHostBuilderExtensions
             // The host's own stop deadline must leave room for the drain.
             services.AddOptions<HostOptions>().PostConfigure<IOptions<HandoffOptions>>((host, handoff) =>
             {
-                var needed = handoff.Value.DrainTimeout + TimeSpan.FromSeconds(5);
+                var needed = handoff.Value.DrainTimeout + handoff.Value.RollbackWindow + TimeSpan.FromSeconds(5);
                 if (host.ShutdownTimeout < needed)
                 {
                     host.ShutdownTimeout = needed;
                 }
             });
         });
+    }
+
+    private static (List<string> Errors, List<string> Warnings) CheckConfiguration(Microsoft.Extensions.Configuration.IConfiguration section, Action<HandoffOptions>? configure)
+    {
+        var probe = new HandoffOptions();
+        var (errors, warnings) = HandoffConfiguration.Bind(section, probe);
+        configure?.Invoke(probe);
+        errors.AddRange(probe.Validate());
+        if (errors.Count == 0 && probe.PidFile is { } pidFile && PidFile.CheckWritable(pidFile) is { } pidFileError)
+        {
+            errors.Add(pidFileError);
+        }
+
+        return (errors, warnings);
+    }
+
+    // Before the host exists, so there is no logger yet and nothing to shut down: one line on
+    // stderr in the console logger's shape, the reason sent to the previous generation (if this
+    // is an upgrade), and a defined exit code instead of an exception's stack trace.
+    private static void ExitInvalid(List<string> errors)
+    {
+        string message = "Invalid Handoff configuration: " + string.Join(" ", errors);
+        EarlyStart.Run().ReadyPipe?.ReportFailed(message);
+        Console.Error.WriteLine($"fail: Handoff[{ExitCodes.InvalidConfiguration}] {message} Exiting with code {ExitCodes.InvalidConfiguration}.");
+        Environment.Exit(ExitCodes.InvalidConfiguration);
     }
 }

@@ -14,10 +14,13 @@ public sealed class HandoffOptions
     /// The signals that start an upgrade: names or numbers separated by commas or spaces, e.g.
     /// <c>SIGUSR2,SIGHUP</c>, <c>USR1</c> or <c>12</c>.
     /// </summary>
-    /// <remarks>Default: <c>SIGUSR2,SIGHUP</c>. An empty value turns signal-triggered upgrades
-    /// off (<see cref="Upgrader.UpgradeAsync"/> still works). SIGTERM, SIGINT and SIGQUIT are
+    /// <remarks>Default: <c>SIGUSR2</c>. An empty value turns signal-triggered upgrades off
+    /// (<see cref="Upgrader.UpgradeAsync"/> still works); SIGUSR2 is then logged and ignored, never
+    /// left to its default action, which would kill the server. SIGHUP is not an upgrade signal
+    /// by default: a terminal that closes sends it, and a server started by hand must then end,
+    /// not upgrade itself into a process nobody controls. SIGTERM, SIGINT and SIGQUIT are
     /// refused: they mean shut down.</remarks>
-    public string UpgradeSignals { get; set; } = "SIGUSR2,SIGHUP";
+    public string UpgradeSignals { get; set; } = "SIGUSR2";
 
     /// <summary>
     /// How long the old generation waits for the new one to report ready before it gives up,
@@ -53,6 +56,34 @@ public sealed class HandoffOptions
     public TimeSpan TerminateTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
+    /// After the new generation reported ready, how long the old one keeps its listening
+    /// sockets (without accepting on them) so that it can resume serving if the new one dies.
+    /// </summary>
+    /// <remarks>Default: 2 seconds; zero turns it off. If the new generation exits within this
+    /// window, the old one accepts again, rewrites the pid file and reports the upgrade as
+    /// failed. <see cref="Upgrader.UpgradeAsync"/> returns when the window has passed. The old
+    /// generation's drain runs meanwhile; it exits no earlier than the window's end.</remarks>
+    public TimeSpan RollbackWindow { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// The directory a new generation starts in.
+    /// </summary>
+    /// <remarks>Default: null, meaning the directory the first generation was started in, as
+    /// the user named it (<c>$PWD</c> when it leads to the current directory, so a
+    /// <c>current</c> symlink is followed anew at each upgrade). systemd does not set
+    /// <c>$PWD</c>: with <c>WorkingDirectory=/srv/app/current</c> set this option to the same
+    /// path.</remarks>
+    public string? WorkingDirectory { get; set; }
+
+    /// <summary>
+    /// How many older generations may still be draining when an upgrade starts.
+    /// </summary>
+    /// <remarks>Default: 4. An upgrade that would exceed it is refused (the server is
+    /// unchanged) and says which pids still drain, so rapid deploys with long requests cannot
+    /// pile up processes without bound. Zero removes the bound.</remarks>
+    public int MaxDrainingGenerations { get; set; } = 4;
+
+    /// <summary>
     /// A file that always holds the pid of the generation that is accepting, or null for none.
     /// </summary>
     /// <remarks>Default: null. Written atomically (temporary file and rename) when a generation
@@ -80,6 +111,28 @@ public sealed class HandoffOptions
         RequirePositive(errors, nameof(DrainTimeout), DrainTimeout);
         RequirePositive(errors, nameof(DrainIdleTimeout), DrainIdleTimeout);
         RequirePositive(errors, nameof(TerminateTimeout), TerminateTimeout);
+        if (RollbackWindow < TimeSpan.Zero)
+        {
+            errors.Add($"{SectionName}:{nameof(RollbackWindow)} must be zero (off) or a positive duration such as 2s, not {RollbackWindow}.");
+        }
+
+        if (MaxDrainingGenerations < 0)
+        {
+            errors.Add($"{SectionName}:{nameof(MaxDrainingGenerations)} must be zero (no bound) or more, not {MaxDrainingGenerations}.");
+        }
+
+        if (WorkingDirectory is not null && !Path.IsPathFullyQualified(WorkingDirectory))
+        {
+            errors.Add($"{SectionName}:{nameof(WorkingDirectory)} '{WorkingDirectory}' must be an absolute path.");
+        }
+
+        foreach (var (name, value) in new[] { (nameof(UpgradeTimeout), UpgradeTimeout), (nameof(DrainTimeout), DrainTimeout), (nameof(DrainIdleTimeout), DrainIdleTimeout), (nameof(TerminateTimeout), TerminateTimeout), (nameof(RollbackWindow), RollbackWindow) })
+        {
+            if (value > MaxDuration)
+            {
+                errors.Add($"{SectionName}:{name} is {value}, more than {MaxDuration.TotalHours:0} hours; a bare number such as '30' means days to TimeSpan: write 30s or 00:00:30.");
+            }
+        }
         if (DrainIdleTimeout > TimeSpan.Zero && DrainIdleTimeout >= DrainTimeout)
         {
             errors.Add($"{SectionName}:{nameof(DrainIdleTimeout)} ({DrainIdleTimeout}) must be shorter than {SectionName}:{nameof(DrainTimeout)} ({DrainTimeout}).");
@@ -98,11 +151,15 @@ public sealed class HandoffOptions
         return errors;
     }
 
+    /// <summary>The longest duration any option accepts; longer is a mistake (a bare "30"
+    /// parsed as days).</summary>
+    internal static readonly TimeSpan MaxDuration = TimeSpan.FromHours(24);
+
     private static void RequirePositive(List<string> errors, string name, TimeSpan value)
     {
         if (value <= TimeSpan.Zero)
         {
-            errors.Add($"{SectionName}:{name} must be a positive time span such as 00:00:30, not {value}.");
+            errors.Add($"{SectionName}:{name} must be a positive duration such as 30s or 00:00:30, not {value}.");
         }
     }
 }

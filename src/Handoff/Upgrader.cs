@@ -5,16 +5,18 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Handoff;
 
 /// <summary>
-/// One generation of a server and its part in upgrades: it owns the listeners, starts the
-/// next generation on a signal or on <see cref="UpgradeAsync"/>, hands it the listeners, waits
-/// for it to report ready, and then tells the server to drain (<see cref="Superseded"/>).
-/// In a new generation it also adopts the inherited listeners and reports ready to the old one.
+/// One generation of a server and its part in upgrades: it owns the listeners and the
+/// generation's state (<see cref="GenerationState"/>), starts the next generation on a signal or
+/// on <see cref="UpgradeAsync"/>, hands it the listeners, waits for it to report ready, and then
+/// tells the server to drain (<see cref="Superseded"/>). In a new generation it also adopts the
+/// inherited listeners and reports ready to the old one.
 /// </summary>
 /// <remarks>
-/// The life of a generation: created at start-up (adopting inherited listeners), servers call
-/// <see cref="ListenerRegistry.Listen"/>, the host starts, the application calls
-/// <see cref="ReadyAsync"/>; later an upgrade succeeds and <see cref="Superseded"/> fires, or a
-/// shutdown comes. Only one upgrade runs at a time; a trigger during one is logged and ignored.
+/// Every change of state is decided here, under one lock, as tableflip's single loop owns its
+/// upgrader: a shutdown during an upgrade stops the new generation before this one closes
+/// anything; once the new generation's "ready" has been read the upgrade stands, whatever
+/// happens to the pid file; a generation that began stopping never reports ready; only one
+/// upgrade runs at a time.
 /// </remarks>
 public sealed partial class Upgrader : IDisposable
 {
@@ -23,30 +25,48 @@ public sealed partial class Upgrader : IDisposable
     private readonly StartCommand _command;
     private readonly IGenerationLauncher _launcher;
     private readonly ILogger _logger;
+    private readonly Lock _lock = new();
     private readonly CancellationTokenSource _superseded = new();
-    private readonly List<PosixSignalRegistration> _signalRegistrations = [];
-    private int _upgrading;
-    private volatile bool _ready;
-    private volatile bool _stopping;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly GenerationProcess? _self = GenerationProcess.Current(Environment.ProcessId);
+    private readonly IReadOnlyList<System.Runtime.InteropServices.PosixSignal> _upgradeSignals;
+    private readonly bool _routesSignals;
+    private GenerationState _state = GenerationState.Starting;
+    private Task<UpgradeResult>? _upgrade;
+    private Task? _stop;
     private bool _ownsPidFile;
+    private int _disposed;
 
     /// <summary>
     /// Creates this process's generation: adopts what a previous generation handed over (if
-    /// this process is a new generation) and captures how the process was started.
+    /// this process is a new generation), captures how the process was started, and handles the
+    /// upgrade signals from now on.
     /// </summary>
-    /// <exception cref="HandoffProtocolException">The handover is malformed, forged or stale.</exception>
     /// <exception cref="ArgumentException">An option is invalid; the message names it.</exception>
     public Upgrader(HandoffOptions options, ILoggerFactory? loggerFactory = null)
         : this(
             options,
-            Inheritance.Load(Environment.GetEnvironmentVariable(HandoverEnvironment.VariableName), Interop.Libc.GetParentPid()),
-            StartCommand.Capture(),
+            EarlyStart.Run(),
+            StartCommand.Capture(options?.WorkingDirectory),
             new GenerationLauncher(),
             loggerFactory ?? NullLoggerFactory.Instance)
     {
+        var errors = options!.PidFile is { } pidFile ? PidFile.CheckWritable(pidFile) : null;
+        if (errors is not null)
+        {
+            throw new ArgumentException(errors, nameof(options));
+        }
+
+        _routesSignals = true;
+        SignalRouter.Handle(_upgradeSignals);
+        SignalRouter.Release(_upgradeSignals.Union(EarlyStart.AlwaysHandled.Select(UpgradeSignalNames.ToPosixSignal)));
+        foreach (var early in SignalRouter.Attach(OnSignal))
+        {
+            Log.EarlySignalIgnored(_logger, Environment.ProcessId, Generation, UpgradeSignalNames.Format(early));
+        }
     }
 
-    // For testing: the OS behind a seam.
+    // For testing: the OS behind a seam. Does not handle signals.
     internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -61,8 +81,14 @@ public sealed partial class Upgrader : IDisposable
         _command = command;
         _launcher = launcher;
         _logger = loggerFactory.CreateLogger("Handoff.Upgrader");
-        Listeners = new ListenerRegistry(inheritance.Listeners, loggerFactory.CreateLogger("Handoff.Listeners"));
+        _ = UpgradeSignalNames.TryParse(options.UpgradeSignals, out var signals, out _);
+        _upgradeSignals = signals;
+        Listeners = new ListenerRegistry(inheritance.Listeners, new AcceptGate(), loggerFactory.CreateLogger("Handoff.Listeners"));
         Log.Started(_logger, Environment.ProcessId, Generation, inheritance.ParentPid, inheritance.Listeners.Count);
+        if (IsInherited && !inheritance.ParentAlive)
+        {
+            Log.Orphaned(_logger, Environment.ProcessId, Generation, inheritance.ParentPid);
+        }
     }
 
     /// <summary>This process's generation number: 1 for the first start, one more for each
@@ -75,59 +101,78 @@ public sealed partial class Upgrader : IDisposable
     /// <summary>The listening sockets of this generation.</summary>
     public ListenerRegistry Listeners { get; }
 
-    /// <summary>True once <see cref="ReadyAsync"/> has been called.</summary>
-    public bool IsReady => _ready;
+    /// <summary>Where this generation is in its life.</summary>
+    public GenerationState State
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _state;
+            }
+        }
+    }
 
-    /// <summary>Cancelled when a newer generation has reported ready: this one must stop
-    /// accepting, finish its requests and exit.</summary>
+    /// <summary>Cancelled when a newer generation has taken over for good: this one has closed
+    /// its listeners and must finish its connections and exit.</summary>
     public CancellationToken Superseded => _superseded.Token;
 
     /// <summary>The result of the upgrade that superseded this generation, or null.</summary>
     public UpgradeResult? SupersededBy { get; private set; }
 
-    /// <summary>Starts handling the configured upgrade signals (see
-    /// <see cref="HandoffOptions.UpgradeSignals"/>). Call it as early as possible: an
-    /// unhandled SIGUSR2 or SIGHUP terminates the process.</summary>
-    public void ListenForSignals()
-    {
-        if (!UpgradeSignalNames.TryParse(_options.UpgradeSignals, out var signals, out _))
-        {
-            return; // Unreachable: the constructor validated the options.
-        }
-
-        foreach (var signal in signals)
-        {
-            _signalRegistrations.Add(PosixSignalRegistration.Create(signal, OnUpgradeSignal));
-        }
-    }
+    /// <summary>Raised after every change of <see cref="State"/>, outside the lock, with the
+    /// new state. The ASP.NET Core integration drains on it.</summary>
+    internal event Action<GenerationState>? StateChanged;
 
     /// <summary>
     /// Marks this generation ready: it accepts connections on all its listeners and has
-    /// finished warming up. Closes inherited listeners that nobody claimed, reports ready to the
-    /// previous generation (which then drains) and writes the pid file.
+    /// finished warming up. Closes inherited listeners that nobody claimed, starts accepting,
+    /// reports ready to the previous generation (which then drains) and sees that the pid file
+    /// names this process. Does nothing once a shutdown has begun: a generation that is
+    /// stopping never reports ready.
     /// </summary>
     public async ValueTask ReadyAsync()
     {
-        if (_ready)
+        if (State != GenerationState.Starting)
         {
             return;
         }
 
         await Listeners.CloseUnclaimedAsync().ConfigureAwait(false);
-        _ready = true;
-        if (_inheritance.ReadyPipe is { } pipe)
+        bool parentTold;
+        lock (_lock)
         {
-            // The previous generation writes the pid file once it has accepted this report.
-            pipe.ReportReady();
+            if (_state != GenerationState.Starting)
+            {
+                Log.NotReporting(_logger, Environment.ProcessId, Generation, _state);
+                return;
+            }
+
+            // Accept first, then report: the old generation stops accepting only after this one
+            // has started, so the accept queue is never without a reader.
+            Listeners.Gate.Open();
+            parentTold = _inheritance.ReadyPipe is { } pipe && _inheritance.ParentAlive && pipe.ReportReady();
+            _state = GenerationState.Ready;
             _ownsPidFile = _options.PidFile is not null;
-        }
-        else if (_options.PidFile is { } pidFile)
-        {
-            PidFile.Write(pidFile, Environment.ProcessId);
-            _ownsPidFile = true;
         }
 
         Log.Ready(_logger, Environment.ProcessId, Generation, Listeners.Listeners.Count);
+        StateChanged?.Invoke(GenerationState.Ready);
+        if (parentTold)
+        {
+            // The previous generation writes the pid file once it has read the report; if it
+            // dies first, the file would name a dead process.
+            ParentWatch.Start(_inheritance.ParentPid, ParentExited);
+        }
+        else
+        {
+            if (IsInherited)
+            {
+                Log.ParentGone(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
+            }
+
+            WritePidFile(Environment.ProcessId);
+        }
     }
 
     /// <summary>Tells the previous generation that this one failed to start (e.g. its warm-up
@@ -135,78 +180,155 @@ public sealed partial class Upgrader : IDisposable
     /// generation or after <see cref="ReadyAsync"/>.</summary>
     public void ReportStartFailed(string reason)
     {
-        if (!_ready && _inheritance.ReadyPipe is { } pipe)
+        lock (_lock)
         {
-            pipe.ReportFailed(reason);
+            if (_state is GenerationState.Starting or GenerationState.Stopping && _inheritance.ReadyPipe is { } pipe)
+            {
+                pipe.ReportFailed(reason);
+            }
         }
     }
 
     /// <summary>
     /// Starts a new generation from the executable and arguments this process was started
-    /// with, hands it every listener, and waits until it reports ready. On success the new
-    /// generation serves and <see cref="Superseded"/> fires; on failure the new generation is
-    /// stopped and nothing else changes.
+    /// with, hands it every listener, waits until it reports ready and then for
+    /// <see cref="HandoffOptions.RollbackWindow"/>. On success the new generation serves and
+    /// <see cref="Superseded"/> fires; on failure the new generation is stopped and this one
+    /// serves as before.
     /// </summary>
-    /// <returns>The outcome, with the new pid or the reason for failure. Never throws for a
-    /// failed upgrade.</returns>
-    public async Task<UpgradeResult> UpgradeAsync()
+    /// <returns>The outcome, with the new pid or the reason for failure. Never throws.</returns>
+    public Task<UpgradeResult> UpgradeAsync()
     {
         int next = Generation + 1;
-        string? refusal = _stopping ? "this generation is shutting down"
-            : !_ready ? "this generation is not ready yet"
-            : SupersededBy is { } done ? $"this generation was already superseded by pid {done.NewPid}"
-            : null;
+        string? refusal;
+        Task<UpgradeResult> upgrade;
+        lock (_lock)
+        {
+            refusal = _state switch
+            {
+                GenerationState.Starting => "this generation is not ready yet",
+                GenerationState.Upgrading => "an upgrade is already in progress",
+                GenerationState.HandingOver => "this generation is handing over to a new one",
+                GenerationState.Superseded => $"this generation was already superseded by pid {SupersededBy?.NewPid}",
+                GenerationState.Stopping or GenerationState.Stopped => "this generation is shutting down",
+                _ => DrainingBoundRefusal(),
+            };
+            if (refusal is null)
+            {
+                _state = GenerationState.Upgrading;
+                upgrade = _upgrade = Task.Run(() => RunUpgradeAsync(next));
+            }
+            else
+            {
+                upgrade = Task.FromResult(UpgradeResult.Failure(0, next, refusal));
+            }
+        }
+
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
-            return UpgradeResult.Failure(0, next, refusal);
+        }
+        else
+        {
+            StateChanged?.Invoke(GenerationState.Upgrading);
         }
 
-        if (Interlocked.CompareExchange(ref _upgrading, 1, 0) != 0)
-        {
-            Log.UpgradeIgnored(_logger, Environment.ProcessId, Generation);
-            return UpgradeResult.Failure(0, next, "an upgrade is already in progress");
-        }
-
-        bool succeeded = false;
-        try
-        {
-            var result = await RunUpgradeAsync(next).ConfigureAwait(false);
-            succeeded = result.Succeeded;
-            return result;
-        }
-        finally
-        {
-            if (!succeeded)
-            {
-                Volatile.Write(ref _upgrading, 0);
-            }
-        }
+        return upgrade;
     }
 
-    /// <summary>Marks the start of a final shutdown: upgrades are refused from now on.</summary>
-    public void BeginShutdown() => _stopping = true;
-
-    /// <summary>Removes the pid file if it still names this process. Call it last, at final
-    /// shutdown.</summary>
-    public void RemovePidFile()
+    /// <summary>
+    /// Begins this generation's final shutdown (or its exit after being superseded): upgrades
+    /// are refused from now on, an upgrade in flight is stopped together with its new generation
+    /// (within <see cref="HandoffOptions.TerminateTimeout"/>) before anything else, the listeners
+    /// are closed, and the pid file is removed if it names this process. The server then drains
+    /// its connections. Safe to call more than once; every call returns the same task.
+    /// </summary>
+    public Task StopAsync()
     {
-        if (_ownsPidFile && _options.PidFile is { } pidFile && SupersededBy is null)
+        lock (_lock)
         {
-            PidFile.RemoveIfOwner(pidFile, Environment.ProcessId);
+            return _stop ??= Task.Run(StopCoreAsync);
         }
     }
 
     /// <inheritdoc />
     public void Dispose()
     {
-        foreach (var registration in _signalRegistrations)
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
-            registration.Dispose();
+            return;
         }
 
-        _signalRegistrations.Clear();
+        if (_routesSignals)
+        {
+            SignalRouter.Detach(OnSignal);
+        }
+
         _superseded.Dispose();
+    }
+
+    private async Task StopCoreAsync()
+    {
+        GenerationState was;
+        lock (_lock)
+        {
+            was = _state;
+            if (_state is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
+            {
+                _state = GenerationState.Stopping;
+                if (was == GenerationState.Starting)
+                {
+                    _inheritance.ReadyPipe?.ReportFailed("the new generation was stopped before it became ready");
+                }
+            }
+        }
+
+        Log.StopRequested(_logger, Environment.ProcessId, Generation, was);
+        if (was is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
+        {
+            StateChanged?.Invoke(GenerationState.Stopping);
+        }
+
+        // Ends a wait for the new generation's report or the rollback window at once.
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        if (_upgrade is { } upgrade)
+        {
+            await upgrade.ConfigureAwait(false);
+        }
+
+        Listeners.Gate.Close();
+        await Listeners.CloseAllAsync().ConfigureAwait(false);
+        if (_ownsPidFile && SupersededBy is null && _options.PidFile is { } pidFile)
+        {
+            try
+            {
+                PidFile.RemoveIfOwner(pidFile, Environment.ProcessId);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.PidFileFailed(_logger, Environment.ProcessId, Generation, pidFile, "remove", e.Message);
+            }
+        }
+
+        lock (_lock)
+        {
+            _state = GenerationState.Stopped;
+        }
+
+        StateChanged?.Invoke(GenerationState.Stopped);
+    }
+
+    private string? DrainingBoundRefusal()
+    {
+        if (_options.MaxDrainingGenerations <= 0)
+        {
+            return null;
+        }
+
+        var draining = _inheritance.Older.Where(g => g.IsAlive()).ToList();
+        return draining.Count + 1 > _options.MaxDrainingGenerations
+            ? $"{draining.Count} older generations are still draining (pids {string.Join(", ", draining.Select(g => g.Pid))}); another upgrade would make {draining.Count + 1} draining generations, more than {HandoffOptions.SectionName}:{nameof(HandoffOptions.MaxDrainingGenerations)} ({_options.MaxDrainingGenerations}). Wait for them to finish, or raise the option"
+            : null;
     }
 
     private async Task<UpgradeResult> RunUpgradeAsync(int next)
@@ -215,58 +337,177 @@ public sealed partial class Upgrader : IDisposable
         IStartedGeneration child;
         try
         {
+            _command.CheckWorkingDirectory();
             string executable = _command.ResolveExecutable();
             var listeners = Listeners.Listeners;
-            var handover = HandoverEnvironment.ForChild(pid, next, listeners.Count);
             Log.Spawning(_logger, pid, Generation, executable, listeners.Count);
-            child = _launcher.Start(executable, _command, listeners, handover);
+            var older = _inheritance.Older.Where(g => g.IsAlive()).Prepend(_self ?? new GenerationProcess(pid, 0)).ToList();
+            var blocked = _upgradeSignals.Select(UpgradeSignalNames.ToNumber).Union(EarlyStart.AlwaysHandled).ToList();
+            child = _launcher.Start(executable, _command, listeners, next, older, blocked);
         }
-        catch (Exception e) when (e is IOException or InvalidOperationException or UnauthorizedAccessException)
+#pragma warning disable CA1031 // Whatever stops the spawn fails this upgrade, never the server.
+        catch (Exception e)
+#pragma warning restore CA1031
         {
-            string reason = $"cannot start the new generation: {e.Message}";
-            Log.UpgradeFailed(_logger, pid, Generation, 0, reason);
-            return UpgradeResult.Failure(0, next, reason);
+            return Fail(0, $"cannot start the new generation: {e.Message}");
         }
 
         Log.Spawned(_logger, pid, Generation, child.Pid, next);
-        string? failure = await child.WaitReadyAsync(_options.UpgradeTimeout).ConfigureAwait(false);
-        if (failure is not null)
+        string? failure;
+        bool stopped = false;
+        try
+        {
+            failure = await child.WaitReadyAsync(_options.UpgradeTimeout, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            failure = "this generation began shutting down before the new one reported ready";
+            stopped = true;
+        }
+
+        lock (_lock)
+        {
+            stopped |= _state != GenerationState.Upgrading;
+            if (!stopped && failure is null)
+            {
+                // The decisive moment: from here on the upgrade stands.
+                _state = GenerationState.HandingOver;
+                Listeners.Gate.Close();
+            }
+        }
+
+        if (stopped || failure is not null)
         {
             string? ended = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
-            string reason = $"new generation {next} (pid {child.Pid}) failed: {failure}" + (ended is null ? "" : $"; it was stopped ({ended})");
-            Log.UpgradeFailed(_logger, pid, Generation, child.Pid, reason);
-            return UpgradeResult.Failure(child.Pid, next, reason);
+            string reason = stopped
+                ? $"new generation {next} (pid {child.Pid}) was stopped because this generation is shutting down ({ended ?? "it had exited"})"
+                : $"new generation {next} (pid {child.Pid}) failed: {failure?.TrimEnd('.')}" + (ended is null ? "" : $"; it was stopped ({ended})");
+            return Fail(child.Pid, reason);
         }
 
-        if (_stopping)
+        return await HandOverAsync(child, next).ConfigureAwait(false);
+    }
+
+    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next)
+    {
+        int pid = Environment.ProcessId;
+        Log.HandingOver(_logger, pid, Generation, child.Pid, next, _options.RollbackWindow.TotalSeconds);
+        StateChanged?.Invoke(GenerationState.HandingOver);
+        long readyAt = Environment.TickCount64;
+        var exited = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        child.ReapWhenExited(how =>
         {
-            // A SIGTERM arrived while the new generation started: the service is being
-            // stopped, so the new generation must not outlive this one.
-            string? stopped = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
-            string reason = $"new generation {next} (pid {child.Pid}) became ready after this generation began shutting down; it was stopped ({stopped ?? "already exited"})";
-            Log.UpgradeFailed(_logger, pid, Generation, child.Pid, reason);
-            return UpgradeResult.Failure(child.Pid, next, reason);
-        }
+            if (!exited.TrySetResult(how) || State != GenerationState.HandingOver)
+            {
+                Log.SuccessorExited(_logger, pid, Generation, child.Pid, next, how);
+            }
+        });
+        WritePidFile(child.Pid);
 
-        child.ReapWhenExited();
-        if (_options.PidFile is { } pidFile)
+        if (_options.RollbackWindow > TimeSpan.Zero)
         {
-            PidFile.Write(pidFile, child.Pid);
+            try
+            {
+                await exited.Task.WaitAsync(_options.RollbackWindow, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is TimeoutException or OperationCanceledException)
+            {
+                // The window passed, or a shutdown ends it: the new generation keeps serving.
+            }
         }
 
+        bool rollBack;
+        lock (_lock)
+        {
+            rollBack = exited.Task.IsCompleted && _state == GenerationState.HandingOver && !_stopping.IsCancellationRequested;
+            if (rollBack)
+            {
+                _state = GenerationState.Ready;
+                Listeners.Gate.Open();
+            }
+            else if (_state == GenerationState.HandingOver)
+            {
+                _state = GenerationState.Superseded;
+            }
+        }
+
+        if (rollBack)
+        {
+            WritePidFile(pid);
+            StateChanged?.Invoke(GenerationState.Ready);
+            string reason = $"new generation {next} (pid {child.Pid}) exited ({exited.Task.Result}) {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
+            return Fail(child.Pid, reason);
+        }
+
+        await Listeners.CloseAllAsync().ConfigureAwait(false);
         var result = UpgradeResult.Success(child.Pid, next);
         SupersededBy = result;
         Log.Superseded(_logger, pid, Generation, child.Pid, next);
-        _superseded.Cancel();
+        StateChanged?.Invoke(GenerationState.Superseded);
+        await _superseded.CancelAsync().ConfigureAwait(false);
         return result;
     }
 
-    private void OnUpgradeSignal(PosixSignalContext context)
+    private UpgradeResult Fail(int newPid, string reason)
     {
-        // Without Cancel the default action (terminate) would run after this handler.
-        context.Cancel = true;
-        Log.SignalReceived(_logger, Environment.ProcessId, Generation, UpgradeSignalNames.Format(context.Signal));
-        _ = Task.Run(UpgradeAsync);
+        bool changed;
+        lock (_lock)
+        {
+            changed = _state == GenerationState.Upgrading;
+            if (changed)
+            {
+                _state = GenerationState.Ready;
+            }
+        }
+
+        Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason);
+        if (changed)
+        {
+            StateChanged?.Invoke(GenerationState.Ready);
+        }
+
+        return UpgradeResult.Failure(newPid, Generation + 1, reason);
+    }
+
+    /// <summary>Writes the pid file; a failure is logged and changes nothing else, because the
+    /// generation it should name serves either way.</summary>
+    private void WritePidFile(int pid)
+    {
+        if (_options.PidFile is not { } pidFile)
+        {
+            return;
+        }
+
+        try
+        {
+            PidFile.Write(pidFile, pid);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.PidFileFailed(_logger, Environment.ProcessId, Generation, pidFile, $"write pid {pid} to", e.Message);
+        }
+    }
+
+    private void ParentExited()
+    {
+        if (_options.PidFile is { } pidFile && PidFile.Read(pidFile) == _inheritance.ParentPid && State is GenerationState.Ready or GenerationState.Upgrading)
+        {
+            Log.ParentGone(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
+            WritePidFile(Environment.ProcessId);
+        }
+    }
+
+    private void OnSignal(PosixSignal signal)
+    {
+        string name = UpgradeSignalNames.Format(signal);
+        if (!_upgradeSignals.Contains(signal))
+        {
+            Log.SignalIgnored(_logger, Environment.ProcessId, Generation, name, _options.UpgradeSignals);
+            return;
+        }
+
+        Log.SignalReceived(_logger, Environment.ProcessId, Generation, name);
+        _ = UpgradeAsync();
     }
 
     private static partial class Log
@@ -280,9 +521,6 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(12, LogLevel.Information, "Generation {Generation} (pid {Pid}) received {Signal}: starting an upgrade.", EventName = "UpgradeSignal")]
         public static partial void SignalReceived(ILogger logger, int pid, int generation, string signal);
 
-        [LoggerMessage(13, LogLevel.Warning, "Generation {Generation} (pid {Pid}) ignored an upgrade trigger: an upgrade is already in progress.", EventName = "UpgradeIgnored")]
-        public static partial void UpgradeIgnored(ILogger logger, int pid, int generation);
-
         [LoggerMessage(14, LogLevel.Warning, "Generation {Generation} (pid {Pid}) refused an upgrade: {Reason}.", EventName = "UpgradeRefused")]
         public static partial void UpgradeRefused(ILogger logger, int pid, int generation, string reason);
 
@@ -295,7 +533,34 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(17, LogLevel.Error, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed, still serving. {Reason}", EventName = "UpgradeFailed")]
         public static partial void UpgradeFailed(ILogger logger, int pid, int generation, int newPid, string reason);
 
-        [LoggerMessage(18, LogLevel.Information, "Generation {Generation} (pid {Pid}) is superseded: generation {NewGeneration} (pid {NewPid}) is ready. Draining.", EventName = "Superseded")]
+        [LoggerMessage(18, LogLevel.Information, "Generation {Generation} (pid {Pid}) is superseded: generation {NewGeneration} (pid {NewPid}) serves. Listeners closed; draining.", EventName = "Superseded")]
         public static partial void Superseded(ILogger logger, int pid, int generation, int newPid, int newGeneration);
+
+        [LoggerMessage(19, LogLevel.Information, "Generation {Generation} (pid {Pid}): generation {NewGeneration} (pid {NewPid}) is ready. This generation stopped accepting and drains; it keeps its listeners for {WindowSeconds} s in case the new one dies.", EventName = "HandingOver")]
+        public static partial void HandingOver(ILogger logger, int pid, int generation, int newPid, int newGeneration, double windowSeconds);
+
+        [LoggerMessage(20, LogLevel.Warning, "Generation {Generation} (pid {Pid}) ignored {Signal}: it is not an upgrade signal (Handoff:UpgradeSignals is '{Configured}').", EventName = "SignalIgnored")]
+        public static partial void SignalIgnored(ILogger logger, int pid, int generation, string signal, string configured);
+
+        [LoggerMessage(21, LogLevel.Warning, "Generation {Generation} (pid {Pid}) ignored {Signal} received while it was starting.", EventName = "EarlySignalIgnored")]
+        public static partial void EarlySignalIgnored(ILogger logger, int pid, int generation, string signal);
+
+        [LoggerMessage(22, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the generation that started it (pid {ParentPid}) has exited before it took over; it serves on the sockets it was handed and writes the pid file itself.", EventName = "Orphaned")]
+        public static partial void Orphaned(ILogger logger, int pid, int generation, int parentPid);
+
+        [LoggerMessage(23, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) is gone; this generation writes the pid file itself.", EventName = "ParentGone")]
+        public static partial void ParentGone(ILogger logger, int pid, int generation, int parentPid);
+
+        [LoggerMessage(24, LogLevel.Error, "Generation {Generation} (pid {Pid}) could not {Action} the pid file {PidFile} (Handoff:PidFile): {Error}. Nothing else changes.", EventName = "PidFileFailed")]
+        public static partial void PidFileFailed(ILogger logger, int pid, int generation, string pidFile, string action, string error);
+
+        [LoggerMessage(25, LogLevel.Information, "Generation {Generation} (pid {Pid}) is stopping (it was {State}).", EventName = "StopRequested")]
+        public static partial void StopRequested(ILogger logger, int pid, int generation, GenerationState state);
+
+        [LoggerMessage(26, LogLevel.Warning, "Generation {Generation} (pid {Pid}) does not report ready: it is {State}.", EventName = "NotReporting")]
+        public static partial void NotReporting(ILogger logger, int pid, int generation, GenerationState state);
+
+        [LoggerMessage(27, LogLevel.Warning, "Generation {Generation} (pid {Pid}): generation {NewGeneration} (pid {NewPid}), which took over from it, exited ({How}).", EventName = "SuccessorExited")]
+        public static partial void SuccessorExited(ILogger logger, int pid, int generation, int newPid, int newGeneration, string how);
     }
 }

@@ -3,20 +3,24 @@ using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 
-/// <summary>A new generation started with a malformed, forged or stale handover refuses to
-/// start, names what is wrong, and exits non-zero.</summary>
+/// <summary>A process started with a malformed, forged or stale handover refuses to start,
+/// touches none of the descriptors it names, says what is wrong on one line, and exits with
+/// code 76; invalid options exit with code 78. Never a stack trace.</summary>
 public sealed class ProtocolInputTests
 {
     [Theory]
-    [InlineData("garbage", "is malformed")]
-    [InlineData("v1;parent=1;generation=2;listen=;ready=3", "names parent pid 1, but this process's parent is")]
-    [InlineData("v1;parent=$PPID;generation=2;listen=;ready=3", "fd 3 is not an open pipe")]
-    [InlineData("v1;parent=$PPID;generation=2;listen=3;ready=4", "Inherited fd 3 (named in HANDOFF_HANDOVER) is not a socket")]
-    [InlineData("v1;parent=$PPID;generation=2;listen=5;ready=6", "descriptors must be consecutive from 3")]
-    public async Task Start_BadHandoverVariable_ExitsNonZeroNamingTheProblem(string value, string expected)
+    [InlineData("garbage", "is malformed", false)]
+    [InlineData("garbage", "is malformed", true)]
+    [InlineData("v2;parent=$PPID;generation=2;listen=;ready=4;ids=1;older=", "descriptors must be consecutive from 3", false)]
+    [InlineData("v2;parent=$PPID;generation=2;listen=3;ready=4;ids=1,2;older=", "fd 3 named in the environment variable HANDOFF_HANDOVER is '/etc/hostname', not the 'socket:[1]'", false)]
+    [InlineData("v2;parent=$PPID;generation=2;listen=3;ready=4;ids=1,2;older=", "fd 3 named in the environment variable HANDOFF_HANDOVER is '/etc/hostname', not the 'socket:[1]'", true)]
+    [InlineData("v2;parent=1;generation=2;listen=;ready=9;ids=1;older=", "descriptors must be consecutive", true)]
+    [InlineData("v2;parent=1;generation=2;listen=3,4,5;ready=6;ids=1,2,3,4;older=", "fd 3 named in the environment variable HANDOFF_HANDOVER is '/etc/hostname'", true)]
+    public async Task Start_BadHandoverVariable_ExitsWithCode76NamingTheProblem(string value, string expected, bool startupHook)
     {
         // bash places a file at fd 3 and a pipe at fd 4, then execs HelloSleep, whose parent
-        // is then this test process ($PPID in bash).
+        // is then this test process ($PPID in bash). With the startup hook the check runs before
+        // Main, as in a real upgrade; without it, in UseHandoff().
         var info = new ProcessStartInfo("bash")
         {
             RedirectStandardOutput = true,
@@ -26,18 +30,27 @@ public sealed class ProtocolInputTests
         info.ArgumentList.Add("-c");
         info.ArgumentList.Add($"exec 3</etc/hostname 4> >(cat >/dev/null); HANDOFF_HANDOVER=\"{value}\" exec \"$0\" --urls http://127.0.0.1:0");
         info.ArgumentList.Add(TestAssets.HelloSleepAppHost);
+        if (startupHook)
+        {
+            info.Environment["DOTNET_STARTUP_HOOKS"] = "Handoff";
+        }
+
         var (exitCode, output) = await RunToExitAsync(info);
 
-        Assert.NotEqual(0, exitCode);
+        Assert.True(exitCode == 76, $"exit code {exitCode}:\n{output}");
+        Assert.Contains("Handoff: cannot start pid", output, StringComparison.Ordinal);
         Assert.Contains("HANDOFF_HANDOVER", output, StringComparison.Ordinal);
         Assert.Contains(expected.Replace("$PPID", "", StringComparison.Ordinal), output, StringComparison.Ordinal);
         Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
     }
 
     [Theory]
     [InlineData("--Handoff:DrainTimeout=-00:00:01", "Handoff:DrainTimeout")]
+    [InlineData("--Handoff:DrainTimeout=30", "Handoff:DrainTimeout '30': has no unit. Write 30s")]
     [InlineData("--Handoff:UpgradeSignals=SIGTERM", "Handoff:UpgradeSignals")]
-    public async Task Start_InvalidOption_ExitsNonZeroNamingTheOption(string argument, string option)
+    [InlineData("--Handoff:PidFile=/nonexistent-handoff-dir/app.pid", "Handoff:PidFile '/nonexistent-handoff-dir/app.pid': the directory '/nonexistent-handoff-dir' does not exist")]
+    public async Task Start_InvalidOption_ExitsWithCode78NamingTheOption(string argument, string expected)
     {
         var info = new ProcessStartInfo(TestAssets.HelloSleepAppHost)
         {
@@ -50,9 +63,19 @@ public sealed class ProtocolInputTests
         info.ArgumentList.Add(argument);
         var (exitCode, output) = await RunToExitAsync(info);
 
-        Assert.NotEqual(0, exitCode);
-        Assert.Contains(option, output, StringComparison.Ordinal);
+        Assert.True(exitCode == 78, $"exit code {exitCode}:\n{output}");
+        Assert.Contains(expected, output, StringComparison.Ordinal);
         Assert.DoesNotContain("Now listening on", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Start_MisspeltOption_WarnsAndStarts()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:DrainTimout=10s"]);
+
+        Assert.Contains("Handoff:DrainTimout is not a Handoff option and is ignored", server.Output, StringComparison.Ordinal);
     }
 
     /// <summary>Runs a process that is expected to exit by itself (bounded by a minute) and

@@ -8,11 +8,24 @@ public sealed class HandoffOptionsTests
         var options = new HandoffOptions();
 
         Assert.Empty(options.Validate());
-        Assert.Equal("SIGUSR2,SIGHUP", options.UpgradeSignals);
+        Assert.Equal("SIGUSR2", options.UpgradeSignals);
+        Assert.Equal(TimeSpan.FromSeconds(2), options.RollbackWindow);
+        Assert.Equal(4, options.MaxDrainingGenerations);
         Assert.Equal(TimeSpan.FromSeconds(30), options.UpgradeTimeout);
         Assert.Equal(TimeSpan.FromSeconds(30), options.DrainTimeout);
         Assert.Equal(TimeSpan.FromSeconds(1), options.DrainIdleTimeout);
         Assert.Null(options.PidFile);
+    }
+
+    [Fact]
+    public void Validate_AbsurdDuration_SaysBareNumbersAreDays()
+    {
+        var options = new HandoffOptions { DrainTimeout = TimeSpan.FromDays(30) };
+
+        var error = Assert.Single(options.Validate());
+
+        Assert.Contains("Handoff:DrainTimeout", error, StringComparison.Ordinal);
+        Assert.Contains("30s", error, StringComparison.Ordinal);
     }
 
     [Fact]

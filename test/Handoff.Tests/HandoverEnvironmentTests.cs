@@ -5,40 +5,46 @@ public sealed class HandoverEnvironmentTests
     [Fact]
     public void Format_ThenParse_RoundTrips()
     {
-        var handover = HandoverEnvironment.ForChild(parentPid: 1234, generation: 7, listenerCount: 3);
+        var handover = HandoverEnvironment.ForChild(parentPid: 1234, generation: 7, ids: [11, 12, 13, 14], older: [new GenerationProcess(1234, 555), new GenerationProcess(1000, 42)]);
 
         string text = handover.Format();
         var parsed = HandoverEnvironment.Parse(text);
 
-        Assert.Equal("v1;parent=1234;generation=7;listen=3,4,5;ready=6", text);
+        Assert.Equal("v2;parent=1234;generation=7;listen=3,4,5;ready=6;ids=11,12,13,14;older=1234:555,1000:42", text);
         Assert.Equal(1234, parsed.ParentPid);
         Assert.Equal(7, parsed.Generation);
         Assert.Equal([3, 4, 5], parsed.ListenFds);
         Assert.Equal(6, parsed.ReadyFd);
+        Assert.Equal([11UL, 12, 13, 14], parsed.Ids);
+        Assert.Equal([new GenerationProcess(1234, 555), new GenerationProcess(1000, 42)], parsed.Older);
+        Assert.Equal([(3, "socket:[11]"), (4, "socket:[12]"), (5, "socket:[13]"), (6, "pipe:[14]")], parsed.ExpectedLinks());
     }
 
     [Fact]
     public void Parse_NoListeners_ReadyAtThree()
     {
-        var parsed = HandoverEnvironment.Parse("v1;parent=9;generation=2;listen=;ready=3");
+        var parsed = HandoverEnvironment.Parse("v2;parent=9;generation=2;listen=;ready=3;ids=5;older=");
 
         Assert.Empty(parsed.ListenFds);
         Assert.Equal(3, parsed.ReadyFd);
+        Assert.Empty(parsed.Older);
     }
 
     [Theory]
     [InlineData("")]
-    [InlineData("v2;parent=1;generation=2;listen=3;ready=4")]
-    [InlineData("v1;parent=1;generation=2;listen=3")]
-    [InlineData("v1;parent=x;generation=2;listen=3;ready=4")]
-    [InlineData("v1;parent=-1;generation=2;listen=3;ready=4")]
-    [InlineData("v1;parent=1;generation=1;listen=3;ready=4")]
-    [InlineData("v1;parent=1;generation=2;listen=4;ready=5")]
-    [InlineData("v1;parent=1;generation=2;listen=3,3;ready=4")]
-    [InlineData("v1;parent=1;generation=2;listen=3;ready=9")]
-    [InlineData("v1;generation=2;parent=1;listen=3;ready=4")]
-    [InlineData("v1;parent=1;generation=2;listen=3,;ready=4")]
-    [InlineData("v1;parent=99999999999;generation=2;listen=3;ready=4")]
+    [InlineData("v1;parent=1;generation=2;listen=3;ready=4")]
+    [InlineData("v2;parent=1;generation=2;listen=3;ready=4;ids=1,2")]
+    [InlineData("v2;parent=x;generation=2;listen=3;ready=4;ids=1,2;older=")]
+    [InlineData("v2;parent=-1;generation=2;listen=3;ready=4;ids=1,2;older=")]
+    [InlineData("v2;parent=1;generation=1;listen=3;ready=4;ids=1,2;older=")]
+    [InlineData("v2;parent=1;generation=2;listen=4;ready=5;ids=1,2;older=")]
+    [InlineData("v2;parent=1;generation=2;listen=3,3;ready=4;ids=1,2,3;older=")]
+    [InlineData("v2;parent=1;generation=2;listen=3;ready=9;ids=1,2;older=")]
+    [InlineData("v2;generation=2;parent=1;listen=3;ready=4;ids=1,2;older=")]
+    [InlineData("v2;parent=1;generation=2;listen=3,;ready=4;ids=1,2;older=")]
+    [InlineData("v2;parent=99999999999;generation=2;listen=3;ready=4;ids=1,2;older=")]
+    [InlineData("v2;parent=1;generation=2;listen=3;ready=4;ids=1;older=")]
+    [InlineData("v2;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=12")]
     public void Parse_Malformed_ThrowsNamingTheVariable(string value)
     {
         var e = Assert.Throws<HandoffProtocolException>(() => HandoverEnvironment.Parse(value));

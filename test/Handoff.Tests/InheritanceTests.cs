@@ -16,12 +16,47 @@ public sealed class InheritanceTests
     }
 
     [Fact]
-    public void Load_WrongParent_IsRejectedAsStaleOrForged()
+    public void Load_DescriptorsAreNotTheHandedOnes_IsRejectedWithoutTouchingThem()
+    {
+        // fd 3 of this test process is whatever the test host opened; the handover claims it is
+        // the pipe with inode 999999999, and the seam shows another pipe there.
+        var (read, write) = Interop.Libc.CreatePipe();
+        try
+        {
+            int fd = write;
+            string value = $"v2;parent=12345;generation=2;listen=;ready=3;ids=999999999;older=";
+
+            var e = Assert.Throws<HandoffProtocolException>(() =>
+                Inheritance.Load(value, actualParentPid: 12345, readLink: n => n == 3 ? new FileInfo($"/proc/self/fd/{fd}").LinkTarget : null));
+
+            Assert.Contains("fd 3 named in the environment variable HANDOFF_HANDOVER is 'pipe:[", e.Message, StringComparison.Ordinal);
+            Assert.Contains("not the 'pipe:[999999999]'", e.Message, StringComparison.Ordinal);
+            Assert.Contains("stale", e.Message, StringComparison.Ordinal);
+            Assert.Contains("No descriptor was touched", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Interop.Libc.Close(read);
+            Interop.Libc.Close(write);
+        }
+    }
+
+    [Fact]
+    public void Load_DescriptorClosed_IsRejected()
     {
         var e = Assert.Throws<HandoffProtocolException>(() =>
-            Inheritance.Load("v1;parent=12345;generation=2;listen=;ready=3", actualParentPid: 999));
+            Inheritance.Load("v2;parent=1;generation=2;listen=;ready=3;ids=7;older=", actualParentPid: 1, readLink: _ => null));
 
-        Assert.Contains("names parent pid 12345, but this process's parent is 999", e.Message, StringComparison.Ordinal);
+        Assert.Contains("fd 3 named in the environment variable HANDOFF_HANDOVER is not open", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Identity_OfASocket_IsItsInode()
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        int fd = (int)socket.Handle;
+
+        Assert.Equal($"socket:[{Inheritance.Identity(fd)}]", new FileInfo($"/proc/self/fd/{fd}").LinkTarget);
     }
 
     [Fact]

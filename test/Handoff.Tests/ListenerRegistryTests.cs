@@ -11,7 +11,7 @@ public sealed class ListenerRegistryTests : IDisposable
     [Fact]
     public async Task Listen_NewAddress_BindsListeningSocketWithCloseOnExec()
     {
-        await using var registry = new ListenerRegistry([], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
 
         var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
 
@@ -27,7 +27,7 @@ public sealed class ListenerRegistryTests : IDisposable
     [Fact]
     public async Task Listen_AddressInUse_ThrowsAddressAlreadyInUse()
     {
-        await using var registry = new ListenerRegistry([], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
         var first = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
 
         var e = Assert.Throws<SocketException>(() => registry.Listen(first.EndPoint));
@@ -45,7 +45,7 @@ public sealed class ListenerRegistryTests : IDisposable
             new Listener(fd1, address1, inherited: true),
             new Listener(fd2, address2, inherited: true),
         };
-        await using var registry = new ListenerRegistry(inherited, NullLogger.Instance);
+        await using var registry = new ListenerRegistry(inherited, new AcceptGate(), NullLogger.Instance);
 
         var exact = registry.Listen(address2);
         var anyPort = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
@@ -60,7 +60,7 @@ public sealed class ListenerRegistryTests : IDisposable
     {
         int fd = BindListeningCopy(new IPEndPoint(IPAddress.Loopback, 0), out var address);
         var unused = new Listener(fd, address, inherited: true);
-        await using var registry = new ListenerRegistry([unused], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([unused], new AcceptGate(), NullLogger.Instance);
 
         await registry.CloseUnclaimedAsync();
 
@@ -73,7 +73,7 @@ public sealed class ListenerRegistryTests : IDisposable
     public async Task Close_UnixListener_LeavesThePathForTheNextGeneration()
     {
         string path = Path.Combine(_directory, "a.sock");
-        await using var registry = new ListenerRegistry([], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
         var listener = registry.Listen(new UnixDomainSocketEndPoint(path));
         using (var accept = listener.CreateAcceptSocket())
         {
@@ -89,16 +89,16 @@ public sealed class ListenerRegistryTests : IDisposable
     public async Task Listen_StaleUnixPath_IsReplacedButLiveOneIsInUse()
     {
         string path = Path.Combine(_directory, "stale.sock");
-        await using (var crashed = new ListenerRegistry([], NullLogger.Instance))
+        await using (var crashed = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance))
         {
             // A process that died leaves its socket file behind: closing keeps the path.
             crashed.Listen(new UnixDomainSocketEndPoint(path));
         }
 
         Assert.True(File.Exists(path));
-        await using var registry = new ListenerRegistry([], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
         var listener = registry.Listen(new UnixDomainSocketEndPoint(path));
-        await using var second = new ListenerRegistry([], NullLogger.Instance);
+        await using var second = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
 
         var e = Assert.Throws<SocketException>(() => second.Listen(new UnixDomainSocketEndPoint(path)));
 
@@ -109,7 +109,7 @@ public sealed class ListenerRegistryTests : IDisposable
     [Fact]
     public async Task Listen_DnsEndPoint_IsNotSupported()
     {
-        await using var registry = new ListenerRegistry([], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
 
         Assert.Throws<NotSupportedException>(() => registry.Listen(new DnsEndPoint("localhost", 80)));
     }
@@ -117,7 +117,7 @@ public sealed class ListenerRegistryTests : IDisposable
     [Fact]
     public async Task CloseAsync_PendingAccept_EndsWithoutStoppingOtherHolders()
     {
-        await using var registry = new ListenerRegistry([], NullLogger.Instance);
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
         var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
         int otherCopy = Interop.Libc.DuplicateCloseOnExec(listener.FileDescriptor, 3);
         try

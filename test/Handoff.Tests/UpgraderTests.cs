@@ -1,12 +1,17 @@
+using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Handoff.Tests;
 
-/// <summary>The upgrade state machine, with the operating system behind a fake launcher.</summary>
+/// <summary>The generation's state machine, with the operating system behind a fake launcher
+/// whose new generations behave as real ones do: a wait for ready can be cancelled, a
+/// terminated generation has exited, an exit is reported once.</summary>
 public sealed class UpgraderTests : IDisposable
 {
-    private readonly string _pidFile = Path.Combine(Path.GetTempPath(), $"handoff-upgrader-{Guid.NewGuid():N}.pid");
+    private readonly string _directory = Directory.CreateTempSubdirectory("handoff-upgrader-").FullName;
     private readonly FakeLauncher _launcher = new();
+
+    private string PidPath => Path.Combine(_directory, "app.pid");
 
     [Fact]
     public async Task UpgradeAsync_NotReady_IsRefused()
@@ -18,14 +23,18 @@ public sealed class UpgraderTests : IDisposable
         Assert.False(result.Succeeded);
         Assert.Equal("this generation is not ready yet", result.Error);
         Assert.Empty(_launcher.Started);
+        Assert.Equal(GenerationState.Starting, upgrader.State);
     }
 
     [Fact]
-    public async Task UpgradeAsync_NewGenerationReady_SupersedesAndWritesItsPid()
+    public async Task UpgradeAsync_NewGenerationReady_HandsOverThenSupersedes()
     {
-        using var upgrader = CreateUpgrader();
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(100));
+        var states = new List<GenerationState>();
+        upgrader.StateChanged += s => { lock (states) { states.Add(s); } };
         await upgrader.ReadyAsync();
-        Assert.Equal(Environment.ProcessId, PidFile.Read(_pidFile));
+        Assert.Equal(Environment.ProcessId, PidFile.Read(PidPath));
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
         _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
 
         var result = await upgrader.UpgradeAsync();
@@ -34,11 +43,13 @@ public sealed class UpgraderTests : IDisposable
         Assert.Equal(4321, result.NewPid);
         Assert.Equal(2, result.Generation);
         Assert.True(upgrader.Superseded.IsCancellationRequested);
-        Assert.Equal(4321, PidFile.Read(_pidFile));
+        Assert.Equal(GenerationState.Superseded, upgrader.State);
+        Assert.False(upgrader.Listeners.Gate.IsOpen);
+        Assert.Equal(4321, PidFile.Read(PidPath));
         Assert.True(_launcher.Started.Single().Reaped);
-        var handover = _launcher.Handovers.Single();
-        Assert.Equal(Environment.ProcessId, handover.ParentPid);
-        Assert.Equal(2, handover.Generation);
+        Assert.Equal(2, _launcher.Generations.Single());
+        Assert.Equal(Environment.ProcessId, _launcher.Older.Single()[0].Pid);
+        Assert.Equal([GenerationState.Ready, GenerationState.Upgrading, GenerationState.HandingOver, GenerationState.Superseded], states);
     }
 
     [Fact]
@@ -55,17 +66,18 @@ public sealed class UpgraderTests : IDisposable
         Assert.Contains("pid 1111", failed.Error, StringComparison.Ordinal);
         Assert.True(_launcher.Started[0].Terminated);
         Assert.False(upgrader.Superseded.IsCancellationRequested);
-        Assert.Equal(Environment.ProcessId, PidFile.Read(_pidFile));
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        Assert.Equal(Environment.ProcessId, PidFile.Read(PidPath));
 
         _launcher.Next = new FakeGeneration(pid: 2222, readyResult: null);
         var succeeded = await upgrader.UpgradeAsync();
 
         Assert.True(succeeded.Succeeded);
-        Assert.Equal(2222, PidFile.Read(_pidFile));
+        Assert.Equal(2222, PidFile.Read(PidPath));
     }
 
     [Fact]
-    public async Task UpgradeAsync_WhileOneIsRunning_IsIgnored()
+    public async Task UpgradeAsync_WhileOneIsRunning_IsRefused()
     {
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
@@ -96,28 +108,158 @@ public sealed class UpgraderTests : IDisposable
 
         using var stopping = CreateUpgrader();
         await stopping.ReadyAsync();
-        stopping.BeginShutdown();
+        await stopping.StopAsync();
         Assert.Equal("this generation is shutting down", (await stopping.UpgradeAsync()).Error);
     }
 
     [Fact]
-    public async Task UpgradeAsync_ShutdownBeginsWhileNewGenerationStarts_StopsTheNewGeneration()
+    public async Task StopAsync_DuringUpgrade_StopsTheNewGenerationBeforeClosingAnything()
     {
         using var upgrader = CreateUpgrader();
+        upgrader.Listeners.Listen(new IPEndPoint(IPAddress.Loopback, 0));
         await upgrader.ReadyAsync();
-        var slow = new FakeGeneration(pid: 9, readyResult: null, holdReady: true);
+        var slow = new FakeGeneration(pid: 9, readyResult: null, holdReady: true)
+        {
+            OnTerminate = () => upgrader.Listeners.Listeners.Count,
+        };
         _launcher.Next = slow;
 
         var upgrade = upgrader.UpgradeAsync();
-        upgrader.BeginShutdown();
-        slow.Release();
+        await slow.Waiting;
+        await upgrader.StopAsync();
         var result = await upgrade;
 
         Assert.False(result.Succeeded);
-        Assert.Contains("began shutting down", result.Error, StringComparison.Ordinal);
+        Assert.Contains("shutting down", result.Error, StringComparison.Ordinal);
         Assert.True(slow.Terminated);
+        Assert.Equal(1, slow.ListenersOpenAtTerminate);
+        Assert.Empty(upgrader.Listeners.Listeners);
         Assert.False(upgrader.Superseded.IsCancellationRequested);
-        Assert.Equal(Environment.ProcessId, PidFile.Read(_pidFile));
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+        Assert.False(File.Exists(PidPath), "the pid file named this process and is removed at the final stop");
+    }
+
+    [Fact]
+    public async Task StopAsync_AfterReadyWasRead_TheUpgradeStands()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var child = new FakeGeneration(pid: 77, readyResult: null);
+        _launcher.Next = child;
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        await upgrader.StopAsync();
+        var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.True(result.Succeeded, result.Error);
+        Assert.False(child.Terminated);
+        Assert.Equal(77, PidFile.Read(PidPath));
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_NewGenerationDiesWithinRollbackWindow_ResumesAndFails()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var child = new FakeGeneration(pid: 88, readyResult: null);
+        _launcher.Next = child;
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        Assert.False(upgrader.Listeners.Gate.IsOpen);
+        Assert.Equal(88, PidFile.Read(PidPath));
+        child.Exit("killed by signal 9");
+        var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("pid 88) exited (killed by signal 9)", result.Error, StringComparison.Ordinal);
+        Assert.Contains("accepts again", result.Error, StringComparison.Ordinal);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
+        Assert.False(upgrader.Superseded.IsCancellationRequested);
+        Assert.Equal(Environment.ProcessId, PidFile.Read(PidPath));
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_PidDirectoryRemoved_UpgradeStillSupersedes()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        Directory.Delete(_directory, recursive: true);
+        _launcher.Next = new FakeGeneration(pid: 12, readyResult: null);
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.True(result.Succeeded, result.Error);
+        Assert.True(upgrader.Superseded.IsCancellationRequested);
+        Assert.Equal(GenerationState.Superseded, upgrader.State);
+        Assert.Equal("this generation was already superseded by pid 12", (await upgrader.UpgradeAsync()).Error);
+    }
+
+    [Fact]
+    public async Task ReadyAsync_AfterStopBegan_NeverReports()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.StopAsync();
+
+        await upgrader.ReadyAsync();
+
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+        Assert.False(upgrader.Listeners.Gate.IsOpen);
+        Assert.False(File.Exists(PidPath));
+    }
+
+    [Fact]
+    public async Task StopAsync_RemovesThePidFileOnlyWhenItNamesThisProcess()
+    {
+        using (var upgrader = CreateUpgrader())
+        {
+            await upgrader.ReadyAsync();
+            Assert.Equal(Environment.ProcessId, PidFile.Read(PidPath));
+            await upgrader.StopAsync();
+            Assert.False(File.Exists(PidPath));
+        }
+
+        using (var upgrader = CreateUpgrader())
+        {
+            await upgrader.ReadyAsync();
+            PidFile.Write(PidPath, 77);
+            await upgrader.StopAsync();
+            Assert.Equal(77, PidFile.Read(PidPath));
+        }
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_TooManyOlderGenerationsDraining_IsRefusedNamingThem()
+    {
+        // This test process stands in for an older generation that is still alive.
+        var self = GenerationProcess.Current(Environment.ProcessId)!.Value;
+        var inheritance = Inheritance.ForTesting(generation: 3, parentPid: Environment.ProcessId, older: [self]);
+        using var upgrader = new Upgrader(new HandoffOptions { MaxDrainingGenerations = 1 }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance);
+        await upgrader.ReadyAsync();
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        Assert.Contains($"pids {Environment.ProcessId}", result.Error, StringComparison.Ordinal);
+        Assert.Contains("Handoff:MaxDrainingGenerations (1)", result.Error, StringComparison.Ordinal);
+        Assert.Empty(_launcher.Started);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_WorkingDirectoryGone_FailsNamingItWithoutStartingAnything()
+    {
+        string gone = Path.Combine(_directory, "release");
+        using var upgrader = new Upgrader(new HandoffOptions(), Inheritance.None, new StartCommand(["/bin/sh"], gone, []), _launcher, NullLoggerFactory.Instance);
+        await upgrader.ReadyAsync();
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.Contains($"working directory '{gone}'", result.Error, StringComparison.Ordinal);
+        Assert.Empty(_launcher.Started);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
     }
 
     [Fact]
@@ -146,18 +288,6 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
-    public async Task RemovePidFile_OnlyWhenItStillNamesThisProcess()
-    {
-        using var upgrader = CreateUpgrader();
-        await upgrader.ReadyAsync();
-        PidFile.Write(_pidFile, 77);
-
-        upgrader.RemovePidFile();
-
-        Assert.Equal(77, PidFile.Read(_pidFile));
-    }
-
-    [Fact]
     public void Constructor_InvalidOptions_ThrowsNamingTheOption()
     {
         var options = new HandoffOptions { DrainTimeout = TimeSpan.FromSeconds(-1) };
@@ -167,10 +297,16 @@ public sealed class UpgraderTests : IDisposable
         Assert.Contains("Handoff:DrainTimeout", e.Message, StringComparison.Ordinal);
     }
 
-    public void Dispose() => File.Delete(_pidFile);
+    public void Dispose()
+    {
+        if (Directory.Exists(_directory))
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+    }
 
-    private Upgrader CreateUpgrader(string executable = "/bin/sh") => new(
-        new HandoffOptions { PidFile = _pidFile },
+    private Upgrader CreateUpgrader(string executable = "/bin/sh", TimeSpan? rollbackWindow = null) => new(
+        new HandoffOptions { PidFile = PidPath, RollbackWindow = rollbackWindow ?? TimeSpan.Zero },
         Inheritance.None,
         new StartCommand([executable], "/", []),
         _launcher,
@@ -184,25 +320,32 @@ public sealed class UpgraderTests : IDisposable
 
         public List<FakeGeneration> Started { get; } = [];
 
-        public List<HandoverEnvironment> Handovers { get; } = [];
+        public List<int> Generations { get; } = [];
 
-        public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, HandoverEnvironment handover)
+        public List<IReadOnlyList<GenerationProcess>> Older { get; } = [];
+
+        public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals)
         {
             if (Throw is not null)
             {
                 throw Throw;
             }
 
-            var generation = Next ?? throw new InvalidOperationException("the test set no next generation");
-            Started.Add(generation);
-            Handovers.Add(handover);
-            return generation;
+            var started = Next ?? throw new InvalidOperationException("the test set no next generation");
+            Started.Add(started);
+            Generations.Add(generation);
+            Older.Add(older);
+            return started;
         }
     }
 
     private sealed class FakeGeneration(int pid, string? readyResult, bool holdReady = false) : IStartedGeneration
     {
         private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly Lock _lock = new();
+        private Action<string>? _exited;
+        private string? _exit;
 
         public int Pid => pid;
 
@@ -210,13 +353,38 @@ public sealed class UpgraderTests : IDisposable
 
         public bool Reaped { get; private set; }
 
+        public Func<int>? OnTerminate { get; init; }
+
+        public int? ListenersOpenAtTerminate { get; private set; }
+
+        public Task Waiting => _waiting.Task;
+
         public void Release() => _released.TrySetResult();
 
-        public async Task<string?> WaitReadyAsync(TimeSpan timeout)
+        /// <summary>The process exits, as a real one would be reaped.</summary>
+        public void Exit(string how)
         {
+            Action<string>? exited;
+            lock (_lock)
+            {
+                if (_exit is not null)
+                {
+                    return;
+                }
+
+                _exit = how;
+                exited = _exited;
+            }
+
+            exited?.Invoke(how);
+        }
+
+        public async Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken)
+        {
+            _waiting.TrySetResult();
             if (holdReady)
             {
-                await _released.Task;
+                await _released.Task.WaitAsync(cancellationToken);
             }
 
             return readyResult;
@@ -225,9 +393,37 @@ public sealed class UpgraderTests : IDisposable
         public Task<string?> TerminateAsync(TimeSpan grace)
         {
             Terminated = true;
+            ListenersOpenAtTerminate = OnTerminate?.Invoke();
+            Exit("exit code 0 after SIGTERM");
             return Task.FromResult<string?>("exit code 0 after SIGTERM");
         }
 
-        public void ReapWhenExited() => Reaped = true;
+        public void ReapWhenExited(Action<string> exited)
+        {
+            string? already;
+            lock (_lock)
+            {
+                Reaped = true;
+                _exited = exited;
+                already = _exit;
+            }
+
+            if (already is not null)
+            {
+                exited(already);
+            }
+        }
+    }
+}
+
+internal static class UpgraderTestExtensions
+{
+    public static async Task WaitForStateAsync(this Upgrader upgrader, GenerationState state)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (upgrader.State != state)
+        {
+            await Task.Delay(5, timeout.Token);
+        }
     }
 }

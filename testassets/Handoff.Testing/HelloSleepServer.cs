@@ -19,12 +19,12 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     private readonly string _directory;
     private readonly bool _ownsDirectory;
 
-    private HelloSleepServer(Process first, string directory, bool ownsDirectory)
+    private HelloSleepServer(Process first, string directory, bool ownsDirectory, string pidFile)
     {
         _first = first;
         _directory = directory;
         _ownsDirectory = ownsDirectory;
-        PidFile = Path.Combine(directory, "app.pid");
+        PidFile = pidFile;
         _knownPids.Add(first.Id);
     }
 
@@ -59,15 +59,18 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     /// <param name="command">The program and leading arguments; the apphost by default.</param>
     /// <param name="directory">Working directory and pid file location; a new temporary
     /// directory, removed on dispose, by default.</param>
+    /// <param name="pidFile">The pid file; app.pid in <paramref name="directory"/> by default.</param>
     public static async Task<HelloSleepServer> StartAsync(
         string? urls = null,
         IEnumerable<string>? arguments = null,
         IReadOnlyDictionary<string, string>? environment = null,
         string[]? command = null,
-        string? directory = null)
+        string? directory = null,
+        string? pidFile = null)
     {
         bool owns = directory is null;
         directory ??= TestAssets.CreateTempDirectory();
+        pidFile ??= Path.Combine(directory, "app.pid");
         command ??= [TestAssets.HelloSleepAppHost];
         var info = new ProcessStartInfo(command[0])
         {
@@ -88,7 +91,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
             info.ArgumentList.Add(urls ?? "http://127.0.0.1:0");
         }
 
-        info.ArgumentList.Add("--Handoff:PidFile=" + Path.Combine(directory, "app.pid"));
+        info.ArgumentList.Add("--Handoff:PidFile=" + pidFile);
         foreach (string a in arguments ?? [])
         {
             info.ArgumentList.Add(a);
@@ -104,7 +107,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         }
 
         var process = Process.Start(info) ?? throw new InvalidOperationException("Process.Start returned null");
-        var server = new HelloSleepServer(process, directory, owns);
+        var server = new HelloSleepServer(process, directory, owns, pidFile);
         process.OutputDataReceived += (_, e) => server.Append(e.Data);
         process.ErrorDataReceived += (_, e) => server.Append(e.Data);
         process.BeginOutputReadLine();
@@ -171,6 +174,53 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     {
         var response = await HttpProbe.GetAsync(endPoint ?? EndPoint, path, TimeSpan.FromSeconds(30));
         return response.Pid;
+    }
+
+    /// <summary>Waits until the output holds <paramref name="text"/> at least
+    /// <paramref name="count"/> times.</summary>
+    public Task WaitForOutputAsync(string text, int count = 1, TimeSpan? timeout = null) =>
+        WaitUntilAsync(() => CountOf(text) >= count, timeout ?? StartTimeout, $"'{text}' in the output ({count} times)");
+
+    /// <summary>Waits for <paramref name="pattern"/> in the output; returns its first match.</summary>
+    public async Task<Match> WaitForOutputAsync(Regex pattern, TimeSpan? timeout = null)
+    {
+        await WaitUntilAsync(() => pattern.IsMatch(Output), timeout ?? StartTimeout, $"/{pattern}/ in the output");
+        return pattern.Match(Output);
+    }
+
+    /// <summary>Waits until generation <paramref name="generation"/> has been spawned (for the
+    /// <paramref name="attempt"/>th time) and returns its pid, tracked for clean-up.</summary>
+    public async Task<int> WaitForSpawnAsync(int generation, int attempt = 1)
+    {
+        var pattern = new Regex($@"started generation {generation} as pid (\d+)");
+        await WaitUntilAsync(() => pattern.Count(Output) >= attempt, StartTimeout, $"generation {generation} to be spawned ({attempt} times)");
+        var match = pattern.Matches(Output)[attempt - 1];
+        int pid = int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Track(pid);
+        return pid;
+    }
+
+    /// <summary>Sends one slow request on a new connection and returns once the server has
+    /// received it (it logs that), with the task of its response.</summary>
+    public async Task<Task<int>> StartSlowRequestAsync(double seconds)
+    {
+        string line = $"received a request sleeping {seconds.ToString(System.Globalization.CultureInfo.InvariantCulture)} s";
+        int before = CountOf(line);
+        var request = GetPidAsync($"/?sleep={seconds.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+        await WaitForOutputAsync(line, before + 1);
+        return request;
+    }
+
+    public int CountOf(string text)
+    {
+        string output = Output;
+        int count = 0;
+        for (int i = output.IndexOf(text, StringComparison.Ordinal); i >= 0; i = output.IndexOf(text, i + text.Length, StringComparison.Ordinal))
+        {
+            count++;
+        }
+
+        return count;
     }
 
     public async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, string what)

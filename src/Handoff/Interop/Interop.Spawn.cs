@@ -31,6 +31,10 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "posix_spawn_file_actions_addchdir_np")]
         internal static unsafe partial int PosixSpawnFileActionsAddChdir(void* fileActions, byte* path);
 
+        // glibc 2.34+: closes every descriptor from the given number up in the child.
+        [LibraryImport(LibraryName, EntryPoint = "posix_spawn_file_actions_addclosefrom_np")]
+        internal static unsafe partial int PosixSpawnFileActionsAddCloseFrom(void* fileActions, int from);
+
         [LibraryImport(LibraryName, EntryPoint = "posix_spawnattr_init")]
         internal static unsafe partial int PosixSpawnAttrInit(void* attributes);
 

@@ -31,9 +31,11 @@ internal sealed class ReadyPipe
         }
     }
 
-    public void ReportReady() => WriteAndClose(ReadyLine);
+    /// <summary>Reports ready; false when nobody read it any more (the parent is gone or gave
+    /// up) or it was reported already.</summary>
+    public bool ReportReady() => WriteAndClose(ReadyLine);
 
-    public void ReportFailed(string reason) => WriteAndClose(FailedPrefix + reason.ReplaceLineEndings(" "));
+    public bool ReportFailed(string reason) => WriteAndClose(FailedPrefix + reason.ReplaceLineEndings(" "));
 
     /// <summary>Parses what the old generation read: null means the line was "ready", anything
     /// else is the reason for failure.</summary>
@@ -50,13 +52,13 @@ internal sealed class ReadyPipe
             : $"the new generation sent '{line}' instead of '{ReadyLine}'";
     }
 
-    private unsafe void WriteAndClose(string line)
+    private unsafe bool WriteAndClose(string line)
     {
         lock (_gate)
         {
             if (_fd < 0)
             {
-                return;
+                return false;
             }
 
             byte[] bytes = Encoding.UTF8.GetBytes(line);
@@ -66,15 +68,16 @@ internal sealed class ReadyPipe
             }
 
             bytes = [.. bytes, (byte)'\n'];
+            nint written;
             fixed (byte* data = bytes)
             {
-                // A parent that already gave up has closed its end: EPIPE is then expected and
-                // ignored (.NET ignores SIGPIPE), because this process is about to be stopped.
-                _ = Interop.Libc.Write(_fd, data, (nuint)bytes.Length);
+                // A parent that died or gave up has closed its end: EPIPE (.NET ignores SIGPIPE).
+                written = Interop.Libc.Write(_fd, data, (nuint)bytes.Length);
             }
 
             Interop.Libc.Close(_fd);
             _fd = -1;
+            return written == bytes.Length;
         }
     }
 }

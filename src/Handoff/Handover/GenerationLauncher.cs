@@ -11,7 +11,7 @@ namespace Handoff;
 /// </summary>
 internal sealed class GenerationLauncher : IGenerationLauncher
 {
-    public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, HandoverEnvironment handover)
+    public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals)
     {
         var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
         var sources = new List<int>();
@@ -19,7 +19,7 @@ internal sealed class GenerationLauncher : IGenerationLauncher
         {
             // Copies above every target number, so that placing copy i at 3+i can never
             // overwrite a copy still to be placed. They keep FD_CLOEXEC and vanish at exec.
-            int firstFree = handover.ReadyFd + 1;
+            int firstFree = HandoverEnvironment.FirstFd + listeners.Count + 1;
             foreach (var listener in listeners)
             {
                 int fd = listener.FileDescriptor;
@@ -32,11 +32,8 @@ internal sealed class GenerationLauncher : IGenerationLauncher
             }
 
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
-
-            var environment = command.Environment
-                .Select(e => $"{e.Key}={e.Value}")
-                .Append($"{HandoverEnvironment.VariableName}={handover.Format()}");
-            int pid = Spawn(executable, command.Arguments, environment.ToList(), command.WorkingDirectory, sources);
+            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older);
+            int pid = Spawn(executable, command.Arguments, ChildEnvironment(command, handover), command.WorkingDirectory, sources, blockedSignals);
             return new StartedGeneration(pid, readyRead);
         }
         catch
@@ -56,11 +53,26 @@ internal sealed class GenerationLauncher : IGenerationLauncher
         }
     }
 
-    private static unsafe int Spawn(string executable, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string workingDirectory, List<int> sources)
+    /// <summary>The start environment, plus the handover, the startup hook that adopts it before
+    /// <c>Main</c>, and <c>PWD</c> naming the directory the child starts in (as a shell sets it).</summary>
+    internal static List<string> ChildEnvironment(StartCommand command, HandoverEnvironment handover)
+    {
+        var environment = command.Environment
+            .Where(e => e.Key is not (HandoverEnvironment.VariableName or "PWD" or EarlyStart.StartupHooksVariable))
+            .Select(e => $"{e.Key}={e.Value}")
+            .ToList();
+        string? hooks = command.Environment.FirstOrDefault(e => e.Key == EarlyStart.StartupHooksVariable).Value;
+        environment.Add($"{EarlyStart.StartupHooksVariable}={EarlyStart.StartupHookEntry}{(string.IsNullOrEmpty(hooks) ? "" : Path.PathSeparator + hooks)}");
+        environment.Add($"PWD={command.WorkingDirectory}");
+        environment.Add($"{HandoverEnvironment.VariableName}={handover.Format()}");
+        return environment;
+    }
+
+    private static unsafe int Spawn(string executable, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string workingDirectory, List<int> sources, IReadOnlyList<int> blockedSignals)
     {
         byte* fileActions = stackalloc byte[Interop.Libc.SpawnFileActionsSize];
         byte* attributes = stackalloc byte[Interop.Libc.SpawnAttributesSize];
-        byte* emptySet = stackalloc byte[Interop.Libc.SignalSetSize];
+        byte* blockedSet = stackalloc byte[Interop.Libc.SignalSetSize];
         byte* defaultSet = stackalloc byte[Interop.Libc.SignalSetSize];
         var strings = new List<nint>();
         Check(Interop.Libc.PosixSpawnFileActionsInit(fileActions), "posix_spawn_file_actions_init");
@@ -73,11 +85,21 @@ internal sealed class GenerationLauncher : IGenerationLauncher
                 Check(Interop.Libc.PosixSpawnFileActionsAddDup2(fileActions, sources[i], HandoverEnvironment.FirstFd + i), "posix_spawn_file_actions_adddup2");
             }
 
+            // Exactly stdin, stdout, stderr and the handed descriptors: whatever else this process
+            // inherited without FD_CLOEXEC (from a shell, a supervisor) ends here.
+            Check(Interop.Libc.PosixSpawnFileActionsAddCloseFrom(fileActions, HandoverEnvironment.FirstFd + sources.Count), "posix_spawn_file_actions_addclosefrom_np");
             Check(Interop.Libc.PosixSpawnFileActionsAddChdir(fileActions, Utf8(workingDirectory, strings)), "posix_spawn_file_actions_addchdir_np");
 
             // The runtime blocks and handles signals for itself, and ignores SIGPIPE; a new
-            // program must start with an empty mask and default dispositions.
-            Check(Interop.Libc.SigEmptySet(emptySet), "sigemptyset");
+            // program starts with default dispositions and only the upgrade signals blocked:
+            // one sent to the whole process group must not kill it before its handlers exist
+            // (its startup hook installs them and unblocks these).
+            Check(Interop.Libc.SigEmptySet(blockedSet), "sigemptyset");
+            foreach (int signal in blockedSignals)
+            {
+                Check(Interop.Libc.SigAddSet(blockedSet, signal), "sigaddset");
+            }
+
             Check(Interop.Libc.SigEmptySet(defaultSet), "sigemptyset");
             for (int signal = 1; signal < 32; signal++)
             {
@@ -87,7 +109,7 @@ internal sealed class GenerationLauncher : IGenerationLauncher
                 }
             }
 
-            Check(Interop.Libc.PosixSpawnAttrSetSigMask(attributes, emptySet), "posix_spawnattr_setsigmask");
+            Check(Interop.Libc.PosixSpawnAttrSetSigMask(attributes, blockedSet), "posix_spawnattr_setsigmask");
             Check(Interop.Libc.PosixSpawnAttrSetSigDefault(attributes, defaultSet), "posix_spawnattr_setsigdefault");
             Check(Interop.Libc.PosixSpawnAttrSetFlags(attributes, Interop.Libc.POSIX_SPAWN_SETSIGMASK | Interop.Libc.POSIX_SPAWN_SETSIGDEF), "posix_spawnattr_setflags");
 
@@ -96,7 +118,7 @@ internal sealed class GenerationLauncher : IGenerationLauncher
             int error = Interop.Libc.PosixSpawn(out int pid, Utf8(executable, strings), fileActions, attributes, argvArray, envArray);
             if (error != 0)
             {
-                throw new IOException($"posix_spawn of '{executable}' failed: {Marshal.GetPInvokeErrorMessage(error)} (errno {error})", error);
+                throw new IOException($"posix_spawn of '{executable}' in '{workingDirectory}' failed: {Marshal.GetPInvokeErrorMessage(error)} (errno {error})", error);
             }
 
             return pid;

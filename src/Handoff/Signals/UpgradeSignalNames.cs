@@ -38,9 +38,7 @@ internal static class UpgradeSignalNames
                 return false;
             }
 
-            // SIGHUP is the one PosixSignal knows by name, and the registration requires its
-            // portable (negative) value.
-            var signal = number == 1 ? PosixSignal.SIGHUP : (PosixSignal)number;
+            var signal = ToPosixSignal(number);
             if (!result.Contains(signal))
             {
                 result.Add(signal);
@@ -49,6 +47,12 @@ internal static class UpgradeSignalNames
 
         return true;
     }
+
+    // SIGHUP is the one PosixSignal knows by name, and the registration requires its portable
+    // (negative) value; the others are passed as raw numbers.
+    public static PosixSignal ToPosixSignal(int number) => number == Interop.Libc.SIGHUP ? PosixSignal.SIGHUP : (PosixSignal)number;
+
+    public static int ToNumber(PosixSignal signal) => signal == PosixSignal.SIGHUP ? Interop.Libc.SIGHUP : (int)signal;
 
     public static string Format(PosixSignal signal) => signal switch
     {

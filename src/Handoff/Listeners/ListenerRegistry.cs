@@ -19,11 +19,19 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     private readonly List<Listener> _claimed = [];
     private readonly ILogger _logger;
 
-    internal ListenerRegistry(IEnumerable<Listener> inherited, ILogger logger)
+    internal ListenerRegistry(IEnumerable<Listener> inherited, AcceptGate gate, ILogger logger)
     {
         _unclaimed = [.. inherited];
+        Gate = gate;
         _logger = logger;
+        foreach (var listener in _unclaimed)
+        {
+            listener.Gate = gate;
+        }
     }
+
+    /// <summary>Whether this generation accepts connections on its listeners.</summary>
+    internal AcceptGate Gate { get; }
 
     /// <summary>The listeners in use, in the order they were claimed: the order in which they
     /// are handed to the next generation.</summary>
@@ -66,6 +74,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             }
 
             var bound = Bind(endPoint);
+            bound.Gate = Gate;
             _claimed.Add(bound);
             Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
             return bound;
@@ -178,6 +187,12 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
     private static bool IsStaleUnixSocket(UnixDomainSocketEndPoint endPoint)
     {
+        // Only a socket file can be stale; any other file at the path is somebody's data.
+        if (Interop.Libc.FileType(endPoint.ToString()) != Interop.Libc.S_IFSOCK)
+        {
+            return false;
+        }
+
         using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {

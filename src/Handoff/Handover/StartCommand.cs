@@ -13,8 +13,11 @@ internal sealed record StartCommand(IReadOnlyList<string> Arguments, string Work
 {
     /// <summary>Reads <c>/proc/self/cmdline</c> (argv exactly as exec'd, unlike
     /// <see cref="System.Environment.GetCommandLineArgs"/>, which hides the <c>dotnet</c> host),
-    /// the current directory and the environment without Handoff's own variable.</summary>
-    public static StartCommand Capture()
+    /// the working directory and the environment without Handoff's own variable.</summary>
+    /// <param name="workingDirectory">The configured working directory
+    /// (<see cref="HandoffOptions.WorkingDirectory"/>), or null for the logical current
+    /// directory.</param>
+    public static StartCommand Capture(string? workingDirectory = null)
     {
         byte[] raw = File.ReadAllBytes("/proc/self/cmdline");
         string[] argv = Encoding.UTF8.GetString(raw).TrimEnd('\0').Split('\0');
@@ -24,7 +27,32 @@ internal sealed record StartCommand(IReadOnlyList<string> Arguments, string Work
             .Where(e => e.Key != HandoverEnvironment.VariableName)
             .OrderBy(e => e.Key, StringComparer.Ordinal)
             .ToList();
-        return new StartCommand(argv, Directory.GetCurrentDirectory(), environment);
+        return new StartCommand(argv, workingDirectory ?? LogicalCurrentDirectory(System.Environment.GetEnvironmentVariable("PWD")), environment);
+    }
+
+    /// <summary>
+    /// The current directory as the user named it, as <c>pwd -L</c> shows it: <c>$PWD</c> when
+    /// it is absolute and leads to the same directory as <c>getcwd()</c>, which resolves
+    /// symlinks. Started in <c>/srv/app/current</c> (a link to <c>releases/v1</c>), a new
+    /// generation then starts in <c>current</c> again, wherever it points by then.
+    /// </summary>
+    internal static string LogicalCurrentDirectory(string? pwd)
+    {
+        string physical = Directory.GetCurrentDirectory();
+        return pwd is { Length: > 0 } && Path.IsPathFullyQualified(pwd) && !pwd.Split('/').Any(p => p is "." or "..") && Interop.Libc.RealPath(pwd) == physical
+            ? pwd
+            : physical;
+    }
+
+    /// <summary>Checks that the working directory still exists, before a new generation is
+    /// spawned there.</summary>
+    /// <exception cref="DirectoryNotFoundException">It does not; the message names it.</exception>
+    public void CheckWorkingDirectory()
+    {
+        if (!Directory.Exists(WorkingDirectory))
+        {
+            throw new DirectoryNotFoundException($"The working directory '{WorkingDirectory}' for the new generation does not exist any more (set it with Handoff:WorkingDirectory).");
+        }
     }
 
     /// <summary>

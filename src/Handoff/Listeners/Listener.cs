@@ -15,10 +15,13 @@ namespace Handoff;
 /// <c>connect(AF_UNSPEC)</c> on it, which would stop the listener for every process, and never
 /// unlink a Unix socket path that the new generation still serves on.
 /// </remarks>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "Its CancellationTokenSources have no timer and hold nothing but memory; accept loops may link to their tokens after they are cancelled.")]
 public sealed class Listener
 {
     private readonly Lock _gate = new();
     private readonly List<Func<ValueTask>> _acceptLoops = [];
+    private readonly CancellationTokenSource _closed = new();
+    private Socket? _acceptSocket;
     private int _fd;
 
     internal Listener(int fd, EndPoint endPoint, bool inherited)
@@ -50,8 +53,56 @@ public sealed class Listener
 
     internal bool IsClosed => FileDescriptor < 0;
 
+    /// <summary>Whether the generation accepts; set by the registry.</summary>
+    internal AcceptGate Gate { get; set; } = new();
+
     /// <summary>
-    /// A <see cref="Socket"/> over this listener for a server's own accept loop. The socket does
+    /// Accepts the next connection on this listener as soon as this generation accepts
+    /// connections: not before it is ready, not while it hands over to a newer generation
+    /// (unless that one dies and this one resumes). Returns null once the listener is closed.
+    /// </summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    public async ValueTask<Socket?> AcceptAsync(CancellationToken cancellationToken = default)
+    {
+        Socket socket;
+        lock (_gate)
+        {
+            if (_fd < 0)
+            {
+                return null;
+            }
+
+            socket = _acceptSocket ??= CreateAcceptSocketLocked();
+        }
+
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
+        while (true)
+        {
+            try
+            {
+                var gateClosing = await Gate.WaitOpenAsync(stop.Token).ConfigureAwait(false);
+                using var accept = CancellationTokenSource.CreateLinkedTokenSource(stop.Token, gateClosing);
+                return await socket.AcceptAsync(accept.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                if (_closed.IsCancellationRequested)
+                {
+                    return null;
+                }
+
+                // The gate closed: wait for it to open again.
+            }
+            catch (Exception e) when (e is ObjectDisposedException or SocketException && _closed.IsCancellationRequested)
+            {
+                return null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// A <see cref="Socket"/> over this listener for a server's own accept loop, which then must
+    /// itself wait until the generation is ready; <see cref="AcceptAsync"/> does that. The socket does
     /// not own the descriptor; <see cref="CloseAsync"/> disposes it, which ends a pending
     /// <see cref="Socket.AcceptAsync(CancellationToken)"/>. Use only asynchronous accepts on it
     /// (see docs/platform-notes.md).
@@ -60,15 +111,20 @@ public sealed class Listener
     {
         lock (_gate)
         {
-            ObjectDisposedException.ThrowIf(_fd < 0, this);
-            var socket = new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
-            _acceptLoops.Add(() =>
-            {
-                socket.Dispose();
-                return ValueTask.CompletedTask;
-            });
-            return socket;
+            return CreateAcceptSocketLocked();
         }
+    }
+
+    private Socket CreateAcceptSocketLocked()
+    {
+        ObjectDisposedException.ThrowIf(_fd < 0, this);
+        var socket = new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
+        _acceptLoops.Add(() =>
+        {
+            socket.Dispose();
+            return ValueTask.CompletedTask;
+        });
+        return socket;
     }
 
     /// <summary>Registers a callback that stops an accept loop running on this listener; it
@@ -100,6 +156,8 @@ public sealed class Listener
             loops = [.. _acceptLoops];
             _acceptLoops.Clear();
         }
+
+        _closed.Cancel();
 
         foreach (var stop in loops)
         {

@@ -22,36 +22,40 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     public int Pid { get; }
 
-    public Task<string?> WaitReadyAsync(TimeSpan timeout) =>
-        Task.Factory.StartNew(() => WaitReady(timeout), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    public Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
+        Task.Factory.StartNew(() => WaitReady(timeout, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     public Task<string?> TerminateAsync(TimeSpan grace) =>
         Task.Factory.StartNew(() => Terminate(grace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    public void ReapWhenExited()
+    public void ReapWhenExited(Action<string> exited)
     {
         CloseReadyPipe();
-        var thread = new Thread(() => WaitForExit(block: true)) { IsBackground = true, Name = $"Handoff reaper {Pid}" };
+        var thread = new Thread(() => exited(WaitForExit(block: true) ?? "exit status unknown")) { IsBackground = true, Name = $"Handoff reaper {Pid}" };
         thread.Start();
     }
 
-    private unsafe string? WaitReady(TimeSpan timeout)
+    // Deadlines on the monotonic clock: a wall-clock step must not cut or stretch a wait.
+    private static long Now => Environment.TickCount64;
+
+    private unsafe string? WaitReady(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var deadline = DateTime.UtcNow + timeout;
+        long deadline = Now + (long)timeout.TotalMilliseconds;
         var line = new List<byte>();
         byte* buffer = stackalloc byte[512];
         try
         {
             while (true)
             {
-                int remaining = (int)Math.Ceiling((deadline - DateTime.UtcNow).TotalMilliseconds);
+                cancellationToken.ThrowIfCancellationRequested();
+                long remaining = deadline - Now;
                 if (remaining <= 0)
                 {
                     return $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)";
                 }
 
                 var poll = new Interop.Libc.PollFd { Fd = _readyFd, Events = Interop.Libc.POLLIN };
-                int ready = Interop.Libc.Poll(&poll, 1, Math.Min(remaining, PollMilliseconds));
+                int ready = Interop.Libc.Poll(&poll, 1, (int)Math.Min(remaining, PollMilliseconds));
                 if (ready > 0)
                 {
                     nint n = Interop.Libc.Read(_readyFd, buffer, 512);
@@ -97,8 +101,8 @@ internal sealed class StartedGeneration : IStartedGeneration
         }
 
         Interop.Libc.Kill(Pid, Interop.Libc.SIGTERM);
-        var deadline = DateTime.UtcNow + grace;
-        while (DateTime.UtcNow < deadline)
+        long deadline = Now + (long)grace.TotalMilliseconds;
+        while (Now < deadline)
         {
             if (WaitForExit(block: false) is { } ended)
             {

@@ -1,0 +1,79 @@
+namespace Handoff;
+
+/// <summary>
+/// What a process must do before any code of the application runs: take over what the previous
+/// generation handed over (set FD_CLOEXEC on it, remove the variable from the native
+/// environment too), and handle the upgrade signals. A new generation runs it from the .NET
+/// startup hook that the previous generation names in <c>DOTNET_STARTUP_HOOKS</c>, before
+/// <c>Main</c>; otherwise the first use of Handoff (<c>UseHandoff()</c>, a new
+/// <see cref="Upgrader"/>) runs it. It runs once per process.
+/// </summary>
+internal static class EarlyStart
+{
+    /// <summary>The variable through which the previous generation has the runtime call
+    /// <see cref="global::StartupHook"/>.</summary>
+    public const string StartupHooksVariable = "DOTNET_STARTUP_HOOKS";
+
+    /// <summary>The entry the previous generation puts first in <see cref="StartupHooksVariable"/>:
+    /// the assembly's simple name, resolved from the application's own dependencies (so the new
+    /// build's Handoff runs, never the old build's file).</summary>
+    public const string StartupHookEntry = "Handoff";
+
+    /// <summary>The signals Handoff handles in every process, whatever is configured: SIGUSR2
+    /// is the documented upgrade signal, and its default action would kill the server.</summary>
+    public static readonly IReadOnlyList<int> AlwaysHandled = [Interop.Libc.SIGUSR2];
+
+    private static readonly Lock Gate = new();
+    private static Inheritance? _inheritance;
+
+    /// <summary>Runs the early start once and returns what this process inherited. A handover
+    /// that is malformed, stale or forged ends the process here with
+    /// <see cref="ExitCodes.HandoverRejected"/> and a line on stderr naming what is wrong.</summary>
+    public static Inheritance Run()
+    {
+        lock (Gate)
+        {
+            if (_inheritance is not null)
+            {
+                return _inheritance;
+            }
+
+            string? value = Environment.GetEnvironmentVariable(HandoverEnvironment.VariableName);
+            if (value is not null)
+            {
+                Interop.Libc.SetEnvironmentVariable(HandoverEnvironment.VariableName, null);
+                RemoveStartupHookEntry();
+            }
+
+            // The previous generation started this process with its upgrade signals blocked, so
+            // that one sent to the whole process group could not kill it before now.
+            int[] candidates = [Interop.Libc.SIGHUP, Interop.Libc.SIGUSR1, Interop.Libc.SIGUSR2];
+            var blocked = Interop.Libc.BlockedSignals(candidates);
+            SignalRouter.Handle(blocked.Union(AlwaysHandled).Select(UpgradeSignalNames.ToPosixSignal));
+            Interop.Libc.UnblockSignals(blocked);
+
+            try
+            {
+                _inheritance = Inheritance.Load(value, Interop.Libc.GetParentPid());
+            }
+            catch (HandoffProtocolException e)
+            {
+                Console.Error.WriteLine($"Handoff: cannot start pid {Environment.ProcessId} as a new generation: {e.Message} Exiting with code {ExitCodes.HandoverRejected}.");
+                Environment.Exit(ExitCodes.HandoverRejected);
+                throw; // Unreachable.
+            }
+
+            return _inheritance;
+        }
+    }
+
+    private static void RemoveStartupHookEntry()
+    {
+        string[] entries = (Environment.GetEnvironmentVariable(StartupHooksVariable) ?? "").Split(Path.PathSeparator);
+        if (entries[0] == StartupHookEntry)
+        {
+            string rest = string.Join(Path.PathSeparator, entries.Skip(1));
+            Interop.Libc.SetEnvironmentVariable(StartupHooksVariable, rest.Length == 0 ? null : rest);
+        }
+    }
+}

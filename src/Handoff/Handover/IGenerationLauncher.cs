@@ -1,0 +1,32 @@
+namespace Handoff;
+
+/// <summary>Starts a new generation. The seam through which unit tests replace the operating
+/// system (tableflip's <c>env</c>); <see cref="GenerationLauncher"/> is the real one.</summary>
+internal interface IGenerationLauncher
+{
+    /// <summary>Starts <paramref name="executable"/> as generation <paramref name="generation"/>
+    /// with the listeners at descriptors 3, 4, ..., the ready pipe after them, and
+    /// <paramref name="blockedSignals"/> blocked until its handlers for them exist.</summary>
+    IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals);
+}
+
+/// <summary>The old generation's view of a new generation it started.</summary>
+internal interface IStartedGeneration
+{
+    int Pid { get; }
+
+    /// <summary>Waits until the new generation reports ready (returns null) or fails, exits
+    /// or stays silent for <paramref name="timeout"/> (returns the reason). Throws
+    /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> fires
+    /// before a report was read.</summary>
+    Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken);
+
+    /// <summary>Stops the new generation: SIGTERM, then SIGKILL after <paramref name="grace"/>;
+    /// reaps it. Returns how it ended, e.g. "exit code 0 after SIGTERM", or null when it had
+    /// exited already.</summary>
+    Task<string?> TerminateAsync(TimeSpan grace);
+
+    /// <summary>Reaps the accepted generation whenever it exits while this process runs (so it
+    /// never stays a zombie) and then calls <paramref name="exited"/> with how it ended.</summary>
+    void ReapWhenExited(Action<string> exited);
+}

@@ -1,0 +1,149 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Handoff;
+
+/// <summary>
+/// The new generation's end of the handover: reads <see cref="HandoverEnvironment"/>,
+/// authenticates every inherited descriptor, and takes ownership of them. A first generation
+/// (no variable) inherits nothing.
+/// </summary>
+internal sealed class Inheritance
+{
+    private Inheritance(int generation, int parentPid, bool parentAlive, IReadOnlyList<Listener> listeners, ReadyPipe? readyPipe, IReadOnlyList<GenerationProcess> older)
+    {
+        Older = older;
+        Generation = generation;
+        ParentPid = parentPid;
+        ParentAlive = parentAlive;
+        Listeners = listeners;
+        ReadyPipe = readyPipe;
+    }
+
+    /// <summary>This process's generation number: 1 for a first start.</summary>
+    public int Generation { get; }
+
+    /// <summary>The pid of the generation that started this one, or 0 for a first start.</summary>
+    public int ParentPid { get; }
+
+    /// <summary>False when the parent had died before this process checked it: nobody waits
+    /// for the ready report, and this generation writes the pid file itself.</summary>
+    public bool ParentAlive { get; }
+
+    public IReadOnlyList<Listener> Listeners { get; }
+
+    /// <summary>Where to report ready to the parent, or null for a first start.</summary>
+    public ReadyPipe? ReadyPipe { get; }
+
+    /// <summary>The older generations, the parent first, that may still be draining.</summary>
+    public IReadOnlyList<GenerationProcess> Older { get; }
+
+    public static Inheritance None { get; } = new(1, 0, false, [], null, []);
+
+    // For testing: a new generation without descriptors.
+    internal static Inheritance ForTesting(int generation, int parentPid, IReadOnlyList<GenerationProcess> older) =>
+        new(generation, parentPid, parentAlive: false, [], null, older);
+
+    /// <summary>
+    /// Takes over what the previous generation handed to this process. Nothing is touched
+    /// before every descriptor the variable names is shown to be the socket or pipe the
+    /// previous generation handed over (same inode).
+    /// </summary>
+    /// <param name="value">The variable's value, or null for a first start.</param>
+    /// <param name="actualParentPid">getppid().</param>
+    /// <param name="readLink">Reads /proc/self/fd/N (a seam for tests).</param>
+    /// <exception cref="HandoffProtocolException">The handover is malformed, forged or stale;
+    /// the parent has been told why when its ready pipe was authentic.</exception>
+    public static Inheritance Load(string? value, int actualParentPid, Func<int, string?>? readLink = null)
+    {
+        if (value is null)
+        {
+            return None;
+        }
+
+        var handover = HandoverEnvironment.Parse(value);
+        readLink ??= ReadFdLink;
+        foreach (var (fd, expected) in handover.ExpectedLinks())
+        {
+            string? actual = readLink(fd);
+            if (actual != expected)
+            {
+                throw new HandoffProtocolException(
+                    $"fd {fd} named in the environment variable {HandoverEnvironment.VariableName} is {(actual is null ? "not open" : $"'{actual}'")}, not the '{expected}' the previous generation handed over: the variable is stale (copied into a process it was not meant for) or forged. No descriptor was touched. Remove {HandoverEnvironment.VariableName} from the environment to start a first generation.");
+            }
+        }
+
+        // Authentic: from here on the descriptors are this process's. First of all keep them out
+        // of any process this one starts (dotnet/aspnetcore#29189 is this leak in UseSystemd).
+        foreach (int fd in handover.ListenFds.Append(handover.ReadyFd))
+        {
+            Interop.Libc.SetCloseOnExec(fd, true);
+        }
+
+        var readyPipe = new ReadyPipe(handover.ReadyFd);
+        try
+        {
+            var listeners = handover.ListenFds.Select(fd => new Listener(fd, CheckListeningSocket(fd), inherited: true)).ToList();
+            return new Inheritance(handover.Generation, handover.ParentPid, handover.ParentPid == actualParentPid, listeners, readyPipe, handover.Older);
+        }
+        catch (HandoffProtocolException e)
+        {
+            readyPipe.ReportFailed(e.Message);
+            throw;
+        }
+    }
+
+    /// <summary>The inode number of a socket or pipe descriptor of this process, as
+    /// /proc/self/fd shows it ("socket:[12345]").</summary>
+    public static ulong Identity(int fd)
+    {
+        string link = ReadFdLink(fd) ?? throw new IOException($"fd {fd} is not open.");
+        int open = link.IndexOf('[', StringComparison.Ordinal);
+        return open > 0 && link.EndsWith(']') && ulong.TryParse(link.AsSpan(open + 1, link.Length - open - 2), NumberStyles.None, CultureInfo.InvariantCulture, out ulong id)
+            ? id
+            : throw new IOException($"fd {fd} is '{link}', not a socket or pipe.");
+    }
+
+    /// <summary>Checks that <paramref name="fd"/> is a listening TCP or Unix stream socket and
+    /// returns its address.</summary>
+    internal static EndPoint CheckListeningSocket(int fd)
+    {
+        string where = $"Inherited fd {fd} (named in {HandoverEnvironment.VariableName})";
+        int error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_TYPE, out int type);
+        if (error != 0)
+        {
+            throw new HandoffProtocolException(error == Interop.Libc.ENOTSOCK
+                ? $"{where} is not a socket."
+                : $"{where} cannot be read as a socket (errno {error}); is it open?");
+        }
+
+        if (type != Interop.Libc.SOCK_STREAM)
+        {
+            throw new HandoffProtocolException($"{where} is not a stream socket (SO_TYPE {type}).");
+        }
+
+        error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_ACCEPTCONN, out int listening);
+        if (error != 0 || listening == 0)
+        {
+            throw new HandoffProtocolException($"{where} is a socket but not a listening one.");
+        }
+
+        using var probe = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+        return probe.LocalEndPoint is { } endPoint && ListenerAddress.IsSupported(endPoint)
+            ? endPoint
+            : throw new HandoffProtocolException($"{where} is a {probe.AddressFamily} socket; only TCP and Unix domain sockets can be handed over.");
+    }
+
+    private static string? ReadFdLink(int fd)
+    {
+        try
+        {
+            return new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,33 @@
+using System.Runtime.InteropServices;
+
+namespace Handoff;
+
+internal static partial class Interop
+{
+    internal static partial class Libc
+    {
+        private const int AT_FDCWD = -100;
+        private const int AT_SYMLINK_NOFOLLOW = 0x100;
+        private const uint STATX_TYPE = 0x1;
+        private const int S_IFMT = 0xF000;
+        internal const int S_IFSOCK = 0xC000;
+
+        // statx rather than stat: its struct has one layout on every architecture.
+        [LibraryImport(LibraryName, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        private static unsafe partial int Statx(int dirFd, string path, int flags, uint mask, byte* buffer);
+
+        /// <summary>The file type bits (S_IFMT) of <paramref name="path"/> itself, not
+        /// following a final symlink; null when it does not exist.</summary>
+        internal static unsafe int? FileType(string path)
+        {
+            byte* buffer = stackalloc byte[256];
+            if (Statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE, buffer) != 0)
+            {
+                return null;
+            }
+
+            // struct statx: stx_mode is the u16 at offset 28.
+            return *(ushort*)(buffer + 28) & S_IFMT;
+        }
+    }
+}

@@ -1,0 +1,315 @@
+using System.Net.Sockets;
+using System.Text;
+using Handoff.Testing;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>
+/// The promise under faults, with real processes and signals: an upgrade succeeds or changes
+/// nothing, afterwards exactly one generation accepts, nothing is left behind. Each test acts at
+/// one precise moment of an upgrade, found by waiting for what the processes log or hold on.
+/// </summary>
+public sealed class FaultTests : IDisposable
+{
+    private const int SIGKILL = 9;
+    private const int SIGUSR2 = 12;
+    private const int SIGTERM = 15;
+    private const int SIGCONT = 18;
+    private const int SIGSTOP = 19;
+
+    private readonly string _hold = Path.Combine(Path.GetTempPath(), "handoff-hold-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose() => File.Delete(_hold);
+
+    [Theory]
+    [InlineData("spawned")]
+    [InlineData("warming-up")]
+    public async Task SigtermToOld_BeforeNewReportsReady_StopsBothAndLeavesNothing(string moment)
+    {
+        await using var server = await HelloSleepServer.StartAsync(environment: HoldWarmUp());
+        int old = server.CurrentPid;
+        File.WriteAllText(_hold, "");
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        if (moment == "warming-up")
+        {
+            await server.WaitForOutputAsync($"HelloSleep pid {child} holds while");
+        }
+
+        HelloSleepServer.Signal(old, SIGTERM);
+
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+        Assert.Null(ProcessTable.State(child));
+        Assert.Contains($"upgrade to pid {child} failed", server.Output, StringComparison.Ordinal);
+        Assert.Contains("was stopped because this generation is shutting down", server.Output, StringComparison.Ordinal);
+        Assert.False(File.Exists(server.PidFile), "the service was stopped: no pid file names a process");
+        await Assert.ThrowsAnyAsync<SocketException>(() => server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task SigtermToOld_WhileHandingOver_TheUpgradeStands()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=30s"]);
+        int old = server.CurrentPid;
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync("This generation stopped accepting and drains");
+        HelloSleepServer.Signal(old, SIGTERM);
+
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+        Assert.Equal(child, server.CurrentPid);
+        Assert.Equal(child, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task SigkillOld_BeforeNewCheckedItsParent_NewAdoptsAndServes()
+    {
+        await using var server = await HelloSleepServer.StartAsync();
+        int old = server.CurrentPid;
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+
+        // Catch the new process the moment it exists, long before its runtime has started, and
+        // hold it there while the old one dies.
+        int child = await NewChildOfAsync(old);
+        HelloSleepServer.Signal(child, SIGSTOP);
+        server.Track(child);
+        HelloSleepServer.Signal(old, SIGKILL);
+        await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30));
+        HelloSleepServer.Signal(child, SIGCONT);
+
+        await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, "the orphaned generation to write the pid file");
+        Assert.Contains($"the generation that started it (pid {old}) has exited before it took over", server.Output, StringComparison.Ordinal);
+        Assert.Equal(child, await server.GetPidAsync());
+        Assert.DoesNotContain("stale or forged", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task SigkillOld_AfterNewCheckedItsParent_NewServesAndWritesThePidFile()
+    {
+        await using var server = await HelloSleepServer.StartAsync(environment: HoldWarmUp());
+        int old = server.CurrentPid;
+        File.WriteAllText(_hold, "");
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync($"HelloSleep pid {child} holds while");
+        HelloSleepServer.Signal(old, SIGKILL);
+        await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30));
+        File.Delete(_hold);
+
+        await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, "the new generation to write the pid file");
+        Assert.Contains($"the previous generation (pid {old}) is gone; this generation writes the pid file itself", server.Output, StringComparison.Ordinal);
+        Assert.Equal(child, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task SigkillNew_RightAfterItReportedReady_OldResumesAndTheUpgradeFails()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=10s"]);
+        int old = server.CurrentPid;
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync($"Generation 2 (pid {child}) is ready");
+        HelloSleepServer.Signal(child, SIGKILL);
+
+        await server.WaitForOutputAsync("this generation accepts again");
+        Assert.Contains($"pid {child}) exited (killed by signal 9)", server.Output, StringComparison.Ordinal);
+        Assert.Null(ProcessTable.State(child));
+        Assert.Equal(old, server.CurrentPid);
+        for (int i = 0; i < 5; i++)
+        {
+            Assert.Equal(old, await server.GetPidAsync());
+        }
+
+        // And the server is whole: the next upgrade succeeds.
+        var (_, next, exit) = await server.UpgradeAsync();
+        Assert.Equal(0, exit);
+        Assert.Equal(next, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task SigtermToNew_BeforeApplicationStarted_NeverReportsReadyAndOldServes()
+    {
+        await using var server = await HelloSleepServer.StartAsync(environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_START"] = _hold });
+        int old = server.CurrentPid;
+        File.WriteAllText(_hold, "");
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync($"HelloSleep pid {child} holds while");
+        HelloSleepServer.Signal(child, SIGTERM);
+        await server.WaitForOutputAsync($"Generation 2 (pid {child}) is stopping");
+        File.Delete(_hold);
+
+        await server.WaitForOutputAsync($"upgrade to pid {child} failed");
+        Assert.Contains("stopped before it became ready", server.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain($"Generation 2 (pid {child}) is ready", server.Output, StringComparison.Ordinal);
+        Assert.Null(ProcessTable.State(child));
+        Assert.Equal(old, server.CurrentPid);
+        Assert.Equal(old, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task PidDirectoryRemoved_BeforeAnUpgrade_UpgradeFailsCleanlyAndOneGenerationAccepts()
+    {
+        // The new generation checks Handoff:PidFile before it binds anything and refuses to
+        // start: the upgrade fails with that reason and nothing changes. (The old generation's
+        // own write after "ready" failing is covered by UpgraderTests: the upgrade stands.)
+        string directory = TestAssets.CreateTempDirectory();
+        string run = Path.Combine(directory, "run");
+        Directory.CreateDirectory(run);
+        await using var server = await HelloSleepServer.StartAsync(directory: directory, pidFile: Path.Combine(run, "app.pid"));
+        int old = server.CurrentPid;
+        Directory.Delete(run, recursive: true);
+
+        for (int attempt = 1; attempt <= 2; attempt++)
+        {
+            HelloSleepServer.Signal(old, SIGUSR2);
+            int child = await server.WaitForSpawnAsync(2, attempt);
+            await server.WaitForOutputAsync($"upgrade to pid {child} failed");
+            Assert.Null(ProcessTable.State(child));
+        }
+
+        Assert.Contains($"Handoff:PidFile '{Path.Combine(run, "app.pid")}': the directory '{run}' does not exist", server.Output, StringComparison.Ordinal);
+        Assert.Empty(ProcessTable.Descendants(old));
+        Assert.Equal(old, await server.GetPidAsync());
+
+        Directory.CreateDirectory(run);
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int next = await server.WaitForSpawnAsync(2, attempt: 3);
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60)));
+        Assert.Equal(next, server.CurrentPid);
+        Assert.Equal(next, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task ProcessStartedAtTopOfProgram_InheritsNoSocketPipeOrVariable()
+    {
+        await using var server = await HelloSleepServer.StartAsync(environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
+        var (_, next, _) = await server.UpgradeAsync();
+        var helpers = System.Text.RegularExpressions.Regex.Matches(server.Output, @"HelloSleep started helper pid (\d+)");
+        int helper = int.Parse(helpers[^1].Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+
+        Assert.Equal(next, ProcessTable.ParentOf(helper));
+        var fds = ProcessTable.OpenFds(helper);
+        Assert.DoesNotContain(fds, f => f.Contains("socket:", StringComparison.Ordinal));
+        Assert.True(fds.Count <= 3, $"the helper holds more than stdin, stdout and stderr:\n{string.Join("\n", fds)}");
+        string environ = File.ReadAllText($"/proc/{helper}/environ");
+        Assert.DoesNotContain("HANDOFF_HANDOVER", environ, StringComparison.Ordinal);
+        Assert.DoesNotContain("DOTNET_STARTUP_HOOKS", environ, StringComparison.Ordinal);
+
+        // Native code sees the same environment as .NET does.
+        Assert.Contains("(unset)", (await HttpProbe.GetAsync(server.EndPoint, "/native-env?name=HANDOFF_HANDOVER", TimeSpan.FromSeconds(30))).Body, StringComparison.Ordinal);
+        Assert.Contains("(unset)", (await HttpProbe.GetAsync(server.EndPoint, "/native-env?name=DOTNET_STARTUP_HOOKS", TimeSpan.FromSeconds(30))).Body, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task StrayDescriptorOfTheFirstGeneration_IsNotPassedOn()
+    {
+        await using var server = await HelloSleepServer.StartAsync(command: ["bash", "-c", "exec 7</etc/hostname; exec \"$0\" \"$@\"", TestAssets.HelloSleepAppHost]);
+        Assert.Contains(ProcessTable.OpenFds(server.FirstPid), f => f.StartsWith("7 -> /etc/hostname", StringComparison.Ordinal));
+
+        var (_, next, _) = await server.UpgradeAsync();
+
+        Assert.DoesNotContain(ProcessTable.OpenFds(next), f => f.Contains("/etc/hostname", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task UpgradeSignalToTheProcessGroup_NeverKillsAStartingGeneration()
+    {
+        // setsid: the server leads its own process group, as a service or a shell job does.
+        await using var server = await HelloSleepServer.StartAsync(command: ["setsid", TestAssets.HelloSleepAppHost]);
+        int group = server.FirstPid;
+        for (int generation = 2; generation <= 4; generation++)
+        {
+            int old = server.CurrentPid;
+            HelloSleepServer.Signal(-group, SIGUSR2);
+            int child = await server.WaitForSpawnAsync(generation);
+
+            // The same group signal again while the new generation starts up.
+            HelloSleepServer.Signal(-group, SIGUSR2);
+
+            await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, $"generation {generation}");
+            await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60));
+            Assert.Equal(child, await server.GetPidAsync());
+        }
+
+        Assert.DoesNotContain("failed", server.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("signal 12", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task WebSocketHandshake_DuringTheDrain_Succeeds()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=5s"]);
+        int old = server.CurrentPid;
+        using var connection = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await connection.ConnectAsync(server.EndPoint);
+        string first = await RoundTripAsync(connection, "GET /?sleep=0 HTTP/1.1\r\nHost: x\r\n\r\n");
+        Assert.Contains($"pid:{old}", first, StringComparison.Ordinal);
+        var slow = await server.StartSlowRequestAsync(5); // keeps the old generation draining
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
+        string handshake = await RoundTripAsync(connection, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+
+        Assert.StartsWith("HTTP/1.1 101", handshake, StringComparison.Ordinal);
+        Assert.Contains("Upgrade: websocket", handshake, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("close", handshake, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(old, await slow);
+    }
+
+    private Dictionary<string, string> HoldWarmUp() => new() { ["HELLOSLEEP_HOLD_WARMUP"] = _hold };
+
+    /// <summary>The first child <paramref name="parent"/> starts, seen the moment it exists.</summary>
+    private static async Task<int> NewChildOfAsync(int parent)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            var children = Directory.EnumerateDirectories("/proc")
+                .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
+                .Where(pid => pid > 0 && ProcessTable.ParentOf(pid) == parent && File.Exists($"/proc/{pid}/stat"))
+                .ToList();
+            if (children.Count > 0)
+            {
+                return children[0];
+            }
+
+            await Task.Yield();
+        }
+
+        throw new TimeoutException($"pid {parent} started no process");
+    }
+
+    private static async Task<string> RoundTripAsync(Socket connection, string request)
+    {
+        await connection.SendAsync(Encoding.ASCII.GetBytes(request));
+        var received = new StringBuilder();
+        var buffer = new byte[4096];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (!received.ToString().Contains("\r\n\r\n", StringComparison.Ordinal) || !BodyComplete(received.ToString()))
+        {
+            int n = await connection.ReceiveAsync(buffer, timeout.Token);
+            if (n == 0)
+            {
+                break;
+            }
+
+            received.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        }
+
+        return received.ToString();
+    }
+
+    private static bool BodyComplete(string response)
+    {
+        int end = response.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        var length = System.Text.RegularExpressions.Regex.Match(response[..end], @"Content-Length: (\d+)", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        return !length.Success || response.Length - end - 4 >= int.Parse(length.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+    }
+}

@@ -1,0 +1,57 @@
+using Handoff.AspNetCore;
+using Microsoft.Extensions.Configuration;
+
+namespace Handoff.Tests.AspNetCore;
+
+public sealed class HandoffConfigurationTests
+{
+    [Theory]
+    [InlineData("30s", 30_000)]
+    [InlineData("500ms", 500)]
+    [InlineData("1.5s", 1_500)]
+    [InlineData("2m", 120_000)]
+    [InlineData("1h", 3_600_000)]
+    [InlineData("00:00:30", 30_000)]
+    [InlineData(" 45S ", 45_000)]
+    public void TryParseDuration_WithUnitOrClock_Parses(string text, double milliseconds)
+    {
+        Assert.True(HandoffConfiguration.TryParseDuration(text, out var value, out string? error), error);
+        Assert.Equal(TimeSpan.FromMilliseconds(milliseconds), value);
+    }
+
+    [Theory]
+    [InlineData("30", "has no unit. Write 30s")]
+    [InlineData("thirty", "is not a duration")]
+    [InlineData("5d", "is not a duration")]
+    [InlineData("1:xx", "hh:mm:ss")]
+    public void TryParseDuration_BareNumberOrGarbage_IsRefusedWithAHint(string text, string expected)
+    {
+        Assert.False(HandoffConfiguration.TryParseDuration(text, out _, out string? error));
+        Assert.Contains(expected, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Bind_KnownKeysUnknownKeysAndBadValues_AreEachReported()
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Handoff:DrainTimeout"] = "45s",
+            ["Handoff:upgradeSignals"] = "SIGUSR1",
+            ["Handoff:PidFile"] = "/run/x.pid",
+            ["Handoff:MaxDrainingGenerations"] = "2",
+            ["Handoff:DrainTimout"] = "10s",
+            ["Handoff:UpgradeTimeout"] = "30",
+        }).Build();
+        var options = new HandoffOptions();
+
+        var (errors, warnings) = HandoffConfiguration.Bind(configuration.GetSection("Handoff"), options);
+
+        Assert.Equal(TimeSpan.FromSeconds(45), options.DrainTimeout);
+        Assert.Equal("SIGUSR1", options.UpgradeSignals);
+        Assert.Equal("/run/x.pid", options.PidFile);
+        Assert.Equal(2, options.MaxDrainingGenerations);
+        Assert.Equal(TimeSpan.FromSeconds(30), options.UpgradeTimeout);
+        Assert.Contains("Handoff:UpgradeTimeout '30': has no unit", Assert.Single(errors), StringComparison.Ordinal);
+        Assert.Contains("Handoff:DrainTimout is not a Handoff option", Assert.Single(warnings), StringComparison.Ordinal);
+    }
+}
