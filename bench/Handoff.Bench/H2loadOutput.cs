@@ -23,7 +23,7 @@ internal static partial class H2loadOutput
 
         long Group(Match m, string name) => long.Parse(m.Groups[name].Value, CultureInfo.InvariantCulture);
         var samples = new List<(DateTime, double)>();
-        long non2xx = 0;
+        long non2xx = Group(status, "s4") + Group(status, "s5");
         foreach (string line in logLines)
         {
             string[] fields = line.Split('\t');
@@ -37,11 +37,6 @@ internal static partial class H2loadOutput
                 continue; // A request that failed (no status): counted in the summary's "failed".
             }
 
-            if (code >= 400)
-            {
-                non2xx++;
-            }
-
             samples.Add((DateTime.UnixEpoch.AddTicks(startUs * 10), elapsedUs / 1000.0));
         }
 
@@ -52,10 +47,13 @@ internal static partial class H2loadOutput
             Requests = done,
             DurationSeconds = double.Parse(finished.Groups["seconds"].Value, CultureInfo.InvariantCulture),
             Timeouts = Group(requests, "timeout"),
-            // "failed" counts every request that did not complete, timeouts included; requests
-            // still in flight when the duration ends are "started" but neither done nor failed.
-            StreamErrors = Group(requests, "failed") - Group(requests, "timeout"),
-            Non2xx = Math.Max(non2xx, Group(status, "s4") + Group(status, "s5")),
+            // Requests still in flight when the duration ends are "started" but neither done
+            // nor failed.
+            // h2load's "failed" counts every request that did not succeed: streams that failed,
+            // responses with a 4xx or 5xx status, and timeouts. Split it so that Failed adds up to
+            // it exactly (counting 4xx/5xx beside "failed" would count them twice).
+            StreamErrors = Group(requests, "failed") - Group(requests, "timeout") - non2xx,
+            Non2xx = non2xx,
             P50Ms = Percentile(sorted, 50),
             P99Ms = Percentile(sorted, 99),
             P999Ms = Percentile(sorted, 99.9),

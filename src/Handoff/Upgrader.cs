@@ -298,6 +298,12 @@ public sealed partial class Upgrader : IDisposable
 
         Listeners.Gate.Close();
         await Listeners.CloseAllAsync().ConfigureAwait(false);
+        if (was is GenerationState.Ready or GenerationState.Upgrading)
+        {
+            // The service stops here: no generation serves these paths after this one.
+            Listeners.RemoveUnixSocketPaths();
+        }
+
         if (_ownsPidFile && SupersededBy is null && _options.PidFile is { } pidFile)
         {
             try

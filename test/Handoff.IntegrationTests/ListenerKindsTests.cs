@@ -48,6 +48,39 @@ public sealed class ListenerKindsTests
         }
     }
 
+    [Fact]
+    public async Task UnixSocketPath_DeletedByHand_IsBoundAgainAtTheNextUpgradeAndRemovedAtTheFinalStop()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string socketPath = Path.Combine(directory, "hello.sock");
+        await using var server = await HelloSleepServer.StartAsync(urls: $"http://127.0.0.1:0;http://unix:{socketPath}", directory: directory);
+        var unix = new UnixDomainSocketEndPoint(socketPath);
+        File.Delete(socketPath);
+        await Assert.ThrowsAnyAsync<SocketException>(() => server.GetPidAsync(endPoint: unix));
+
+        var (_, next, _) = await server.UpgradeAsync();
+
+        Assert.Equal(next, await server.GetPidAsync(endPoint: unix));
+        Assert.Contains($"The Unix socket path {socketPath} of inherited listener", server.Output, StringComparison.Ordinal);
+
+        HelloSleepServer.Signal(next, 15);
+        Assert.Equal(0, await server.WaitForExitAsync(next, TimeSpan.FromSeconds(30)));
+        Assert.False(File.Exists(socketPath), "the last generation leaves no socket file behind");
+    }
+
+    [Fact]
+    public async Task UnixSocketPath_AnotherFileAtThePath_IsNeverDeleted()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string path = Path.Combine(directory, "data.sock");
+        File.WriteAllText(path, "not a socket");
+
+        var e = await Assert.ThrowsAsync<TimeoutException>(() => HelloSleepServer.StartAsync(urls: $"http://unix:{path}", directory: directory));
+
+        Assert.Contains("Address already in use", e.Message, StringComparison.Ordinal);
+        Assert.Equal("not a socket", File.ReadAllText(path));
+    }
+
     [Theory]
     [InlineData("config")]
     [InlineData("environment")]

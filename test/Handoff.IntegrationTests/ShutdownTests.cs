@@ -13,8 +13,11 @@ public sealed class ShutdownTests
         int pid = server.CurrentPid;
         var load = new LoadClient(server.EndPoint, connections: 8, keepAlive: true);
         await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
-        var slow = Enumerable.Range(0, 4).Select(_ => server.GetPidAsync("/?sleep=2")).ToList();
-        await Task.Delay(300); // let the slow requests reach the server
+        var slow = new List<Task<int>>();
+        for (int i = 0; i < 4; i++)
+        {
+            slow.Add(await server.StartSlowRequestAsync(2));
+        }
 
         HelloSleepServer.Signal(pid, signal);
         foreach (var request in slow)

@@ -10,8 +10,7 @@ public sealed class UpgradeTests
         await using var server = await HelloSleepServer.StartAsync();
         int oldPid = server.CurrentPid;
 
-        var longRequest = server.GetPidAsync("/?sleep=3");
-        await Task.Delay(200); // let the request reach the old generation before the signal
+        var longRequest = await server.StartSlowRequestAsync(3);
         HelloSleepServer.Signal(oldPid, 12);
         await server.WaitUntilAsync(() => server.CurrentPid != oldPid, HelloSleepServer.StartTimeout, "the new generation");
         int newPid = server.CurrentPid;
@@ -33,12 +32,11 @@ public sealed class UpgradeTests
     {
         await using var server = await HelloSleepServer.StartAsync();
         int first = server.CurrentPid;
-        var slow = server.GetPidAsync("/?sleep=4");
-        await Task.Delay(300); // let the slow request reach the first generation
+        var slow = await server.StartSlowRequestAsync(4);
 
-        var (_, second, _) = await UpgradeWithoutWaitingForExitAsync(server);
+        int second = await server.UpgradeWithoutWaitingForExitAsync();
         Assert.True(ProcessTable.IsRunning(first), "generation 1 still drains its slow request");
-        var (_, third, _) = await UpgradeWithoutWaitingForExitAsync(server);
+        int third = await server.UpgradeWithoutWaitingForExitAsync();
         Assert.True(ProcessTable.IsRunning(first), "a slow request in generation 1 must not block the next deploy");
 
         Assert.Equal(first, await slow);
@@ -50,14 +48,6 @@ public sealed class UpgradeTests
         Assert.Equal(third, await server.GetPidAsync());
     }
 
-    private static async Task<(int Old, int New, int Unused)> UpgradeWithoutWaitingForExitAsync(HelloSleepServer server)
-    {
-        int old = server.CurrentPid;
-        HelloSleepServer.Signal(old, 12);
-        await server.WaitUntilAsync(() => server.CurrentPid != old, HelloSleepServer.StartTimeout, "a new generation");
-        server.Track(server.CurrentPid);
-        return (old, server.CurrentPid, 0);
-    }
 
     [Theory]
     [InlineData(true)]

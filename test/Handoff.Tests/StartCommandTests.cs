@@ -5,13 +5,35 @@ public sealed class StartCommandTests : IDisposable
     private readonly string _directory = Directory.CreateTempSubdirectory("handoff-cmd-").FullName;
 
     [Fact]
-    public void Capture_ThisProcess_HasArgvAndNoHandoffVariable()
+    public void Capture_VariableSet_HasArgvAndLeavesTheVariableOut()
     {
-        var command = StartCommand.Capture();
+        Environment.SetEnvironmentVariable(HandoverEnvironment.VariableName, "v2;stale");
+        try
+        {
+            var command = StartCommand.Capture("/srv/app");
 
-        Assert.NotEmpty(command.Arguments);
-        Assert.Equal(Directory.GetCurrentDirectory(), command.WorkingDirectory);
-        Assert.DoesNotContain(command.Environment, e => e.Key == HandoverEnvironment.VariableName);
+            Assert.NotEmpty(command.Arguments);
+            Assert.Equal("/srv/app", command.WorkingDirectory);
+            Assert.DoesNotContain(command.Environment, e => e.Key == HandoverEnvironment.VariableName);
+            Assert.Contains(command.Environment, e => e.Key == "PATH");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(HandoverEnvironment.VariableName, null);
+        }
+    }
+
+    [Fact]
+    public void LogicalCurrentDirectory_PwdIsASymlinkToTheCurrentDirectory_KeepsTheLink()
+    {
+        string link = Path.Combine(_directory, "current");
+        Directory.CreateSymbolicLink(link, Directory.GetCurrentDirectory());
+
+        Assert.Equal(link, StartCommand.LogicalCurrentDirectory(link));
+        Assert.Equal(Directory.GetCurrentDirectory(), StartCommand.LogicalCurrentDirectory(_directory));
+        Assert.Equal(Directory.GetCurrentDirectory(), StartCommand.LogicalCurrentDirectory("relative/path"));
+        Assert.Equal(Directory.GetCurrentDirectory(), StartCommand.LogicalCurrentDirectory(null));
+        Assert.Equal(Directory.GetCurrentDirectory(), StartCommand.LogicalCurrentDirectory(link + "/../current"));
     }
 
     [Fact]

@@ -65,6 +65,14 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         lock (_gate)
         {
             var inherited = FindInherited(endPoint);
+            if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK)
+            {
+                // Someone deleted (or replaced) the path: nobody can connect to the inherited
+                // socket any more. Bind a new one there; the inherited one is closed at ready.
+                Log.UnixPathGone(_logger, unix.ToString(), inherited.FileDescriptor);
+                inherited = null;
+            }
+
             if (inherited is not null)
             {
                 _unclaimed.Remove(inherited);
@@ -119,6 +127,27 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
     /// <inheritdoc />
     public ValueTask DisposeAsync() => CloseAllAsync();
+
+    /// <summary>After the final stop: removes the paths of Unix socket listeners that nobody
+    /// accepts on any more (a newer generation would still accept on them), so a stopped
+    /// service leaves no socket file behind.</summary>
+    internal void RemoveUnixSocketPaths()
+    {
+        List<string> paths;
+        lock (_gate)
+        {
+            paths = [.. _claimed.Select(l => l.EndPoint).OfType<UnixDomainSocketEndPoint>().Select(e => e.ToString())];
+        }
+
+        foreach (string path in paths)
+        {
+            if (IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
+            {
+                File.Delete(path);
+                Log.UnixPathRemoved(_logger, path);
+            }
+        }
+    }
 
     // Inherited listeners arrive in the order the previous generation claimed them, and a
     // server asks for its addresses in the same order each start, so a port-0 request meets
@@ -199,7 +228,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             probe.Connect(endPoint);
             return false;
         }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable)
         {
             return true;
         }
@@ -212,6 +241,12 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(2, LogLevel.Information, "Bound new listener {Address} (fd {Fd}).", EventName = "ListenerBound")]
         public static partial void ListenerBound(ILogger logger, string address, int fd);
+
+        [LoggerMessage(4, LogLevel.Warning, "The Unix socket path {Path} of inherited listener fd {Fd} was deleted or replaced; binding a new socket there.", EventName = "UnixPathGone")]
+        public static partial void UnixPathGone(ILogger logger, string path, int fd);
+
+        [LoggerMessage(5, LogLevel.Information, "Removed the Unix socket path {Path}: nobody accepts on it any more.", EventName = "UnixPathRemoved")]
+        public static partial void UnixPathRemoved(ILogger logger, string path);
 
         [LoggerMessage(3, LogLevel.Information, "Closing inherited listener {Address} (fd {Fd}): no configured address asks for it.", EventName = "ListenerUnclaimed")]
         public static partial void ListenerUnclaimed(ILogger logger, string address, int fd);

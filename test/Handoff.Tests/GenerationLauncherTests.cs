@@ -1,0 +1,147 @@
+namespace Handoff.Tests;
+
+/// <summary>
+/// The old generation's end of the protocol against real shell children: the launcher
+/// places the ready pipe at fd 3 (no listeners here), and each script plays a new generation
+/// that misbehaves in one way. Fast, because nothing but a shell starts.
+/// </summary>
+public sealed class GenerationLauncherTests : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
+    private readonly string _directory = Directory.CreateTempSubdirectory("handoff-launcher-").FullName;
+    private readonly List<IStartedGeneration> _started = [];
+
+    [Fact]
+    public async Task WaitReady_ChildReportsReady_IsNullAndTheExitIsReportedLater()
+    {
+        var child = Start("echo ready >&3; exec sleep 30");
+
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+        var exited = new TaskCompletionSource<string>();
+        child.ReapWhenExited(how => exited.TrySetResult(how));
+        Assert.Equal(0, Interop.Libc.Kill(child.Pid, Interop.Libc.SIGKILL));
+        Assert.Equal("killed by signal 9", await exited.Task.WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task WaitReady_ChildExitsWithoutALine_SaysHowItExited()
+    {
+        var child = Start("exit 3");
+
+        Assert.Equal("it exited (exit code 3) before reporting ready", await child.WaitReadyAsync(Patience, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task WaitReady_ChildClosesThePipeButRuns_IsEndOfFile()
+    {
+        var child = Start("exec 3>&-; exec sleep 30");
+
+        Assert.Equal("it closed its ready pipe without reporting ready", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal("killed by signal 15 after SIGTERM", await child.TerminateAsync(Patience));
+    }
+
+    [Fact]
+    public async Task WaitReady_GarbageLine_IsQuotedInTheReason()
+    {
+        var child = Start("echo hello >&3; exec sleep 30");
+
+        Assert.Equal("the new generation sent 'hello' instead of 'ready'", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        await child.TerminateAsync(Patience);
+    }
+
+    [Fact]
+    public async Task WaitReady_FailedLine_IsTheReason()
+    {
+        var child = Start("echo 'failed warm-up failed: boom' >&3; exec sleep 30");
+
+        Assert.Equal("warm-up failed: boom", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        await child.TerminateAsync(Patience);
+    }
+
+    [Fact]
+    public async Task WaitReady_SilentChild_TimesOutNamingTheOption()
+    {
+        var child = Start("exec sleep 30");
+
+        Assert.Equal("it did not report ready within 0.3 s (Handoff:UpgradeTimeout)", await child.WaitReadyAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None));
+        await child.TerminateAsync(Patience);
+    }
+
+    [Fact]
+    public async Task WaitReady_Cancelled_Throws()
+    {
+        var child = Start("exec sleep 30");
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => child.WaitReadyAsync(Patience, cancel.Token));
+        await child.TerminateAsync(Patience);
+    }
+
+    [Fact]
+    public async Task Terminate_ChildIgnoresSigterm_IsKilled()
+    {
+        var child = Start("trap '' TERM; echo ready >&3; while :; do sleep 1; done");
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+
+        Assert.Equal("killed by signal 9 after SIGKILL", await child.TerminateAsync(TimeSpan.FromMilliseconds(300)));
+        Assert.Null(ProcessStateOf(child.Pid));
+    }
+
+    [Fact]
+    public async Task Start_ChildGetsExactlyItsDescriptorsTheHandoverAndBlockedUpgradeSignals()
+    {
+        string report = Path.Combine(_directory, "report");
+        int stray = Interop.Libc.DuplicateCloseOnExec(0, 10);
+        Interop.Libc.SetCloseOnExec(stray, false); // inherited without FD_CLOEXEC, as from a shell
+        IStartedGeneration child;
+        try
+        {
+            child = Start($"ls /proc/$$/fd > {report}.fds; grep SigBlk /proc/$$/status > {report}.mask; env > {report}.env; pwd > {report}.pwd; echo ready >&3", blocked: [Interop.Libc.SIGUSR2]);
+        }
+        finally
+        {
+            Interop.Libc.Close(stray);
+        }
+
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+
+        // ls itself opens one more descriptor for the directory it lists.
+        var fds = File.ReadAllLines(report + ".fds").Select(int.Parse).Where(fd => fd <= 3).ToList();
+        Assert.Equal([0, 1, 2, 3], fds);
+        Assert.DoesNotContain(File.ReadAllLines(report + ".fds"), line => line == stray.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        ulong mask = Convert.ToUInt64(File.ReadAllText(report + ".mask").Split(':')[1].Trim(), 16);
+        ulong upgradeSignals = (1UL << (Interop.Libc.SIGHUP - 1)) | (1UL << (Interop.Libc.SIGUSR1 - 1)) | (1UL << (Interop.Libc.SIGUSR2 - 1));
+        Assert.Equal(1UL << (Interop.Libc.SIGUSR2 - 1), mask & upgradeSignals); // bash itself blocks SIGCHLD
+        string[] environment = File.ReadAllLines(report + ".env");
+        Assert.Contains("DOTNET_STARTUP_HOOKS=Handoff", environment);
+        Assert.Contains($"PWD={_directory}", environment);
+        var handover = HandoverEnvironment.Parse(environment.Single(e => e.StartsWith("HANDOFF_HANDOVER=", StringComparison.Ordinal))["HANDOFF_HANDOVER=".Length..]);
+        Assert.Equal(Environment.ProcessId, handover.ParentPid);
+        Assert.Equal(5, handover.Generation);
+        Assert.Equal(3, handover.ReadyFd);
+        Assert.Equal(_directory, File.ReadAllText(report + ".pwd").Trim());
+    }
+
+    public void Dispose()
+    {
+        foreach (var child in _started)
+        {
+            child.TerminateAsync(TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
+        }
+
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    // bash, not dash: dash clears the signal mask it inherits, which would hide the mask the
+    // launcher set.
+    private IStartedGeneration Start(string script, IReadOnlyList<int>? blocked = null)
+    {
+        var command = new StartCommand(["/bin/bash", "-c", script], _directory, [KeyValuePair.Create("PATH", "/usr/bin:/bin")]);
+        var child = new GenerationLauncher().Start("/bin/bash", command, [], generation: 5, older: [], blocked ?? []);
+        _started.Add(child);
+        return child;
+    }
+
+    private static char? ProcessStateOf(int pid) =>
+        File.Exists($"/proc/{pid}/status") ? File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("State:", StringComparison.Ordinal))[6..].Trim()[0] : null;
+}
