@@ -151,7 +151,9 @@ public sealed partial class Upgrader : IDisposable
             // Accept first, then report: the old generation stops accepting only after this one
             // has started, so the accept queue is never without a reader.
             Listeners.Gate.Open();
-            parentTold = _inheritance.ReadyPipe is { } pipe && _inheritance.ParentAlive && pipe.ReportReady();
+            // Written even when the parent is known to be gone: the write fails (EPIPE) and the
+            // pipe is closed, rather than held open for the life of the process.
+            parentTold = _inheritance.ReadyPipe?.ReportReady() == true && _inheritance.ParentAlive;
             _state = GenerationState.Ready;
             _ownsPidFile = _options.PidFile is not null;
         }
