@@ -164,7 +164,10 @@ public sealed partial class Upgrader : IDisposable
         {
             // The previous generation writes the pid file once it has read the report; if it
             // dies first, the file would name a dead process.
-            ParentWatch.Start(_inheritance.ParentPid, ParentExited);
+            if (_options.PidFile is not null)
+            {
+                ParentWatch.Start(_inheritance.ParentPid, ParentExited);
+            }
         }
         else
         {
