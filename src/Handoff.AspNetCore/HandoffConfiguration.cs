@@ -98,7 +98,16 @@ internal static class HandoffConfiguration
                 double.TryParse(text[..^suffix.Length], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double number) &&
                 !(suffix == "s" && text.EndsWith("ms", StringComparison.OrdinalIgnoreCase)))
             {
-                value = TimeSpan.FromMilliseconds(number * milliseconds);
+                // NaN and infinities parse whatever the styles; TimeSpan throws on them and on
+                // values beyond its range. Anything over the limit is refused by the options.
+                double total = number * milliseconds;
+                if (!double.IsFinite(total) || total > HandoffOptions.MaxDuration.TotalMilliseconds * 2)
+                {
+                    error = $"is not a duration Handoff accepts; the longest is {HandoffOptions.MaxDuration.TotalHours:0}h.";
+                    return false;
+                }
+
+                value = TimeSpan.FromMilliseconds(total);
                 return true;
             }
         }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -20,6 +21,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     private readonly HandoffConfigurationWarnings _warnings;
     private readonly ILogger _logger;
     private CancellationTokenRegistration _stoppingRegistration;
+    private PosixSignalRegistration? _hangUp;
 
     public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger)
     {
@@ -45,6 +47,20 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         // started): from now on this generation never reports ready and starts no upgrade.
         _stoppingRegistration = _lifetime.ApplicationStopping.Register(() => _ = _upgrader.StopAsync());
         _lifetime.ApplicationStarted.Register(() => _ = BecomeReadyAsync());
+
+        // A hang-up (the terminal of a server started by hand closed) ends the server as SIGTERM
+        // does, with a drain, instead of by the default action, which would abort requests and
+        // leave the pid file and socket files behind. Unless SIGHUP is an upgrade signal.
+        if (UpgradeSignalNames.TryParse(_options.UpgradeSignals, out var upgradeSignals, out _) && !upgradeSignals.Contains(PosixSignal.SIGHUP))
+        {
+            _hangUp = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true;
+                Log.HangUp(_logger, Environment.ProcessId, _upgrader.Generation);
+                _lifetime.StopApplication();
+            });
+        }
+
         return Task.CompletedTask;
     }
 
@@ -72,6 +88,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     {
         _upgrader.StateChanged -= OnStateChanged;
         _stoppingRegistration.Dispose();
+        _hangUp?.Dispose();
     }
 
     private void OnStateChanged(GenerationState state)
@@ -134,6 +151,9 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
         [LoggerMessage(43, LogLevel.Error, "Generation {Generation} (pid {Pid}) cannot become ready: {Reason}", EventName = "StartFailed")]
         public static partial void StartFailed(ILogger logger, Exception exception, int pid, int generation, string reason);
+
+        [LoggerMessage(45, LogLevel.Information, "Generation {Generation} (pid {Pid}) received SIGHUP (hang-up): stopping gracefully.", EventName = "HangUp")]
+        public static partial void HangUp(ILogger logger, int pid, int generation);
 
         [LoggerMessage(44, LogLevel.Warning, "{Warning}", EventName = "ConfigurationWarning")]
         public static partial void ConfigurationWarning(ILogger logger, string warning);

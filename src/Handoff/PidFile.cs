@@ -92,11 +92,11 @@ internal static class PidFile
         }
     }
 
-    /// <summary>Removes the file only when it still names <paramref name="pid"/>: a newer
+    /// <summary>Removes the file only when it names one of <paramref name="pids"/>: a newer
     /// generation's file is left alone.</summary>
-    public static bool RemoveIfOwner(string path, int pid)
+    public static bool RemoveIfOwner(string path, IReadOnlyCollection<int> pids)
     {
-        if (Read(path) != pid)
+        if (Read(path) is not { } named || named <= 0 || !pids.Contains(named))
         {
             return false;
         }

@@ -216,6 +216,8 @@ public sealed partial class Upgrader : IDisposable
                 GenerationState.HandingOver => "this generation is handing over to a new one",
                 GenerationState.Superseded => $"this generation was already superseded by pid {SupersededBy?.NewPid}",
                 GenerationState.Stopping or GenerationState.Stopped => "this generation is shutting down",
+                _ when _inheritance.ReadyPipe is { } pipe && !pipe.IsParentCommitted() =>
+                    $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow); try again in a moment",
                 _ => DrainingBoundRefusal(),
             };
             if (refusal is null)
@@ -285,6 +287,11 @@ public sealed partial class Upgrader : IDisposable
                 {
                     _inheritance.ReadyPipe?.ReportFailed("the new generation was stopped before it became ready");
                 }
+                else
+                {
+                    // If the previous generation can still roll back, it accepts again.
+                    _inheritance.ReadyPipe?.ReportStopping();
+                }
             }
         }
 
@@ -303,9 +310,11 @@ public sealed partial class Upgrader : IDisposable
 
         Listeners.Gate.Close();
         await Listeners.CloseAllAsync().ConfigureAwait(false);
-        if (was is GenerationState.Ready or GenerationState.Upgrading)
+        if (was is GenerationState.Ready or GenerationState.Upgrading or GenerationState.HandingOver)
         {
-            // The service stops here: no generation serves these paths after this one.
+            // A stop, not a handover: unless another generation still accepts on these paths
+            // (each stopping generation checks after closing its own copy, so the last one to
+            // close removes them), no one serves them after this one.
             Listeners.RemoveUnixSocketPaths();
         }
 
@@ -313,7 +322,9 @@ public sealed partial class Upgrader : IDisposable
         {
             try
             {
-                PidFile.RemoveIfOwner(pidFile, Environment.ProcessId);
+                // The file names this process, or an older generation when writing it failed
+                // (disk full or read-only at the time): either way it is stale now.
+                PidFile.RemoveIfOwner(pidFile, [Environment.ProcessId, _inheritance.ParentPid, .. _inheritance.Older.Select(g => g.Pid)]);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -408,18 +419,18 @@ public sealed partial class Upgrader : IDisposable
         var exited = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         child.ReapWhenExited(how =>
         {
-            if (!exited.TrySetResult(how) || State != GenerationState.HandingOver)
-            {
-                Log.SuccessorExited(_logger, pid, Generation, child.Pid, next, how);
-            }
+            exited.TrySetResult(how);
+            Log.SuccessorExited(_logger, pid, Generation, child.Pid, next, how);
         });
+        using var commit = new CancellationTokenSource();
+        var withdrawn = child.WatchAsync(commit.Token);
         WritePidFile(child.Pid);
 
         if (_options.RollbackWindow > TimeSpan.Zero)
         {
             try
             {
-                await exited.Task.WaitAsync(_options.RollbackWindow, _stopping.Token).ConfigureAwait(false);
+                await Task.WhenAny((Task)exited.Task, withdrawn).WaitAsync(_options.RollbackWindow, _stopping.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is TimeoutException or OperationCanceledException)
             {
@@ -427,10 +438,18 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
+        string? why = null;
+        if (exited.Task.IsCompleted || (withdrawn.IsCompleted && withdrawn.Result is not null))
+        {
+            // A closed pipe means the process is dying: wait a moment to say how it ended.
+            await Task.WhenAny(exited.Task, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false);
+            why = exited.Task.IsCompleted ? $"exited ({exited.Task.Result})" : withdrawn.Result;
+        }
+
         bool rollBack;
         lock (_lock)
         {
-            rollBack = exited.Task.IsCompleted && _state == GenerationState.HandingOver && !_stopping.IsCancellationRequested;
+            rollBack = why is not null && _state == GenerationState.HandingOver && !_stopping.IsCancellationRequested;
             if (rollBack)
             {
                 _state = GenerationState.Ready;
@@ -442,11 +461,15 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
+        // Closing the pipe tells the new generation that this one can no longer roll back:
+        // only from then on may it start an upgrade of its own.
+        await commit.CancelAsync().ConfigureAwait(false);
+        await withdrawn.ConfigureAwait(false);
         if (rollBack)
         {
             WritePidFile(pid);
             StateChanged?.Invoke(GenerationState.Ready);
-            string reason = $"new generation {next} (pid {child.Pid}) exited ({exited.Task.Result}) {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
+            string reason = $"new generation {next} (pid {child.Pid}) {why} {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
             return Fail(child.Pid, reason);
         }
 
@@ -571,7 +594,7 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(26, LogLevel.Warning, "Generation {Generation} (pid {Pid}) does not report ready: it is {State}.", EventName = "NotReporting")]
         public static partial void NotReporting(ILogger logger, int pid, int generation, GenerationState state);
 
-        [LoggerMessage(27, LogLevel.Warning, "Generation {Generation} (pid {Pid}): generation {NewGeneration} (pid {NewPid}), which took over from it, exited ({How}).", EventName = "SuccessorExited")]
+        [LoggerMessage(27, LogLevel.Information, "Generation {Generation} (pid {Pid}): generation {NewGeneration} (pid {NewPid}), which it started, exited ({How}).", EventName = "SuccessorExited")]
         public static partial void SuccessorExited(ILogger logger, int pid, int generation, int newPid, int newGeneration, string how);
     }
 }

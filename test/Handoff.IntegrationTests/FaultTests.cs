@@ -69,12 +69,12 @@ public sealed class FaultTests : IDisposable
         await using var server = await HelloSleepServer.StartAsync();
         int old = server.CurrentPid;
 
+        // Catch the new process the moment it exists (a spin on the old process's children
+        // lists, microseconds per look), long before its runtime reaches the startup hook
+        // (tens of milliseconds), and hold it there while the old one dies.
+        var caught = Task.Factory.StartNew(() => CatchNewChild(old), TaskCreationOptions.LongRunning);
         HelloSleepServer.Signal(old, SIGUSR2);
-
-        // Catch the new process the moment it exists, long before its runtime has started, and
-        // hold it there while the old one dies.
-        int child = await NewChildOfAsync(old);
-        HelloSleepServer.Signal(child, SIGSTOP);
+        int child = await caught;
         server.Track(child);
         HelloSleepServer.Signal(old, SIGKILL);
         await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30));
@@ -129,6 +129,76 @@ public sealed class FaultTests : IDisposable
         var (_, next, exit) = await server.UpgradeAsync();
         Assert.Equal(0, exit);
         Assert.Equal(next, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task SigtermToNew_WithinRollbackWindowWithARequestInFlight_OldResumes()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=20s"]);
+        int old = server.CurrentPid;
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync("This generation stopped accepting and drains");
+        var slow = await server.StartSlowRequestAsync(3); // reaches the new generation
+        HelloSleepServer.Signal(child, SIGTERM);
+
+        await server.WaitForOutputAsync("this generation accepts again");
+        Assert.Contains($"pid {child}) it began stopping", server.Output, StringComparison.Ordinal);
+        Assert.Equal(old, await server.GetPidAsync());
+        Assert.Equal(child, await slow);
+        await ProcessTable.WaitForExitAsync(child, TimeSpan.FromSeconds(30));
+        Assert.Equal(old, server.CurrentPid);
+        Assert.Equal(old, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task UpgradeOfNewGeneration_WhileOldCanStillRollBack_IsRefusedUntilItCommits()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=3s"]);
+        int first = server.CurrentPid;
+        HelloSleepServer.Signal(first, SIGUSR2);
+        int second = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync($"Generation 2 (pid {second}) is ready");
+
+        // Were the second generation to hand over now and exit, the first would roll back
+        // beside the third: two generations accepting.
+        HelloSleepServer.Signal(second, SIGUSR2);
+        await server.WaitForOutputAsync($"the previous generation (pid {first}) can still roll back to itself");
+
+        await server.WaitForOutputAsync($"Generation 1 (pid {first}) is superseded");
+        HelloSleepServer.Signal(second, SIGUSR2);
+        int third = await server.WaitForSpawnAsync(3);
+        Assert.Equal(0, await server.WaitForExitAsync(first, TimeSpan.FromSeconds(60)));
+        await ProcessTable.WaitForExitAsync(second, TimeSpan.FromSeconds(60));
+        Assert.Equal(third, server.CurrentPid);
+        for (int i = 0; i < 5; i++)
+        {
+            Assert.Equal(third, await server.GetPidAsync());
+        }
+    }
+
+    [Fact]
+    public async Task GroupSigterm_WhileHandingOver_LeavesNoPidFileOrSocketFile()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string socketPath = Path.Combine(directory, "hello.sock");
+        await using var server = await HelloSleepServer.StartAsync(
+            urls: $"http://127.0.0.1:0;http://unix:{socketPath}",
+            arguments: ["--Handoff:RollbackWindow=20s"],
+            command: ["setsid", TestAssets.HelloSleepAppHost],
+            directory: directory);
+        int old = server.CurrentPid;
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync("This generation stopped accepting and drains");
+        HelloSleepServer.Signal(-old, SIGTERM); // systemctl stop, a terminal's Ctrl-C
+
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+        await ProcessTable.WaitForExitAsync(child, TimeSpan.FromSeconds(30));
+        Assert.False(File.Exists(server.PidFile), "no pid file may name a process after the service stopped");
+        Assert.False(File.Exists(socketPath), "no socket file may be left after the service stopped");
     }
 
     [Fact]
@@ -265,22 +335,32 @@ public sealed class FaultTests : IDisposable
 
     private Dictionary<string, string> HoldWarmUp() => new() { ["HELLOSLEEP_HOLD_WARMUP"] = _hold };
 
-    /// <summary>The first child <paramref name="parent"/> starts, seen the moment it exists.</summary>
-    private static async Task<int> NewChildOfAsync(int parent)
+    /// <summary>Spins until <paramref name="parent"/> has a child, stops it with SIGSTOP and
+    /// returns its pid (bounded by 30 s).</summary>
+    private static int CatchNewChild(int parent)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (DateTime.UtcNow < deadline)
+        var deadline = Environment.TickCount64 + 30_000;
+        while (Environment.TickCount64 < deadline)
         {
-            var children = Directory.EnumerateDirectories("/proc")
-                .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
-                .Where(pid => pid > 0 && ProcessTable.ParentOf(pid) == parent && File.Exists($"/proc/{pid}/stat"))
-                .ToList();
-            if (children.Count > 0)
+            foreach (string task in Directory.EnumerateDirectories($"/proc/{parent}/task"))
             {
-                return children[0];
-            }
+                string text;
+                try
+                {
+                    text = File.ReadAllText(Path.Combine(task, "children")).Trim();
+                }
+                catch (IOException)
+                {
+                    continue;
+                }
 
-            await Task.Yield();
+                if (text.Length > 0)
+                {
+                    int pid = int.Parse(text.Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+                    HelloSleepServer.Signal(pid, SIGSTOP);
+                    return pid;
+                }
+            }
         }
 
         throw new TimeoutException($"pid {parent} started no process");

@@ -21,15 +21,19 @@ public sealed class SignalTests
     }
 
     [Fact]
-    public async Task Sighup_ByDefault_EndsTheServerWithoutStartingAnother()
+    public async Task Sighup_ByDefault_EndsTheServerGracefullyWithoutStartingAnother()
     {
-        // What a closing terminal sends: a server started by hand ends with it, and no new
-        // generation is left running detached.
+        // What a closing terminal sends: a server started by hand ends with it, drains, leaves
+        // no pid file, and no new generation is left running detached.
         await using var server = await HelloSleepServer.StartAsync();
+        var slow = await server.StartSlowRequestAsync(2);
 
         HelloSleepServer.Signal(server.FirstPid, 1);
 
-        Assert.Equal(128 + 1, await server.WaitForExitAsync(server.FirstPid, TimeSpan.FromSeconds(30)));
+        Assert.Equal(server.FirstPid, await slow);
+        Assert.Equal(0, await server.WaitForExitAsync(server.FirstPid, TimeSpan.FromSeconds(30)));
+        Assert.Contains("received SIGHUP (hang-up): stopping gracefully", server.Output, StringComparison.Ordinal);
+        Assert.False(File.Exists(server.PidFile));
         Assert.Empty(ProcessTable.Descendants(server.FirstPid));
         Assert.DoesNotContain("started generation 2", server.Output, StringComparison.Ordinal);
     }

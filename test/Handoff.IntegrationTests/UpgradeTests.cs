@@ -32,7 +32,7 @@ public sealed class UpgradeTests
     {
         await using var server = await HelloSleepServer.StartAsync();
         int first = server.CurrentPid;
-        var slow = await server.StartSlowRequestAsync(4);
+        var slow = await server.StartSlowRequestAsync(12); // outlasts two upgrades with their rollback windows
 
         int second = await server.UpgradeWithoutWaitingForExitAsync();
         Assert.True(ProcessTable.IsRunning(first), "generation 1 still drains its slow request");

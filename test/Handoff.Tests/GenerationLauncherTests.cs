@@ -24,6 +24,30 @@ public sealed class GenerationLauncherTests : IDisposable
     }
 
     [Fact]
+    public async Task Watch_ChildWritesStoppingAfterReady_IsAWithdrawal()
+    {
+        var child = Start("echo ready >&3; sleep 0.2; echo stopping >&3; exec sleep 30");
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+
+        Assert.Equal("it began stopping", await child.WatchAsync(CancellationToken.None).WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task Watch_Committed_ClosesThePipeSoTheChildSeesIt()
+    {
+        // The child writes to the pipe until that fails: once the old generation has closed its
+        // end, the next write raises SIGPIPE, which is how a new generation learns of the commit.
+        var child = Start("echo ready >&3; while echo waiting >&3; do sleep 0.05; done; exit 7");
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+        var exited = new TaskCompletionSource<string>();
+        child.ReapWhenExited(how => exited.TrySetResult(how));
+        using var commit = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+
+        Assert.Null(await child.WatchAsync(commit.Token).WaitAsync(Patience));
+        Assert.Equal("killed by signal 13", await exited.Task.WaitAsync(Patience));
+    }
+
+    [Fact]
     public async Task WaitReady_ChildExitsWithoutALine_SaysHowItExited()
     {
         var child = Start("exit 3");

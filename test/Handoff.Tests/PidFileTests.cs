@@ -19,9 +19,9 @@ public sealed class PidFileTests : IDisposable
     {
         PidFile.Write(_path, 100);
 
-        Assert.False(PidFile.RemoveIfOwner(_path, 99));
+        Assert.False(PidFile.RemoveIfOwner(_path, [99, 98]));
         Assert.True(File.Exists(_path));
-        Assert.True(PidFile.RemoveIfOwner(_path, 100));
+        Assert.True(PidFile.RemoveIfOwner(_path, [99, 100]));
         Assert.False(File.Exists(_path));
     }
 

@@ -183,6 +183,54 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradeAsync_NewGenerationBeginsStoppingWithinRollbackWindow_Resumes()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var child = new FakeGeneration(pid: 89, readyResult: null);
+        _launcher.Next = child;
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        child.Withdraw();
+        var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("pid 89) it began stopping", result.Error, StringComparison.Ordinal);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
+        Assert.Equal(Environment.ProcessId, PidFile.Read(PidPath));
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_WindowPasses_CommitsSoTheNewGenerationMayUpgrade()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(50));
+        await upgrader.ReadyAsync();
+        var child = new FakeGeneration(pid: 90, readyResult: null);
+        _launcher.Next = child;
+
+        Assert.True((await upgrader.UpgradeAsync()).Succeeded);
+
+        Assert.True(child.Committed);
+    }
+
+    [Fact]
+    public async Task StopAsync_PidFileStillNamesTheParent_RemovesIt()
+    {
+        // The parent could not write the new pid (disk full at the time): at the final stop the
+        // file names a generation that is gone.
+        var inheritance = Inheritance.ForTesting(generation: 2, parentPid: 4242, older: []);
+        using var upgrader = new Upgrader(new HandoffOptions { PidFile = PidPath }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance);
+        await upgrader.ReadyAsync();
+        PidFile.Write(PidPath, 4242);
+
+        await upgrader.StopAsync();
+
+        Assert.False(File.Exists(PidPath));
+    }
+
+    [Fact]
     public async Task UpgradeAsync_PidDirectoryRemoved_UpgradeStillSupersedes()
     {
         using var upgrader = CreateUpgrader();
@@ -343,6 +391,7 @@ public sealed class UpgraderTests : IDisposable
     {
         private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<string?> _withdrawn = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly Lock _lock = new();
         private Action<string>? _exited;
         private string? _exit;
@@ -352,6 +401,8 @@ public sealed class UpgraderTests : IDisposable
         public bool Terminated { get; private set; }
 
         public bool Reaped { get; private set; }
+
+        public bool Committed { get; private set; }
 
         public Func<int>? OnTerminate { get; init; }
 
@@ -397,6 +448,22 @@ public sealed class UpgraderTests : IDisposable
             Exit("exit code 0 after SIGTERM");
             return Task.FromResult<string?>("exit code 0 after SIGTERM");
         }
+
+        public async Task<string?> WatchAsync(CancellationToken commit)
+        {
+            try
+            {
+                return await _withdrawn.Task.WaitAsync(commit);
+            }
+            catch (OperationCanceledException)
+            {
+                Committed = true;
+                return null;
+            }
+        }
+
+        /// <summary>The new generation begins to stop while the old one can roll back.</summary>
+        public void Withdraw() => _withdrawn.TrySetResult("it began stopping");
 
         public void ReapWhenExited(Action<string> exited)
         {

@@ -139,13 +139,14 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     }
 
     /// <summary>Sends SIGUSR2 to the current generation and waits only until a new one
-    /// accepts (the old one may still drain); returns the new pid.</summary>
+    /// serves for good (the old one has committed; it may still drain); returns the new pid.</summary>
     public async Task<int> UpgradeWithoutWaitingForExitAsync()
     {
         int old = CurrentPid;
         Signal(old, 12);
         await WaitUntilAsync(() => CurrentPid != old && CurrentPid != 0, StartTimeout, $"a new generation to replace pid {old}");
         Track(CurrentPid);
+        await WaitForOutputAsync($"(pid {old}) is superseded");
         return CurrentPid;
     }
 

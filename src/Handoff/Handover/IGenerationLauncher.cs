@@ -26,6 +26,12 @@ internal interface IStartedGeneration
     /// exited already.</summary>
     Task<string?> TerminateAsync(TimeSpan grace);
 
+    /// <summary>After the new generation reported ready: completes with the reason when it
+    /// withdraws (it began stopping, or died) before <paramref name="commit"/> fires, or with null
+    /// once it fires. Either way the ready pipe is closed when it completes, which tells the new
+    /// generation that this one can no longer roll back.</summary>
+    Task<string?> WatchAsync(CancellationToken commit);
+
     /// <summary>Reaps the accepted generation whenever it exits while this process runs (so it
     /// never stays a zombie) and then calls <paramref name="exited"/> with how it ended.</summary>
     void ReapWhenExited(Action<string> exited);

@@ -3,13 +3,17 @@ using System.Text;
 namespace Handoff;
 
 /// <summary>
-/// The pipe on which a new generation tells the old one whether it is ready. One line, then
-/// the pipe is closed: <c>ready</c>, or <c>failed REASON</c>. If the new generation dies
-/// first, the old one reads end-of-file. See docs/protocol.md.
+/// The new generation's end of the pipe to the old one. It writes one line: <c>ready</c>, or
+/// <c>failed REASON</c>. After <c>ready</c> it keeps the pipe open while the old generation can
+/// still roll back (<see cref="HandoffOptions.RollbackWindow"/>): the old one closes its end
+/// when it commits to the handover, and until then this one does not start an upgrade of its
+/// own, and withdraws with a second line, <c>stopping</c>, if it begins to stop. If the new
+/// generation dies, the old one reads end-of-file. See docs/protocol.md.
 /// </summary>
 internal sealed class ReadyPipe
 {
     public const string ReadyLine = "ready";
+    public const string StoppingLine = "stopping";
     public const string FailedPrefix = "failed ";
 
     // Longer reasons are cut: the line must fit in one atomic pipe write (PIPE_BUF is 4096).
@@ -17,6 +21,7 @@ internal sealed class ReadyPipe
 
     private readonly Lock _gate = new();
     private int _fd;
+    private bool _reportedReady;
 
     public ReadyPipe(int fd) => _fd = fd;
 
@@ -31,11 +36,65 @@ internal sealed class ReadyPipe
         }
     }
 
-    /// <summary>Reports ready; false when nobody read it any more (the parent is gone or gave
-    /// up) or it was reported already.</summary>
-    public bool ReportReady() => WriteAndClose(ReadyLine);
+    /// <summary>Reports ready and keeps the pipe open; false when nobody read it any more
+    /// (the parent is gone or gave up) or a report was made already.</summary>
+    public bool ReportReady()
+    {
+        lock (_gate)
+        {
+            if (_reportedReady || !Write(ReadyLine))
+            {
+                Close();
+                return false;
+            }
 
-    public bool ReportFailed(string reason) => WriteAndClose(FailedPrefix + reason.ReplaceLineEndings(" "));
+            _reportedReady = true;
+            return true;
+        }
+    }
+
+    /// <summary>Reports that this generation cannot become ready, and closes the pipe.</summary>
+    public bool ReportFailed(string reason)
+    {
+        lock (_gate)
+        {
+            bool written = !_reportedReady && Write(FailedPrefix + reason.ReplaceLineEndings(" "));
+            Close();
+            return written;
+        }
+    }
+
+    /// <summary>After ready: tells a parent that can still roll back that this generation
+    /// begins to stop, so it accepts again; closes the pipe. Nothing when the parent has
+    /// committed or is gone.</summary>
+    public void ReportStopping()
+    {
+        lock (_gate)
+        {
+            if (_reportedReady && !PeerClosedLocked())
+            {
+                Write(StoppingLine);
+            }
+
+            Close();
+        }
+    }
+
+    /// <summary>True when the parent can no longer roll back: it has closed its end (it
+    /// committed to the handover, or it is gone), or this is not an inherited generation.</summary>
+    public bool IsParentCommitted()
+    {
+        lock (_gate)
+        {
+            if (PeerClosedLocked())
+            {
+                Close();
+                return true;
+            }
+
+            return false;
+        }
+    }
 
     /// <summary>Parses what the old generation read: null means the line was "ready", anything
     /// else is the reason for failure.</summary>
@@ -52,32 +111,45 @@ internal sealed class ReadyPipe
             : $"the new generation sent '{line}' instead of '{ReadyLine}'";
     }
 
-    private unsafe bool WriteAndClose(string line)
+    // A pipe's write end polls POLLERR once no read end is left.
+    private unsafe bool PeerClosedLocked()
     {
-        lock (_gate)
+        if (_fd < 0)
         {
-            if (_fd < 0)
-            {
-                return false;
-            }
+            return true;
+        }
 
-            byte[] bytes = Encoding.UTF8.GetBytes(line);
-            if (bytes.Length > MaxLineBytes)
-            {
-                Array.Resize(ref bytes, MaxLineBytes);
-            }
+        var poll = new Interop.Libc.PollFd { Fd = _fd, Events = Interop.Libc.POLLOUT };
+        return Interop.Libc.Poll(&poll, 1, 0) > 0 && (poll.Revents & (Interop.Libc.POLLERR | Interop.Libc.POLLHUP)) != 0;
+    }
 
-            bytes = [.. bytes, (byte)'\n'];
-            nint written;
-            fixed (byte* data = bytes)
-            {
-                // A parent that died or gave up has closed its end: EPIPE (.NET ignores SIGPIPE).
-                written = Interop.Libc.Write(_fd, data, (nuint)bytes.Length);
-            }
+    private unsafe bool Write(string line)
+    {
+        if (_fd < 0)
+        {
+            return false;
+        }
 
+        byte[] bytes = Encoding.UTF8.GetBytes(line);
+        if (bytes.Length > MaxLineBytes)
+        {
+            Array.Resize(ref bytes, MaxLineBytes);
+        }
+
+        bytes = [.. bytes, (byte)'\n'];
+        fixed (byte* data = bytes)
+        {
+            // A parent that died or gave up has closed its end: EPIPE (.NET ignores SIGPIPE).
+            return Interop.Libc.Write(_fd, data, (nuint)bytes.Length) == bytes.Length;
+        }
+    }
+
+    private void Close()
+    {
+        if (_fd >= 0)
+        {
             Interop.Libc.Close(_fd);
             _fd = -1;
-            return written == bytes.Length;
         }
     }
 }

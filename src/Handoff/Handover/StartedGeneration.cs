@@ -3,7 +3,8 @@ using System.Text;
 namespace Handoff;
 
 /// <summary>The old generation's view of a new generation it spawned: its pid and the read
-/// end of its ready pipe. Reaps the process itself, because .NET reaps only children it
+/// end of its ready pipe, which stays open after "ready" until the old generation commits (see
+/// <see cref="WatchAsync"/>). Reaps the process itself, because .NET reaps only children it
 /// started with <see cref="System.Diagnostics.Process"/>.</summary>
 internal sealed class StartedGeneration : IStartedGeneration
 {
@@ -11,6 +12,7 @@ internal sealed class StartedGeneration : IStartedGeneration
     private const int PollMilliseconds = 50;
 
     private readonly Lock _gate = new();
+    private readonly List<byte> _received = [];
     private int _readyFd;
     private int? _exitStatus;
 
@@ -28,9 +30,11 @@ internal sealed class StartedGeneration : IStartedGeneration
     public Task<string?> TerminateAsync(TimeSpan grace) =>
         Task.Factory.StartNew(() => Terminate(grace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
+    public Task<string?> WatchAsync(CancellationToken commit) =>
+        Task.Factory.StartNew(() => Watch(commit), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
     public void ReapWhenExited(Action<string> exited)
     {
-        CloseReadyPipe();
         var thread = new Thread(() => exited(WaitForExit(block: true) ?? "exit status unknown")) { IsBackground = true, Name = $"Handoff reaper {Pid}" };
         thread.Start();
     }
@@ -41,8 +45,7 @@ internal sealed class StartedGeneration : IStartedGeneration
     private unsafe string? WaitReady(TimeSpan timeout, CancellationToken cancellationToken)
     {
         long deadline = Now + (long)timeout.TotalMilliseconds;
-        var line = new List<byte>();
-        byte* buffer = stackalloc byte[512];
+        string? result = "not read";
         try
         {
             while (true)
@@ -51,41 +54,57 @@ internal sealed class StartedGeneration : IStartedGeneration
                 long remaining = deadline - Now;
                 if (remaining <= 0)
                 {
-                    return $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)";
+                    return result = $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)";
                 }
 
-                var poll = new Interop.Libc.PollFd { Fd = _readyFd, Events = Interop.Libc.POLLIN };
-                int ready = Interop.Libc.Poll(&poll, 1, (int)Math.Min(remaining, PollMilliseconds));
-                if (ready > 0)
+                switch (ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
                 {
-                    nint n = Interop.Libc.Read(_readyFd, buffer, 512);
-                    if (n > 0)
-                    {
-                        line.AddRange(new ReadOnlySpan<byte>(buffer, (int)n));
-                        int newline = line.IndexOf((byte)'\n');
-                        if (newline >= 0)
-                        {
-                            return ReadyPipe.ParseLine(Encoding.UTF8.GetString([.. line.Take(newline)]));
-                        }
-
-                        continue;
-                    }
-
-                    if (n == 0)
-                    {
+                    case ReadOutcome.Line:
+                        return result = ReadyPipe.ParseLine(line!);
+                    case ReadOutcome.EndOfFile:
                         // The child closed the pipe without a line: it exited or is exiting.
                         string? exit = WaitForExit(block: false) ?? WaitForExitBriefly();
-                        return exit is null
+                        return result = exit is null
                             ? "it closed its ready pipe without reporting ready"
                             : $"it exited ({exit}) before reporting ready";
-                    }
                 }
 
                 if (WaitForExit(block: false) is { } ended)
                 {
-                    return $"it exited ({ended}) before reporting ready";
+                    return result = $"it exited ({ended}) before reporting ready";
                 }
             }
+        }
+        finally
+        {
+            // After "ready" the pipe stays open: it is how the new generation learns that this
+            // one has committed (WatchAsync closes it), and how it withdraws.
+            if (result is not null)
+            {
+                CloseReadyPipe();
+            }
+        }
+    }
+
+    /// <summary>After ready, until <paramref name="commit"/>: returns why the new generation
+    /// withdrew (it wrote "stopping", or closed the pipe by dying), or null once committed.
+    /// Closes the pipe either way, which tells the new generation that this one committed.</summary>
+    private string? Watch(CancellationToken commit)
+    {
+        try
+        {
+            while (!commit.IsCancellationRequested)
+            {
+                switch (ReadLine(PollMilliseconds, out string? line))
+                {
+                    case ReadOutcome.Line when line == ReadyPipe.StoppingLine:
+                        return "it began stopping";
+                    case ReadOutcome.EndOfFile:
+                        return "it closed its ready pipe";
+                }
+            }
+
+            return null;
         }
         finally
         {
@@ -93,9 +112,69 @@ internal sealed class StartedGeneration : IStartedGeneration
         }
     }
 
+    private enum ReadOutcome
+    {
+        Nothing,
+        Line,
+        EndOfFile,
+    }
+
+    /// <summary>Waits up to <paramref name="milliseconds"/> for a whole line on the pipe.</summary>
+    private unsafe ReadOutcome ReadLine(int milliseconds, out string? line)
+    {
+        line = null;
+        if (TakeLine(out line))
+        {
+            return ReadOutcome.Line;
+        }
+
+        int fd;
+        lock (_gate)
+        {
+            fd = _readyFd;
+        }
+
+        if (fd < 0)
+        {
+            return ReadOutcome.EndOfFile;
+        }
+
+        var poll = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
+        if (Interop.Libc.Poll(&poll, 1, milliseconds) <= 0)
+        {
+            return ReadOutcome.Nothing;
+        }
+
+        byte* buffer = stackalloc byte[512];
+        nint n = Interop.Libc.Read(fd, buffer, 512);
+        if (n <= 0)
+        {
+            return ReadOutcome.EndOfFile;
+        }
+
+        _received.AddRange(new ReadOnlySpan<byte>(buffer, (int)n));
+        return TakeLine(out line) ? ReadOutcome.Line : ReadOutcome.Nothing;
+    }
+
+    private bool TakeLine(out string? line)
+    {
+        int newline = _received.IndexOf((byte)'\n');
+        if (newline < 0)
+        {
+            line = null;
+            return false;
+        }
+
+        line = Encoding.UTF8.GetString([.. _received.Take(newline)]);
+        _received.RemoveRange(0, newline + 1);
+        return true;
+    }
+
     private string? Terminate(TimeSpan grace)
     {
-        if (WaitForExit(block: false) is not null)
+        // A child that reported failure is usually exiting already: give it a moment, so the
+        // log says how it ended rather than that it was killed.
+        if ((WaitForExit(block: false) ?? WaitForExitBriefly()) is not null)
         {
             return null;
         }

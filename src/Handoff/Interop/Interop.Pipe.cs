@@ -8,6 +8,9 @@ internal static partial class Interop
     {
         internal const int O_CLOEXEC = 0x80000;
         internal const short POLLIN = 0x1;
+        internal const short POLLOUT = 0x4;
+        internal const short POLLERR = 0x8;
+        internal const short POLLHUP = 0x10;
 
         [LibraryImport(LibraryName, EntryPoint = "pipe2", SetLastError = true)]
         private static unsafe partial int Pipe2(int* fds, int flags);

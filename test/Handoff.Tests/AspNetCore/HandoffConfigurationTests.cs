@@ -24,6 +24,10 @@ public sealed class HandoffConfigurationTests
     [InlineData("thirty", "is not a duration")]
     [InlineData("5d", "is not a duration")]
     [InlineData("1:xx", "hh:mm:ss")]
+    [InlineData("NaNs", "not a duration Handoff accepts")]
+    [InlineData("Infinityms", "not a duration Handoff accepts")]
+    [InlineData("99999999999999999999s", "not a duration Handoff accepts")]
+    [InlineData("-5s", "is not a duration")]
     public void TryParseDuration_BareNumberOrGarbage_IsRefusedWithAHint(string text, string expected)
     {
         Assert.False(HandoffConfiguration.TryParseDuration(text, out _, out string? error));
