@@ -169,6 +169,13 @@ public sealed partial class Upgrader : IDisposable
                 ParentWatch.Start(_inheritance.ParentPid, ParentExited);
             }
         }
+        else if (IsInherited && Interop.Libc.GetParentPid() == _inheritance.ParentPid)
+        {
+            // The report failed but the previous generation lives: it gave up on this one (its
+            // UpgradeTimeout passed) and is about to stop it; it keeps serving and its pid file.
+            Log.ParentGaveUp(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
+            _ownsPidFile = false;
+        }
         else
         {
             if (IsInherited)
@@ -223,7 +230,7 @@ public sealed partial class Upgrader : IDisposable
             if (refusal is null)
             {
                 _state = GenerationState.Upgrading;
-                upgrade = _upgrade = Task.Run(() => RunUpgradeAsync(next));
+                upgrade = _upgrade = Task.Run(() => RunUpgradeGuardedAsync(next));
             }
             else
             {
@@ -305,7 +312,7 @@ public sealed partial class Upgrader : IDisposable
         await _stopping.CancelAsync().ConfigureAwait(false);
         if (_upgrade is { } upgrade)
         {
-            await upgrade.ConfigureAwait(false);
+            await upgrade.ConfigureAwait(false); // Never faults: RunUpgradeGuardedAsync.
         }
 
         Listeners.Gate.Close();
@@ -318,13 +325,16 @@ public sealed partial class Upgrader : IDisposable
             Listeners.RemoveUnixSocketPaths();
         }
 
-        if (_ownsPidFile && SupersededBy is null && _options.PidFile is { } pidFile)
+        if (_ownsPidFile && _options.PidFile is { } pidFile)
         {
             try
             {
-                // The file names this process, or an older generation when writing it failed
-                // (disk full or read-only at the time): either way it is stale now.
-                PidFile.RemoveIfOwner(pidFile, [Environment.ProcessId, _inheritance.ParentPid, .. _inheritance.Older.Select(g => g.Pid)]);
+                // The file may name this process (unless a newer one took over), or, when a write
+                // failed (disk full or read-only at the time), an older generation or the
+                // successor; those only once they are gone, never one that still serves.
+                int? successor = SupersededBy?.NewPid;
+                int[] stale = [.. new[] { _inheritance.ParentPid, successor ?? 0 }.Concat(_inheritance.Older.Select(g => g.Pid)).Where(p => p > 0 && !GenerationProcess.IsRunning(p))];
+                PidFile.RemoveIfOwner(pidFile, successor is null ? [Environment.ProcessId, .. stale] : stale);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -351,6 +361,39 @@ public sealed partial class Upgrader : IDisposable
         return draining.Count + 1 > _options.MaxDrainingGenerations
             ? $"{draining.Count} older generations are still draining (pids {string.Join(", ", draining.Select(g => g.Pid))}); another upgrade would make {draining.Count + 1} draining generations, more than {HandoffOptions.SectionName}:{nameof(HandoffOptions.MaxDrainingGenerations)} ({_options.MaxDrainingGenerations}). Wait for them to finish, or raise the option"
             : null;
+    }
+
+    // UpgradeAsync never throws and StopAsync must always finish: an unexpected exception
+    // (a throwing StateChanged handler, say) is logged and resolved the way the state says.
+    private async Task<UpgradeResult> RunUpgradeGuardedAsync(int next)
+    {
+        try
+        {
+            return await RunUpgradeAsync(next).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Whatever went wrong, the generation must be left in a defined state.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            bool handingOver;
+            lock (_lock)
+            {
+                // Once "ready" was read the new generation serves: finish the handover.
+                handingOver = _state == GenerationState.HandingOver;
+                if (handingOver)
+                {
+                    _state = GenerationState.Superseded;
+                }
+            }
+
+            if (handingOver)
+            {
+                await Listeners.CloseAllAsync().ConfigureAwait(false);
+                await _superseded.CancelAsync().ConfigureAwait(false);
+            }
+
+            return Fail(0, $"unexpected error during the upgrade: {e.GetType().Name}: {e.Message}");
+        }
     }
 
     private async Task<UpgradeResult> RunUpgradeAsync(int next)
@@ -438,14 +481,19 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
-        string? why = null;
-        if (exited.Task.IsCompleted || (withdrawn.IsCompleted && withdrawn.Result is not null))
+        // Commit: closing the pipe tells the new generation that this one can no longer roll
+        // back; only from then on may it start an upgrade of its own. The watch takes a last
+        // look first, so a withdrawal written up to the close still counts: nothing is closed
+        // yet, so this generation can still accept again.
+        await commit.CancelAsync().ConfigureAwait(false);
+        string? withdrawal = await withdrawn.ConfigureAwait(false);
+        if (withdrawal == StartedGeneration.PipeClosed)
         {
-            // A closed pipe means the process is dying: wait a moment to say how it ended.
+            // The process is dying: wait a moment to say how it ended.
             await Task.WhenAny(exited.Task, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false);
-            why = exited.Task.IsCompleted ? $"exited ({exited.Task.Result})" : withdrawn.Result;
         }
 
+        string? why = exited.Task.IsCompleted ? $"exited ({exited.Task.Result})" : withdrawal;
         bool rollBack;
         lock (_lock)
         {
@@ -461,10 +509,6 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
-        // Closing the pipe tells the new generation that this one can no longer roll back:
-        // only from then on may it start an upgrade of its own.
-        await commit.CancelAsync().ConfigureAwait(false);
-        await withdrawn.ConfigureAwait(false);
         if (rollBack)
         {
             WritePidFile(pid);
@@ -593,6 +637,9 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(26, LogLevel.Warning, "Generation {Generation} (pid {Pid}) does not report ready: it is {State}.", EventName = "NotReporting")]
         public static partial void NotReporting(ILogger logger, int pid, int generation, GenerationState state);
+
+        [LoggerMessage(28, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) did not take the ready report (it gave up waiting) and keeps serving.", EventName = "ParentGaveUp")]
+        public static partial void ParentGaveUp(ILogger logger, int pid, int generation, int parentPid);
 
         [LoggerMessage(27, LogLevel.Information, "Generation {Generation} (pid {Pid}): generation {NewGeneration} (pid {NewPid}), which it started, exited ({How}).", EventName = "SuccessorExited")]
         public static partial void SuccessorExited(ILogger logger, int pid, int generation, int newPid, int newGeneration, string how);

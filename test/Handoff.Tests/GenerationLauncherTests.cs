@@ -33,6 +33,23 @@ public sealed class GenerationLauncherTests : IDisposable
     }
 
     [Fact]
+    public async Task Watch_StoppingWrittenJustBeforeTheCommit_StillCounts()
+    {
+        string done = Path.Combine(_directory, "written");
+        var child = Start($"echo ready >&3; echo stopping >&3; touch {done}; exec sleep 30");
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+        while (!File.Exists(done))
+        {
+            await Task.Delay(10);
+        }
+
+        using var committed = new CancellationTokenSource();
+        await committed.CancelAsync();
+
+        Assert.Equal("it began stopping", await child.WatchAsync(committed.Token).WaitAsync(Patience));
+    }
+
+    [Fact]
     public async Task Watch_Committed_ClosesThePipeSoTheChildSeesIt()
     {
         // The child writes to the pipe until that fails: once the old generation has closed its

@@ -169,7 +169,7 @@ public sealed class UpgraderTests : IDisposable
         var upgrade = upgrader.UpgradeAsync();
         await upgrader.WaitForStateAsync(GenerationState.HandingOver);
         Assert.False(upgrader.Listeners.Gate.IsOpen);
-        Assert.Equal(88, PidFile.Read(PidPath));
+        await UpgraderTestExtensions.WaitUntilAsync(() => PidFile.Read(PidPath) == 88); // written right after the state change
         child.Exit("killed by signal 9");
         var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
 
@@ -228,6 +228,53 @@ public sealed class UpgraderTests : IDisposable
         await upgrader.StopAsync();
 
         Assert.False(File.Exists(PidPath));
+    }
+
+    [Fact]
+    public async Task StopAsync_PidFileNamesTheParentThatStillServes_LeavesIt()
+    {
+        // A running process plays the parent that gave up on this generation and still serves.
+        using var parent = System.Diagnostics.Process.Start("sleep", "30");
+        try
+        {
+            var inheritance = Inheritance.ForTesting(generation: 2, parentPid: parent.Id, older: []);
+            using var upgrader = new Upgrader(new HandoffOptions { PidFile = PidPath }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance);
+            await upgrader.ReadyAsync();
+            PidFile.Write(PidPath, parent.Id);
+
+            await upgrader.StopAsync();
+
+            Assert.Equal(parent.Id, PidFile.Read(PidPath));
+        }
+        finally
+        {
+            parent.Kill();
+            await parent.WaitForExitAsync();
+        }
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_UnexpectedExceptionWhileHandingOver_FinishesTheHandoverAndStopStillWorks()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(50));
+        upgrader.StateChanged += s =>
+        {
+            if (s == GenerationState.HandingOver)
+            {
+                throw new InvalidOperationException("a broken observer");
+            }
+        };
+        await upgrader.ReadyAsync();
+        _launcher.Next = new FakeGeneration(pid: 91, readyResult: null);
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("unexpected error during the upgrade: InvalidOperationException: a broken observer", result.Error, StringComparison.Ordinal);
+        Assert.Equal(GenerationState.Superseded, upgrader.State);
+        Assert.True(upgrader.Superseded.IsCancellationRequested);
+        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
     }
 
     [Fact]
@@ -485,10 +532,13 @@ public sealed class UpgraderTests : IDisposable
 
 internal static class UpgraderTestExtensions
 {
-    public static async Task WaitForStateAsync(this Upgrader upgrader, GenerationState state)
+    public static Task WaitForStateAsync(this Upgrader upgrader, GenerationState state) =>
+        WaitUntilAsync(() => upgrader.State == state);
+
+    public static async Task WaitUntilAsync(Func<bool> condition)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        while (upgrader.State != state)
+        while (!condition())
         {
             await Task.Delay(5, timeout.Token);
         }

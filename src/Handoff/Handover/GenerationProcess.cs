@@ -14,6 +14,9 @@ internal readonly record struct GenerationProcess(int Pid, ulong StartTime)
     /// <summary>True while the process runs (not a zombie) and is the same process.</summary>
     public bool IsAlive() => ReadStat(Pid) is { } stat && stat.State is not ("Z" or "X") && stat.StartTime == StartTime;
 
+    /// <summary>True while a process with this pid runs (exists and is not a zombie).</summary>
+    public static bool IsRunning(int pid) => ReadStat(pid) is { } stat && stat.State is not ("Z" or "X");
+
     public static GenerationProcess? TryParse(string text)
     {
         string[] parts = text.Split(':');

@@ -8,6 +8,12 @@ namespace Handoff;
 /// started with <see cref="System.Diagnostics.Process"/>.</summary>
 internal sealed class StartedGeneration : IStartedGeneration
 {
+    /// <summary>The withdrawal reason when the pipe reached end-of-file: the process is dying.</summary>
+    public const string PipeClosed = "it closed its ready pipe";
+
+    /// <summary>The withdrawal reason when the new generation wrote "stopping".</summary>
+    public const string BeganStopping = "it began stopping";
+
     // How often the wait loop looks at the process between pipe events.
     private const int PollMilliseconds = 50;
 
@@ -95,12 +101,20 @@ internal sealed class StartedGeneration : IStartedGeneration
         {
             while (!commit.IsCancellationRequested)
             {
-                switch (ReadLine(PollMilliseconds, out string? line))
+                if (Withdrawal(ReadLine(PollMilliseconds, out string? line), line) is { } reason)
                 {
-                    case ReadOutcome.Line when line == ReadyPipe.StoppingLine:
-                        return "it began stopping";
-                    case ReadOutcome.EndOfFile:
-                        return "it closed its ready pipe";
+                    return reason;
+                }
+            }
+
+            // A last look before the close: a "stopping" written just before the commit
+            // must still count.
+            ReadOutcome outcome;
+            while ((outcome = ReadLine(0, out string? last)) != ReadOutcome.Nothing)
+            {
+                if (Withdrawal(outcome, last) is { } reason)
+                {
+                    return reason;
                 }
             }
 
@@ -111,6 +125,13 @@ internal sealed class StartedGeneration : IStartedGeneration
             CloseReadyPipe();
         }
     }
+
+    private static string? Withdrawal(ReadOutcome outcome, string? line) => outcome switch
+    {
+        ReadOutcome.Line when line == ReadyPipe.StoppingLine => BeganStopping,
+        ReadOutcome.EndOfFile => PipeClosed,
+        _ => null,
+    };
 
     private enum ReadOutcome
     {
@@ -172,6 +193,8 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     private string? Terminate(TimeSpan grace)
     {
+        CloseReadyPipe();
+
         // A child that reported failure is usually exiting already: give it a moment, so the
         // log says how it ended rather than that it was killed.
         if ((WaitForExit(block: false) ?? WaitForExitBriefly()) is not null)

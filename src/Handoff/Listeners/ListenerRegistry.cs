@@ -141,10 +141,17 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         foreach (string path in paths)
         {
-            if (IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
+            try
             {
-                File.Delete(path);
-                Log.UnixPathRemoved(_logger, path);
+                if (IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
+                {
+                    File.Delete(path);
+                    Log.UnixPathRemoved(_logger, path);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or SocketException)
+            {
+                Log.UnixPathNotRemoved(_logger, path, e.Message);
             }
         }
     }
@@ -222,15 +229,17 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             return false;
         }
 
-        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        // Non-blocking: a listener whose queue is full answers EAGAIN instead of holding the
+        // probe; only a refusal means that nobody listens.
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
         try
         {
             probe.Connect(endPoint);
             return false;
         }
-        catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable)
+        catch (SocketException e)
         {
-            return true;
+            return e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable;
         }
     }
 
@@ -247,6 +256,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(5, LogLevel.Information, "Removed the Unix socket path {Path}: nobody accepts on it any more.", EventName = "UnixPathRemoved")]
         public static partial void UnixPathRemoved(ILogger logger, string path);
+
+        [LoggerMessage(6, LogLevel.Warning, "Could not remove the Unix socket path {Path}: {Error}.", EventName = "UnixPathNotRemoved")]
+        public static partial void UnixPathNotRemoved(ILogger logger, string path, string error);
 
         [LoggerMessage(3, LogLevel.Information, "Closing inherited listener {Address} (fd {Fd}): no configured address asks for it.", EventName = "ListenerUnclaimed")]
         public static partial void ListenerUnclaimed(ILogger logger, string address, int fd);
