@@ -181,7 +181,8 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task GroupSigterm_WhileHandingOver_LeavesNoPidFileOrSocketFile()
     {
-        string directory = TestAssets.CreateTempDirectory();
+        using var temp = new TempDirectory(); // disposed after the server: declared first
+        string directory = temp.Path;
         string socketPath = Path.Combine(directory, "hello.sock");
         await using var server = await HelloSleepServer.StartAsync(
             urls: $"http://127.0.0.1:0;http://unix:{socketPath}",
@@ -229,7 +230,8 @@ public sealed class FaultTests : IDisposable
         // The new generation checks Handoff:PidFile before it binds anything and refuses to
         // start: the upgrade fails with that reason and nothing changes. (The old generation's
         // own write after "ready" failing is covered by UpgraderTests: the upgrade stands.)
-        string directory = TestAssets.CreateTempDirectory();
+        using var temp = new TempDirectory(); // disposed after the server: declared first
+        string directory = temp.Path;
         string run = Path.Combine(directory, "run");
         Directory.CreateDirectory(run);
         await using var server = await HelloSleepServer.StartAsync(directory: directory, pidFile: Path.Combine(run, "app.pid"));
@@ -261,8 +263,25 @@ public sealed class FaultTests : IDisposable
     {
         await using var server = await HelloSleepServer.StartAsync(environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
         var (_, next, _) = await server.UpgradeAsync();
-        var helpers = System.Text.RegularExpressions.Regex.Matches(server.Output, @"HelloSleep started helper pid (\d+)");
-        int helper = int.Parse(helpers[^1].Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var helpers = System.Text.RegularExpressions.Regex.Matches(server.Output, @"HelloSleep started helper pid (\d+)")
+            .Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        try
+        {
+            await CheckHelperAsync(server, next, helpers[^1]);
+        }
+        finally
+        {
+            // Generation 1's helper outlived it and is no descendant of a generation any more.
+            foreach (int pid in helpers)
+            {
+                _ = Interop.Libc.Kill(pid, SIGKILL);
+                await ProcessTable.WaitForExitAsync(pid, TimeSpan.FromSeconds(10));
+            }
+        }
+    }
+
+    private static async Task CheckHelperAsync(HelloSleepServer server, int next, int helper)
+    {
 
         Assert.Equal(next, ProcessTable.ParentOf(helper));
         var fds = ProcessTable.OpenFds(helper);

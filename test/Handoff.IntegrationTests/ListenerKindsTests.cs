@@ -11,7 +11,8 @@ public sealed class ListenerKindsTests
     [Fact]
     public async Task Upgrade_TcpV4V6AndUnixListeners_AllServeNewGeneration()
     {
-        string directory = TestAssets.CreateTempDirectory();
+        using var temp = new TempDirectory(); // disposed after the server: declared first
+        string directory = temp.Path;
         string socketPath = Path.Combine(directory, "hello.sock");
         int v6Port = FreePort(IPAddress.IPv6Loopback);
         await using var server = await HelloSleepServer.StartAsync(
@@ -51,7 +52,8 @@ public sealed class ListenerKindsTests
     [Fact]
     public async Task UnixSocketPath_DeletedByHand_IsBoundAgainAtTheNextUpgradeAndRemovedAtTheFinalStop()
     {
-        string directory = TestAssets.CreateTempDirectory();
+        using var temp = new TempDirectory(); // disposed after the server: declared first
+        string directory = temp.Path;
         string socketPath = Path.Combine(directory, "hello.sock");
         await using var server = await HelloSleepServer.StartAsync(urls: $"http://127.0.0.1:0;http://unix:{socketPath}", directory: directory);
         var unix = new UnixDomainSocketEndPoint(socketPath);
@@ -71,7 +73,8 @@ public sealed class ListenerKindsTests
     [Fact]
     public async Task UnixSocketPath_AnotherFileAtThePath_IsNeverDeleted()
     {
-        string directory = TestAssets.CreateTempDirectory();
+        using var temp = new TempDirectory(); // disposed after the server: declared first
+        string directory = temp.Path;
         string path = Path.Combine(directory, "data.sock");
         File.WriteAllText(path, "not a socket");
 
