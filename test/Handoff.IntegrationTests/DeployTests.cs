@@ -14,7 +14,7 @@ public sealed class DeployTests
         {
             foreach (string release in new[] { "v1", "v2" })
             {
-                CopyDirectory(TestAssets.HelloSleepDirectory, Path.Combine(root, "releases", release));
+                TestAssets.CopyHelloSleepTo(Path.Combine(root, "releases", release));
             }
 
             string current = Path.Combine(root, "current");
@@ -75,17 +75,4 @@ public sealed class DeployTests
     }
 
 
-    private static void CopyDirectory(string from, string to)
-    {
-        Directory.CreateDirectory(to);
-        foreach (string file in Directory.GetFiles(from))
-        {
-            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-        }
-
-        foreach (string directory in Directory.GetDirectories(from))
-        {
-            CopyDirectory(directory, Path.Combine(to, Path.GetFileName(directory)));
-        }
-    }
 }

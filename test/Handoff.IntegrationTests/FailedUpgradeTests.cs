@@ -14,10 +14,7 @@ public sealed partial class FailedUpgradeTests
         string app = TestAssets.CreateTempDirectory();
         try
         {
-            foreach (string file in Directory.GetFiles(TestAssets.HelloSleepDirectory))
-            {
-                File.Copy(file, Path.Combine(app, Path.GetFileName(file)));
-            }
+            TestAssets.CopyHelloSleepTo(app);
 
             string dll = Path.Combine(app, "HelloSleep.dll");
             await using var server = await HelloSleepServer.StartAsync(command: ["dotnet", dll]);

@@ -38,9 +38,12 @@ public sealed class GenerationLauncherTests : IDisposable
         string done = Path.Combine(_directory, "written");
         var child = Start($"echo ready >&3; echo stopping >&3; touch {done}; exec sleep 30");
         Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
-        while (!File.Exists(done))
+        using (var deadline = new CancellationTokenSource(Patience))
         {
-            await Task.Delay(10);
+            while (!File.Exists(done))
+            {
+                await Task.Delay(10, deadline.Token); // poll, bounded by Patience
+            }
         }
 
         using var committed = new CancellationTokenSource();

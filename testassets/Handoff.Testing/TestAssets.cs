@@ -11,6 +11,10 @@ public static class TestAssets
 
     public static string HelloSleepAppHost => Path.Combine(HelloSleepDirectory, "HelloSleep");
 
+    /// <summary>Copies the HelloSleep build into <paramref name="directory"/>: a deployable
+    /// release that a test can replace or point a symlink at.</summary>
+    public static void CopyHelloSleepTo(string directory) => CopyDirectory(HelloSleepDirectory, directory);
+
     /// <summary>A fresh directory under /tmp, removed by the caller (or use
     /// <see cref="TempDirectory"/>).</summary>
     public static string CreateTempDirectory()
@@ -18,6 +22,20 @@ public static class TestAssets
         string path = Path.Combine(Path.GetTempPath(), "handoff-test-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(path);
         return path;
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from))
+        {
+            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+        }
+
+        foreach (string directory in Directory.GetDirectories(from))
+        {
+            CopyDirectory(directory, Path.Combine(to, Path.GetFileName(directory)));
+        }
     }
 }
 
