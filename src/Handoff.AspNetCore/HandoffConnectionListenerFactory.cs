@@ -33,14 +33,31 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
         _sockets = new SocketTransportFactory(socketOptions, loggerFactory);
     }
 
-    public bool CanBind(EndPoint endpoint) => ListenerAddress.IsSupported(endpoint);
+    // Descriptors: only the sockets systemd passed (socket activation), which Handoff asks
+    // Kestrel to serve when no address is configured; any other ListenHandle is Kestrel's.
+    public bool CanBind(EndPoint endpoint) =>
+        ListenerAddress.IsSupported(endpoint) ||
+        (endpoint is FileHandleEndPoint handle && _upgrader.Listeners.UnclaimedActivated.Any(l => (ulong)l.FileDescriptor == handle.FileHandle));
 
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
         Listener listener;
         try
         {
-            listener = _upgrader.Listeners.Listen(endpoint);
+            if (endpoint is FileHandleEndPoint handle)
+            {
+                if (_upgrader.Listeners.ClaimDescriptor((int)handle.FileHandle) is not { } claimed)
+                {
+                    // A configured address claimed this activated socket already and serves it.
+                    return new IdleConnectionListener(endpoint);
+                }
+
+                listener = claimed;
+            }
+            else
+            {
+                listener = _upgrader.Listeners.Listen(endpoint);
+            }
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
         {
@@ -54,5 +71,32 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
         var connectionListener = new HandoffConnectionListener(inner, listener, _drainer);
         listener.OnClosing(() => connectionListener.UnbindAsync());
         return connectionListener;
+    }
+}
+
+/// <summary>A listener that never yields a connection, for an activated socket that a configured
+/// address serves already: Kestrel binds it without error and nothing is accepted twice.</summary>
+internal sealed class IdleConnectionListener(EndPoint endPoint) : IConnectionListener
+{
+    private readonly TaskCompletionSource _unbound = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public EndPoint EndPoint { get; } = endPoint;
+
+    public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+    {
+        await _unbound.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return null;
+    }
+
+    public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+    {
+        _unbound.TrySetResult();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _unbound.TrySetResult();
+        return ValueTask.CompletedTask;
     }
 }

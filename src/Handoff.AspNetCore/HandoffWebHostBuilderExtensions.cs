@@ -1,6 +1,7 @@
 using Handoff;
 using Handoff.AspNetCore;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
@@ -62,10 +63,29 @@ public static class HandoffWebHostBuilderExtensions
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<HandoffOptions>, HandoffOptionsValidator>());
             options.ValidateOnStart();
 
-            services.TryAddSingleton(provider => new Upgrader(
-                provider.GetRequiredService<IOptions<HandoffOptions>>().Value,
-                provider.GetRequiredService<ILoggerFactory>()));
+            services.TryAddSingleton(provider =>
+            {
+                var upgrader = new Upgrader(
+                    provider.GetRequiredService<IOptions<HandoffOptions>>().Value,
+                    provider.GetRequiredService<ILoggerFactory>());
+                var drainer = provider.GetRequiredService<ConnectionDrainer>();
+                upgrader.OpenConnections = () => drainer.Count;
+                return upgrader;
+            });
             services.TryAddSingleton<ConnectionDrainer>();
+
+            // Socket activation: with no address configured, serve every socket systemd passed,
+            // as Kestrel's own UseSystemd() does; otherwise the configured addresses claim them.
+            services.AddOptions<KestrelServerOptions>().PostConfigure<Upgrader>((kestrel, upgrader) =>
+            {
+                if (!HasConfiguredAddresses(context.Configuration))
+                {
+                    foreach (var activated in upgrader.Listeners.UnclaimedActivated)
+                    {
+                        kestrel.ListenHandle((ulong)activated.FileDescriptor);
+                    }
+                }
+            });
 
             // Registered after Kestrel's socket transport, so Kestrel asks this factory first
             // for TCP and Unix endpoints (see HandoffConnectionListenerFactory).
@@ -84,6 +104,14 @@ public static class HandoffWebHostBuilderExtensions
             });
         });
     }
+
+    // The places Kestrel takes addresses from besides code (options.Listen...), which cannot be
+    // seen from here; docs/systemd.md says to list activated addresses there.
+    private static bool HasConfiguredAddresses(Microsoft.Extensions.Configuration.IConfiguration configuration) =>
+        !string.IsNullOrEmpty(configuration["urls"]) ||
+        !string.IsNullOrEmpty(configuration["http_ports"]) ||
+        !string.IsNullOrEmpty(configuration["https_ports"]) ||
+        configuration.GetSection("Kestrel:Endpoints").GetChildren().Any();
 
     private static (List<string> Errors, List<string> Warnings) CheckConfiguration(Microsoft.Extensions.Configuration.IConfiguration section, Action<HandoffOptions>? configure)
     {

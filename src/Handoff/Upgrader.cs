@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -31,7 +33,13 @@ public sealed partial class Upgrader : IDisposable
     private readonly GenerationProcess? _self = GenerationProcess.Current(Environment.ProcessId);
     private readonly IReadOnlyList<System.Runtime.InteropServices.PosixSignal> _upgradeSignals;
     private readonly bool _routesSignals;
+    private readonly ServiceNotifier _notifier;
+    private readonly CancellationTokenSource _serviceLoopStop = new();
     private GenerationState _state = GenerationState.Starting;
+    private bool _toldParentReady;
+    private bool _claimedMain;
+    private bool _handedMain;
+    private string? _lastUpgrade;
     private Task<UpgradeResult>? _upgrade;
     private Task? _stop;
     private bool _ownsPidFile;
@@ -48,8 +56,9 @@ public sealed partial class Upgrader : IDisposable
             options,
             EarlyStart.Run(),
             StartCommand.Capture(options?.WorkingDirectory),
-            new GenerationLauncher(),
-            loggerFactory ?? NullLoggerFactory.Instance)
+            new GenerationLauncher(EarlyStart.Systemd),
+            loggerFactory ?? NullLoggerFactory.Instance,
+            EarlyStart.Systemd)
     {
         var errors = options!.PidFile is { } pidFile ? PidFile.CheckWritable(pidFile) : null;
         if (errors is not null)
@@ -67,7 +76,7 @@ public sealed partial class Upgrader : IDisposable
     }
 
     // For testing: the OS behind a seam. Does not handle signals.
-    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory)
+    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -89,7 +98,25 @@ public sealed partial class Upgrader : IDisposable
         {
             Log.Orphaned(_logger, Environment.ProcessId, Generation, inheritance.ParentPid);
         }
+
+        systemd ??= SystemdEnvironment.None;
+        var systemdLogger = loggerFactory.CreateLogger("Handoff.Systemd");
+        foreach (string warning in systemd.Warnings)
+        {
+            Log.SystemdWarning(systemdLogger, warning);
+        }
+
+        _notifier = new ServiceNotifier(systemd.NotifySocket, systemd.WatchdogInterval, systemdLogger);
+        if (_notifier.IsEnabled)
+        {
+            Log.UnderSystemd(systemdLogger, Environment.ProcessId, Generation, systemd.NotifySocket!, systemd.WatchdogInterval?.TotalSeconds ?? 0, inheritance.Listeners.Count(l => l.IsActivated));
+            _ = Task.Run(RunServiceLoopAsync);
+        }
     }
+
+    /// <summary>How many connections this generation has open, for the status line systemd
+    /// shows; set by the server integration (null: not known).</summary>
+    internal Func<int>? OpenConnections { get; set; }
 
     /// <summary>This process's generation number: 1 for the first start, one more for each
     /// upgrade since.</summary>
@@ -154,12 +181,18 @@ public sealed partial class Upgrader : IDisposable
             // Written even when the parent is known to be gone: the write fails (EPIPE) and the
             // pipe is closed, rather than held open for the life of the process.
             parentTold = _inheritance.ReadyPipe?.ReportReady() == true && _inheritance.ParentAlive;
+            _toldParentReady = parentTold;
             _state = GenerationState.Ready;
             _ownsPidFile = _options.PidFile is not null;
         }
 
         Log.Ready(_logger, Environment.ProcessId, Generation, Listeners.Listeners.Count);
         StateChanged?.Invoke(GenerationState.Ready);
+        if (!IsInherited)
+        {
+            // The first generation is systemd's main process: Type=notify becomes active now.
+            NotifyService(SystemdConstants.Ready, MainPidAssignment(Environment.ProcessId));
+        }
         if (parentTold)
         {
             // The previous generation writes the pid file once it has read the report; if it
@@ -181,6 +214,15 @@ public sealed partial class Upgrader : IDisposable
             if (IsInherited)
             {
                 Log.ParentGone(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
+
+                // Nobody hands the main pid to this orphan; systemd takes it only where it
+                // accepts notifications from any process of the unit (NotifyAccess=all).
+                lock (_lock)
+                {
+                    _claimedMain = true;
+                }
+
+                NotifyService(SystemdConstants.Ready, MainPidAssignment(Environment.ProcessId));
             }
 
             WritePidFile(Environment.ProcessId);
@@ -213,9 +255,11 @@ public sealed partial class Upgrader : IDisposable
     {
         int next = Generation + 1;
         string? refusal;
+        bool refusedWhileReady;
         Task<UpgradeResult> upgrade;
         lock (_lock)
         {
+            refusedWhileReady = _state == GenerationState.Ready;
             refusal = _state switch
             {
                 GenerationState.Starting => "this generation is not ready yet",
@@ -241,9 +285,18 @@ public sealed partial class Upgrader : IDisposable
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
+            if (refusedWhileReady && _notifier.IsEnabled)
+            {
+                // A reload systemd asked for (Type=notify-reload) ends with READY=1 either way,
+                // and the status line says why nothing changed.
+                _lastUpgrade = $"refused at {Clock()}: {refusal}";
+                NotifyService(SystemdConstants.Reloading, MonotonicAssignment());
+                NotifyService(SystemdConstants.Ready);
+            }
         }
         else
         {
+            NotifyService(SystemdConstants.Reloading, MonotonicAssignment());
             StateChanged?.Invoke(GenerationState.Upgrading);
         }
 
@@ -278,15 +331,21 @@ public sealed partial class Upgrader : IDisposable
             SignalRouter.Detach(OnSignal);
         }
 
+        _serviceLoopStop.Cancel();
+        _notifier.Dispose();
         _superseded.Dispose();
     }
 
     private async Task StopCoreAsync()
     {
         GenerationState was;
+        bool main;
         lock (_lock)
         {
             was = _state;
+
+            // Decided before the withdrawal below closes the ready pipe.
+            main = IsMainLocked();
             if (_state is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
             {
                 _state = GenerationState.Stopping;
@@ -305,6 +364,13 @@ public sealed partial class Upgrader : IDisposable
         Log.StopRequested(_logger, Environment.ProcessId, Generation, was);
         if (was is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
         {
+            // The final stop. Only the main generation says so: STOPPING=1 stops the unit, and a
+            // generation that is draining after an upgrade is not stopping the service.
+            if (main)
+            {
+                NotifyService(SystemdConstants.Stopping);
+            }
+
             StateChanged?.Invoke(GenerationState.Stopping);
         }
 
@@ -517,6 +583,7 @@ public sealed partial class Upgrader : IDisposable
             return Fail(child.Pid, reason);
         }
 
+        await HandMainPidAsync(child.Pid, next).ConfigureAwait(false);
         await Listeners.CloseAllAsync().ConfigureAwait(false);
         var result = UpgradeResult.Success(child.Pid, next);
         SupersededBy = result;
@@ -539,9 +606,16 @@ public sealed partial class Upgrader : IDisposable
         }
 
         Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason);
+        _lastUpgrade = $"failed at {Clock()}: {reason}";
         if (changed)
         {
             StateChanged?.Invoke(GenerationState.Ready);
+        }
+
+        if (State == GenerationState.Ready)
+        {
+            // Ends the reload that RELOADING=1 began; this generation serves on.
+            NotifyService(SystemdConstants.Ready);
         }
 
         return UpgradeResult.Failure(newPid, Generation + 1, reason);
@@ -572,6 +646,158 @@ public sealed partial class Upgrader : IDisposable
         {
             Log.ParentGone(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
             WritePidFile(Environment.ProcessId);
+        }
+    }
+
+    // How long the old generation waits for systemd to confirm the new main pid: it answers in
+    // microseconds, so this only bounds a stuck or vanished service manager.
+    private static readonly TimeSpan BarrierTimeout = TimeSpan.FromSeconds(5);
+
+    // The status line is refreshed at most this often while nothing else happens (older
+    // generations finish draining, connections come and go).
+    private static readonly TimeSpan StatusRefresh = TimeSpan.FromSeconds(5);
+
+    /// <summary>Whether systemd treats this process as the service's main process (as far as
+    /// this process can know): the first generation until it hands the main pid on, a new
+    /// generation once its parent committed to the handover (the parent sends MAINPID= first),
+    /// an orphan that claimed it.</summary>
+    private bool IsMainLocked()
+    {
+        if (_handedMain)
+        {
+            return false;
+        }
+
+        return !IsInherited || _claimedMain || (_toldParentReady && _inheritance.ReadyPipe?.IsParentCommitted() == true);
+    }
+
+    private static string MainPidAssignment(int pid) => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MainPid}{pid}");
+
+    private static string MonotonicAssignment() => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MonotonicUsec}{Interop.Libc.MonotonicMicroseconds()}");
+
+    private static string Clock() => DateTimeOffset.Now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+
+    /// <summary>One datagram to systemd with <paramref name="assignments"/> and the current
+    /// status line. Nothing outside systemd.</summary>
+    private void NotifyService(params string[] assignments)
+    {
+        if (_notifier.IsEnabled)
+        {
+            _notifier.Notify([.. assignments, SystemdConstants.Status + StatusText()]);
+        }
+    }
+
+    /// <summary>What <c>systemctl status</c> shows on its Status: line.</summary>
+    internal string StatusText()
+    {
+        GenerationState state = State;
+        int pid = Environment.ProcessId;
+        var text = new StringBuilder();
+        text.Append(CultureInfo.InvariantCulture, $"Generation {Generation} (pid {pid}) ");
+        text.Append(state switch
+        {
+            GenerationState.Starting => "starting",
+            GenerationState.Upgrading => $"serving; upgrading to generation {Generation + 1}",
+            GenerationState.HandingOver => $"handing over to generation {Generation + 1}",
+            GenerationState.Superseded => $"superseded by pid {SupersededBy?.NewPid}; draining",
+            GenerationState.Stopping or GenerationState.Stopped => "stopping; draining",
+            _ => "serving",
+        });
+        if (OpenConnections is { } count)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"; {count()} open connections");
+        }
+
+        var draining = _inheritance.Older.Where(g => g.IsAlive()).Select(g => g.Pid).ToList();
+        if (draining.Count > 0 && state is not (GenerationState.Superseded or GenerationState.Stopping or GenerationState.Stopped))
+        {
+            text.Append(CultureInfo.InvariantCulture, $"; older generations draining: pid {string.Join(", ", draining)}");
+        }
+
+        string? last = _lastUpgrade ?? (IsInherited ? $"took over from pid {_inheritance.ParentPid}" : null);
+        if (last is not null)
+        {
+            text.Append("; last upgrade: ").Append(last);
+        }
+
+        return text.ToString();
+    }
+
+    /// <summary>
+    /// The handover as systemd must see it, while this generation is still the main process
+    /// (so the default NotifyAccess=main accepts it): one datagram with the new main pid,
+    /// READY=1 (the reload is over) and the status, then a barrier, so that systemd knows the
+    /// new main process before this one closes its listeners, drains and exits (the exit of a
+    /// process that is no longer the main one does not stop the unit).
+    /// </summary>
+    private async Task HandMainPidAsync(int newPid, int next)
+    {
+        bool main;
+        lock (_lock)
+        {
+            main = IsMainLocked();
+            _handedMain = true;
+        }
+
+        if (!main || !_notifier.IsEnabled)
+        {
+            return;
+        }
+
+        _lastUpgrade = $"generation {next} (pid {newPid}) took over at {Clock()}";
+        string status = $"Generation {next} (pid {newPid}) serving; generation {Generation} (pid {Environment.ProcessId}) draining; last upgrade: {_lastUpgrade}";
+        _notifier.Notify(MainPidAssignment(newPid), SystemdConstants.Ready, SystemdConstants.Status + status);
+        bool confirmed = await Task.Factory.StartNew(() => _notifier.Barrier(BarrierTimeout), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+        Log.MainPidHanded(_logger, Environment.ProcessId, Generation, newPid, confirmed ? "confirmed" : "not confirmed");
+    }
+
+    /// <summary>While this is a systemd service: the watchdog keep-alive (every half
+    /// <c>WATCHDOG_USEC</c>) and status refreshes, from the main generation only.</summary>
+    private async Task RunServiceLoopAsync()
+    {
+        var watchdog = _notifier.WatchdogInterval;
+        var period = watchdog is { } interval && interval / 2 < StatusRefresh ? interval / 2 : StatusRefresh;
+        long lastStatusAt = 0;
+        string? lastStatus = null;
+        try
+        {
+            using var timer = new PeriodicTimer(period);
+            while (await timer.WaitForNextTickAsync(_serviceLoopStop.Token).ConfigureAwait(false))
+            {
+                bool main;
+                lock (_lock)
+                {
+                    main = IsMainLocked() && _state != GenerationState.Stopped;
+                }
+
+                if (!main)
+                {
+                    continue;
+                }
+
+                var assignments = new List<string>(2);
+                if (watchdog is not null)
+                {
+                    assignments.Add(SystemdConstants.Watchdog);
+                }
+
+                string status = StatusText();
+                if (status != lastStatus || Environment.TickCount64 - lastStatusAt >= StatusRefresh.TotalMilliseconds)
+                {
+                    assignments.Add(SystemdConstants.Status + status);
+                    lastStatus = status;
+                    lastStatusAt = Environment.TickCount64;
+                }
+
+                if (assignments.Count > 0)
+                {
+                    _notifier.Notify([.. assignments]);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Disposed.
         }
     }
 
@@ -640,6 +866,15 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(28, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) did not take the ready report (it gave up waiting) and keeps serving.", EventName = "ParentGaveUp")]
         public static partial void ParentGaveUp(ILogger logger, int pid, int generation, int parentPid);
+
+        [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}).", EventName = "MainPidHanded")]
+        public static partial void MainPidHanded(ILogger logger, int pid, int generation, int newPid, string outcome);
+
+        [LoggerMessage(62, LogLevel.Information, "Generation {Generation} (pid {Pid}) runs as a systemd service: notifying {Socket}, watchdog every {WatchdogSeconds} s (0: none), {ActivatedCount} activated sockets.", EventName = "UnderSystemd")]
+        public static partial void UnderSystemd(ILogger logger, int pid, int generation, string socket, double watchdogSeconds, int activatedCount);
+
+        [LoggerMessage(63, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]
+        public static partial void SystemdWarning(ILogger logger, string warning);
 
         [LoggerMessage(27, LogLevel.Information, "Generation {Generation} (pid {Pid}): generation {NewGeneration} (pid {NewPid}), which it started, exited ({How}).", EventName = "SuccessorExited")]
         public static partial void SuccessorExited(ILogger logger, int pid, int generation, int newPid, int newGeneration, string how);

@@ -25,6 +25,21 @@ internal static class EarlyStart
 
     private static readonly Lock Gate = new();
     private static Inheritance? _inheritance;
+    private static SystemdEnvironment _systemd = SystemdEnvironment.None;
+
+    /// <summary>What systemd passed to this process (captured and removed from the environment
+    /// by <see cref="Run"/>), with warnings about what could not be used.</summary>
+    public static SystemdEnvironment Systemd
+    {
+        get
+        {
+            _ = Run();
+            lock (Gate)
+            {
+                return _systemd;
+            }
+        }
+    }
 
     /// <summary>Runs the early start once and returns what this process inherited. A handover
     /// that is malformed, stale or forged ends the process here with
@@ -52,9 +67,20 @@ internal static class EarlyStart
             SignalRouter.Handle(blocked.Union(AlwaysHandled).Select(UpgradeSignalNames.ToPosixSignal));
             Interop.Libc.UnblockSignals(blocked);
 
+            // Before anything can start a program that would misread them.
+            _systemd = SystemdEnvironment.Capture();
             try
             {
-                _inheritance = Inheritance.Load(value, Interop.Libc.GetParentPid());
+                if (value is null)
+                {
+                    var warnings = new List<string>(_systemd.Warnings);
+                    _inheritance = Inheritance.FirstStart(_systemd.ActivatedFds, warnings);
+                    _systemd = _systemd with { Warnings = warnings };
+                }
+                else
+                {
+                    _inheritance = Inheritance.Load(value, Interop.Libc.GetParentPid());
+                }
             }
             catch (HandoffProtocolException e)
             {

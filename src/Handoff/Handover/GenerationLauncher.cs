@@ -9,8 +9,10 @@ namespace Handoff;
 /// every process any thread starts (dotnet/runtime#13943). Here the listeners keep FD_CLOEXEC
 /// in this process all along; only the spawned child gets copies without it.
 /// </summary>
-internal sealed class GenerationLauncher : IGenerationLauncher
+internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : IGenerationLauncher
 {
+    private readonly SystemdEnvironment _systemd = systemd ?? SystemdEnvironment.None;
+
     public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals)
     {
         var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
@@ -32,8 +34,8 @@ internal sealed class GenerationLauncher : IGenerationLauncher
             }
 
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
-            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older);
-            int pid = Spawn(executable, command.Arguments, ChildEnvironment(command, handover), command.WorkingDirectory, sources, blockedSignals);
+            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older, [.. listeners.Select(l => l.IsActivated)]);
+            int pid = Spawn(executable, command.Arguments, ChildEnvironment(command, handover, _systemd), command.WorkingDirectory, sources, blockedSignals);
             return new StartedGeneration(pid, readyRead);
         }
         catch
@@ -54,17 +56,21 @@ internal sealed class GenerationLauncher : IGenerationLauncher
     }
 
     /// <summary>The start environment, plus the handover, the startup hook that adopts it before
-    /// <c>Main</c>, and <c>PWD</c> naming the directory the child starts in (as a shell sets it).</summary>
-    internal static List<string> ChildEnvironment(StartCommand command, HandoverEnvironment handover)
+    /// <c>Main</c>, <c>PWD</c> naming the directory the child starts in (as a shell sets it), and
+    /// what it needs to notify systemd.</summary>
+    internal static List<string> ChildEnvironment(StartCommand command, HandoverEnvironment handover, SystemdEnvironment? systemd = null)
     {
         var environment = command.Environment
-            .Where(e => e.Key is not (HandoverEnvironment.VariableName or "PWD" or EarlyStart.StartupHooksVariable))
+            .Where(e => e.Key is not (HandoverEnvironment.VariableName or "PWD" or EarlyStart.StartupHooksVariable
+                or SystemdConstants.NotifySocket or SystemdConstants.WatchdogUsec or SystemdConstants.WatchdogPid
+                or SystemdConstants.ListenPid or SystemdConstants.ListenFds or SystemdConstants.ListenFdNames))
             .Select(e => $"{e.Key}={e.Value}")
             .ToList();
         string? hooks = command.Environment.FirstOrDefault(e => e.Key == EarlyStart.StartupHooksVariable).Value;
         environment.Add($"{EarlyStart.StartupHooksVariable}={EarlyStart.StartupHookEntry}{(string.IsNullOrEmpty(hooks) ? "" : Path.PathSeparator + hooks)}");
         environment.Add($"PWD={command.WorkingDirectory}");
         environment.Add($"{HandoverEnvironment.VariableName}={handover.Format()}");
+        environment.AddRange(systemd?.ForNewGeneration() ?? []);
         return environment;
     }
 

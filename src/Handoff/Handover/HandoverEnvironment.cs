@@ -8,7 +8,8 @@ namespace Handoff;
 /// and tells it which inherited descriptors carry what. See docs/protocol.md.
 /// </summary>
 /// <remarks>
-/// Format: <c>HANDOFF_HANDOVER=v2;parent=PID;generation=N;listen=3,4;ready=5;ids=11,12,13;older=PID:START,...</c>.
+/// Format: <c>HANDOFF_HANDOVER=v3;parent=PID;generation=N;listen=3,4;ready=5;ids=11,12,13;older=PID:START,...;activated=3</c>
+/// (<c>v2</c>, written by earlier builds, is the same without <c>activated</c>).
 /// <list type="bullet">
 /// <item><c>parent</c>: the pid of the generation that started this one. When
 /// <c>getppid()</c> differs, the parent died before the new generation started; it adopts what it
@@ -25,9 +26,12 @@ namespace Handoff;
 /// <item><c>older</c>: the older generations (the parent first) as <c>PID:STARTTIME</c>, so a
 /// generation knows which of them may still be draining (see
 /// <see cref="HandoffOptions.MaxDrainingGenerations"/>).</item>
+/// <item><c>activated</c>: the listeners (a subset of <c>listen</c>) that systemd created for the
+/// first generation (socket activation). systemd holds them too, so no generation removes their
+/// Unix socket paths, and a server with no configured address serves them.</item>
 /// </list>
 /// </remarks>
-internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadOnlyList<int> ListenFds, int ReadyFd, IReadOnlyList<ulong> Ids, IReadOnlyList<GenerationProcess> Older)
+internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadOnlyList<int> ListenFds, int ReadyFd, IReadOnlyList<ulong> Ids, IReadOnlyList<GenerationProcess> Older, IReadOnlyList<int> ActivatedFds)
 {
     /// <summary>The variable's name.</summary>
     public const string VariableName = "HANDOFF_HANDOVER";
@@ -36,15 +40,19 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
     /// (the systemd socket-activation layout).</summary>
     public const int FirstFd = 3;
 
-    private const string Version = "v2";
+    private const string Version = "v3";
+
+    // What builds before socket activation wrote: accepted, so they can upgrade to this one.
+    private const string PreviousVersion = "v2";
 
     // A bound that a real deployment never reaches and a forged value cannot push past.
     private const int MaxListeners = 512;
 
     /// <summary>The layout for a new generation that receives <paramref name="ids"/>.Count - 1
-    /// listeners and the ready pipe, with their identities.</summary>
-    public static HandoverEnvironment ForChild(int parentPid, int generation, IReadOnlyList<ulong> ids, IReadOnlyList<GenerationProcess> older) =>
-        new(parentPid, generation, [.. Enumerable.Range(FirstFd, ids.Count - 1)], FirstFd + ids.Count - 1, ids, older);
+    /// listeners and the ready pipe, with their identities; <paramref name="activated"/> says for
+    /// each listener whether systemd created it.</summary>
+    public static HandoverEnvironment ForChild(int parentPid, int generation, IReadOnlyList<ulong> ids, IReadOnlyList<GenerationProcess> older, IReadOnlyList<bool>? activated = null) =>
+        new(parentPid, generation, [.. Enumerable.Range(FirstFd, ids.Count - 1)], FirstFd + ids.Count - 1, ids, older, [.. Enumerable.Range(0, ids.Count - 1).Where(i => activated?[i] == true).Select(i => FirstFd + i)]);
 
     /// <summary>What <c>/proc/self/fd/FD</c> must show for each handed descriptor: a socket
     /// for each listener, then a pipe.</summary>
@@ -60,6 +68,8 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
         text.AppendJoin(',', Ids);
         text.Append(";older=");
         text.AppendJoin(',', Older);
+        text.Append(";activated=");
+        text.AppendJoin(',', ActivatedFds);
         return text.ToString();
     }
 
@@ -69,9 +79,9 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
     public static HandoverEnvironment Parse(string value)
     {
         string[] parts = value.Split(';');
-        if (parts.Length != 7 || parts[0] != Version)
+        if (!(parts.Length == 8 && parts[0] == Version) && !(parts.Length == 7 && parts[0] == PreviousVersion))
         {
-            throw Malformed(value, $"expected '{Version};parent=PID;generation=N;listen=FD,...;ready=FD;ids=INODE,...;older=PID:START,...'");
+            throw Malformed(value, $"expected '{Version};parent=PID;generation=N;listen=FD,...;ready=FD;ids=INODE,...;older=PID:START,...;activated=FD,...'");
         }
 
         int parent = (int)ParsePositive(value, Field(value, parts[1], "parent"), "parent", int.MaxValue);
@@ -84,6 +94,14 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
         foreach (string item in olderText.Length == 0 ? [] : olderText.Split(','))
         {
             older.Add(GenerationProcess.TryParse(item) ?? throw Malformed(value, $"'older' must hold PID:STARTTIME items, not '{item}'"));
+        }
+
+        var activated = parts.Length == 8
+            ? ParseList(value, Field(value, parts[7], "activated"), "activated", int.MaxValue).Select(v => (int)v).ToList()
+            : [];
+        if (activated.Any(fd => !listen.Contains(fd)) || activated.Distinct().Count() != activated.Count)
+        {
+            throw Malformed(value, "'activated' must name listeners from 'listen', each once");
         }
 
         if (generation < 2)
@@ -107,7 +125,7 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
             throw Malformed(value, $"descriptors must be consecutive from {FirstFd}: listeners first, then the ready pipe");
         }
 
-        return expected;
+        return expected with { ActivatedFds = activated };
     }
 
     private static List<ulong> ParseList(string value, string text, string key, ulong max) =>

@@ -41,6 +41,34 @@ internal sealed class Inheritance
 
     public static Inheritance None { get; } = new(1, 0, false, [], null, []);
 
+    /// <summary>A first generation, serving on the sockets systemd created for it (socket
+    /// activation) if any. Each is checked to be a listening TCP or Unix stream socket and gets
+    /// FD_CLOEXEC; one that is not is left alone with a warning in <paramref name="warnings"/>.</summary>
+    public static Inheritance FirstStart(IReadOnlyList<(int Fd, string Name)> activated, List<string> warnings)
+    {
+        if (activated.Count == 0)
+        {
+            return None;
+        }
+
+        var listeners = new List<Listener>();
+        foreach (var (fd, name) in activated)
+        {
+            string source = $"Activated fd {fd} (LISTEN_FDS, name '{name}')";
+            try
+            {
+                Interop.Libc.SetCloseOnExec(fd, true);
+                listeners.Add(new Listener(fd, CheckListeningSocket(fd, source), inherited: true, activated: true));
+            }
+            catch (Exception e) when (e is HandoffProtocolException or IOException)
+            {
+                warnings.Add($"{e.Message} Handoff serves only listening TCP and Unix stream sockets (ListenStream= with Accept=no); it leaves this one alone.");
+            }
+        }
+
+        return new Inheritance(1, 0, false, listeners, null, []);
+    }
+
     // For testing: a new generation without descriptors.
     internal static Inheritance ForTesting(int generation, int parentPid, IReadOnlyList<GenerationProcess> older) =>
         new(generation, parentPid, parentAlive: false, [], null, older);
@@ -84,7 +112,7 @@ internal sealed class Inheritance
         var readyPipe = new ReadyPipe(handover.ReadyFd);
         try
         {
-            var listeners = handover.ListenFds.Select(fd => new Listener(fd, CheckListeningSocket(fd), inherited: true)).ToList();
+            var listeners = handover.ListenFds.Select(fd => new Listener(fd, CheckListeningSocket(fd), inherited: true, activated: handover.ActivatedFds.Contains(fd))).ToList();
             return new Inheritance(handover.Generation, handover.ParentPid, handover.ParentPid == actualParentPid, listeners, readyPipe, handover.Older);
         }
         catch (HandoffProtocolException e)
@@ -107,9 +135,9 @@ internal sealed class Inheritance
 
     /// <summary>Checks that <paramref name="fd"/> is a listening TCP or Unix stream socket and
     /// returns its address.</summary>
-    internal static EndPoint CheckListeningSocket(int fd)
+    internal static EndPoint CheckListeningSocket(int fd, string? source = null)
     {
-        string where = $"Inherited fd {fd} (named in {HandoverEnvironment.VariableName})";
+        string where = source ?? $"Inherited fd {fd} (named in {HandoverEnvironment.VariableName})";
         int error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_TYPE, out int type);
         if (error != 0)
         {

@@ -24,11 +24,12 @@ public sealed class Listener
     private Socket? _acceptSocket;
     private int _fd;
 
-    internal Listener(int fd, EndPoint endPoint, bool inherited)
+    internal Listener(int fd, EndPoint endPoint, bool inherited, bool activated = false)
     {
         _fd = fd;
         EndPoint = endPoint;
         IsInherited = inherited;
+        IsActivated = activated;
     }
 
     /// <summary>The address the socket is bound to, as the kernel reports it (a port of 0 in the
@@ -38,6 +39,11 @@ public sealed class Listener
     /// <summary>True when the socket came from the previous generation, false when this
     /// generation bound it.</summary>
     public bool IsInherited { get; }
+
+    /// <summary>True when systemd created the socket (socket activation, <c>LISTEN_FDS</c>) for
+    /// the first generation. systemd holds it too: its Unix socket path is systemd's to remove,
+    /// and connections wait in its queue while no generation runs.</summary>
+    internal bool IsActivated { get; }
 
     /// <summary>The descriptor number, or -1 once closed.</summary>
     internal int FileDescriptor

@@ -89,6 +89,41 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         }
     }
 
+    /// <summary>The sockets systemd created (socket activation) that no address has claimed
+    /// yet, in descriptor order.</summary>
+    internal IReadOnlyList<Listener> UnclaimedActivated
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _unclaimed.Where(l => l.IsActivated)];
+            }
+        }
+    }
+
+    /// <summary>Claims the inherited or activated socket at descriptor <paramref name="fd"/>
+    /// for a server that asks for it by descriptor rather than by address. Returns null when an
+    /// address claimed it already (the server serves it through that address).</summary>
+    /// <exception cref="ArgumentException">No inherited socket has that descriptor.</exception>
+    internal Listener? ClaimDescriptor(int fd)
+    {
+        lock (_gate)
+        {
+            if (_claimed.Any(l => l.FileDescriptor == fd))
+            {
+                return null;
+            }
+
+            var listener = _unclaimed.FirstOrDefault(l => l.FileDescriptor == fd)
+                ?? throw new ArgumentException($"fd {fd} is not a socket this generation inherited or was given by systemd.", nameof(fd));
+            _unclaimed.Remove(listener);
+            _claimed.Add(listener);
+            Log.ListenerAdopted(_logger, ListenerAddress.Format(listener.EndPoint), fd);
+            return listener;
+        }
+    }
+
     /// <summary>Closes the inherited sockets that no configured address asked for, so an
     /// address removed from the configuration stops being served.</summary>
     public async ValueTask CloseUnclaimedAsync()
@@ -102,7 +137,16 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         foreach (var listener in unclaimed)
         {
-            Log.ListenerUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+            if (listener.IsActivated)
+            {
+                // systemd keeps the socket and queues connections that nobody will accept.
+                Log.ActivatedUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+            }
+            else
+            {
+                Log.ListenerUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+            }
+
             await listener.CloseAsync().ConfigureAwait(false);
         }
     }
@@ -136,7 +180,8 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         List<string> paths;
         lock (_gate)
         {
-            paths = [.. _claimed.Select(l => l.EndPoint).OfType<UnixDomainSocketEndPoint>().Select(e => e.ToString())];
+            // An activated socket's path belongs to systemd, which keeps listening on it.
+            paths = [.. _claimed.Where(l => !l.IsActivated).Select(l => l.EndPoint).OfType<UnixDomainSocketEndPoint>().Select(e => e.ToString())];
         }
 
         foreach (string path in paths)
@@ -259,6 +304,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(6, LogLevel.Warning, "Could not remove the Unix socket path {Path}: {Error}.", EventName = "UnixPathNotRemoved")]
         public static partial void UnixPathNotRemoved(ILogger logger, string path, string error);
+
+        [LoggerMessage(7, LogLevel.Warning, "The socket systemd passed for {Address} (fd {Fd}, socket activation) matches no configured address and is not served; connections to it wait in systemd's queue. Configure that address, or configure none to serve every activated socket.", EventName = "ActivatedUnclaimed")]
+        public static partial void ActivatedUnclaimed(ILogger logger, string address, int fd);
 
         [LoggerMessage(3, LogLevel.Information, "Closing inherited listener {Address} (fd {Fd}): no configured address asks for it.", EventName = "ListenerUnclaimed")]
         public static partial void ListenerUnclaimed(ILogger logger, string address, int fd);
