@@ -407,7 +407,7 @@ public sealed class UpgraderTests : IDisposable
         _launcher,
         NullLoggerFactory.Instance);
 
-    private sealed class FakeLauncher : IGenerationLauncher
+    internal sealed class FakeLauncher : IGenerationLauncher
     {
         public FakeGeneration? Next { get; set; }
 
@@ -434,7 +434,7 @@ public sealed class UpgraderTests : IDisposable
         }
     }
 
-    private sealed class FakeGeneration(int pid, string? readyResult, bool holdReady = false) : IStartedGeneration
+    internal sealed class FakeGeneration(int pid, string? readyResult, bool holdReady = false) : IStartedGeneration
     {
         private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -69,9 +69,10 @@ internal sealed class Inheritance
         return new Inheritance(1, 0, false, listeners, null, []);
     }
 
-    // For testing: a new generation without descriptors.
-    internal static Inheritance ForTesting(int generation, int parentPid, IReadOnlyList<GenerationProcess> older) =>
-        new(generation, parentPid, parentAlive: false, [], null, older);
+    // For testing: a new generation without listeners, with a ready pipe to a live parent if
+    // one is given.
+    internal static Inheritance ForTesting(int generation, int parentPid, IReadOnlyList<GenerationProcess> older, ReadyPipe? readyPipe = null) =>
+        new(generation, parentPid, parentAlive: readyPipe is not null, [], readyPipe, older);
 
     /// <summary>
     /// Takes over what the previous generation handed to this process. Nothing is touched

@@ -1,0 +1,208 @@
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Handoff.Tests.Systemd;
+
+/// <summary>The exact datagrams a generation sends to systemd at start, upgrade, failed
+/// upgrade, stop and for the watchdog, through a real datagram socket standing in for systemd's.</summary>
+public sealed class ServiceNotifierTests : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("handoff-notify-").FullName;
+    private readonly UpgraderTests.FakeLauncher _launcher = new();
+    private readonly FakeNotifySocket _systemd;
+
+    public ServiceNotifierTests() => _systemd = new FakeNotifySocket(Path.Combine(_directory, "notify"));
+
+    private static int Pid => Environment.ProcessId;
+
+    [Fact]
+    public async Task ReadyAsync_FirstGeneration_SendsReadyWithMainPidAndStatus()
+    {
+        using var upgrader = CreateUpgrader();
+
+        await upgrader.ReadyAsync();
+
+        string message = await _systemd.WaitForAsync(m => m.Contains("READY=1", StringComparison.Ordinal));
+        Assert.Equal(["READY=1", $"MAINPID={Pid}", $"STATUS=Generation 1 (pid {Pid}) serving"], message.Split('\n'));
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_Succeeds_ReloadingThenNewMainPidReadyAndBarrier_NoStoppingAfterwards()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        long before = Interop.Libc.MonotonicMicroseconds();
+
+        var result = await upgrader.UpgradeAsync();
+        await upgrader.StopAsync();
+
+        Assert.True(result.Succeeded, result.Error);
+        long after = Interop.Libc.MonotonicMicroseconds();
+        var sent = await _systemd.WaitForCountAsync(4);
+        Assert.Equal(4, sent.Count);
+        Assert.Equal($"READY=1 MAINPID={Pid}", sent[0]);
+        Assert.StartsWith("RELOADING=1 MONOTONIC_USEC=", sent[1], StringComparison.Ordinal);
+        long monotonic = long.Parse(sent[1]["RELOADING=1 MONOTONIC_USEC=".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(monotonic, before, after);
+        Assert.Equal("MAINPID=4321 READY=1", sent[2]);
+        Assert.Equal("BARRIER=1", sent[3]);
+        Assert.Contains("STATUS=Generation 2 (pid 4321) serving", _systemd.Messages[2], StringComparison.Ordinal);
+        Assert.Contains("took over", _systemd.Messages[2], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_NewGenerationFails_ReadyAgainWithTheReason_MainPidUnchanged()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: "it exited (exit code 3) before reporting ready");
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        var sent = await _systemd.WaitForCountAsync(3);
+        Assert.Equal(3, sent.Count);
+        Assert.StartsWith("RELOADING=1 MONOTONIC_USEC=", sent[1], StringComparison.Ordinal);
+        Assert.Equal("READY=1", sent[2]);
+        Assert.DoesNotContain(sent, m => m.Contains("MAINPID=1111", StringComparison.Ordinal));
+        string status = _systemd.Messages[2].Split('\n').Single(l => l.StartsWith("STATUS=", StringComparison.Ordinal));
+        Assert.Contains($"Generation 1 (pid {Pid}) serving", status, StringComparison.Ordinal);
+        Assert.Contains("last upgrade: failed at", status, StringComparison.Ordinal);
+        Assert.Contains("exit code 3", status, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_RefusedWhileReady_ReloadingThenReadyWithTheReason()
+    {
+        using var upgrader = CreateUpgrader(maxDraining: 1, older: [GenerationProcess.Current(Pid)!.Value]);
+        await upgrader.ReadyAsync();
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        var sent = await _systemd.WaitForCountAsync(3);
+        Assert.Equal(3, sent.Count);
+        Assert.StartsWith("RELOADING=1 MONOTONIC_USEC=", sent[^2], StringComparison.Ordinal);
+        Assert.Equal("READY=1", sent[^1]);
+        Assert.Contains("last upgrade: refused at", _systemd.Messages[^1], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task StopAsync_MainGeneration_SendsStopping()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+
+        await upgrader.StopAsync();
+
+        var sent = await _systemd.WaitForCountAsync(2);
+        Assert.Equal(["READY=1 MAINPID=" + Pid, "STOPPING=1"], sent);
+        Assert.Contains("stopping", _systemd.Messages[1], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task NewGeneration_ParentCanStillRollBack_SendsNeitherReadyNorStopping()
+    {
+        // A new generation whose parent has not committed is not the main process: READY=1 or
+        // STOPPING=1 from it would be refused (NotifyAccess=main), or, where systemd accepts any
+        // process, would stop the unit while the old generation serves on.
+        var (parentEnd, childEnd) = Interop.Libc.CreatePipe();
+        try
+        {
+            using var upgrader = CreateUpgrader(inheritance: Inheritance.ForTesting(2, Interop.Libc.GetParentPid(), [], new ReadyPipe(childEnd)));
+            await upgrader.ReadyAsync();
+            await upgrader.StopAsync();
+
+            // A marker after everything the generation sent: the socket keeps datagrams in order.
+            using (var marker = new ServiceNotifier(_systemd.Path, null, NullLogger.Instance))
+            {
+                marker.Notify("MARKER=1");
+            }
+
+            await _systemd.WaitForAsync(m => m == "MARKER=1");
+            Assert.Equal(["MARKER=1"], _systemd.Assignments());
+        }
+        finally
+        {
+            Interop.Libc.Close(parentEnd);
+        }
+    }
+
+    [Fact]
+    public async Task NewGeneration_AfterTheParentCommitted_IsMain_SendsStopping()
+    {
+        var (parentEnd, childEnd) = Interop.Libc.CreatePipe();
+        using var upgrader = CreateUpgrader(inheritance: Inheritance.ForTesting(2, Interop.Libc.GetParentPid(), [], new ReadyPipe(childEnd)));
+        await upgrader.ReadyAsync();
+
+        // The parent commits: it has sent MAINPID= for this process and closes its end.
+        Interop.Libc.Close(parentEnd);
+        await upgrader.StopAsync();
+
+        Assert.Equal(["STOPPING=1"], await _systemd.WaitForCountAsync(1));
+    }
+
+    [Fact]
+    public async Task Watchdog_MainGenerationSendsKeepAlives_StopsOnceSuperseded()
+    {
+        using var upgrader = CreateUpgrader(watchdog: TimeSpan.FromMilliseconds(200));
+        await _systemd.WaitForAsync(m => m.StartsWith("WATCHDOG=1", StringComparison.Ordinal));
+        await upgrader.ReadyAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        Assert.True((await upgrader.UpgradeAsync()).Succeeded);
+        int handedAt = _systemd.Messages.Count;
+
+        // Five intervals of the keep-alive period (100 ms) pass without one.
+        await Task.Delay(500);
+
+        Assert.DoesNotContain(_systemd.Messages.Skip(handedAt), m => m.Contains("WATCHDOG=1", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task NotifySocket_Abstract_Reached()
+    {
+        using var abstractSocket = new FakeNotifySocket($"@handoff-test-{Guid.NewGuid():N}");
+        using var upgrader = CreateUpgrader(socket: abstractSocket.Path);
+
+        await upgrader.ReadyAsync();
+
+        await abstractSocket.WaitForAsync(m => m.StartsWith("READY=1", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task NotifySocket_Gone_ServingGoesOn()
+    {
+        using var upgrader = CreateUpgrader(socket: Path.Combine(_directory, "nobody-listens"));
+
+        await upgrader.ReadyAsync();
+        await upgrader.StopAsync();
+
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+    }
+
+    [Fact]
+    public void NotSystemd_NothingSent()
+    {
+        var notifier = new ServiceNotifier(null, TimeSpan.FromSeconds(1), NullLogger.Instance);
+
+        notifier.Notify("READY=1");
+
+        Assert.False(notifier.IsEnabled);
+        Assert.Null(notifier.WatchdogInterval);
+        Assert.True(notifier.Barrier(TimeSpan.Zero));
+    }
+
+    public void Dispose()
+    {
+        _systemd.Dispose();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private Upgrader CreateUpgrader(TimeSpan? watchdog = null, string? socket = null, Inheritance? inheritance = null, int maxDraining = 4, IReadOnlyList<GenerationProcess>? older = null) => new(
+        new HandoffOptions { RollbackWindow = TimeSpan.Zero, MaxDrainingGenerations = maxDraining },
+        inheritance ?? (older is null ? Inheritance.None : Inheritance.ForTesting(1, 0, older)),
+        new StartCommand(["/bin/sh"], "/", []),
+        _launcher,
+        NullLoggerFactory.Instance,
+        new SystemdEnvironment(socket ?? _systemd.Path, watchdog, [], []));
+}
