@@ -1,0 +1,318 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Handoff.Testing;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>A fact that runs only where a real systemd can boot in a namespace, and says why
+/// it skips otherwise.</summary>
+public sealed class SystemdFactAttribute : FactAttribute
+{
+    public SystemdFactAttribute()
+    {
+        if (SystemdNamespace.Unavailable() is { } why)
+        {
+            Skip = "needs a real systemd: " + why;
+        }
+    }
+}
+
+/// <summary>
+/// HelloSleep as a systemd service, under a real systemd 252 booted for each test (see
+/// <see cref="SystemdNamespace"/>): Type=notify readiness, <c>systemctl reload</c> as the
+/// upgrade with the main pid handed to each new generation, a broken build, a stop, and socket
+/// activation. Loads never retry; pids are the namespace's, as systemd and the server see them.
+/// </summary>
+public sealed class SystemdTests : IAsyncLifetime
+{
+    private readonly string _id = Guid.NewGuid().ToString("N")[..10];
+    private SystemdNamespace? _systemd;
+
+    // Outside /tmp and /run, which are private to the namespace: the test and the unit see it.
+    private string AppDirectory => $"/var/lib/handoff-test-{_id}";
+
+    private string Service => $"handoff-test-{_id}.service";
+
+    private string Socket => $"handoff-test-{_id}.socket";
+
+    private string BreakMarker => Path.Combine(AppDirectory, "broken");
+
+    private SystemdNamespace Systemd => _systemd!;
+
+    public async Task InitializeAsync()
+    {
+        TestAssets.CopyHelloSleepTo(AppDirectory);
+        _systemd = await SystemdNamespace.BootAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_systemd is not null)
+        {
+            await _systemd.DisposeAsync();
+        }
+
+        Directory.Delete(AppDirectory, recursive: true);
+    }
+
+    [SystemdFact]
+    public async Task NotifyService_ActiveOnlyAfterReady_FiveReloadsUnderLoad_ZeroFailed_MainPidFollows()
+    {
+        int port = FreePort();
+        string hold = Path.Combine(AppDirectory, "hold");
+        File.WriteAllText(hold, "");
+        await Systemd.InstallUnitAsync(Service, NotifyUnit($"--urls http://127.0.0.1:{port}", $"HELLOSLEEP_HOLD_START={hold}"));
+
+        // Type=notify: the unit stays "activating" until the generation reports READY=1.
+        await Systemd.SystemctlAsync("start", "--no-block", Service);
+        await Systemd.WaitForAsync(Service, "MainPID", pid => pid is not ("" or "0"), TimeSpan.FromSeconds(30), "the process to start");
+        await WaitForJournalAsync("holds while");
+        Assert.Equal("activating", await Systemd.ShowAsync(Service, "ActiveState"));
+        File.Delete(hold);
+        await Systemd.WaitForAsync(Service, "ActiveState", s => s == "active", TimeSpan.FromSeconds(60), "READY=1 to make the unit active");
+
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        int mainPid = await MainPidAsync();
+        Assert.Equal(mainPid, (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+        Assert.Contains($"Generation 1 (pid {mainPid}) serving", await Systemd.ShowAsync(Service, "StatusText"), StringComparison.Ordinal);
+
+        var load = new LoadClient(endPoint, connections: 16, keepAlive: true);
+        var pids = new List<int> { mainPid };
+        try
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+                pids.Add(await ReloadAsync(pids[^1]));
+                Assert.Equal("active", await Systemd.ShowAsync(Service, "ActiveState"));
+                Assert.Contains($"Generation {i + 2} (pid {pids[^1]}) serving", await Systemd.ShowAsync(Service, "StatusText"), StringComparison.Ordinal);
+            }
+
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            var report = await load.StopAsync();
+            Assert.True(report.Failures.Count == 0, report.ToString());
+        }
+
+        Assert.Equal(pids[^1], (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+        await WaitForProcessesAsync([pids[^1]]);
+        Assert.Equal("0", await Systemd.ShowAsync(Service, "NRestarts"));
+
+        var (code, output) = await Systemd.SystemctlAsync("stop", Service);
+        Assert.True(code == 0, output);
+        Assert.Equal("inactive", await Systemd.ShowAsync(Service, "ActiveState"));
+        Assert.Equal("success", await Systemd.ShowAsync(Service, "Result"));
+        await WaitForProcessesAsync([]);
+    }
+
+    [SystemdFact]
+    public async Task NotifyService_BrokenBuild_ReloadChangesNothing_StatusNamesTheReason()
+    {
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Service, NotifyUnit($"--urls http://127.0.0.1:{port}", $"HELLOSLEEP_BREAK_FAILSTART={BreakMarker}"));
+        await StartAsync(Service);
+        int mainPid = await MainPidAsync();
+        File.WriteAllText(BreakMarker, "");
+
+        var (code, output) = await Systemd.SystemctlAsync("reload", Service);
+
+        Assert.True(code == 0, output);
+        string status = await Systemd.WaitForAsync(Service, "StatusText", s => s.Contains("last upgrade: failed", StringComparison.Ordinal), TimeSpan.FromSeconds(60), "the failed upgrade in the status");
+        Assert.Contains("new generation 2 (pid", status, StringComparison.Ordinal);
+        Assert.Contains($"Generation 1 (pid {mainPid}) serving", status, StringComparison.Ordinal);
+        Assert.Equal(mainPid, await MainPidAsync());
+        await Systemd.WaitForAsync(Service, "SubState", s => s == "running", TimeSpan.FromSeconds(30), "the reload to end");
+        Assert.Equal("active", await Systemd.ShowAsync(Service, "ActiveState"));
+        Assert.Equal(mainPid, (await HttpProbe.GetAsync(new IPEndPoint(IPAddress.Loopback, port), "/", TimeSpan.FromSeconds(10))).Pid);
+        await WaitForProcessesAsync([mainPid]);
+
+        // Fixed: the next reload succeeds.
+        File.Delete(BreakMarker);
+        await ReloadAsync(mainPid);
+    }
+
+    [SystemdFact]
+    public async Task NotifyService_StopWithRequestsInFlight_TheyComplete_UnitInactive_NothingLeft()
+    {
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Service, NotifyUnit($"--urls http://127.0.0.1:{port}"));
+        await StartAsync(Service);
+        int mainPid = await ReloadAsync(await MainPidAsync()); // a generation that systemd did not start
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        var slow = Enumerable.Range(0, 4).Select(_ => HttpProbe.GetAsync(endPoint, "/?sleep=3", TimeSpan.FromSeconds(30))).ToList();
+        await WaitForJournalAsync("sleeping 3", count: 4);
+
+        var (code, output) = await Systemd.SystemctlAsync("stop", Service);
+
+        Assert.True(code == 0, output);
+        foreach (var request in slow)
+        {
+            var response = await request;
+            Assert.Equal(200, response.Status);
+            Assert.Equal(mainPid, response.Pid);
+        }
+
+        Assert.Equal("inactive", await Systemd.ShowAsync(Service, "ActiveState"));
+        Assert.Equal("success", await Systemd.ShowAsync(Service, "Result"));
+        await WaitForProcessesAsync([]);
+    }
+
+    [SystemdFact]
+    public async Task SocketActivated_ReloadsAndStopStartUnderLoad_ZeroFailed()
+    {
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Socket, $"""
+            [Socket]
+            ListenStream=127.0.0.1:{port}
+            FileDescriptorName=web
+
+            [Install]
+            WantedBy=sockets.target
+            """);
+
+        // No --urls: the server serves the socket systemd passes, as UseSystemd() would.
+        await Systemd.InstallUnitAsync(Service, NotifyUnit("") + $"Requires={Socket}\nAfter={Socket}\n");
+        var (code, output) = await Systemd.SystemctlAsync("start", Socket);
+        Assert.True(code == 0, output);
+        await StartAsync(Service);
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        int mainPid = await MainPidAsync();
+        Assert.Equal(mainPid, (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+        string journal = await Systemd.JournalAsync(Service);
+        Assert.Contains("1 activated sockets", journal, StringComparison.Ordinal);
+
+        // A new connection for every request: a refused or reset connect counts as a failure.
+        var load = new LoadClient(endPoint, connections: 8, keepAlive: false);
+        try
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
+                mainPid = await ReloadAsync(mainPid);
+            }
+
+            await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
+
+            // A full stop and start: no process listens for a moment, and connections wait in
+            // the queue of the socket systemd holds.
+            (code, output) = await Systemd.SystemctlAsync("stop", Service);
+            Assert.True(code == 0, output);
+            (code, output) = await Systemd.SystemctlAsync("start", Service);
+            Assert.True(code == 0, output);
+            await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            var report = await load.StopAsync();
+            Assert.True(report.Failures.Count == 0, report.ToString());
+        }
+
+        int restarted = await MainPidAsync();
+        Assert.NotEqual(mainPid, restarted);
+        Assert.Equal(restarted, (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+        await WaitForProcessesAsync([restarted]);
+    }
+
+    private static int FreePort()
+    {
+        using var probe = new System.Net.Sockets.Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
+    // As in samples/systemd: systemd 252 does not wait for a main process that is not its
+    // child (every generation after the first), so the stop command waits for it.
+    private const string StopCommand = "ExecStop=/bin/sh -c 'kill -TERM $$MAINPID && while kill -0 $$MAINPID 2>/dev/null; do sleep 0.1; done'";
+
+    private string NotifyUnit(string arguments, string environment = "") => $"""
+        [Unit]
+        Description=Handoff test {_id}
+
+        [Service]
+        Type=notify
+        ExecStart=/usr/bin/dotnet {AppDirectory}/HelloSleep.dll {arguments}
+        ExecReload=/bin/kill -USR2 $MAINPID
+        {StopCommand}
+        WorkingDirectory={AppDirectory}
+        Environment=DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 {environment}
+        KillMode=control-group
+        TimeoutStopSec=60
+
+        """;
+
+    private async Task StartAsync(string unit)
+    {
+        var (code, output) = await Systemd.SystemctlAsync("start", unit);
+        Assert.True(code == 0, $"systemctl start {unit}: {output}\n{await Systemd.JournalAsync(unit)}");
+    }
+
+    private async Task<int> MainPidAsync() => int.Parse(await Systemd.ShowAsync(Service, "MainPID"), CultureInfo.InvariantCulture);
+
+    /// <summary><c>systemctl reload</c> returns once <c>kill -USR2</c> has run; the upgrade
+    /// completes when the old generation hands systemd the new main pid.</summary>
+    private async Task<int> ReloadAsync(int oldPid)
+    {
+        var (code, output) = await Systemd.SystemctlAsync("reload", Service);
+        Assert.True(code == 0, output);
+        string pid = await Systemd.WaitForAsync(Service, "MainPID", p => p != oldPid.ToString(CultureInfo.InvariantCulture), TimeSpan.FromSeconds(60), "the new generation to become the main process");
+        await Systemd.WaitForAsync(Service, "SubState", s => s == "running", TimeSpan.FromSeconds(30), "the reload to end");
+        return int.Parse(pid, CultureInfo.InvariantCulture);
+    }
+
+    private async Task WaitForJournalAsync(string text, int count = 1)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            string journal = await Systemd.JournalAsync(Service);
+            if (CountOf(journal, text) >= count)
+            {
+                return;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"'{text}' did not appear {count} times in the journal:\n{journal}");
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
+    private static int CountOf(string text, string part)
+    {
+        int count = 0;
+        for (int at = text.IndexOf(part, StringComparison.Ordinal); at >= 0; at = text.IndexOf(part, at + part.Length, StringComparison.Ordinal))
+        {
+            count++;
+        }
+
+        return count;
+    }
+
+    /// <summary>Waits until exactly <paramref name="expected"/> processes of the app run inside
+    /// the namespace (older generations finish draining), with a deadline.</summary>
+    private async Task WaitForProcessesAsync(int[] expected)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            var (_, output) = await Systemd.RunInsideAsync("pgrep", "-f", $"{AppDirectory}/HelloSleep.dll");
+            var running = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => int.Parse(p, CultureInfo.InvariantCulture)).Order().ToArray();
+            if (running.SequenceEqual(expected.Order()))
+            {
+                return;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"expected app processes [{string.Join(",", expected)}], found [{string.Join(",", running)}]\n{await Systemd.JournalAsync(Service)}");
+            }
+
+            await Task.Delay(100);
+        }
+    }
+}
