@@ -62,7 +62,7 @@ public sealed class SystemdTests : IAsyncLifetime
         int port = FreePort();
         string hold = Path.Combine(AppDirectory, "hold");
         File.WriteAllText(hold, "");
-        await Systemd.InstallUnitAsync(Service, NotifyUnit($"--urls http://127.0.0.1:{port}", $"HELLOSLEEP_HOLD_START={hold}"));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"HELLOSLEEP_HOLD_START={hold}"));
 
         // Type=notify: the unit stays "activating" until the generation reports READY=1.
         await Systemd.SystemctlAsync("start", "--no-block", Service);
@@ -112,7 +112,7 @@ public sealed class SystemdTests : IAsyncLifetime
     public async Task NotifyService_BrokenBuild_ReloadChangesNothing_StatusNamesTheReason()
     {
         int port = FreePort();
-        await Systemd.InstallUnitAsync(Service, NotifyUnit($"--urls http://127.0.0.1:{port}", $"HELLOSLEEP_BREAK_FAILSTART={BreakMarker}"));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"HELLOSLEEP_BREAK_FAILSTART={BreakMarker}"));
         await StartAsync(Service);
         int mainPid = await MainPidAsync();
         File.WriteAllText(BreakMarker, "");
@@ -138,7 +138,7 @@ public sealed class SystemdTests : IAsyncLifetime
     public async Task NotifyService_StopWithRequestsInFlight_TheyComplete_UnitInactive_NothingLeft()
     {
         int port = FreePort();
-        await Systemd.InstallUnitAsync(Service, NotifyUnit($"--urls http://127.0.0.1:{port}"));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port));
         await StartAsync(Service);
         int mainPid = await ReloadAsync(await MainPidAsync()); // a generation that systemd did not start
         var endPoint = new IPEndPoint(IPAddress.Loopback, port);
@@ -164,17 +164,10 @@ public sealed class SystemdTests : IAsyncLifetime
     public async Task SocketActivated_ReloadsAndStopStartUnderLoad_ZeroFailed()
     {
         int port = FreePort();
-        await Systemd.InstallUnitAsync(Socket, $"""
-            [Socket]
-            ListenStream=127.0.0.1:{port}
-            FileDescriptorName=web
-
-            [Install]
-            WantedBy=sockets.target
-            """);
+        await Systemd.InstallUnitAsync(Socket, SampleUnit("myapp-activated.socket", port));
 
         // No --urls: the server serves the socket systemd passes, as UseSystemd() would.
-        await Systemd.InstallUnitAsync(Service, NotifyUnit("") + $"Requires={Socket}\nAfter={Socket}\n");
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-activated.service", port));
         var (code, output) = await Systemd.SystemctlAsync("start", Socket);
         Assert.True(code == 0, output);
         await StartAsync(Service);
@@ -223,25 +216,19 @@ public sealed class SystemdTests : IAsyncLifetime
         return ((IPEndPoint)probe.LocalEndPoint!).Port;
     }
 
-    // As in samples/systemd: systemd 252 does not wait for a main process that is not its
-    // child (every generation after the first), so the stop command waits for it.
-    private const string StopCommand = "ExecStop=/bin/sh -c 'kill -TERM $$MAINPID && while kill -0 $$MAINPID 2>/dev/null; do sleep 0.1; done'";
-
-    private string NotifyUnit(string arguments, string environment = "") => $"""
-        [Unit]
-        Description=Handoff test {_id}
-
-        [Service]
-        Type=notify
-        ExecStart=/usr/bin/dotnet {AppDirectory}/HelloSleep.dll {arguments}
-        ExecReload=/bin/kill -USR2 $MAINPID
-        {StopCommand}
-        WorkingDirectory={AppDirectory}
-        Environment=DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 {environment}
-        KillMode=control-group
-        TimeoutStopSec=60
-
-        """;
+    /// <summary>A unit file of samples/systemd as documented, pointed at this test's copy of
+    /// HelloSleep and port, with test-only environment variables added.</summary>
+    private string SampleUnit(string file, int port, params string[] environment)
+    {
+        string text = File.ReadAllText(Path.Combine(TestAssets.SystemdSamplesDirectory, file))
+            .Replace("/srv/myapp/current", AppDirectory, StringComparison.Ordinal)
+            .Replace("MyApp.dll", "HelloSleep.dll", StringComparison.Ordinal)
+            .Replace("127.0.0.1:8080", $"127.0.0.1:{port}", StringComparison.Ordinal)
+            .Replace("myapp-activated.socket", Socket, StringComparison.Ordinal)
+            .Replace("Restart=on-failure", "Restart=no", StringComparison.Ordinal);
+        string added = string.Concat(environment.Select(e => $"Environment={e}\n"));
+        return text.Replace("[Service]\n", "[Service]\n" + added, StringComparison.Ordinal);
+    }
 
     private async Task StartAsync(string unit)
     {

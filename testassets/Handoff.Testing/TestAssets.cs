@@ -11,6 +11,11 @@ public static class TestAssets
 
     public static string HelloSleepAppHost => Path.Combine(HelloSleepDirectory, "HelloSleep");
 
+    /// <summary>The unit files of samples/systemd, which the systemd tests install.</summary>
+    public static string SystemdSamplesDirectory { get; } = Path.GetFullPath(
+        typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "SystemdSamplesDirectory").Value!);
+
     /// <summary>Copies the HelloSleep build into <paramref name="directory"/>: a deployable
     /// release that a test can replace or point a symlink at.</summary>
     public static void CopyHelloSleepTo(string directory) => CopyDirectory(HelloSleepDirectory, directory);
