@@ -161,6 +161,60 @@ public sealed class SystemdTests : IAsyncLifetime
     }
 
     [SystemdFact]
+    public async Task Watchdog_KeptAliveByEachMainGenerationAcrossReloads()
+    {
+        // WatchdogSec=2: systemd kills the service if the main process is silent for 2 s. Each
+        // generation must take over the keep-alives once it is the main process.
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port).Replace("#WatchdogSec=10", "WatchdogSec=2", StringComparison.Ordinal));
+        await StartAsync(Service);
+        int mainPid = await MainPidAsync();
+        var started = DateTime.UtcNow;
+
+        for (int i = 0; i < 3; i++)
+        {
+            mainPid = await ReloadAsync(mainPid);
+        }
+
+        // Past three watchdog intervals after the last handover, within bounded polls.
+        var quietUntil = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+        while (DateTime.UtcNow < quietUntil)
+        {
+            Assert.Equal("active", await Systemd.ShowAsync(Service, "ActiveState"));
+            Assert.Equal(mainPid, await MainPidAsync());
+            await Task.Delay(200);
+        }
+
+        Assert.True(DateTime.UtcNow - started > TimeSpan.FromSeconds(8), "the run must outlast the watchdog several times");
+        string journal = await Systemd.JournalAsync(Service);
+        Assert.DoesNotContain("Watchdog timeout", journal, StringComparison.Ordinal);
+        Assert.DoesNotContain("reception only permitted for main PID", journal, StringComparison.Ordinal);
+        Assert.Equal(mainPid, (await HttpProbe.GetAsync(new IPEndPoint(IPAddress.Loopback, port), "/", TimeSpan.FromSeconds(10))).Pid);
+    }
+
+    [SystemdFact]
+    public async Task ServingGenerationCrashesAfterAnUpgrade_SystemdNoticesAndRestartsIt()
+    {
+        // After the old generation exited, the serving one's parent is systemd: its death is a
+        // main-process exit that Restart=on-failure acts on.
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port).Replace("Restart=no", "Restart=on-failure\nRestartSec=100ms", StringComparison.Ordinal));
+        await StartAsync(Service);
+        int first = await MainPidAsync();
+        int second = await ReloadAsync(first);
+        await WaitForProcessesAsync([second]);
+
+        await Systemd.RunInsideAsync("kill", "-KILL", second.ToString(CultureInfo.InvariantCulture));
+
+        await Systemd.WaitForAsync(Service, "NRestarts", n => n == "1", TimeSpan.FromSeconds(60), "systemd to restart the service");
+        await Systemd.WaitForAsync(Service, "ActiveState", s => s == "active", TimeSpan.FromSeconds(60), "the restarted service to be ready");
+        int third = await MainPidAsync();
+        Assert.NotEqual(second, third);
+        Assert.Equal(third, (await HttpProbe.GetAsync(new IPEndPoint(IPAddress.Loopback, port), "/", TimeSpan.FromSeconds(10))).Pid);
+        Assert.Contains("Generation 1", await Systemd.ShowAsync(Service, "StatusText"), StringComparison.Ordinal);
+    }
+
+    [SystemdFact]
     public async Task SocketActivated_ReloadsAndStopStartUnderLoad_ZeroFailed()
     {
         int port = FreePort();
