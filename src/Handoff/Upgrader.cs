@@ -867,7 +867,7 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(28, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) did not take the ready report (it gave up waiting) and keeps serving.", EventName = "ParentGaveUp")]
         public static partial void ParentGaveUp(ILogger logger, int pid, int generation, int parentPid);
 
-        [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}).", EventName = "MainPidHanded")]
+        [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}). systemd did not start that process and, up to version 252 at least, will not wait for it at a stop: the unit needs the ExecStop= line of Handoff's samples/systemd (docs/systemd.md).", EventName = "MainPidHanded")]
         public static partial void MainPidHanded(ILogger logger, int pid, int generation, int newPid, string outcome);
 
         [LoggerMessage(62, LogLevel.Information, "Generation {Generation} (pid {Pid}) runs as a systemd service: notifying {Socket}, watchdog every {WatchdogSeconds} s (0: none), {ActivatedCount} activated sockets.", EventName = "UnderSystemd")]

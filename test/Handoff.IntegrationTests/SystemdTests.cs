@@ -263,6 +263,30 @@ public sealed class SystemdTests : IAsyncLifetime
         await WaitForProcessesAsync([restarted]);
     }
 
+    [SystemdFact]
+    public async Task SocketActivated_ConfiguredAddress_UsesTheActivatedSocket()
+    {
+        // systemd holds the port: a generation that bound the address itself would fail with
+        // "address in use". It must serve systemd's socket for its configured address.
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Socket, SampleUnit("myapp-activated.socket", port));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-activated.service", port).Replace("HelloSleep.dll\n", $"HelloSleep.dll --urls http://127.0.0.1:{port}\n", StringComparison.Ordinal));
+        var (code, output) = await Systemd.SystemctlAsync("start", Socket);
+        Assert.True(code == 0, output);
+        await StartAsync(Service);
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        int first = await MainPidAsync();
+        Assert.Equal(first, (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+
+        int second = await ReloadAsync(first);
+
+        Assert.Equal(second, (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+        string journal = await Systemd.JournalAsync(Service);
+        Assert.Contains($"Adopted inherited listener 127.0.0.1:{port} (fd 3)", journal, StringComparison.Ordinal);
+        Assert.DoesNotContain("Bound new listener", journal, StringComparison.Ordinal);
+        Assert.Contains("--urls", await Systemd.ShowAsync(Service, "ExecStart"), StringComparison.Ordinal);
+    }
+
     private static int FreePort()
     {
         using var probe = new System.Net.Sockets.Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
