@@ -259,7 +259,9 @@ public sealed partial class Upgrader : IDisposable
         Task<UpgradeResult> upgrade;
         lock (_lock)
         {
-            refusedWhileReady = _state == GenerationState.Ready;
+            // Only the main process may speak for the service (a new generation whose parent
+            // can still roll back is not, and would be refused by systemd).
+            refusedWhileReady = _state == GenerationState.Ready && IsMainLocked();
             refusal = _state switch
             {
                 GenerationState.Starting => "this generation is not ready yet",

@@ -101,7 +101,7 @@ public sealed class ServiceNotifierTests : IDisposable
     }
 
     [Fact]
-    public async Task NewGeneration_ParentCanStillRollBack_SendsNeitherReadyNorStopping()
+    public async Task NewGeneration_ParentCanStillRollBack_SendsNothing_NotEvenForARefusedUpgrade()
     {
         // A new generation whose parent has not committed is not the main process: READY=1 or
         // STOPPING=1 from it would be refused (NotifyAccess=main), or, where systemd accepts any
@@ -111,7 +111,9 @@ public sealed class ServiceNotifierTests : IDisposable
         {
             using var upgrader = CreateUpgrader(inheritance: Inheritance.ForTesting(2, Interop.Libc.GetParentPid(), [], new ReadyPipe(childEnd)));
             await upgrader.ReadyAsync();
+            var refused = await upgrader.UpgradeAsync();
             await upgrader.StopAsync();
+            Assert.Contains("can still roll back", refused.Error, StringComparison.Ordinal);
 
             // A marker after everything the generation sent: the socket keeps datagrams in order.
             using (var marker = new ServiceNotifier(_systemd.Path, null, NullLogger.Instance))
