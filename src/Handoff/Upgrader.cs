@@ -532,6 +532,7 @@ public sealed partial class Upgrader : IDisposable
         {
             exited.TrySetResult(how);
             Log.SuccessorExited(_logger, pid, Generation, child.Pid, next, how);
+            SuccessorDied(child.Pid, how);
         });
         using var commit = new CancellationTokenSource();
         var withdrawn = child.WatchAsync(commit.Token);
@@ -549,12 +550,29 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
-        // Commit: closing the pipe tells the new generation that this one can no longer roll
-        // back; only from then on may it start an upgrade of its own. The watch takes a last
-        // look first, so a withdrawal written up to the close still counts: nothing is closed
-        // yet, so this generation can still accept again.
+        // Commit. The watch takes a last look (a withdrawal written until now still counts:
+        // nothing is closed yet, so this generation can still accept again); then systemd learns
+        // the new main pid, while this generation still is the main process; then closing the
+        // pipe tells the new generation that this one can no longer roll back, so it is the main
+        // process and may start an upgrade of its own. A final look at the close catches a
+        // withdrawal written meanwhile.
         await commit.CancelAsync().ConfigureAwait(false);
         string? withdrawal = await withdrawn.ConfigureAwait(false);
+        bool terminate = false;
+        if (withdrawal is null && !exited.Task.IsCompleted)
+        {
+            if (await HandMainPidAsync(child.Pid, next).ConfigureAwait(false) is { } notifyError)
+            {
+                // systemd would take this generation's exit for the service's: stay.
+                withdrawal = $"could not be made the service's main process ({notifyError})";
+                terminate = true;
+            }
+            else
+            {
+                withdrawal = await child.CommitAsync().ConfigureAwait(false);
+            }
+        }
+
         if (withdrawal == StartedGeneration.PipeClosed)
         {
             // The process is dying: wait a moment to say how it ended.
@@ -582,10 +600,16 @@ public sealed partial class Upgrader : IDisposable
             WritePidFile(pid);
             StateChanged?.Invoke(GenerationState.Ready);
             string reason = $"new generation {next} (pid {child.Pid}) {why} {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
+            if (terminate)
+            {
+                string? ended = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
+                reason += ended is null ? "" : $"; it was stopped ({ended})";
+            }
+
             return Fail(child.Pid, reason);
         }
 
-        await HandMainPidAsync(child.Pid, next).ConfigureAwait(false);
+        await child.CommitAsync().ConfigureAwait(false); // Closed already unless it withdrew too late.
         await Listeners.CloseAllAsync().ConfigureAwait(false);
         var result = UpgradeResult.Success(child.Pid, next);
         SupersededBy = result;
@@ -728,73 +752,126 @@ public sealed partial class Upgrader : IDisposable
     /// <summary>
     /// The handover as systemd must see it, while this generation is still the main process
     /// (so the default NotifyAccess=main accepts it): one datagram with the new main pid,
-    /// READY=1 (the reload is over) and the status, then a barrier, so that systemd knows the
-    /// new main process before this one closes its listeners, drains and exits (the exit of a
-    /// process that is no longer the main one does not stop the unit).
+    /// READY=1 (the reload is over), a watchdog keep-alive (the new generation's own start a
+    /// moment later) and the status, then a barrier, so that systemd knows the new main process
+    /// before this one closes its listeners, drains and exits (the exit of a process that is no
+    /// longer the main one does not stop the unit). Returns why the datagram could not be sent,
+    /// or null.
     /// </summary>
-    private async Task HandMainPidAsync(int newPid, int next)
+    private async Task<string?> HandMainPidAsync(int newPid, int next)
     {
         bool main;
         lock (_lock)
         {
-            main = IsMainLocked();
-            _handedMain = true;
+            main = IsMainLocked() && _notifier.IsEnabled;
+            _handedMain = main; // The keep-alives stop here: this datagram carries the last.
         }
 
-        if (!main || !_notifier.IsEnabled)
+        if (!main)
+        {
+            return null;
+        }
+
+        string last = $"generation {next} (pid {newPid}) took over at {Clock()}";
+        string status = $"Generation {next} (pid {newPid}) serving; generation {Generation} (pid {Environment.ProcessId}) draining; last upgrade: {last}";
+        string[] assignments = _notifier.WatchdogInterval is null
+            ? [MainPidAssignment(newPid), SystemdConstants.Ready, SystemdConstants.Status + status]
+            : [MainPidAssignment(newPid), SystemdConstants.Ready, SystemdConstants.Watchdog, SystemdConstants.Status + status];
+        if (!_notifier.Notify(assignments))
+        {
+            lock (_lock)
+            {
+                _handedMain = false;
+            }
+
+            return $"the notification to {SystemdConstants.NotifySocket} failed; see the log";
+        }
+
+        _lastUpgrade = last;
+        bool confirmed = await Task.Factory.StartNew(() => _notifier.Barrier(BarrierTimeout), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+        Log.MainPidHanded(_logger, Environment.ProcessId, Generation, newPid, confirmed ? "confirmed" : "not confirmed");
+        return null;
+    }
+
+    /// <summary>
+    /// Under systemd, after this generation handed the main pid to its successor: if the
+    /// successor dies while this one drains, systemd cannot see it (the successor is this
+    /// process's child, not systemd's) and nobody accepts. Ending this process at once empties
+    /// the unit, so systemd acts on it now rather than after the drain (docs/systemd.md).
+    /// </summary>
+    private void SuccessorDied(int successorPid, string how)
+    {
+        bool handed;
+        lock (_lock)
+        {
+            handed = _handedMain && _state is GenerationState.Superseded or GenerationState.Stopping or GenerationState.Stopped;
+        }
+
+        if (!handed)
         {
             return;
         }
 
-        _lastUpgrade = $"generation {next} (pid {newPid}) took over at {Clock()}";
-        string status = $"Generation {next} (pid {newPid}) serving; generation {Generation} (pid {Environment.ProcessId}) draining; last upgrade: {_lastUpgrade}";
-        _notifier.Notify(MainPidAssignment(newPid), SystemdConstants.Ready, SystemdConstants.Status + status);
-        bool confirmed = await Task.Factory.StartNew(() => _notifier.Barrier(BarrierTimeout), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
-        Log.MainPidHanded(_logger, Environment.ProcessId, Generation, newPid, confirmed ? "confirmed" : "not confirmed");
+        // Synchronous and unbuffered: the process ends right after this line.
+        Console.Error.WriteLine($"crit: Handoff[{ExitCodes.SuccessorDied}] Generation {Generation} (pid {Environment.ProcessId}): generation {Generation + 1} (pid {successorPid}), the service's main process, {how} while this generation drained; nobody accepts connections. Exiting at once with code {ExitCodes.SuccessorDied} so that systemd sees the service is down.");
+        Interop.Libc.ExitImmediately(ExitCodes.SuccessorDied);
     }
 
-    /// <summary>While this is a systemd service: the watchdog keep-alive (every half
-    /// <c>WATCHDOG_USEC</c>) and status refreshes, from the main generation only.</summary>
+    /// <summary>While this is a systemd service: the watchdog keep-alive (every third of
+    /// <c>WATCHDOG_USEC</c>, a margin on systemd's advice of half) and status refreshes, from the
+    /// main generation only. A new generation waiting for its parent's commit looks every 50 ms,
+    /// and sends its first keep-alive as soon as it is the main process.</summary>
     private async Task RunServiceLoopAsync()
     {
         var watchdog = _notifier.WatchdogInterval;
-        var period = watchdog is { } interval && interval / 2 < StatusRefresh ? interval / 2 : StatusRefresh;
-        long lastStatusAt = 0;
+        var period = watchdog is { } interval && interval / 3 < StatusRefresh ? interval / 3 : StatusRefresh;
+        var waitingForCommit = TimeSpan.FromMilliseconds(50);
+        long lastSentAt = Environment.TickCount64;
+        long lastStatusAt = lastSentAt;
         string? lastStatus = null;
+
+        // Generation 1 is the main process from the start and reports with READY=1.
+        bool wasMain = !IsInherited;
         try
         {
-            using var timer = new PeriodicTimer(period);
-            while (await timer.WaitForNextTickAsync(_serviceLoopStop.Token).ConfigureAwait(false))
+            while (true)
             {
                 bool main;
+                bool awaitingCommit;
                 lock (_lock)
                 {
                     main = IsMainLocked() && _state != GenerationState.Stopped;
+                    awaitingCommit = IsInherited && !main && !_handedMain && _state != GenerationState.Stopped;
                 }
 
-                if (!main)
+                bool becameMain = main && !wasMain;
+                wasMain = main;
+                long now = Environment.TickCount64;
+                if (main && (becameMain || now - lastSentAt >= period.TotalMilliseconds - 1))
                 {
-                    continue;
+                    var assignments = new List<string>(2);
+                    if (watchdog is not null)
+                    {
+                        assignments.Add(SystemdConstants.Watchdog);
+                    }
+
+                    string status = StatusText();
+                    if (becameMain || status != lastStatus || now - lastStatusAt >= StatusRefresh.TotalMilliseconds)
+                    {
+                        assignments.Add(SystemdConstants.Status + status);
+                        lastStatus = status;
+                        lastStatusAt = now;
+                    }
+
+                    if (assignments.Count > 0)
+                    {
+                        _notifier.Notify([.. assignments]);
+                    }
+
+                    lastSentAt = now;
                 }
 
-                var assignments = new List<string>(2);
-                if (watchdog is not null)
-                {
-                    assignments.Add(SystemdConstants.Watchdog);
-                }
-
-                string status = StatusText();
-                if (status != lastStatus || Environment.TickCount64 - lastStatusAt >= StatusRefresh.TotalMilliseconds)
-                {
-                    assignments.Add(SystemdConstants.Status + status);
-                    lastStatus = status;
-                    lastStatusAt = Environment.TickCount64;
-                }
-
-                if (assignments.Count > 0)
-                {
-                    _notifier.Notify([.. assignments]);
-                }
+                await Task.Delay(awaitingCommit ? waitingForCommit : period, _serviceLoopStop.Token).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)

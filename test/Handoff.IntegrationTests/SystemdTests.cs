@@ -215,6 +215,32 @@ public sealed class SystemdTests : IAsyncLifetime
     }
 
     [SystemdFact]
+    public async Task ServingGenerationCrashesWhileTheOldOneDrains_OldEndsAtOnce_SystemdRestarts()
+    {
+        // The new main process is the old generation's child, so systemd cannot see it die while
+        // the old one drains; the old one ends at once instead of after its drain, which empties
+        // the unit, and systemd restarts it.
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port).Replace("Restart=no", "Restart=on-failure\nRestartSec=100ms", StringComparison.Ordinal));
+        await StartAsync(Service);
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        int first = await MainPidAsync();
+        var draining = HttpProbe.GetAsync(endPoint, "/?sleep=30", TimeSpan.FromSeconds(60));
+        await WaitForJournalAsync("sleeping 30");
+        int second = await ReloadAsync(first);
+
+        await Systemd.RunInsideAsync("kill", "-KILL", second.ToString(CultureInfo.InvariantCulture));
+
+        await Systemd.WaitForAsync(Service, "NRestarts", n => n == "1", TimeSpan.FromSeconds(60), "systemd to restart the service");
+        await Systemd.WaitForAsync(Service, "ActiveState", s => s == "active", TimeSpan.FromSeconds(60), "the restarted service to be ready");
+        await Assert.ThrowsAnyAsync<IOException>(() => draining); // cut: generation 1 did not drain for 30 s
+        int third = await MainPidAsync();
+        Assert.Equal(third, (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid);
+        Assert.Contains($"Exiting at once with code 75", await Systemd.JournalAsync(Service), StringComparison.Ordinal);
+        await WaitForProcessesAsync([third]);
+    }
+
+    [SystemdFact]
     public async Task SocketActivated_ReloadsAndStopStartUnderLoad_ZeroFailed()
     {
         int port = FreePort();
@@ -270,7 +296,7 @@ public sealed class SystemdTests : IAsyncLifetime
         // "address in use". It must serve systemd's socket for its configured address.
         int port = FreePort();
         await Systemd.InstallUnitAsync(Socket, SampleUnit("myapp-activated.socket", port));
-        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-activated.service", port).Replace("HelloSleep.dll\n", $"HelloSleep.dll --urls http://127.0.0.1:{port}\n", StringComparison.Ordinal));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-activated.service", port, "HELLOSLEEP_SPAWN_AT_START=1").Replace("HelloSleep.dll\n", $"HelloSleep.dll --urls http://127.0.0.1:{port}\n", StringComparison.Ordinal));
         var (code, output) = await Systemd.SystemctlAsync("start", Socket);
         Assert.True(code == 0, output);
         await StartAsync(Service);
@@ -285,6 +311,17 @@ public sealed class SystemdTests : IAsyncLifetime
         Assert.Contains($"Adopted inherited listener 127.0.0.1:{port} (fd 3)", journal, StringComparison.Ordinal);
         Assert.DoesNotContain("Bound new listener", journal, StringComparison.Ordinal);
         Assert.Contains("--urls", await Systemd.ShowAsync(Service, "ExecStart"), StringComparison.Ordinal);
+
+        // A helper process that generation 1 started first thing in Main inherited neither the
+        // activated socket nor systemd's variables (the unit's startup hook took them before).
+        var helper = System.Text.RegularExpressions.Regex.Match(journal, @"HelloSleep started helper pid (\d+)");
+        Assert.True(helper.Success, journal);
+        var (_, environment) = await Systemd.RunInsideAsync("cat", $"/proc/{helper.Groups[1].Value}/environ");
+        Assert.DoesNotContain("LISTEN_", environment, StringComparison.Ordinal);
+        Assert.DoesNotContain("NOTIFY_SOCKET", environment, StringComparison.Ordinal);
+        Assert.DoesNotContain("DOTNET_STARTUP_HOOKS", environment, StringComparison.Ordinal);
+        var (_, fds) = await Systemd.RunInsideAsync("ls", $"/proc/{helper.Groups[1].Value}/fd");
+        Assert.Equal(["0", "1", "2"], fds.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
     }
 
     private static int FreePort()

@@ -64,7 +64,35 @@ public sealed class GenerationLauncherTests : IDisposable
         using var commit = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
 
         Assert.Null(await child.WatchAsync(commit.Token).WaitAsync(Patience));
+        Assert.False(exited.Task.IsCompleted, "the pipe stays open until CommitAsync");
+        Assert.Null(await child.CommitAsync());
         Assert.Equal("killed by signal 13", await exited.Task.WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task Commit_StoppingWrittenAfterTheLastLook_IsFoundAtTheClose()
+    {
+        // Between the watch's last look and the close, the old generation tells systemd the new
+        // main pid; a withdrawal written meanwhile must not be lost.
+        string go = Path.Combine(_directory, "go");
+        string done = Path.Combine(_directory, "written");
+        var child = Start($"echo ready >&3; while [ ! -e {go} ]; do sleep 0.01; done; echo stopping >&3; touch {done}; exec sleep 30");
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+        using var committed = new CancellationTokenSource();
+        await committed.CancelAsync();
+        Assert.Null(await child.WatchAsync(committed.Token).WaitAsync(Patience));
+
+        File.WriteAllText(go, "");
+        using (var deadline = new CancellationTokenSource(Patience))
+        {
+            while (!File.Exists(done))
+            {
+                await Task.Delay(10, deadline.Token); // poll, bounded by Patience
+            }
+        }
+
+        Assert.Equal("it began stopping", await child.CommitAsync());
+        Assert.Null(await child.CommitAsync());
     }
 
     [Fact]

@@ -504,9 +504,22 @@ public sealed class UpgraderTests : IDisposable
             }
             catch (OperationCanceledException)
             {
-                Committed = true;
-                return null;
+                return _withdrawn.Task.IsCompleted ? _withdrawn.Task.Result : null;
             }
+        }
+
+        /// <summary>What the new generation writes between the last look and the close.</summary>
+        public string? LateWithdrawal { get; set; }
+
+        public Task<string?> CommitAsync()
+        {
+            if (Committed)
+            {
+                return Task.FromResult<string?>(null);
+            }
+
+            Committed = true;
+            return Task.FromResult(LateWithdrawal);
         }
 
         /// <summary>The new generation begins to stop while the old one can roll back.</summary>

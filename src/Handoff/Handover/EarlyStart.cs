@@ -57,8 +57,11 @@ internal static class EarlyStart
             if (value is not null)
             {
                 Interop.Libc.SetEnvironmentVariable(HandoverEnvironment.VariableName, null);
-                RemoveStartupHookEntry();
             }
+
+            // Set by the previous generation, or by a unit file so that generation 1 also runs
+            // this before Main: either way no other .NET program this process starts must get it.
+            RemoveStartupHookEntry();
 
             // The previous generation started this process with its upgrade signals blocked, so
             // that one sent to the whole process group could not kill it before now.

@@ -27,10 +27,15 @@ internal interface IStartedGeneration
     Task<string?> TerminateAsync(TimeSpan grace);
 
     /// <summary>After the new generation reported ready: completes with the reason when it
-    /// withdraws (it began stopping, or died) before <paramref name="commit"/> fires, or with null
-    /// once it fires. Either way the ready pipe is closed when it completes, which tells the new
-    /// generation that this one can no longer roll back.</summary>
+    /// withdraws (it began stopping, or died) before <paramref name="commit"/> fires, and then
+    /// closes the ready pipe; or, once it fires, takes a last look and completes with null,
+    /// leaving the pipe open for <see cref="CommitAsync"/>.</summary>
     Task<string?> WatchAsync(CancellationToken commit);
+
+    /// <summary>Takes a final look for a withdrawal and closes the ready pipe, which tells the
+    /// new generation that this one can no longer roll back. Returns the withdrawal found, or
+    /// null. Does nothing (returns null) once the pipe is closed.</summary>
+    Task<string?> CommitAsync();
 
     /// <summary>Reaps the accepted generation whenever it exits while this process runs (so it
     /// never stays a zombie) and then calls <paramref name="exited"/> with how it ended.</summary>

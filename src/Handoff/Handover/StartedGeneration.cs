@@ -39,6 +39,26 @@ internal sealed class StartedGeneration : IStartedGeneration
     public Task<string?> WatchAsync(CancellationToken commit) =>
         Task.Factory.StartNew(() => Watch(commit), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
+    public Task<string?> CommitAsync()
+    {
+        lock (_gate)
+        {
+            if (_readyFd < 0)
+            {
+                return Task.FromResult<string?>(null);
+            }
+        }
+
+        try
+        {
+            return Task.FromResult(LastLook());
+        }
+        finally
+        {
+            CloseReadyPipe();
+        }
+    }
+
     public void ReapWhenExited(Action<string> exited)
     {
         var thread = new Thread(() => exited(WaitForExit(block: true) ?? "exit status unknown")) { IsBackground = true, Name = $"Handoff reaper {Pid}" };
@@ -93,37 +113,46 @@ internal sealed class StartedGeneration : IStartedGeneration
     }
 
     /// <summary>After ready, until <paramref name="commit"/>: returns why the new generation
-    /// withdrew (it wrote "stopping", or closed the pipe by dying), or null once committed.
-    /// Closes the pipe either way, which tells the new generation that this one committed.</summary>
+    /// withdrew (it wrote "stopping", or closed the pipe by dying) and closes the pipe, or takes
+    /// a last look and returns null once committed, leaving the pipe to
+    /// <see cref="CommitAsync"/>.</summary>
     private string? Watch(CancellationToken commit)
     {
+        string? reason = null;
         try
         {
             while (!commit.IsCancellationRequested)
             {
-                if (Withdrawal(ReadLine(PollMilliseconds, out string? line), line) is { } reason)
+                if ((reason = Withdrawal(ReadLine(PollMilliseconds, out string? line), line)) is not null)
                 {
                     return reason;
                 }
             }
 
-            // A last look before the close: a "stopping" written just before the commit
-            // must still count.
-            ReadOutcome outcome;
-            while ((outcome = ReadLine(0, out string? last)) != ReadOutcome.Nothing)
-            {
-                if (Withdrawal(outcome, last) is { } reason)
-                {
-                    return reason;
-                }
-            }
-
-            return null;
+            // A "stopping" written just before the commit must still count.
+            return reason = LastLook();
         }
         finally
         {
-            CloseReadyPipe();
+            if (reason is not null)
+            {
+                CloseReadyPipe();
+            }
         }
+    }
+
+    private string? LastLook()
+    {
+        ReadOutcome outcome;
+        while ((outcome = ReadLine(0, out string? last)) != ReadOutcome.Nothing)
+        {
+            if (Withdrawal(outcome, last) is { } reason)
+            {
+                return reason;
+            }
+        }
+
+        return null;
     }
 
     private static string? Withdrawal(ReadOutcome outcome, string? line) => outcome switch

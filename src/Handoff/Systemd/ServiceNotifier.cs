@@ -33,16 +33,9 @@ internal sealed partial class ServiceNotifier : IDisposable
 
     /// <summary>Sends one datagram with the given assignments, one per line. systemd applies
     /// them together, <c>MAINPID=</c> before <c>READY=1</c>. A failure is logged (once per kind
-    /// of error) and changes nothing else: the service serves either way.</summary>
-    public void Notify(params string[] assignments)
-    {
-        if (_socketPath is null)
-        {
-            return;
-        }
-
-        Send(string.Join('\n', assignments), passFd: -1);
-    }
+    /// of error) and returns false; true when sent (or not a service).</summary>
+    public bool Notify(params string[] assignments) =>
+        _socketPath is null || Send(string.Join('\n', assignments), passFd: -1);
 
     /// <summary>
     /// Sends <c>BARRIER=1</c> with the write end of a new pipe and waits until systemd closes

@@ -137,11 +137,77 @@ public sealed class ServiceNotifierTests : IDisposable
         using var upgrader = CreateUpgrader(inheritance: Inheritance.ForTesting(2, Interop.Libc.GetParentPid(), [], new ReadyPipe(childEnd)));
         await upgrader.ReadyAsync();
 
-        // The parent commits: it has sent MAINPID= for this process and closes its end.
+        // The parent commits: it has sent MAINPID= for this process and closes its end. The new
+        // main process says so at once (its status), and speaks for the service from then on.
         Interop.Libc.Close(parentEnd);
+        await _systemd.WaitForAsync(m => m.StartsWith("STATUS=Generation 2", StringComparison.Ordinal));
         await upgrader.StopAsync();
 
-        Assert.Equal(["STOPPING=1"], await _systemd.WaitForCountAsync(1));
+        Assert.Equal(["", "STOPPING=1"], await _systemd.WaitForCountAsync(2));
+    }
+
+    [Fact]
+    public async Task Watchdog_NoGap_HandoverCarriesAKeepAlive_NewMainSendsOneAtOnce()
+    {
+        // An hour's interval: the periodic keep-alive (every 20 minutes) cannot be what the test
+        // sees; only the handover datagram and the new main process's first one can.
+        var hour = TimeSpan.FromHours(1);
+        using (var old = CreateUpgrader(watchdog: hour))
+        {
+            await old.ReadyAsync();
+            _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+            Assert.True((await old.UpgradeAsync()).Succeeded);
+            Assert.Contains("MAINPID=4321 READY=1 WATCHDOG=1", await _systemd.WaitForCountAsync(4), StringComparer.Ordinal);
+        }
+
+        var (parentEnd, childEnd) = Interop.Libc.CreatePipe();
+        using var upgrader = CreateUpgrader(watchdog: hour, inheritance: Inheritance.ForTesting(2, Interop.Libc.GetParentPid(), [], new ReadyPipe(childEnd)));
+        await upgrader.ReadyAsync();
+        int before = _systemd.Messages.Count;
+        Interop.Libc.Close(parentEnd);
+
+        await _systemd.WaitForAsync(m => m.StartsWith("WATCHDOG=1", StringComparison.Ordinal));
+        Assert.Equal(before, _systemd.Messages.ToList().FindIndex(m => m.StartsWith("WATCHDOG=1", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_WithdrawnWhileSystemdIsTold_RollsBack()
+    {
+        // The new generation begins to stop after the last look, while this generation tells
+        // systemd the new main pid: the close finds it, and this generation accepts again.
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null) { LateWithdrawal = "it began stopping" };
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("it began stopping", result.Error, StringComparison.Ordinal);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_SystemdCannotBeTold_RollsBackAndStopsTheNewGeneration()
+    {
+        // If MAINPID= cannot be sent, systemd would take this generation's exit for the
+        // service's and stop the unit: the upgrade must not stand.
+        string socket = Path.Combine(_directory, "vanishing");
+        var vanishing = new FakeNotifySocket(socket);
+        using var upgrader = CreateUpgrader(socket: socket);
+        await upgrader.ReadyAsync();
+        await vanishing.WaitForAsync(m => m.StartsWith("READY=1", StringComparison.Ordinal));
+        vanishing.Dispose(); // systemd's socket is gone
+        var child = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        _launcher.Next = child;
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("could not be made the service's main process", result.Error, StringComparison.Ordinal);
+        Assert.True(child.Terminated);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
     }
 
     [Fact]
