@@ -48,7 +48,7 @@ public sealed partial class FailedUpgradeTests
     }
 
     [Theory]
-    [InlineData("FAILSTART", "exited")]
+    [InlineData("FAILSTART", "unhandled exception: InvalidOperationException: HelloSleep:FailStart is set")]
     [InlineData("FAILWARMUP", "warm-up failed: InvalidOperationException: HelloSleep:FailWarmUp is set")]
     [InlineData("NEVERREADY", "did not report ready within 3 s")]
     public async Task Upgrade_NewBuildBroken_FailsWithReasonAndLaterUpgradeSucceeds(string breakage, string expectedReason)

@@ -122,6 +122,7 @@ public sealed class SystemdTests : IAsyncLifetime
         Assert.True(code == 0, output);
         string status = await Systemd.WaitForAsync(Service, "StatusText", s => s.Contains("last upgrade: failed", StringComparison.Ordinal), TimeSpan.FromSeconds(60), "the failed upgrade in the status");
         Assert.Contains("new generation 2 (pid", status, StringComparison.Ordinal);
+        Assert.Contains("HelloSleep:FailStart is set: this build is broken on purpose", status, StringComparison.Ordinal);
         Assert.Contains($"Generation 1 (pid {mainPid}) serving", status, StringComparison.Ordinal);
         Assert.Equal(mainPid, await MainPidAsync());
         await Systemd.WaitForAsync(Service, "SubState", s => s == "running", TimeSpan.FromSeconds(30), "the reload to end");

@@ -83,6 +83,15 @@ internal static class EarlyStart
                 else
                 {
                     _inheritance = Inheritance.Load(value, Interop.Libc.GetParentPid());
+                    if (_inheritance.ReadyPipe is { } pipe)
+                    {
+                        // A build that throws before it is ready (in Main, in a host build step)
+                        // fails the upgrade with its exception, not only with an exit status.
+                        AppDomain.CurrentDomain.UnhandledException += (_, e) =>
+                            pipe.ReportFailed(e.ExceptionObject is Exception exception
+                                ? $"unhandled exception: {exception.GetType().Name}: {exception.Message}"
+                                : "unhandled exception");
+                    }
                 }
             }
             catch (HandoffProtocolException e)
