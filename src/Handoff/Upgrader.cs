@@ -795,7 +795,7 @@ public sealed partial class Upgrader : IDisposable
 
     /// <summary>
     /// Under systemd, after this generation handed the main pid to its successor: if the
-    /// successor dies while this one drains, systemd cannot see it (the successor is this
+    /// successor dies (killed, or a non-zero exit) while this one drains, systemd cannot see it (the successor is this
     /// process's child, not systemd's) and nobody accepts. Ending this process at once empties
     /// the unit, so systemd acts on it now rather than after the drain (docs/systemd.md).
     /// </summary>
@@ -807,7 +807,9 @@ public sealed partial class Upgrader : IDisposable
             handed = _handedMain && _state is GenerationState.Superseded or GenerationState.Stopping or GenerationState.Stopped;
         }
 
-        if (!handed)
+        // A clean exit is a stop of the service (systemd signals every generation then), not a
+        // crash: this generation finishes its drain.
+        if (!handed || how == "exit code 0")
         {
             return;
         }

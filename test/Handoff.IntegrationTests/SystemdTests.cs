@@ -141,8 +141,15 @@ public sealed class SystemdTests : IAsyncLifetime
         int port = FreePort();
         await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port));
         await StartAsync(Service);
-        int mainPid = await ReloadAsync(await MainPidAsync()); // a generation that systemd did not start
         var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        int first = await MainPidAsync();
+
+        // Generation 1 still drains a long request when the stop comes; generation 2, which
+        // systemd did not start, serves four.
+        // It outlasts generation 2, whose clean exit must not end generation 1's drain.
+        var draining = HttpProbe.GetAsync(endPoint, "/?sleep=8", TimeSpan.FromSeconds(30));
+        await WaitForJournalAsync("sleeping 8");
+        int mainPid = await ReloadAsync(first);
         var slow = Enumerable.Range(0, 4).Select(_ => HttpProbe.GetAsync(endPoint, "/?sleep=3", TimeSpan.FromSeconds(30))).ToList();
         await WaitForJournalAsync("sleeping 3", count: 4);
 
@@ -155,6 +162,10 @@ public sealed class SystemdTests : IAsyncLifetime
             Assert.Equal(200, response.Status);
             Assert.Equal(mainPid, response.Pid);
         }
+
+        var drained = await draining;
+        Assert.Equal(200, drained.Status);
+        Assert.Equal(first, drained.Pid);
 
         Assert.Equal("inactive", await Systemd.ShowAsync(Service, "ActiveState"));
         Assert.Equal("success", await Systemd.ShowAsync(Service, "Result"));
