@@ -10,9 +10,4 @@ internal static class ExitCodes
 
     /// <summary>EX_CONFIG: a Handoff option is invalid; the message names it.</summary>
     public const int InvalidConfiguration = 78;
-
-    /// <summary>EX_TEMPFAIL: under systemd, the generation this one handed the service to died
-    /// while this one drained; this one ends at once so that systemd sees the service down and
-    /// restarts it (docs/systemd.md).</summary>
-    public const int SuccessorDied = 75;
 }

@@ -202,7 +202,7 @@ public sealed partial class Upgrader : IDisposable
                 ParentWatch.Start(_inheritance.ParentPid, ParentExited);
             }
         }
-        else if (IsInherited && Interop.Libc.GetParentPid() == _inheritance.ParentPid)
+        else if (IsInherited && _inheritance.IsParentRunning())
         {
             // The report failed but the previous generation lives: it gave up on this one (its
             // UpgradeTimeout passed) and is about to stop it; it keeps serving and its pid file.
@@ -476,7 +476,7 @@ public sealed partial class Upgrader : IDisposable
             Log.Spawning(_logger, pid, Generation, executable, listeners.Count);
             var older = _inheritance.Older.Where(g => g.IsAlive()).Prepend(_self ?? new GenerationProcess(pid, 0)).ToList();
             var blocked = _upgradeSignals.Select(UpgradeSignalNames.ToNumber).Union(EarlyStart.AlwaysHandled).ToList();
-            child = _launcher.Start(executable, _command, listeners, next, older, blocked);
+            child = _launcher.Start(executable, _command, listeners, next, older, blocked, _options.UpgradeTimeout, _stopping.Token);
         }
 #pragma warning disable CA1031 // Whatever stops the spawn fails this upgrade, never the server.
         catch (Exception e)
@@ -532,7 +532,6 @@ public sealed partial class Upgrader : IDisposable
         {
             exited.TrySetResult(how);
             Log.SuccessorExited(_logger, pid, Generation, child.Pid, next, how);
-            SuccessorDied(child.Pid, how);
         });
         using var commit = new CancellationTokenSource();
         var withdrawn = child.WatchAsync(commit.Token);
@@ -793,32 +792,6 @@ public sealed partial class Upgrader : IDisposable
         return null;
     }
 
-    /// <summary>
-    /// Under systemd, after this generation handed the main pid to its successor: if the
-    /// successor dies (killed, or a non-zero exit) while this one drains, systemd cannot see it (the successor is this
-    /// process's child, not systemd's) and nobody accepts. Ending this process at once empties
-    /// the unit, so systemd acts on it now rather than after the drain (docs/systemd.md).
-    /// </summary>
-    private void SuccessorDied(int successorPid, string how)
-    {
-        bool handed;
-        lock (_lock)
-        {
-            handed = _handedMain && _state is GenerationState.Superseded or GenerationState.Stopping or GenerationState.Stopped;
-        }
-
-        // A clean exit is a stop of the service (systemd signals every generation then), not a
-        // crash: this generation finishes its drain.
-        if (!handed || how == "exit code 0")
-        {
-            return;
-        }
-
-        // Synchronous and unbuffered: the process ends right after this line.
-        Console.Error.WriteLine($"crit: Handoff[{ExitCodes.SuccessorDied}] Generation {Generation} (pid {Environment.ProcessId}): generation {Generation + 1} (pid {successorPid}), the service's main process, {how} while this generation drained; nobody accepts connections. Exiting at once with code {ExitCodes.SuccessorDied} so that systemd sees the service is down.");
-        Interop.Libc.ExitImmediately(ExitCodes.SuccessorDied);
-    }
-
     /// <summary>While this is a systemd service: the watchdog keep-alive (every third of
     /// <c>WATCHDOG_USEC</c>, a margin on systemd's advice of half) and status refreshes, from the
     /// main generation only. A new generation waiting for its parent's commit looks every 50 ms,
@@ -948,7 +921,7 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(28, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) did not take the ready report (it gave up waiting) and keeps serving.", EventName = "ParentGaveUp")]
         public static partial void ParentGaveUp(ILogger logger, int pid, int generation, int parentPid);
 
-        [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}). systemd did not start that process and, up to version 252 at least, will not wait for it at a stop: the unit needs the ExecStop= line of Handoff's samples/systemd (docs/systemd.md).", EventName = "MainPidHanded")]
+        [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}).", EventName = "MainPidHanded")]
         public static partial void MainPidHanded(ILogger logger, int pid, int generation, int newPid, string outcome);
 
         [LoggerMessage(62, LogLevel.Information, "Generation {Generation} (pid {Pid}) runs as a systemd service: notifying {Socket}, watchdog every {WatchdogSeconds} s (0: none), {ActivatedCount} activated sockets.", EventName = "UnderSystemd")]

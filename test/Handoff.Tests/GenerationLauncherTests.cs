@@ -209,7 +209,7 @@ public sealed class GenerationLauncherTests : IDisposable
     private IStartedGeneration Start(string script, IReadOnlyList<int>? blocked = null)
     {
         var command = new StartCommand(["/bin/bash", "-c", script], _directory, [KeyValuePair.Create("PATH", "/usr/bin:/bin")]);
-        var child = new GenerationLauncher().Start("/bin/bash", command, [], generation: 5, older: [], blocked ?? []);
+        var child = new GenerationLauncher().Start("/bin/bash", command, [], generation: 5, older: [], blocked ?? [], TimeSpan.FromSeconds(30), CancellationToken.None);
         _started.Add(child);
         return child;
     }

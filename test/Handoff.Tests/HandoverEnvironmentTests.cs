@@ -5,12 +5,12 @@ public sealed class HandoverEnvironmentTests
     [Fact]
     public void Format_ThenParse_RoundTrips()
     {
-        var handover = HandoverEnvironment.ForChild(parentPid: 1234, generation: 7, ids: [11, 12, 13, 14], older: [new GenerationProcess(1234, 555), new GenerationProcess(1000, 42)], activated: [true, false, true]);
+        var handover = HandoverEnvironment.ForChild(parentPid: 1234, generation: 7, ids: [11, 12, 13, 14], older: [new GenerationProcess(1234, 555), new GenerationProcess(1000, 42)], activated: [true, false, true], detached: true);
 
         string text = handover.Format();
         var parsed = HandoverEnvironment.Parse(text);
 
-        Assert.Equal("v3;parent=1234;generation=7;listen=3,4,5;ready=6;ids=11,12,13,14;older=1234:555,1000:42;activated=3,5", text);
+        Assert.Equal("v3;parent=1234;generation=7;listen=3,4,5;ready=6;ids=11,12,13,14;older=1234:555,1000:42;activated=3,5;detached=1", text);
         Assert.Equal(1234, parsed.ParentPid);
         Assert.Equal(7, parsed.Generation);
         Assert.Equal([3, 4, 5], parsed.ListenFds);
@@ -19,6 +19,7 @@ public sealed class HandoverEnvironmentTests
         Assert.Equal([new GenerationProcess(1234, 555), new GenerationProcess(1000, 42)], parsed.Older);
         Assert.Equal([(3, "socket:[11]"), (4, "socket:[12]"), (5, "socket:[13]"), (6, "pipe:[14]")], parsed.ExpectedLinks());
         Assert.Equal([3, 5], parsed.ActivatedFds);
+        Assert.True(parsed.Detached);
     }
 
     [Fact]
@@ -50,9 +51,11 @@ public sealed class HandoverEnvironmentTests
     [InlineData("v2;parent=1;generation=1;listen=3;ready=4;ids=1,2;older=")]
     [InlineData("v2;parent=1;generation=2;listen=4;ready=5;ids=1,2;older=")]
     [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=")]
+    [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=3")]
     [InlineData("v2;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=3")]
-    [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=4")]
-    [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=3,3")]
+    [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=4;detached=0")]
+    [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=3,3;detached=0")]
+    [InlineData("v3;parent=1;generation=2;listen=3;ready=4;ids=1,2;older=;activated=;detached=yes")]
     [InlineData("v2;parent=1;generation=2;listen=3,3;ready=4;ids=1,2,3;older=")]
     [InlineData("v2;parent=1;generation=2;listen=3;ready=9;ids=1,2;older=")]
     [InlineData("v2;generation=2;parent=1;listen=3;ready=4;ids=1,2;older=")]

@@ -419,7 +419,7 @@ public sealed class UpgraderTests : IDisposable
 
         public List<IReadOnlyList<GenerationProcess>> Older { get; } = [];
 
-        public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals)
+        public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals, TimeSpan timeout, CancellationToken cancellationToken)
         {
             if (Throw is not null)
             {

@@ -11,12 +11,25 @@ namespace Handoff;
 /// </summary>
 internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : IGenerationLauncher
 {
+    /// <summary>util-linux's setsid, whose <c>--fork</c> starts a program in a child and exits
+    /// at once: the program's parent becomes the service manager (see <see cref="Start"/>).</summary>
+    internal static readonly string? Setsid = new[] { "/usr/bin/setsid", "/bin/setsid" }.FirstOrDefault(File.Exists);
+
     private readonly SystemdEnvironment _systemd = systemd ?? SystemdEnvironment.None;
 
-    public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals)
+    /// <summary>
+    /// Under systemd the new generation is started detached, through <c>setsid --fork</c>: its
+    /// parent is then systemd itself (orphans go to PID 1, or to the user manager), so when it
+    /// becomes the main process systemd sees it as its own child. Otherwise systemd 252 marks it
+    /// "not our child": it would not notice its death while the old generation lives, and would
+    /// not wait for it at a stop. The detached generation reports its pid first thing.
+    /// </summary>
+    public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals, TimeSpan timeout, CancellationToken cancellationToken)
     {
+        bool detached = _systemd.NotifySocket is not null && Setsid is not null;
         var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
         var sources = new List<int>();
+        StartedGeneration started;
         try
         {
             // Copies above every target number, so that placing copy i at 3+i can never
@@ -34,9 +47,11 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
             }
 
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
-            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older, [.. listeners.Select(l => l.IsActivated)]);
-            int pid = Spawn(executable, command.Arguments, ChildEnvironment(command, handover, _systemd), command.WorkingDirectory, sources, blockedSignals);
-            return new StartedGeneration(pid, readyRead);
+            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older, [.. listeners.Select(l => l.IsActivated)], detached);
+            var environment = ChildEnvironment(command, handover, _systemd);
+            started = detached
+                ? StartedGeneration.Detached(Spawn(Setsid!, ["setsid", "--fork", executable, .. command.Arguments.Skip(1)], environment, command.WorkingDirectory, sources, blockedSignals), readyRead)
+                : new StartedGeneration(Spawn(executable, command.Arguments, environment, command.WorkingDirectory, sources, blockedSignals), readyRead);
         }
         catch
         {
@@ -53,6 +68,15 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
                 Interop.Libc.Close(fd);
             }
         }
+
+        if (detached)
+        {
+            // Throws (and closes the pipe, so that a late new generation stops itself) when no
+            // pid comes.
+            started.AwaitPid(timeout, cancellationToken);
+        }
+
+        return started;
     }
 
     /// <summary>The start environment, plus the handover, the startup hook that adopts it before

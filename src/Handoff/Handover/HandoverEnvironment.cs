@@ -8,8 +8,8 @@ namespace Handoff;
 /// and tells it which inherited descriptors carry what. See docs/protocol.md.
 /// </summary>
 /// <remarks>
-/// Format: <c>HANDOFF_HANDOVER=v3;parent=PID;generation=N;listen=3,4;ready=5;ids=11,12,13;older=PID:START,...;activated=3</c>
-/// (<c>v2</c>, written by earlier builds, is the same without <c>activated</c>).
+/// Format: <c>HANDOFF_HANDOVER=v3;parent=PID;generation=N;listen=3,4;ready=5;ids=11,12,13;older=PID:START,...;activated=3;detached=0</c>
+/// (<c>v2</c>, written by earlier builds, is the same without <c>activated</c> and <c>detached</c>).
 /// <list type="bullet">
 /// <item><c>parent</c>: the pid of the generation that started this one. When
 /// <c>getppid()</c> differs, the parent died before the new generation started; it adopts what it
@@ -29,9 +29,13 @@ namespace Handoff;
 /// <item><c>activated</c>: the listeners (a subset of <c>listen</c>) that systemd created for the
 /// first generation (socket activation). systemd holds them too, so no generation removes their
 /// Unix socket paths, and a server with no configured address serves them.</item>
+/// <item><c>detached</c>: 1 when the old generation started this one through an intermediate
+/// process that exited at once (under systemd, so that systemd is this process's parent and
+/// sees it as its own): the old generation does not know this pid, so the new one reports it
+/// first thing on the ready pipe (<c>pid N</c>).</item>
 /// </list>
 /// </remarks>
-internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadOnlyList<int> ListenFds, int ReadyFd, IReadOnlyList<ulong> Ids, IReadOnlyList<GenerationProcess> Older, IReadOnlyList<int> ActivatedFds)
+internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadOnlyList<int> ListenFds, int ReadyFd, IReadOnlyList<ulong> Ids, IReadOnlyList<GenerationProcess> Older, IReadOnlyList<int> ActivatedFds, bool Detached = false)
 {
     /// <summary>The variable's name.</summary>
     public const string VariableName = "HANDOFF_HANDOVER";
@@ -51,8 +55,8 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
     /// <summary>The layout for a new generation that receives <paramref name="ids"/>.Count - 1
     /// listeners and the ready pipe, with their identities; <paramref name="activated"/> says for
     /// each listener whether systemd created it.</summary>
-    public static HandoverEnvironment ForChild(int parentPid, int generation, IReadOnlyList<ulong> ids, IReadOnlyList<GenerationProcess> older, IReadOnlyList<bool>? activated = null) =>
-        new(parentPid, generation, [.. Enumerable.Range(FirstFd, ids.Count - 1)], FirstFd + ids.Count - 1, ids, older, [.. Enumerable.Range(0, ids.Count - 1).Where(i => activated?[i] == true).Select(i => FirstFd + i)]);
+    public static HandoverEnvironment ForChild(int parentPid, int generation, IReadOnlyList<ulong> ids, IReadOnlyList<GenerationProcess> older, IReadOnlyList<bool>? activated = null, bool detached = false) =>
+        new(parentPid, generation, [.. Enumerable.Range(FirstFd, ids.Count - 1)], FirstFd + ids.Count - 1, ids, older, [.. Enumerable.Range(0, ids.Count - 1).Where(i => activated?[i] == true).Select(i => FirstFd + i)], detached);
 
     /// <summary>What <c>/proc/self/fd/FD</c> must show for each handed descriptor: a socket
     /// for each listener, then a pipe.</summary>
@@ -70,6 +74,7 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
         text.AppendJoin(',', Older);
         text.Append(";activated=");
         text.AppendJoin(',', ActivatedFds);
+        text.Append(Detached ? ";detached=1" : ";detached=0");
         return text.ToString();
     }
 
@@ -79,9 +84,9 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
     public static HandoverEnvironment Parse(string value)
     {
         string[] parts = value.Split(';');
-        if (!(parts.Length == 8 && parts[0] == Version) && !(parts.Length == 7 && parts[0] == PreviousVersion))
+        if (!(parts.Length == 9 && parts[0] == Version) && !(parts.Length == 7 && parts[0] == PreviousVersion))
         {
-            throw Malformed(value, $"expected '{Version};parent=PID;generation=N;listen=FD,...;ready=FD;ids=INODE,...;older=PID:START,...;activated=FD,...'");
+            throw Malformed(value, $"expected '{Version};parent=PID;generation=N;listen=FD,...;ready=FD;ids=INODE,...;older=PID:START,...;activated=FD,...;detached=0|1'");
         }
 
         int parent = (int)ParsePositive(value, Field(value, parts[1], "parent"), "parent", int.MaxValue);
@@ -96,9 +101,14 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
             older.Add(GenerationProcess.TryParse(item) ?? throw Malformed(value, $"'older' must hold PID:STARTTIME items, not '{item}'"));
         }
 
-        var activated = parts.Length == 8
+        var activated = parts.Length == 9
             ? ParseList(value, Field(value, parts[7], "activated"), "activated", int.MaxValue).Select(v => (int)v).ToList()
             : [];
+        string detached = parts.Length == 9 ? Field(value, parts[8], "detached") : "0";
+        if (detached is not ("0" or "1"))
+        {
+            throw Malformed(value, $"'detached' must be 0 or 1, not '{detached}'");
+        }
         if (activated.Any(fd => !listen.Contains(fd)) || activated.Distinct().Count() != activated.Count)
         {
             throw Malformed(value, "'activated' must name listeners from 'listen', each once");
@@ -125,7 +135,7 @@ internal sealed record HandoverEnvironment(int ParentPid, int Generation, IReadO
             throw Malformed(value, $"descriptors must be consecutive from {FirstFd}: listeners first, then the ready pipe");
         }
 
-        return expected with { ActivatedFds = activated };
+        return expected with { ActivatedFds = activated, Detached = detached == "1" };
     }
 
     private static List<ulong> ParseList(string value, string text, string key, ulong max) =>

@@ -7,7 +7,10 @@ internal interface IGenerationLauncher
     /// <summary>Starts <paramref name="executable"/> as generation <paramref name="generation"/>
     /// with the listeners at descriptors 3, 4, ..., the ready pipe after them, and
     /// <paramref name="blockedSignals"/> blocked until its handlers for them exist.</summary>
-    IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals);
+    /// <remarks>A generation started detached (under systemd) reports its pid first; this
+    /// waits for that report up to <paramref name="timeout"/> or until
+    /// <paramref name="cancellationToken"/> fires, and throws if it does not come.</remarks>
+    IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals, TimeSpan timeout, CancellationToken cancellationToken);
 }
 
 /// <summary>The old generation's view of a new generation it started.</summary>

@@ -36,6 +36,12 @@ internal sealed class Inheritance
     /// <summary>Where to report ready to the parent, or null for a first start.</summary>
     public ReadyPipe? ReadyPipe { get; }
 
+    /// <summary>Whether the generation that started this one still runs (by pid and start time,
+    /// so a recycled pid does not count; getppid() does not tell when this one was started
+    /// detached).</summary>
+    public bool IsParentRunning() =>
+        ParentPid != 0 && (Older.FirstOrDefault(g => g.Pid == ParentPid) is { Pid: > 0, StartTime: > 0 } parent ? parent.IsAlive() : Interop.Libc.GetParentPid() == ParentPid);
+
     /// <summary>The older generations, the parent first, that may still be draining.</summary>
     public IReadOnlyList<GenerationProcess> Older { get; }
 
@@ -111,10 +117,19 @@ internal sealed class Inheritance
         }
 
         var readyPipe = new ReadyPipe(handover.ReadyFd);
+        if (handover.Detached && !readyPipe.ReportPid(Environment.ProcessId))
+        {
+            // Not this process's child: the old generation cannot stop it, so it stops itself.
+            throw new HandoffProtocolException($"the previous generation (pid {handover.ParentPid}) no longer waits for this one (its Handoff:UpgradeTimeout passed, or it is gone); this process was started detached and must not serve.");
+        }
+
         try
         {
             var listeners = handover.ListenFds.Select(fd => new Listener(fd, CheckListeningSocket(fd), inherited: true, activated: handover.ActivatedFds.Contains(fd))).ToList();
-            return new Inheritance(handover.Generation, handover.ParentPid, handover.ParentPid == actualParentPid, listeners, readyPipe, handover.Older);
+            // Started detached, this process's parent is systemd, not the old generation; that
+            // one read the pid report just now, so it lives.
+            bool parentAlive = handover.Detached || handover.ParentPid == actualParentPid;
+            return new Inheritance(handover.Generation, handover.ParentPid, parentAlive, listeners, readyPipe, handover.Older);
         }
         catch (HandoffProtocolException e)
         {

@@ -15,6 +15,7 @@ internal sealed class ReadyPipe
     public const string ReadyLine = "ready";
     public const string StoppingLine = "stopping";
     public const string FailedPrefix = "failed ";
+    public const string PidPrefix = "pid ";
 
     // Longer reasons are cut: the line must fit in one atomic pipe write (PIPE_BUF is 4096).
     public const int MaxLineBytes = 4000;
@@ -50,6 +51,17 @@ internal sealed class ReadyPipe
 
             _reportedReady = true;
             return true;
+        }
+    }
+
+    /// <summary>For a generation started detached (see <see cref="HandoverEnvironment"/>):
+    /// tells the old generation this process's pid, first thing. False when nobody reads any
+    /// more (the old generation gave up or is gone).</summary>
+    public bool ReportPid(int pid)
+    {
+        lock (_gate)
+        {
+            return Write(PidPrefix + pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
     }
 

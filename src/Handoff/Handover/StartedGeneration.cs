@@ -14,6 +14,12 @@ internal sealed class StartedGeneration : IStartedGeneration
     /// <summary>The withdrawal reason when the new generation wrote "stopping".</summary>
     public const string BeganStopping = "it began stopping";
 
+    /// <summary>How a generation started detached ended: its parent, systemd, reaped it.</summary>
+    public const string ExitStatusUnknown = "exit status unknown: systemd reaped it";
+
+    // _exitStatus of a detached generation that exited.
+    private const int DetachedExit = -2;
+
     // How often the wait loop looks at the process between pipe events.
     private const int PollMilliseconds = 50;
 
@@ -21,6 +27,9 @@ internal sealed class StartedGeneration : IStartedGeneration
     private readonly List<byte> _received = [];
     private int _readyFd;
     private int? _exitStatus;
+    private bool _detached;
+    private int _pidfd = -1;
+    private bool _reaping;
 
     public StartedGeneration(int pid, int readyFd)
     {
@@ -28,7 +37,74 @@ internal sealed class StartedGeneration : IStartedGeneration
         _readyFd = readyFd;
     }
 
-    public int Pid { get; }
+    /// <summary>The pid; for a generation started detached, the intermediate's until
+    /// <see cref="AwaitPid"/> has read the real one.</summary>
+    public int Pid { get; private set; }
+
+    /// <summary>A generation started through an intermediate (<c>setsid --fork</c>, pid
+    /// <paramref name="intermediatePid"/>) that exits at once: not this process's child, so it is
+    /// watched through a pidfd, and its exit status goes to its parent, systemd.</summary>
+    public static StartedGeneration Detached(int intermediatePid, int readyFd) => new(intermediatePid, readyFd) { _detached = true };
+
+    /// <summary>Reaps the intermediate and reads the pid the detached generation reports first.
+    /// Throws when it fails, exits or stays silent; the ready pipe is closed then, so that a
+    /// generation that reports later finds nobody waiting and stops itself.</summary>
+    public unsafe void AwaitPid(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            int intermediate = Pid;
+            int result;
+            int status;
+            do
+            {
+                result = Interop.Libc.WaitPid(intermediate, out status, 0);
+            }
+            while (result < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Interop.Libc.EINTR);
+
+            if (result == intermediate && status != 0)
+            {
+                throw new IOException($"'{GenerationLauncher.Setsid} --fork' failed ({Describe(status)})");
+            }
+
+            long deadline = Now + (long)timeout.TotalMilliseconds;
+            while (true)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                long remaining = deadline - Now;
+                if (remaining <= 0)
+                {
+                    throw new TimeoutException($"it did not report its pid within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)");
+                }
+
+                switch (ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
+                {
+                    case ReadOutcome.Line when line!.StartsWith(ReadyPipe.PidPrefix, StringComparison.Ordinal)
+                        && int.TryParse(line.AsSpan(ReadyPipe.PidPrefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) && pid > 1:
+                        lock (_gate)
+                        {
+                            Pid = pid;
+                            _pidfd = Interop.Libc.PidfdOpen(pid);
+                            if (_pidfd < 0)
+                            {
+                                _exitStatus = DetachedExit; // Gone already.
+                            }
+                        }
+
+                        return;
+                    case ReadOutcome.Line:
+                        throw new IOException($"it failed before it reported its pid: {ReadyPipe.ParseLine(line!)}");
+                    case ReadOutcome.EndOfFile:
+                        throw new IOException("it exited before it reported its pid (it closed its ready pipe)");
+                }
+            }
+        }
+        catch
+        {
+            CloseReadyPipe();
+            throw;
+        }
+    }
 
     public Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => WaitReady(timeout, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
@@ -61,6 +137,11 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     public void ReapWhenExited(Action<string> exited)
     {
+        lock (_gate)
+        {
+            _reaping = true;
+        }
+
         var thread = new Thread(() => exited(WaitForExit(block: true) ?? "exit status unknown")) { IsBackground = true, Name = $"Handoff reaper {Pid}" };
         thread.Start();
     }
@@ -275,6 +356,11 @@ internal sealed class StartedGeneration : IStartedGeneration
             }
         }
 
+        if (_detached)
+        {
+            return WaitForDetachedExit(block);
+        }
+
         // Outside the lock: a blocking wait (the reaper thread) must not hold up anyone else.
         int result;
         int status;
@@ -304,8 +390,60 @@ internal sealed class StartedGeneration : IStartedGeneration
         }
     }
 
+    private unsafe string? WaitForDetachedExit(bool block)
+    {
+        int fd;
+        lock (_gate)
+        {
+            fd = _pidfd;
+            if (fd < 0)
+            {
+                return null; // Its pid was never read: nothing to watch.
+            }
+
+            if (!block)
+            {
+                // Under the lock: the reaper thread closes the pidfd under it too.
+                var poll = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
+                if (Interop.Libc.Poll(&poll, 1, 0) <= 0)
+                {
+                    return null;
+                }
+
+                _exitStatus = DetachedExit;
+                if (!_reaping)
+                {
+                    Interop.Libc.Close(_pidfd);
+                    _pidfd = -1;
+                }
+
+                return ExitStatusUnknown;
+            }
+        }
+
+        // The reaper thread: the only blocking waiter, and the one that closes the pidfd.
+        var wait = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
+        while (Interop.Libc.Poll(&wait, 1, -1) < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Interop.Libc.EINTR)
+        {
+        }
+
+        lock (_gate)
+        {
+            _exitStatus ??= DetachedExit;
+            Interop.Libc.Close(_pidfd);
+            _pidfd = -1;
+        }
+
+        return ExitStatusUnknown;
+    }
+
     private static string Describe(int status)
     {
+        if (status == DetachedExit)
+        {
+            return ExitStatusUnknown;
+        }
+
         if (status < 0)
         {
             return "exit status unknown";

@@ -19,11 +19,6 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "getppid")]
         internal static partial int GetParentPid();
 
-        /// <summary>_exit(2): ends the process now, without the runtime's shutdown (which waits
-        /// for the host to finish stopping).</summary>
-        [LibraryImport(LibraryName, EntryPoint = "_exit")]
-        internal static partial void ExitImmediately(int status);
-
         // Used by tests and supervisors that must reap orphaned generations.
         internal const int PR_SET_CHILD_SUBREAPER = 36;
 
