@@ -1,3 +1,4 @@
+using Handoff.Testing;
 namespace Handoff.Tests;
 
 /// <summary>
@@ -194,6 +195,38 @@ public sealed class GenerationLauncherTests : IDisposable
         Assert.Equal(_directory, File.ReadAllText(report + ".pwd").Trim());
     }
 
+    [Fact]
+    public async Task Detached_ReportsItsPid_TerminatedThroughItsPidfd()
+    {
+        // Under systemd: started through setsid --fork; the new process says its pid first.
+        string pidFile = Path.Combine(_directory, "pid");
+        var child = Start($"echo $$ > {pidFile}; echo pid $$ >&3; echo ready >&3; exec sleep 30", detached: true);
+
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(pid, child.Pid); // setsid's child, not setsid (its parent: see SystemdTests)
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal($"{StartedGeneration.ExitStatusUnknown} after SIGTERM", await child.TerminateAsync(TimeSpan.FromSeconds(5)).WaitAsync(Patience));
+        Assert.True(ProcessTable.State(pid) is null or 'Z');
+    }
+
+    [Fact]
+    public async Task Detached_NeverReportsItsPid_StartFailsInTime_AndTheSilentProcessIsKilled()
+    {
+        // A build that hangs before its startup hook runs: the old generation never learns its
+        // pid from it, finds it by the ready pipe it holds, and kills it rather than leave it.
+        string pidFile = Path.Combine(_directory, "pid");
+
+        var e = Assert.Throws<TimeoutException>(() => Start($"echo $$ > {pidFile}; exec sleep 30", detached: true, timeout: TimeSpan.FromSeconds(1)));
+
+        Assert.Contains("did not report its pid within 1 s", e.Message, StringComparison.Ordinal);
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        using var deadline = new CancellationTokenSource(Patience);
+        while (ProcessTable.State(pid) is { } state && state != 'Z')
+        {
+            await Task.Delay(10, deadline.Token); // poll, bounded by Patience
+        }
+    }
+
     public void Dispose()
     {
         foreach (var child in _started)
@@ -206,10 +239,13 @@ public sealed class GenerationLauncherTests : IDisposable
 
     // bash, not dash: dash clears the signal mask it inherits, which would hide the mask the
     // launcher set.
-    private IStartedGeneration Start(string script, IReadOnlyList<int>? blocked = null)
+    private IStartedGeneration Start(string script, IReadOnlyList<int>? blocked = null, bool detached = false, TimeSpan? timeout = null)
     {
         var command = new StartCommand(["/bin/bash", "-c", script], _directory, [KeyValuePair.Create("PATH", "/usr/bin:/bin")]);
-        var child = new GenerationLauncher().Start("/bin/bash", command, [], generation: 5, older: [], blocked ?? [], TimeSpan.FromSeconds(30), CancellationToken.None);
+
+        // A notification socket is what makes the launcher start detached; nothing is sent to it.
+        var launcher = new GenerationLauncher(detached ? new SystemdEnvironment(Path.Combine(_directory, "notify"), null, [], []) : null);
+        var child = launcher.Start("/bin/bash", command, [], generation: 5, older: [], blocked ?? [], timeout ?? TimeSpan.FromSeconds(30), CancellationToken.None);
         _started.Add(child);
         return child;
     }

@@ -30,6 +30,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
         var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
         var sources = new List<int>();
         StartedGeneration started;
+        ulong pipeInode = 0;
         try
         {
             // Copies above every target number, so that placing copy i at 3+i can never
@@ -47,6 +48,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
             }
 
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
+            pipeInode = Inheritance.Identity(readyWrite);
             var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older, [.. listeners.Select(l => l.IsActivated)], detached);
             var environment = ChildEnvironment(command, handover, _systemd);
             started = detached
@@ -73,7 +75,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
         {
             // Throws (and closes the pipe, so that a late new generation stops itself) when no
             // pid comes.
-            started.AwaitPid(timeout, cancellationToken);
+            started.AwaitPid(timeout, pipeInode, cancellationToken);
         }
 
         return started;

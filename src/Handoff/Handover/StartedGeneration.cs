@@ -25,6 +25,7 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     private readonly Lock _gate = new();
     private readonly List<byte> _received = [];
+    private readonly long _startedAt = Now;
     private int _readyFd;
     private int? _exitStatus;
     private bool _detached;
@@ -46,30 +47,32 @@ internal sealed class StartedGeneration : IStartedGeneration
     /// watched through a pidfd, and its exit status goes to its parent, systemd.</summary>
     public static StartedGeneration Detached(int intermediatePid, int readyFd) => new(intermediatePid, readyFd) { _detached = true };
 
-    /// <summary>Reaps the intermediate and reads the pid the detached generation reports first.
-    /// Throws when it fails, exits or stays silent; the ready pipe is closed then, so that a
-    /// generation that reports later finds nobody waiting and stops itself.</summary>
-    public unsafe void AwaitPid(TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Reaps the intermediate and reads the pid the detached generation reports first,
+    /// both within <paramref name="timeout"/> and until <paramref name="cancellationToken"/>.
+    /// Throws when that fails; then the intermediate is killed, and so is the new generation if
+    /// it can be found (a report read at the last moment, or the process holding the ready pipe's
+    /// write end, inode <paramref name="pipeInode"/>): the old generation never knew its pid, and
+    /// it must not serve on. The ready pipe is closed, so one that still reports later finds
+    /// nobody waiting and stops itself.</summary>
+    public unsafe void AwaitPid(TimeSpan timeout, ulong pipeInode, CancellationToken cancellationToken)
     {
+        int intermediate = Pid;
+        bool intermediateReaped = false;
         try
         {
-            int intermediate = Pid;
-            int result;
-            int status;
-            do
-            {
-                result = Interop.Libc.WaitPid(intermediate, out status, 0);
-            }
-            while (result < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Interop.Libc.EINTR);
-
-            if (result == intermediate && status != 0)
-            {
-                throw new IOException($"'{GenerationLauncher.Setsid} --fork' failed ({Describe(status)})");
-            }
-
             long deadline = Now + (long)timeout.TotalMilliseconds;
             while (true)
             {
+                if (!intermediateReaped && Interop.Libc.WaitPid(intermediate, out int status, Interop.Libc.WNOHANG) == intermediate)
+                {
+                    // setsid forks and exits at once.
+                    intermediateReaped = true;
+                    if (status != 0)
+                    {
+                        throw new IOException($"'{GenerationLauncher.Setsid} --fork' failed ({Describe(status)})");
+                    }
+                }
+
                 cancellationToken.ThrowIfCancellationRequested();
                 long remaining = deadline - Now;
                 if (remaining <= 0)
@@ -77,21 +80,30 @@ internal sealed class StartedGeneration : IStartedGeneration
                     throw new TimeoutException($"it did not report its pid within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)");
                 }
 
-                switch (ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
+                var outcome = ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line);
+                if (outcome == ReadOutcome.Line && ParsePid(line!) is { } pid)
                 {
-                    case ReadOutcome.Line when line!.StartsWith(ReadyPipe.PidPrefix, StringComparison.Ordinal)
-                        && int.TryParse(line.AsSpan(ReadyPipe.PidPrefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) && pid > 1:
-                        lock (_gate)
+                    lock (_gate)
+                    {
+                        Pid = pid;
+                        _pidfd = Interop.Libc.PidfdOpen(pid);
+                        if (_pidfd < 0)
                         {
-                            Pid = pid;
-                            _pidfd = Interop.Libc.PidfdOpen(pid);
-                            if (_pidfd < 0)
-                            {
-                                _exitStatus = DetachedExit; // Gone already.
-                            }
+                            _exitStatus = DetachedExit; // Gone already.
                         }
+                    }
 
-                        return;
+                    if (!intermediateReaped)
+                    {
+                        // It has forked (the report came through), so it exits now if it has not.
+                        _ = Interop.Libc.WaitPid(intermediate, out _, 0);
+                    }
+
+                    return;
+                }
+
+                switch (outcome)
+                {
                     case ReadOutcome.Line:
                         throw new IOException($"it failed before it reported its pid: {ReadyPipe.ParseLine(line!)}");
                     case ReadOutcome.EndOfFile:
@@ -101,9 +113,59 @@ internal sealed class StartedGeneration : IStartedGeneration
         }
         catch
         {
+            // A report written at the last moment, else whoever holds the pipe's write end.
+            int? late = ReadLine(0, out string? last) == ReadOutcome.Line ? ParsePid(last!) : null;
             CloseReadyPipe();
+            if (!intermediateReaped)
+            {
+                Interop.Libc.Kill(intermediate, Interop.Libc.SIGKILL);
+                _ = Interop.Libc.WaitPid(intermediate, out _, 0);
+            }
+
+            if ((late ?? FindPipeHolder(pipeInode)) is { } orphan)
+            {
+                Interop.Libc.Kill(orphan, Interop.Libc.SIGKILL);
+            }
+
             throw;
         }
+    }
+
+    private static int? ParsePid(string line) =>
+        line.StartsWith(ReadyPipe.PidPrefix, StringComparison.Ordinal)
+            && int.TryParse(line.AsSpan(ReadyPipe.PidPrefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) && pid > 1
+            ? pid
+            : null;
+
+    /// <summary>The process, other than this one, that holds the pipe with inode
+    /// <paramref name="inode"/> (the new generation's end of the ready pipe), or null.</summary>
+    private static int? FindPipeHolder(ulong inode)
+    {
+        string wanted = $"pipe:[{inode}]";
+        foreach (string directory in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) || pid == Environment.ProcessId)
+            {
+                continue;
+            }
+
+            try
+            {
+                foreach (string fd in Directory.EnumerateFileSystemEntries(Path.Combine(directory, "fd")))
+                {
+                    if (new FileInfo(fd).LinkTarget == wanted)
+                    {
+                        return pid;
+                    }
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Gone, or not ours to read: not the new generation, which runs as this user.
+            }
+        }
+
+        return null;
     }
 
     public Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
@@ -151,7 +213,8 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     private unsafe string? WaitReady(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        long deadline = Now + (long)timeout.TotalMilliseconds;
+        // From the spawn on: a detached start's wait for the pid report counts too.
+        long deadline = _startedAt + (long)timeout.TotalMilliseconds;
         string? result = "not read";
         try
         {
@@ -312,7 +375,7 @@ internal sealed class StartedGeneration : IStartedGeneration
             return null;
         }
 
-        Interop.Libc.Kill(Pid, Interop.Libc.SIGTERM);
+        Signal(Interop.Libc.SIGTERM);
         long deadline = Now + (long)grace.TotalMilliseconds;
         while (Now < deadline)
         {
@@ -324,8 +387,25 @@ internal sealed class StartedGeneration : IStartedGeneration
             Thread.Sleep(20);
         }
 
-        Interop.Libc.Kill(Pid, Interop.Libc.SIGKILL);
+        Signal(Interop.Libc.SIGKILL);
         return (WaitForExit(block: true) ?? "unknown status") + " after SIGKILL";
+    }
+
+    // A detached generation is not this process's child: once it exits, systemd reaps it and
+    // its pid may be reused, so it is signalled through its pidfd.
+    private void Signal(int signal)
+    {
+        lock (_gate)
+        {
+            if (!_detached)
+            {
+                Interop.Libc.Kill(Pid, signal);
+            }
+            else if (_pidfd >= 0)
+            {
+                Interop.Libc.PidfdSendSignal(_pidfd, signal);
+            }
+        }
     }
 
     private string? WaitForExitBriefly()
