@@ -83,7 +83,7 @@ public sealed class FaultTests : IDisposable
         HelloSleepServer.Signal(child, SIGCONT);
 
         await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, "the orphaned generation to write the pid file");
-        Assert.Contains($"the generation that started it (pid {old}) has exited before it took over", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"the generation that started it (pid {old}) has exited before it took over"); // logged through the console logger's queue
         Assert.Equal(child, await server.GetPidAsync());
         Assert.DoesNotContain("stale or forged", server.Output, StringComparison.Ordinal);
     }
@@ -103,7 +103,7 @@ public sealed class FaultTests : IDisposable
         File.Delete(_hold);
 
         await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, "the new generation to write the pid file");
-        Assert.Contains($"the previous generation (pid {old}) is gone; this generation writes the pid file itself", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"the previous generation (pid {old}) is gone; this generation writes the pid file itself"); // logged through the console logger's queue
         Assert.Equal(child, await server.GetPidAsync());
     }
 
