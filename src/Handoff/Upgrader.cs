@@ -630,7 +630,15 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
-        Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason);
+        if (State is GenerationState.Stopping or GenerationState.Stopped)
+        {
+            Log.UpgradeFailedStopping(_logger, Environment.ProcessId, Generation, newPid, reason);
+        }
+        else
+        {
+            Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason);
+        }
+
         _lastUpgrade = $"failed at {Clock()}: {reason}";
         if (changed)
         {
@@ -920,6 +928,9 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(28, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) did not take the ready report (it gave up waiting) and keeps serving.", EventName = "ParentGaveUp")]
         public static partial void ParentGaveUp(ILogger logger, int pid, int generation, int parentPid);
+
+        [LoggerMessage(64, LogLevel.Warning, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed; this generation is stopping. {Reason}", EventName = "UpgradeFailedStopping")]
+        public static partial void UpgradeFailedStopping(ILogger logger, int pid, int generation, int newPid, string reason);
 
         [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}).", EventName = "MainPidHanded")]
         public static partial void MainPidHanded(ILogger logger, int pid, int generation, int newPid, string outcome);
