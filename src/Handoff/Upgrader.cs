@@ -361,6 +361,15 @@ public sealed partial class Upgrader : IDisposable
                 }
                 else
                 {
+                    if (!main && _toldParentReady && _notifier.IsEnabled)
+                    {
+                        // The previous generation may have told systemd this pid is the main
+                        // process an instant ago, before it saw this withdrawal: give it back,
+                        // first, so that the exit of this process does not count as the service's.
+                        // Refused (harmlessly) when systemd had not made this process main.
+                        _notifier.Notify(MainPidAssignment(_inheritance.ParentPid));
+                    }
+
                     // If the previous generation can still roll back, it accepts again.
                     _inheritance.ReadyPipe?.ReportStopping();
                 }
