@@ -259,13 +259,13 @@ public sealed partial class Upgrader : IDisposable
     {
         int next = Generation + 1;
         string? refusal;
-        bool refusedWhileReady;
+        bool answersSystemd;
         Task<UpgradeResult> upgrade;
         lock (_lock)
         {
             // Only the main process may speak for the service (a new generation whose parent
             // can still roll back is not, and would be refused by systemd).
-            refusedWhileReady = _state == GenerationState.Ready && IsMainLocked();
+            answersSystemd = _state == GenerationState.Ready && IsMainLocked();
             refusal = _state switch
             {
                 GenerationState.Starting => "this generation is not ready yet",
@@ -291,7 +291,7 @@ public sealed partial class Upgrader : IDisposable
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
-            if (refusedWhileReady && _notifier.IsEnabled)
+            if (answersSystemd && _notifier.IsEnabled)
             {
                 // A reload systemd asked for (Type=notify-reload) ends with READY=1 either way,
                 // and the status line says why nothing changed.
@@ -431,6 +431,9 @@ public sealed partial class Upgrader : IDisposable
         StateChanged?.Invoke(GenerationState.Stopped);
     }
 
+    /// <summary>The older generations that still run (they drain), read from /proc.</summary>
+    private List<GenerationProcess> DrainingOlder() => [.. _inheritance.Older.Where(g => g.IsAlive())];
+
     private string? DrainingBoundRefusal()
     {
         if (_options.MaxDrainingGenerations <= 0)
@@ -438,7 +441,7 @@ public sealed partial class Upgrader : IDisposable
             return null;
         }
 
-        var draining = _inheritance.Older.Where(g => g.IsAlive()).ToList();
+        var draining = DrainingOlder();
         return draining.Count + 1 > _options.MaxDrainingGenerations
             ? $"{draining.Count} older generations are still draining (pids {string.Join(", ", draining.Select(g => g.Pid))}); another upgrade would make {draining.Count + 1} draining generations, more than {HandoffOptions.SectionName}:{nameof(HandoffOptions.MaxDrainingGenerations)} ({_options.MaxDrainingGenerations}). Wait for them to finish, or raise the option"
             : null;
@@ -487,7 +490,7 @@ public sealed partial class Upgrader : IDisposable
             string executable = _command.ResolveExecutable();
             var listeners = Listeners.Listeners;
             Log.Spawning(_logger, pid, Generation, executable, listeners.Count);
-            var older = _inheritance.Older.Where(g => g.IsAlive()).Prepend(_self ?? new GenerationProcess(pid, 0)).ToList();
+            var older = DrainingOlder().Prepend(_self ?? new GenerationProcess(pid, 0)).ToList();
             var blocked = _upgradeSignals.Select(UpgradeSignalNames.ToNumber).Union(EarlyStart.AlwaysHandled).ToList();
             child = _launcher.Start(executable, _command, listeners, next, older, blocked, _options.UpgradeTimeout, _stopping.Token);
         }
@@ -754,7 +757,7 @@ public sealed partial class Upgrader : IDisposable
             text.Append(CultureInfo.InvariantCulture, $"; {count()} open connections");
         }
 
-        var draining = _inheritance.Older.Where(g => g.IsAlive()).Select(g => g.Pid).ToList();
+        var draining = DrainingOlder().Select(g => g.Pid).ToList();
         if (draining.Count > 0 && state is not (GenerationState.Superseded or GenerationState.Stopping or GenerationState.Stopped))
         {
             text.Append(CultureInfo.InvariantCulture, $"; older generations draining: pid {string.Join(", ", draining)}");
@@ -822,18 +825,18 @@ public sealed partial class Upgrader : IDisposable
         var watchdog = _notifier.WatchdogInterval;
         var period = watchdog is { } interval && interval / 3 < StatusRefresh ? interval / 3 : StatusRefresh;
         var waitingForCommit = TimeSpan.FromMilliseconds(50);
-        long lastSentAt = Environment.TickCount64;
-        long lastStatusAt = lastSentAt;
+        long lastStatusAt = Environment.TickCount64;
         string? lastStatus = null;
 
         // Generation 1 is the main process from the start and reports with READY=1.
         bool wasMain = !IsInherited;
+        bool awaitingCommit = IsInherited;
         try
         {
             while (true)
             {
+                await Task.Delay(awaitingCommit ? waitingForCommit : period, _serviceLoopStop.Token).ConfigureAwait(false);
                 bool main;
-                bool awaitingCommit;
                 lock (_lock)
                 {
                     main = IsMainLocked() && _state != GenerationState.Stopped;
@@ -842,32 +845,30 @@ public sealed partial class Upgrader : IDisposable
 
                 bool becameMain = main && !wasMain;
                 wasMain = main;
-                long now = Environment.TickCount64;
-                if (main && (becameMain || now - lastSentAt >= period.TotalMilliseconds - 1))
+                if (!main)
                 {
-                    var assignments = new List<string>(2);
-                    if (watchdog is not null)
-                    {
-                        assignments.Add(SystemdConstants.Watchdog);
-                    }
-
-                    string status = StatusText();
-                    if (becameMain || status != lastStatus || now - lastStatusAt >= StatusRefresh.TotalMilliseconds)
-                    {
-                        assignments.Add(SystemdConstants.Status + status);
-                        lastStatus = status;
-                        lastStatusAt = now;
-                    }
-
-                    if (assignments.Count > 0)
-                    {
-                        _notifier.Notify([.. assignments]);
-                    }
-
-                    lastSentAt = now;
+                    continue;
                 }
 
-                await Task.Delay(awaitingCommit ? waitingForCommit : period, _serviceLoopStop.Token).ConfigureAwait(false);
+                var assignments = new List<string>(2);
+                if (watchdog is not null)
+                {
+                    assignments.Add(SystemdConstants.Watchdog);
+                }
+
+                long now = Environment.TickCount64;
+                string status = StatusText();
+                if (becameMain || status != lastStatus || now - lastStatusAt >= StatusRefresh.TotalMilliseconds)
+                {
+                    assignments.Add(SystemdConstants.Status + status);
+                    lastStatus = status;
+                    lastStatusAt = now;
+                }
+
+                if (assignments.Count > 0)
+                {
+                    _notifier.Notify([.. assignments]);
+                }
             }
         }
         catch (OperationCanceledException)

@@ -215,7 +215,7 @@ public sealed class SystemdTests : IAsyncLifetime
         // After the old generation exited, the serving one's parent is systemd: its death is a
         // main-process exit that Restart=on-failure acts on.
         int port = FreePort();
-        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port).Replace("Restart=no", "Restart=on-failure\nRestartSec=100ms", StringComparison.Ordinal));
+        await Systemd.InstallUnitAsync(Service, RestartingOnFailure(SampleUnit("myapp.service", port)));
         await StartAsync(Service);
         int first = await MainPidAsync();
         int second = await ReloadAsync(first);
@@ -239,7 +239,7 @@ public sealed class SystemdTests : IAsyncLifetime
         // unit as after any crash of a main process: the old generation gets SIGTERM and
         // finishes its request, and the service is restarted.
         int port = FreePort();
-        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port).Replace("Restart=no", "Restart=on-failure\nRestartSec=100ms", StringComparison.Ordinal));
+        await Systemd.InstallUnitAsync(Service, RestartingOnFailure(SampleUnit("myapp.service", port)));
         await StartAsync(Service);
         var endPoint = new IPEndPoint(IPAddress.Loopback, port);
         int first = await MainPidAsync();
@@ -367,6 +367,10 @@ public sealed class SystemdTests : IAsyncLifetime
         return text.Replace("[Service]\n", "[Service]\n" + added, StringComparison.Ordinal);
     }
 
+    // SampleUnit turns Restart= off; the crash tests want the sample's Restart=on-failure, fast.
+    private static string RestartingOnFailure(string unit) =>
+        unit.Replace("Restart=no", "Restart=on-failure\nRestartSec=100ms", StringComparison.Ordinal);
+
     private async Task StartAsync(string unit)
     {
         var (code, output) = await Systemd.SystemctlAsync("start", unit);
@@ -386,25 +390,8 @@ public sealed class SystemdTests : IAsyncLifetime
         return int.Parse(pid, CultureInfo.InvariantCulture);
     }
 
-    private async Task WaitForJournalAsync(string text, int count = 1)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            string journal = await Systemd.JournalAsync(Service);
-            if (CountOf(journal, text) >= count)
-            {
-                return;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"'{text}' did not appear {count} times in the journal:\n{journal}");
-            }
-
-            await Task.Delay(50);
-        }
-    }
+    private Task<string> WaitForJournalAsync(string text, int count = 1) =>
+        SystemdNamespace.PollAsync(() => Systemd.JournalAsync(Service), journal => CountOf(journal, text) >= count, TimeSpan.FromSeconds(60), journal => Task.FromResult($"'{text}' did not appear {count} times in the journal:\n{journal}"));
 
     private static int CountOf(string text, string part)
     {
@@ -419,24 +406,14 @@ public sealed class SystemdTests : IAsyncLifetime
 
     /// <summary>Waits until exactly <paramref name="expected"/> processes of the app run inside
     /// the namespace (older generations finish draining), with a deadline.</summary>
-    private async Task WaitForProcessesAsync(int[] expected)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            var (_, output) = await Systemd.RunInsideAsync("pgrep", "-f", $"{AppDirectory}/HelloSleep.dll");
-            var running = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => int.Parse(p, CultureInfo.InvariantCulture)).Order().ToArray();
-            if (running.SequenceEqual(expected.Order()))
+    private Task<int[]> WaitForProcessesAsync(int[] expected) =>
+        SystemdNamespace.PollAsync(
+            async () =>
             {
-                return;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"expected app processes [{string.Join(",", expected)}], found [{string.Join(",", running)}]\n{await Systemd.JournalAsync(Service)}");
-            }
-
-            await Task.Delay(100);
-        }
-    }
+                var (_, output) = await Systemd.RunInsideAsync("pgrep", "-f", $"{AppDirectory}/HelloSleep.dll");
+                return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => int.Parse(p, CultureInfo.InvariantCulture)).Order().ToArray();
+            },
+            running => running.SequenceEqual(expected.Order()),
+            TimeSpan.FromSeconds(60),
+            async running => $"expected app processes [{string.Join(",", expected)}], found [{string.Join(",", running)}]\n{await Systemd.JournalAsync(Service)}");
 }

@@ -165,20 +165,26 @@ public sealed class SystemdNamespace : IAsyncDisposable
     }
 
     /// <summary>Polls a unit property until <paramref name="condition"/> holds, with a deadline.</summary>
-    public async Task<string> WaitForAsync(string unit, string property, Func<string, bool> condition, TimeSpan timeout, string what)
+    public async Task<string> WaitForAsync(string unit, string property, Func<string, bool> condition, TimeSpan timeout, string what) =>
+        await PollAsync(() => ShowAsync(unit, property), condition, timeout, async value => $"{what}: {unit} {property} is '{value}' after {timeout.TotalSeconds} s.\n{await JournalAsync(unit)}");
+
+    /// <summary>Reads a value every 50 ms until <paramref name="done"/> holds; after
+    /// <paramref name="timeout"/> throws a <see cref="TimeoutException"/> that
+    /// <paramref name="describe"/> words from the last value.</summary>
+    public static async Task<T> PollAsync<T>(Func<Task<T>> read, Func<T, bool> done, TimeSpan timeout, Func<T, Task<string>> describe)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
-            string value = await ShowAsync(unit, property);
-            if (condition(value))
+            T value = await read();
+            if (done(value))
             {
                 return value;
             }
 
             if (DateTime.UtcNow > deadline)
             {
-                throw new TimeoutException($"{what}: {unit} {property} is '{value}' after {timeout.TotalSeconds} s.\n{await JournalAsync(unit)}");
+                throw new TimeoutException(await describe(value));
             }
 
             await Task.Delay(50);
