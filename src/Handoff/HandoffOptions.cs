@@ -91,6 +91,37 @@ public sealed class HandoffOptions
     public string? PidFile { get; set; }
 
     /// <summary>
+    /// The Unix socket the <c>handoff</c> tool talks to (<c>handoff upgrade</c>,
+    /// <c>handoff status</c>): an absolute path, or <c>none</c> for no control socket.
+    /// </summary>
+    /// <remarks>Default: null, meaning <c>$RUNTIME_DIRECTORY/handoff.sock</c> when systemd gives
+    /// the service a runtime directory (<c>RuntimeDirectory=</c>), and no control socket
+    /// otherwise: there is no other directory that is certain to belong to this service alone,
+    /// and a path shared by two services, or writable by another user, would let one answer for
+    /// the other. The socket is created with mode 0600 and served by the generation that
+    /// accepts connections; each new generation takes over the same socket. Only the server's
+    /// own user and root may use it (checked with <c>SO_PEERCRED</c>). See docs/control.md.</remarks>
+    public string? ControlSocket { get; set; }
+
+    /// <summary>The value of <see cref="ControlSocket"/> that turns the control socket off.</summary>
+    internal const string NoControlSocket = "none";
+
+    /// <summary>The control socket's path after defaults (see <see cref="ControlSocket"/>), or
+    /// null for none.</summary>
+    internal string? ResolveControlSocket(string? runtimeDirectory)
+    {
+        if (ControlSocket is { } configured)
+        {
+            return configured == NoControlSocket ? null : configured;
+        }
+
+        // systemd separates several RuntimeDirectory= entries with colons; the first is the
+        // service's own.
+        string? first = runtimeDirectory?.Split(':')[0];
+        return first is { Length: > 0 } && Path.IsPathFullyQualified(first) ? Path.Join(first, "handoff.sock") : null;
+    }
+
+    /// <summary>
     /// Work the new generation must finish before it reports ready, e.g. filling caches or
     /// opening database connections; an exception fails the upgrade and the old generation
     /// keeps serving.
@@ -146,6 +177,18 @@ public sealed class HandoffOptions
         if (PidFile is not null && (PidFile.Length == 0 || PidFile.EndsWith('/')))
         {
             errors.Add($"{SectionName}:{nameof(PidFile)} '{PidFile}' is not a file path; give a path such as /run/myapp/app.pid, or leave it unset.");
+        }
+
+        if (ControlSocket is { } control && control != NoControlSocket)
+        {
+            if (!Path.IsPathFullyQualified(control) || control.EndsWith('/'))
+            {
+                errors.Add($"{SectionName}:{nameof(ControlSocket)} '{control}' must be the absolute path of a socket file, such as /run/myapp/handoff.sock, or '{NoControlSocket}'.");
+            }
+            else if (System.Text.Encoding.UTF8.GetByteCount(control) >= Interop.Libc.UnixPathMax)
+            {
+                errors.Add($"{SectionName}:{nameof(ControlSocket)} '{control}' is longer than a Unix socket path can be ({Interop.Libc.UnixPathMax - 1} bytes); choose a shorter path.");
+            }
         }
 
         return errors;

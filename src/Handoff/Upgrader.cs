@@ -35,11 +35,14 @@ public sealed partial class Upgrader : IDisposable
     private readonly bool _routesSignals;
     private readonly ServiceNotifier _notifier;
     private readonly CancellationTokenSource _serviceLoopStop = new();
+    private readonly string? _controlSocket;
+    private readonly ControlServer? _control;
     private GenerationState _state = GenerationState.Starting;
     private bool _toldParentReady;
     private bool _claimedMain;
     private bool _handedMain;
-    private string? _lastUpgrade;
+    private LastUpgrade? _lastUpgrade;
+    private readonly DateTimeOffset _startedAt = DateTimeOffset.UtcNow;
     private Task<UpgradeResult>? _upgrade;
     private Task? _stop;
     private bool _ownsPidFile;
@@ -116,6 +119,46 @@ public sealed partial class Upgrader : IDisposable
             }
             _ = Task.Run(RunServiceLoopAsync);
         }
+
+        _controlSocket = options.ResolveControlSocket(Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY"));
+        if (_controlSocket is not null)
+        {
+            Listener control;
+            try
+            {
+                control = Listeners.ListenControl(_controlSocket);
+            }
+            catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
+            {
+                throw new InvalidOperationException($"{HandoffOptions.SectionName}:{nameof(HandoffOptions.ControlSocket)} '{_controlSocket}' cannot be used: {e.Message}. " +
+                    (e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.AddressAlreadyInUse }
+                        ? "A running server answers there ('handoff status --control " + _controlSocket + "' says which); give each server its own path."
+                        : "Create its directory, writable by this user, or choose another path."), e);
+            }
+
+            _control = new ControlServer(this, control, loggerFactory.CreateLogger("Handoff.Control"));
+            _control.Start();
+        }
+    }
+
+    /// <summary>The path of the control socket, or null for none.</summary>
+    internal string? ControlSocketPath => _controlSocket;
+
+    /// <summary>What <c>handoff status</c> shows.</summary>
+    internal GenerationStatus GetStatus()
+    {
+        var draining = DrainingOlder().Select(g => new DrainingGeneration(g.Pid, g.StartedAt(), ProcessSockets.CountConnections(g.Pid))).ToList();
+        return new GenerationStatus(
+            Environment.ProcessId,
+            Generation,
+            State,
+            _self?.StartedAt() ?? _startedAt,
+            [.. Listeners.Listeners.Where(l => l != Listeners.Control)],
+            _controlSocket,
+            OpenConnections?.Invoke(),
+            draining,
+            _lastUpgrade ?? (IsInherited ? new LastUpgrade(LastUpgrade.Succeeded, _startedAt, $"generation {Generation} (pid {Environment.ProcessId}) took over from pid {_inheritance.ParentPid}") : null),
+            _inheritance.ParentPid);
     }
 
     /// <summary>How many connections this generation has open, for the status line systemd
@@ -269,7 +312,7 @@ public sealed partial class Upgrader : IDisposable
             refusal = _state switch
             {
                 GenerationState.Starting => "this generation is not ready yet",
-                GenerationState.Upgrading => "an upgrade is already in progress",
+                GenerationState.Upgrading => InProgress,
                 GenerationState.HandingOver => "this generation is handing over to a new one",
                 GenerationState.Superseded => $"this generation was already superseded by pid {SupersededBy?.NewPid}",
                 GenerationState.Stopping or GenerationState.Stopped => "this generation is shutting down",
@@ -284,18 +327,23 @@ public sealed partial class Upgrader : IDisposable
             }
             else
             {
-                upgrade = Task.FromResult(UpgradeResult.Failure(0, next, refusal));
+                upgrade = Task.FromResult(UpgradeResult.Refusal(next, refusal));
             }
         }
 
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
+            if (refusal != InProgress)
+            {
+                // The upgrade in progress reports its own outcome.
+                _lastUpgrade = new LastUpgrade("refused", DateTimeOffset.UtcNow, refusal);
+            }
+
             if (answersSystemd && _notifier.IsEnabled)
             {
                 // A reload systemd asked for (Type=notify-reload) ends with READY=1 either way,
                 // and the status line says why nothing changed.
-                _lastUpgrade = $"refused at {Clock()}: {refusal}";
                 NotifyService(SystemdConstants.Reloading, MonotonicAssignment());
                 NotifyService(SystemdConstants.Ready);
             }
@@ -423,6 +471,12 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
+        if (_control is not null)
+        {
+            // Lets the client of the upgrade that superseded this generation read its outcome.
+            await _control.StopAsync().ConfigureAwait(false);
+        }
+
         lock (_lock)
         {
             _state = GenerationState.Stopped;
@@ -501,6 +555,7 @@ public sealed partial class Upgrader : IDisposable
             return Fail(0, $"cannot start the new generation: {e.Message}");
         }
 
+        long spawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         Log.Spawned(_logger, pid, Generation, child.Pid, next);
         string? failure;
         bool stopped = false;
@@ -534,10 +589,10 @@ public sealed partial class Upgrader : IDisposable
             return Fail(child.Pid, reason);
         }
 
-        return await HandOverAsync(child, next).ConfigureAwait(false);
+        return await HandOverAsync(child, next, System.Diagnostics.Stopwatch.GetElapsedTime(spawnedAt)).ConfigureAwait(false);
     }
 
-    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next)
+    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next, TimeSpan timeToReady)
     {
         int pid = Environment.ProcessId;
         Log.HandingOver(_logger, pid, Generation, child.Pid, next, _options.RollbackWindow.TotalSeconds);
@@ -626,7 +681,11 @@ public sealed partial class Upgrader : IDisposable
 
         await child.CommitAsync().ConfigureAwait(false); // Closed already unless it withdrew too late.
         await Listeners.CloseAllAsync().ConfigureAwait(false);
-        var result = UpgradeResult.Success(child.Pid, next);
+        var result = UpgradeResult.Success(child.Pid, next, timeToReady);
+        if (_lastUpgrade?.Outcome != LastUpgrade.Succeeded)
+        {
+            _lastUpgrade = LastUpgrade.TookOver(next, child.Pid);
+        }
         SupersededBy = result;
         Log.Superseded(_logger, pid, Generation, child.Pid, next);
         StateChanged?.Invoke(GenerationState.Superseded);
@@ -655,7 +714,7 @@ public sealed partial class Upgrader : IDisposable
             Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason);
         }
 
-        _lastUpgrade = $"failed at {Clock()}: {reason}";
+        _lastUpgrade = new LastUpgrade("failed", DateTimeOffset.UtcNow, reason);
         if (changed)
         {
             StateChanged?.Invoke(GenerationState.Ready);
@@ -724,7 +783,19 @@ public sealed partial class Upgrader : IDisposable
 
     private static string MonotonicAssignment() => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MonotonicUsec}{Interop.Libc.MonotonicMicroseconds()}");
 
-    private static string Clock() => DateTimeOffset.Now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+    private static string Clock(DateTimeOffset? at = null) => (at ?? DateTimeOffset.UtcNow).ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+
+    private const string InProgress = "an upgrade is already in progress";
+
+    /// <summary>The last upgrade's outcome as status reports show it.</summary>
+    internal sealed record LastUpgrade(string Outcome, DateTimeOffset At, string Detail)
+    {
+        public const string Succeeded = "succeeded";
+
+        public static LastUpgrade TookOver(int generation, int pid) => new(Succeeded, DateTimeOffset.UtcNow, $"generation {generation} (pid {pid}) took over");
+
+        public override string ToString() => Outcome == Succeeded ? $"{Detail} at {Clock(At)}" : $"{Outcome} at {Clock(At)}: {Detail}";
+    }
 
     /// <summary>One datagram to systemd with <paramref name="assignments"/> and the current
     /// status line. Nothing outside systemd.</summary>
@@ -763,7 +834,7 @@ public sealed partial class Upgrader : IDisposable
             text.Append(CultureInfo.InvariantCulture, $"; older generations draining: pid {string.Join(", ", draining)}");
         }
 
-        string? last = _lastUpgrade ?? (IsInherited ? $"took over from pid {_inheritance.ParentPid}" : null);
+        string? last = _lastUpgrade?.ToString() ?? (IsInherited ? $"took over from pid {_inheritance.ParentPid}" : null);
         if (last is not null)
         {
             text.Append("; last upgrade: ").Append(last);
@@ -795,7 +866,7 @@ public sealed partial class Upgrader : IDisposable
             return null;
         }
 
-        string last = $"generation {next} (pid {newPid}) took over at {Clock()}";
+        var last = LastUpgrade.TookOver(next, newPid);
         string status = $"Generation {next} (pid {newPid}) serving; generation {Generation} (pid {Environment.ProcessId}) draining; last upgrade: {last}";
         string[] assignments = _notifier.WatchdogInterval is null
             ? [MainPidAssignment(newPid), SystemdConstants.Ready, SystemdConstants.Status + status]

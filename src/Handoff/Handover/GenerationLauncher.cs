@@ -100,7 +100,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
         return environment;
     }
 
-    private static unsafe int Spawn(string executable, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string workingDirectory, List<int> sources, IReadOnlyList<int> blockedSignals)
+    internal static unsafe int Spawn(string executable, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string workingDirectory, List<int> sources, IReadOnlyList<int> blockedSignals)
     {
         byte* fileActions = stackalloc byte[Interop.Libc.SpawnFileActionsSize];
         byte* attributes = stackalloc byte[Interop.Libc.SpawnAttributesSize];

@@ -27,6 +27,24 @@ internal readonly record struct GenerationProcess(int Pid, ulong StartTime)
             : null;
     }
 
+    /// <summary>When the process started, from its start time and the boot time in
+    /// <c>/proc/stat</c>; null if either cannot be read.</summary>
+    public DateTimeOffset? StartedAt()
+    {
+        try
+        {
+            string? boot = File.ReadLines("/proc/stat").FirstOrDefault(l => l.StartsWith("btime ", StringComparison.Ordinal));
+            // USER_HZ, the unit of the start time, is 100 on every Linux architecture .NET runs on.
+            return boot is not null && long.TryParse(boot.AsSpan(6), NumberStyles.None, CultureInfo.InvariantCulture, out long seconds)
+                ? DateTimeOffset.FromUnixTimeSeconds(seconds).AddMilliseconds(StartTime * 10.0)
+                : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Pid}:{StartTime}");
 
     // The state (field 3) and start time (field 22) of /proc/PID/stat. The command name before

@@ -9,6 +9,7 @@ internal static partial class Interop
         internal const int SOL_SOCKET = 1;
         internal const int SO_REUSEADDR = 2;
         internal const int SO_TYPE = 3;
+        internal const int SO_PEERCRED = 17;
         internal const int SO_ACCEPTCONN = 30;
         internal const int SOCK_STREAM = 1;
         internal const int ENOTSOCK = 88;

@@ -18,6 +18,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     private readonly List<Listener> _unclaimed;
     private readonly List<Listener> _claimed = [];
     private readonly ILogger _logger;
+    private Listener? _control;
 
     internal ListenerRegistry(IEnumerable<Listener> inherited, AcceptGate gate, ILogger logger)
     {
@@ -64,6 +65,42 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         lock (_gate)
         {
+            if (_control is not null && ListenerAddress.Satisfies(_control.EndPoint, endPoint))
+            {
+                throw new InvalidOperationException($"{ListenerAddress.Format(endPoint)} is Handoff's control socket ({HandoffOptions.SectionName}:{nameof(HandoffOptions.ControlSocket)}); give the server another address.");
+            }
+
+            return ListenLocked(endPoint, unixMode: null);
+        }
+    }
+
+    /// <summary>The control socket (<see cref="HandoffOptions.ControlSocket"/>): the inherited
+    /// one at <paramref name="path"/>, or a new one, created with mode 0600 before it listens,
+    /// so that no other user can connect in between. Handed over like every listener.</summary>
+    internal Listener ListenControl(string path)
+    {
+        lock (_gate)
+        {
+            _control = ListenLocked(new UnixDomainSocketEndPoint(path), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            return _control;
+        }
+    }
+
+    /// <summary>The control socket, or null.</summary>
+    internal Listener? Control
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _control;
+            }
+        }
+    }
+
+    private Listener ListenLocked(EndPoint endPoint, UnixFileMode? unixMode)
+    {
+        {
             var inherited = FindInherited(endPoint);
             if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK)
             {
@@ -75,13 +112,19 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
             if (inherited is not null)
             {
+                if (unixMode is { } mode)
+                {
+                    // Whatever became of the file's mode meanwhile, it is private again.
+                    Interop.Libc.Chmod(inherited.EndPoint.ToString()!, mode);
+                }
+
                 _unclaimed.Remove(inherited);
                 _claimed.Add(inherited);
                 Log.ListenerAdopted(_logger, ListenerAddress.Format(inherited.EndPoint), inherited.FileDescriptor);
                 return inherited;
             }
 
-            var bound = Bind(endPoint);
+            var bound = Bind(endPoint, unixMode);
             bound.Gate = Gate;
             _claimed.Add(bound);
             Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
@@ -207,7 +250,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     private Listener? FindInherited(EndPoint requested) =>
         _unclaimed.FirstOrDefault(candidate => ListenerAddress.Satisfies(candidate.EndPoint, requested));
 
-    private static Listener Bind(EndPoint endPoint)
+    private static Listener Bind(EndPoint endPoint, UnixFileMode? unixMode)
     {
         // Never set SocketOptionName.ReuseAddress: on Linux .NET turns it into SO_REUSEPORT as
         // well, which lets a second process bind the same port and silently split the traffic.
@@ -239,6 +282,12 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             }
 
             BindRemovingStaleUnixPath(fd, endPoint);
+            if (unixMode is { } mode)
+            {
+                // Before listen(2): until then every connect is refused.
+                Interop.Libc.Chmod(endPoint.ToString()!, mode);
+            }
+
             Interop.Libc.Listen(fd, Backlog);
             return new Listener(fd, Inheritance.CheckListeningSocket(fd), inherited: false);
         }
@@ -266,7 +315,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         }
     }
 
-    private static bool IsStaleUnixSocket(UnixDomainSocketEndPoint endPoint)
+    internal static bool IsStaleUnixSocket(UnixDomainSocketEndPoint endPoint)
     {
         // Only a socket file can be stale; any other file at the path is somebody's data.
         if (Interop.Libc.FileType(endPoint.ToString()) != Interop.Libc.S_IFSOCK)

@@ -1,0 +1,132 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+
+namespace Handoff.Tool;
+
+/// <summary>
+/// The client end of the control socket (docs/control.md): one request line, then JSON
+/// answers, one per line, until the server closes the connection.
+/// </summary>
+internal sealed class ControlClient : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly byte[] _buffer = new byte[64 * 1024];
+    private int _start;
+    private int _end;
+
+    private ControlClient(Socket socket) => _socket = socket;
+
+    /// <summary>The control socket when none is named: the server's own default, under
+    /// systemd's <c>RuntimeDirectory=</c>.</summary>
+    public static string? DefaultPath() => new HandoffOptions().ResolveControlSocket(Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY"));
+
+    /// <summary>Connects and sends <paramref name="request"/>.</summary>
+    /// <exception cref="ToolException">The server cannot be reached; the message says why and
+    /// what to check.</exception>
+    public static async Task<ControlClient> ConnectAsync(string path, string request, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken).ConfigureAwait(false);
+            await socket.SendAsync(Encoding.UTF8.GetBytes(request + "\n"), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            return new ControlClient(socket);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ToolException(ToolExitCodes.CouldNotAsk, e.SocketErrorCode switch
+            {
+                _ when !File.Exists(path) =>
+                    $"no control socket at {path}: is the server running, with Handoff:ControlSocket={path}?",
+                SocketError.ConnectionRefused => $"nobody answers at {path}: the server that created it is gone (the file is left over).",
+                SocketError.AccessDenied => $"permission denied at {path}: only the server's user and root may use its control socket.",
+                _ => $"cannot connect to {path}: {e.Message}",
+            });
+        }
+        catch (OperationCanceledException)
+        {
+            socket.Dispose();
+            throw new ToolException(ToolExitCodes.TimedOut, $"timed out connecting to {path}: the server accepts no control connections (is it stuck or still starting?).");
+        }
+    }
+
+    /// <summary>The next answer with its raw line, or null when the server closed the
+    /// connection.</summary>
+    public async Task<(JsonElement Answer, string Line)?> ReadAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            int newline = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
+            if (newline >= 0)
+            {
+                string line = Encoding.UTF8.GetString(_buffer, _start, newline - _start);
+                _start = newline + 1;
+                try
+                {
+                    using var document = JsonDocument.Parse(line);
+                    return (document.RootElement.Clone(), line);
+                }
+                catch (JsonException e)
+                {
+                    throw new ToolException(ToolExitCodes.CouldNotAsk, $"the server's answer is not the control protocol ({e.Message}): '{line}'");
+                }
+            }
+
+            if (_start > 0)
+            {
+                Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
+                _end -= _start;
+                _start = 0;
+            }
+
+            if (_end == _buffer.Length)
+            {
+                throw new ToolException(ToolExitCodes.CouldNotAsk, "the server's answer is longer than the control protocol allows.");
+            }
+
+            int read;
+            try
+            {
+                read = await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            }
+            catch (SocketException)
+            {
+                read = 0; // Reset: the same as closed, for what the caller can learn.
+            }
+
+            if (read == 0)
+            {
+                return null;
+            }
+
+            _end += read;
+        }
+    }
+
+    public void Dispose() => _socket.Dispose();
+
+    /// <summary>An answer of type "error" is the server refusing the request.</summary>
+    public static void ThrowIfError(JsonElement answer)
+    {
+        if (Type(answer) == ControlProtocol.ErrorType)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, "the server refused: " + String(answer, "error"));
+        }
+    }
+
+    public static string? Type(JsonElement answer) => String(answer, "type");
+
+    public static string? String(JsonElement answer, string name) =>
+        answer.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+
+    public static long? Number(JsonElement answer, string name) =>
+        answer.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out long number) ? number : null;
+}
+
+/// <summary>Ends a command with a message on stderr and an exit code, without a stack trace.</summary>
+internal sealed class ToolException(int exitCode, string message) : Exception(message)
+{
+    public int ExitCode { get; } = exitCode;
+}

@@ -1,0 +1,45 @@
+namespace Handoff.Tool;
+
+/// <summary><c>handoff run [options] -- command...</c>: see <see cref="Supervisor"/>.</summary>
+internal static class RunCommand
+{
+    public const string Usage = """
+        handoff run [options] -- <command> [arguments...]
+
+          Runs a Handoff server under a supervisor whose pid never changes: it starts the
+          command as generation 1, follows each upgrade to the new main generation, reaps every
+          exited process (a container's PID 1 must), passes SIGTERM, SIGINT and SIGQUIT to every
+          generation, turns SIGUSR2 and SIGHUP into an upgrade, and exits with the last main
+          generation's exit code once every generation has exited. Under systemd it is the
+          service's main process and passes readiness on (Type=notify).
+
+          --control PATH         give the server this control socket (Handoff:ControlSocket)
+          --upgrade-signal NAME  the signal the server upgrades on (default SIGUSR2)
+
+          Exit codes: the last main generation's (128+N if signal N ended it); 127 when the
+          command cannot be started; 2 for a usage error.
+        """;
+
+    public static async Task<int> RunAsync(IReadOnlyList<string> args)
+    {
+        var options = Arguments.Parse(args, ["control", "upgrade-signal"], []);
+        if (options.Rest.Count == 0)
+        {
+            throw new UsageException("no command: write it after '--', e.g. handoff run -- dotnet app.dll");
+        }
+
+        string signalName = options.Value("upgrade-signal") ?? "SIGUSR2";
+        if (!UpgradeSignalNames.TryParse(signalName, out var signals, out string? signalError) || signals.Count != 1)
+        {
+            throw new UsageException($"--upgrade-signal {signalError ?? "names one signal"}");
+        }
+
+        if (options.Value("control") is { } control && !Path.IsPathFullyQualified(control))
+        {
+            throw new UsageException($"--control '{control}' must be an absolute path");
+        }
+
+        using var supervisor = new Supervisor(new SupervisorOptions(options.Rest, options.Value("control"), UpgradeSignalNames.Format(signals[0]), signals[0]), new StderrLogger("handoff run"));
+        return await supervisor.RunAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,112 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Handoff.Tool;
+
+/// <summary><c>handoff status</c>: what the serving generation says about itself and the
+/// older generations still draining.</summary>
+internal static class StatusCommand
+{
+    public const string Usage = """
+        handoff status [--control PATH] [--json] [--timeout T]
+
+          Shows the generation that serves: its number, pid, state and since when, its
+          listeners and open connections, the older generations still draining with their
+          connections, and how the last upgrade ended.
+
+          --control PATH   the server's control socket (default $RUNTIME_DIRECTORY/handoff.sock)
+          --json           print the server's answer as one JSON object
+          --timeout T      how long to wait for the answer (default 10s)
+
+          Exit codes: 0 shown, 2 could not ask, 3 timed out.
+        """;
+
+    public static async Task<int> RunAsync(IReadOnlyList<string> args)
+    {
+        var options = Arguments.Parse(args, ["control", "timeout"], ["json"]);
+        string path = options.Value("control") ?? ControlClient.DefaultPath()
+            ?? throw new UsageException("say which server: --control PATH (its Handoff:ControlSocket)");
+        var timeout = options.Duration("timeout", TimeSpan.FromSeconds(10));
+        using var deadline = new CancellationTokenSource(timeout);
+        using var client = await ControlClient.ConnectAsync(path, ControlProtocol.Status, deadline.Token).ConfigureAwait(false);
+        (JsonElement Answer, string Line)? answer;
+        try
+        {
+            answer = await client.ReadAsync(deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new ToolException(ToolExitCodes.TimedOut, $"no answer within {timeout.TotalSeconds:0.#} s from {path}.");
+        }
+
+        if (answer is not { } status)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"the server at {path} closed the connection without an answer.");
+        }
+
+        ControlClient.ThrowIfError(status.Answer);
+        Console.WriteLine(options.Has("json") ? status.Line : Format(status.Answer, DateTimeOffset.UtcNow));
+        return ToolExitCodes.Success;
+    }
+
+    /// <summary>The status for people, one fact per line.</summary>
+    internal static string Format(JsonElement status, DateTimeOffset now)
+    {
+        var text = new StringBuilder();
+        var invariant = CultureInfo.InvariantCulture;
+        text.Append(invariant, $"generation {ControlClient.Number(status, "generation")}, pid {ControlClient.Number(status, "pid")}: {ControlClient.String(status, "state")}");
+        if (Time(status, "startedAt") is { } started)
+        {
+            text.Append(invariant, $" since {started:yyyy-MM-dd HH:mm:ss} UTC ({Age(now - started)})");
+        }
+
+        text.AppendLine();
+        if (status.TryGetProperty("listeners", out var listeners) && listeners.ValueKind == JsonValueKind.Array)
+        {
+            var addresses = listeners.EnumerateArray().Select(l =>
+                ControlClient.String(l, "address") + (l.TryGetProperty("activated", out var a) && a.ValueKind == JsonValueKind.True ? " (socket activation)" : ""));
+            text.Append("listeners: ").AppendJoin(", ", addresses.DefaultIfEmpty("none")).AppendLine();
+        }
+
+        text.Append("control socket: ").AppendLine(ControlClient.String(status, "controlSocket"));
+        text.Append("open connections: ").AppendLine(ControlClient.Number(status, "openConnections")?.ToString(invariant) ?? "not counted (raw server)");
+        if (status.TryGetProperty("draining", out var draining) && draining.ValueKind == JsonValueKind.Array && draining.GetArrayLength() > 0)
+        {
+            text.Append("draining: ").AppendJoin(", ", draining.EnumerateArray().Select(d =>
+                string.Create(invariant, $"pid {ControlClient.Number(d, "pid")} ({ControlClient.Number(d, "openConnections")?.ToString(invariant) ?? "?"} connections)"))).AppendLine();
+        }
+        else
+        {
+            text.AppendLine("draining: none");
+        }
+
+        if (status.TryGetProperty("lastUpgrade", out var last) && last.ValueKind == JsonValueKind.Object)
+        {
+            text.Append(invariant, $"last upgrade: {ControlClient.String(last, "outcome")}");
+            if (Time(last, "at") is { } at)
+            {
+                text.Append(invariant, $" at {at:yyyy-MM-dd HH:mm:ss} UTC");
+            }
+
+            text.Append(": ").Append(ControlClient.String(last, "detail"));
+        }
+        else
+        {
+            text.Append("last upgrade: none since this generation started");
+        }
+
+        return text.ToString();
+    }
+
+    private static DateTimeOffset? Time(JsonElement element, string name) =>
+        ControlClient.String(element, name) is { } text && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var value) ? value.ToUniversalTime() : null;
+
+    private static string Age(TimeSpan age) => age switch
+    {
+        { TotalDays: >= 1 } => string.Create(CultureInfo.InvariantCulture, $"{(int)age.TotalDays}d {age.Hours}h"),
+        { TotalHours: >= 1 } => string.Create(CultureInfo.InvariantCulture, $"{(int)age.TotalHours}h {age.Minutes}m"),
+        { TotalMinutes: >= 1 } => string.Create(CultureInfo.InvariantCulture, $"{(int)age.TotalMinutes}m {age.Seconds}s"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{Math.Max(0, (int)age.TotalSeconds)}s"),
+    };
+}

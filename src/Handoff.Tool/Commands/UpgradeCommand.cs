@@ -1,0 +1,191 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace Handoff.Tool;
+
+/// <summary>
+/// <c>handoff upgrade</c>: starts an upgrade and reports how it ended. Over the control socket
+/// the server answers with the outcome itself. With <c>--pid</c>/<c>--pid-file</c> it sends a
+/// signal and watches from outside, which cannot tell a failed upgrade from a slow one.
+/// </summary>
+internal static class UpgradeCommand
+{
+    public const string Usage = """
+        handoff upgrade [--control PATH | --pid-file FILE | --pid PID] [options]
+
+          Upgrades a running Handoff server: it starts the build now on disk, hands it the
+          listening sockets, and keeps serving if the new build fails. Waits for the outcome.
+
+          --control PATH   the server's control socket (Handoff:ControlSocket); default
+                           $RUNTIME_DIRECTORY/handoff.sock when systemd sets RUNTIME_DIRECTORY
+          --pid-file FILE  without a control socket: signal the pid the file names and wait
+                           until it names a new one (cannot see why an upgrade failed)
+          --pid PID        without a control socket or pid file: signal PID and wait until
+                           it exits (the new pid is not known)
+          --signal NAME    the upgrade signal for --pid/--pid-file (default SIGUSR2)
+          --timeout T      how long to wait for the outcome (default 120s)
+          --json           print the server's answer as JSON
+
+          Exit codes: 0 upgraded, 1 failed or refused (the server is unchanged),
+          2 could not ask (no server, permission denied, usage), 3 timed out waiting.
+        """;
+
+    private static readonly string[] Targets = ["control", "pid-file", "pid"];
+
+    private static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(120);
+
+    // Handoff's default RollbackWindow and a margin: how long a pid-file watch waits before it
+    // believes a new pid.
+    private static readonly TimeSpan RollbackWatch = new HandoffOptions().RollbackWindow + TimeSpan.FromMilliseconds(500);
+
+    public static async Task<int> RunAsync(IReadOnlyList<string> args)
+    {
+        var options = Arguments.Parse(args, ["control", "pid-file", "pid", "signal", "timeout"], ["json"]);
+        var timeout = options.Duration("timeout", DefaultTimeout);
+        int targets = Targets.Count(options.Has);
+        if (targets > 1)
+        {
+            throw new UsageException("give one of --control, --pid-file and --pid");
+        }
+
+        if (options.Has("pid-file") || options.Has("pid"))
+        {
+            return await SignalAsync(options, timeout).ConfigureAwait(false);
+        }
+
+        if (options.Has("signal"))
+        {
+            throw new UsageException("--signal goes with --pid or --pid-file; over the control socket no signal is sent");
+        }
+
+        string path = options.Value("control") ?? ControlClient.DefaultPath()
+            ?? throw new UsageException("say which server: --control PATH (its Handoff:ControlSocket), or --pid-file FILE");
+        return await OverControlSocketAsync(path, options.Has("json"), timeout).ConfigureAwait(false);
+    }
+
+    private static async Task<int> OverControlSocketAsync(string path, bool json, TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        var started = Stopwatch.StartNew();
+        using var client = await ControlClient.ConnectAsync(path, ControlProtocol.Upgrade, deadline.Token).ConfigureAwait(false);
+        while (true)
+        {
+            (System.Text.Json.JsonElement Answer, string Line)? next;
+            try
+            {
+                next = await client.ReadAsync(deadline.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new ToolException(ToolExitCodes.TimedOut, $"no outcome within {timeout.TotalSeconds:0.#} s; the upgrade may still finish: 'handoff status --control {path}' tells.");
+            }
+
+            if (next is not { } answer)
+            {
+                throw new ToolException(ToolExitCodes.TimedOut, $"the server closed the connection after {started.Elapsed.TotalSeconds:0.#} s without saying how the upgrade ended (did it crash? see its log); 'handoff status --control {path}' tells which generation serves.");
+            }
+
+            ControlClient.ThrowIfError(answer.Answer);
+            switch (ControlClient.Type(answer.Answer))
+            {
+                case ControlProtocol.UpgradingType:
+                    if (!json)
+                    {
+                        Console.Error.WriteLine("handoff: upgrading; waiting for the new generation to report ready...");
+                    }
+
+                    break;
+                case ControlProtocol.ResultType:
+                    return Report(answer.Answer, answer.Line, json);
+                default:
+                    throw new ToolException(ToolExitCodes.CouldNotAsk, $"unexpected answer from the server: '{answer.Line}'");
+            }
+        }
+    }
+
+    private static int Report(System.Text.Json.JsonElement result, string line, bool json)
+    {
+        string outcome = ControlClient.String(result, "outcome") ?? "";
+        if (json)
+        {
+            Console.WriteLine(line);
+        }
+        else if (outcome == ControlProtocol.Upgraded)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"upgraded: pid {ControlClient.Number(result, "oldPid")} -> {ControlClient.Number(result, "newPid")}, generation {ControlClient.Number(result, "generation")}, ready after {ControlClient.Number(result, "timeToReadyMs")} ms"));
+        }
+        else
+        {
+            Console.Error.WriteLine($"handoff: upgrade {outcome}: {ControlClient.String(result, "reason")}");
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"handoff: the server is unchanged: generation {ControlClient.Number(result, "oldGeneration")} (pid {ControlClient.Number(result, "oldPid")}) serves."));
+        }
+
+        return outcome == ControlProtocol.Upgraded ? ToolExitCodes.Success : ToolExitCodes.UpgradeFailed;
+    }
+
+    private static async Task<int> SignalAsync(Arguments options, TimeSpan timeout)
+    {
+        if (options.Has("json"))
+        {
+            throw new UsageException("--json needs the control socket: with a signal there is no answer to print");
+        }
+
+        string signalName = options.Value("signal") ?? "SIGUSR2";
+        if (!UpgradeSignalNames.TryParse(signalName, out var signals, out string? signalError) || signals.Count != 1)
+        {
+            throw new UsageException($"--signal {signalError ?? "names one signal"}");
+        }
+
+        string? pidFile = options.Value("pid-file");
+        int pid = pidFile is null ? options.Pid("pid") : PidFile.Read(pidFile)
+            ?? throw new ToolException(ToolExitCodes.CouldNotAsk, $"the pid file {pidFile} does not exist or names no pid: is the server running, with Handoff:PidFile={pidFile}?");
+        var old = GenerationProcess.Current(pid);
+        if (old is null || !GenerationProcess.IsRunning(pid))
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"no process {pid}" + (pidFile is null ? "." : $" (named by {pidFile}): the server is not running."));
+        }
+
+        if (Interop.Libc.Kill(pid, UpgradeSignalNames.ToNumber(signals[0])) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"cannot signal pid {pid}: {Marshal.GetPInvokeErrorMessage(errno)}" + (errno == 1 ? " (run as the server's user or root)." : "."));
+        }
+
+        Console.Error.WriteLine($"handoff: sent {UpgradeSignalNames.Format(signals[0])} to pid {pid}; waiting (a signal brings no answer: a failure shows only as a timeout, its reason only in the server's log)...");
+        var started = Stopwatch.StartNew();
+        while (started.Elapsed < timeout)
+        {
+            if (pidFile is not null && PidFile.Read(pidFile) is { } current && current != pid && GenerationProcess.IsRunning(current))
+            {
+                // The old generation names the new one as soon as it reported ready, and names
+                // itself again if the new one dies within the rollback window (default 2 s).
+                long readyAt = started.ElapsedMilliseconds;
+                await Task.Delay(RollbackWatch).ConfigureAwait(false);
+                if (PidFile.Read(pidFile) == current && GenerationProcess.IsRunning(current))
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"upgraded: pid {pid} -> {current} (seen in {pidFile} after {readyAt} ms)"));
+                    return ToolExitCodes.Success;
+                }
+
+                throw new ToolException(ToolExitCodes.UpgradeFailed, $"pid {current} took over and then went away; {pidFile} names pid {PidFile.Read(pidFile)} again (the server's log says why).");
+            }
+
+            if (pidFile is null && !old.Value.IsAlive())
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"upgraded: pid {pid} exited {started.ElapsedMilliseconds} ms after the signal; its successor serves (use --pid-file or --control to learn its pid)"));
+                return ToolExitCodes.Success;
+            }
+
+            if (pidFile is not null && !old.Value.IsAlive() && PidFile.Read(pidFile) is null)
+            {
+                throw new ToolException(ToolExitCodes.UpgradeFailed, $"pid {pid} exited and {pidFile} names no server: the server stopped instead of upgrading (see its log).");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
+        }
+
+        throw new ToolException(ToolExitCodes.TimedOut, $"after {timeout.TotalSeconds:0.#} s pid {pid} still serves: the upgrade failed or has not finished; the server's log says which (a control socket would have said).");
+    }
+}

@@ -1,0 +1,396 @@
+using System.Collections;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace Handoff.Tool;
+
+/// <summary>
+/// <c>handoff run</c>: a process with a stable pid above the generations of one server, for
+/// containers (as PID 1) and for process managers that follow one pid. It is a child subreaper,
+/// so every generation and every orphan of theirs becomes its child and is reaped here. It
+/// learns the main generation the way systemd does, from the notification protocol
+/// (<c>NOTIFY_SOCKET</c>, docs/systemd.md): the first generation's <c>READY=1</c>, each
+/// handover's <c>MAINPID=</c> from the generation that is main. The application runs unchanged
+/// under systemd and under this supervisor.
+/// </summary>
+/// <remarks>
+/// One lock guards the supervisor's state (the main pid, the generations alive, the exit
+/// code); three threads change it: the reaper (waitpid), the notification reader and the signal
+/// handlers. It never uses <see cref="System.Diagnostics.Process"/>, whose own reaping would race
+/// with waitpid(-1).
+/// </remarks>
+internal sealed partial class Supervisor : IDisposable
+{
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
+
+    private readonly SupervisorOptions _options;
+    private readonly ILogger _log;
+    private readonly Lock _lock = new();
+    private readonly HashSet<int> _generations = [];
+    private readonly TaskCompletionSource<int> _allGone = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly List<PosixSignalRegistration> _signals = [];
+    private readonly ServiceNotifier _upstream;
+    private readonly SystemdEnvironment _systemd;
+    private readonly Socket _notify;
+    private readonly string _notifyName;
+    private volatile bool _stopping;
+    private int _main;
+    private int _mainExitCode;
+    private bool _ready;
+
+    public Supervisor(SupervisorOptions options, ILogger log)
+    {
+        _options = options;
+        _log = log;
+
+        // What systemd told this process (when it is a service) is for this process alone; the
+        // generations talk to the supervisor instead.
+        _systemd = SystemdEnvironment.Capture();
+        foreach (string warning in _systemd.Warnings)
+        {
+            Log.SystemdWarning(_log, warning);
+        }
+
+        _upstream = new ServiceNotifier(_systemd.NotifySocket, _systemd.WatchdogInterval, log);
+
+        // An abstract socket: nothing on disk to leave behind. Only the main generation is
+        // listened to, as systemd's NotifyAccess=main does; SO_PASSCRED tells who sent what.
+        _notifyName = string.Create(CultureInfo.InvariantCulture, $"handoff-run/{Environment.ProcessId}/{Random.Shared.Next():x8}");
+        _notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        _notify.Bind(new UnixDomainSocketEndPoint("\0" + _notifyName));
+        _notify.SetRawSocketOption(Interop.Libc.SOL_SOCKET, Interop.Libc.SO_PASSCRED, BitConverter.GetBytes(1));
+    }
+
+    /// <summary>Starts generation 1 and supervises until every generation is gone; returns the
+    /// exit code of the last main generation (128 + N when a signal N ended it).</summary>
+    public async Task<int> RunAsync()
+    {
+        if (Interop.Libc.Prctl(Interop.Libc.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"prctl(PR_SET_CHILD_SUBREAPER) failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+
+        foreach (var signal in (PosixSignal[])[PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGQUIT])
+        {
+            _signals.Add(PosixSignalRegistration.Create(signal, OnStopSignal));
+        }
+
+        foreach (var signal in (PosixSignal[])[(PosixSignal)Interop.Libc.SIGUSR2, PosixSignal.SIGHUP])
+        {
+            _signals.Add(PosixSignalRegistration.Create(signal, OnUpgradeSignal));
+        }
+
+        int first = StartFirstGeneration();
+        lock (_lock)
+        {
+            _main = first;
+            _generations.Add(first);
+        }
+
+        Log.Started(_log, first, string.Join(' ', _options.Command));
+        var reaper = new Thread(Reap) { IsBackground = true, Name = "handoff run: reaper" };
+        reaper.Start();
+        var reader = new Thread(ReadNotifications) { IsBackground = true, Name = "handoff run: notifications" };
+        reader.Start();
+
+        int exitCode = await _allGone.Task.ConfigureAwait(false);
+        Log.AllGone(_log, exitCode);
+        return exitCode;
+    }
+
+    public void Dispose()
+    {
+        foreach (var registration in _signals)
+        {
+            registration.Dispose();
+        }
+
+        _notify.Dispose();
+        _upstream.Dispose();
+    }
+
+    private int StartFirstGeneration()
+    {
+        var environment = Environment.GetEnvironmentVariables().Cast<DictionaryEntry>()
+            .Select(e => KeyValuePair.Create((string)e.Key, (string?)e.Value ?? ""))
+            .Where(e => e.Key is not (SystemdConstants.NotifySocket or SystemdConstants.WatchdogUsec or SystemdConstants.WatchdogPid
+                or SystemdConstants.ListenPid or SystemdConstants.ListenFds or SystemdConstants.ListenFdNames))
+            .Select(e => $"{e.Key}={e.Value}")
+            .Append($"{SystemdConstants.NotifySocket}=@{_notifyName}")
+            .ToList();
+        if (_systemd.WatchdogInterval is { } watchdog)
+        {
+            // The generations keep the service's watchdog alive through this process.
+            environment.Add(string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.WatchdogUsec}={(long)watchdog.TotalMicroseconds}"));
+        }
+
+        if (_options.ControlSocket is { } control)
+        {
+            environment.Add($"Handoff__ControlSocket={control}");
+        }
+
+        string directory = Environment.CurrentDirectory;
+        var command = new StartCommand(_options.Command, directory, []);
+        string executable;
+        try
+        {
+            executable = ResolveExecutable(command, environment);
+        }
+        catch (FileNotFoundException e)
+        {
+            throw new ToolException(ToolExitCodes.CommandNotFound, e.Message);
+        }
+
+        try
+        {
+            return GenerationLauncher.Spawn(executable, _options.Command, environment, directory, [], []);
+        }
+        catch (IOException e)
+        {
+            throw new ToolException(ToolExitCodes.CommandNotFound, $"cannot start {executable}: {e.Message}");
+        }
+    }
+
+    private static string ResolveExecutable(StartCommand command, List<string> environment)
+    {
+        string? path = environment.FirstOrDefault(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..];
+        return (command with { Environment = path is null ? [] : [KeyValuePair.Create("PATH", path)] }).ResolveExecutable();
+    }
+
+    /// <summary>Reaps every child, generations and adopted orphans alike, until none is left.</summary>
+    private void Reap()
+    {
+        while (true)
+        {
+            int pid = Interop.Libc.WaitPid(-1, out int status, 0);
+            if (pid < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == Interop.Libc.EINTR)
+                {
+                    continue;
+                }
+
+                // ECHILD: no child left, and as a subreaper no descendant either.
+                int code;
+                lock (_lock)
+                {
+                    code = _mainExitCode;
+                }
+
+                _allGone.TrySetResult(code);
+                return;
+            }
+
+            int exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f);
+            string how = (status & 0x7f) == 0 ? $"exited with code {exitCode}" : $"was killed by signal {status & 0x7f}";
+            bool wasMain;
+            int left;
+            lock (_lock)
+            {
+                wasMain = pid == _main;
+                if (wasMain)
+                {
+                    _mainExitCode = exitCode;
+                }
+
+                bool generation = _generations.Remove(pid);
+                left = _generations.Count;
+                if (!generation && !wasMain)
+                {
+                    Log.ReapedOrphan(_log, pid, how);
+                    continue;
+                }
+            }
+
+            if (wasMain)
+            {
+                Log.MainExited(_log, exitCode == 0 || _stopping ? LogLevel.Information : LogLevel.Warning, pid, how, left);
+            }
+            else
+            {
+                Log.GenerationExited(_log, pid, how, left);
+            }
+        }
+    }
+
+    /// <summary>Reads the generations' notifications and acts on those of the main one.</summary>
+    private void ReadNotifications()
+    {
+        byte[] buffer = new byte[4096];
+        int fd = (int)_notify.Handle;
+        while (!_allGone.Task.IsCompleted)
+        {
+            try
+            {
+                if (!_notify.Poll(PollInterval, SelectMode.SelectRead))
+                {
+                    continue;
+                }
+
+                int length;
+                while ((length = Interop.Libc.ReceiveDatagram(fd, buffer, out int sender)) >= 0)
+                {
+                    Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
+                }
+            }
+            catch (Exception e) when (e is ObjectDisposedException or SocketException or IOException)
+            {
+                if (_allGone.Task.IsCompleted)
+                {
+                    return;
+                }
+
+                Log.NotificationFailed(_log, e.Message);
+            }
+        }
+    }
+
+    private void Handle(int sender, string message)
+    {
+        var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var upstream = new List<string>(lines.Length);
+        bool becameReady = false;
+        lock (_lock)
+        {
+            if (sender != _main)
+            {
+                Log.NotificationIgnored(_log, sender, _main);
+                return;
+            }
+
+            foreach (string line in lines)
+            {
+                if (line.StartsWith(SystemdConstants.MainPid, StringComparison.Ordinal))
+                {
+                    if (int.TryParse(line.AsSpan(SystemdConstants.MainPid.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 && pid != _main)
+                    {
+                        Log.MainChanged(_log, pid, sender);
+                        _main = pid;
+                        _generations.Add(pid);
+                    }
+                }
+                else if (line == SystemdConstants.Ready)
+                {
+                    becameReady = !_ready;
+                    _ready = true;
+                    upstream.Add(line);
+                }
+                else if (line.StartsWith(SystemdConstants.Status, StringComparison.Ordinal) ||
+                         line.StartsWith(SystemdConstants.MonotonicUsec, StringComparison.Ordinal) ||
+                         line is SystemdConstants.Reloading or SystemdConstants.Stopping or SystemdConstants.Watchdog)
+                {
+                    upstream.Add(line);
+                }
+
+                // BARRIER=1 needs nothing: its descriptor was closed on receipt, after every
+                // earlier message had been handled.
+            }
+        }
+
+        if (becameReady)
+        {
+            Log.Ready(_log, sender);
+        }
+
+        if (upstream.Count > 0)
+        {
+            // This process stays the service's main process: never MAINPID= upwards.
+            _upstream.Notify([.. upstream]);
+        }
+    }
+
+    private void OnStopSignal(PosixSignalContext context)
+    {
+        // This process ends when its generations have: it must not die first (as PID 1 that
+        // would kill them all at once), so the default action is cancelled.
+        context.Cancel = true;
+        _stopping = true;
+        int[] pids;
+        lock (_lock)
+        {
+            pids = [.. _generations];
+        }
+
+        int signal = context.Signal switch
+        {
+            PosixSignal.SIGTERM => Interop.Libc.SIGTERM,
+            PosixSignal.SIGINT => 2,
+            _ => 3,
+        };
+        Log.Forwarding(_log, UpgradeSignalNames.Format(context.Signal), string.Join(", ", pids));
+        foreach (int pid in pids)
+        {
+            _ = Interop.Libc.Kill(pid, signal);
+        }
+    }
+
+    private void OnUpgradeSignal(PosixSignalContext context)
+    {
+        context.Cancel = true;
+        int main;
+        bool ready;
+        lock (_lock)
+        {
+            main = _main;
+            ready = _ready;
+        }
+
+        if (!ready || _stopping)
+        {
+            Log.UpgradeIgnored(_log, UpgradeSignalNames.Format(context.Signal), _stopping ? "this supervisor is stopping" : "generation 1 is not ready yet");
+            return;
+        }
+
+        Log.Upgrading(_log, UpgradeSignalNames.Format(context.Signal), main, _options.UpgradeSignal);
+        _ = Interop.Libc.Kill(main, UpgradeSignalNames.ToNumber(_options.UpgradeSignalValue));
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Started generation 1 as pid {Pid}: {Command}.", EventName = "Started")]
+        public static partial void Started(ILogger logger, int pid, string command);
+
+        [LoggerMessage(2, LogLevel.Information, "Generation 1 (pid {Pid}) is ready.", EventName = "Ready")]
+        public static partial void Ready(ILogger logger, int pid);
+
+        [LoggerMessage(3, LogLevel.Information, "Pid {Pid} is the main generation now (handed over by pid {Sender}).", EventName = "MainChanged")]
+        public static partial void MainChanged(ILogger logger, int pid, int sender);
+
+        [LoggerMessage(EventId = 4, Message = "The main generation, pid {Pid}, {How}; {Left} older generations still running.", EventName = "MainExited")]
+        public static partial void MainExited(ILogger logger, LogLevel level, int pid, string how, int left);
+
+        [LoggerMessage(5, LogLevel.Information, "Generation pid {Pid} {How}; {Left} generations still running.", EventName = "GenerationExited")]
+        public static partial void GenerationExited(ILogger logger, int pid, string how, int left);
+
+        [LoggerMessage(6, LogLevel.Debug, "Reaped pid {Pid}, which {How}.", EventName = "ReapedOrphan")]
+        public static partial void ReapedOrphan(ILogger logger, int pid, string how);
+
+        [LoggerMessage(7, LogLevel.Information, "Every generation is gone; exiting with code {ExitCode}, the last main generation's.", EventName = "AllGone")]
+        public static partial void AllGone(ILogger logger, int exitCode);
+
+        [LoggerMessage(8, LogLevel.Information, "Received {Signal}; passing it to every generation (pids {Pids}).", EventName = "Forwarding")]
+        public static partial void Forwarding(ILogger logger, string signal, string pids);
+
+        [LoggerMessage(9, LogLevel.Warning, "Received {Signal}, but no generation can upgrade now ({Why}); ignored.", EventName = "UpgradeIgnored")]
+        public static partial void UpgradeIgnored(ILogger logger, string signal, string why);
+
+        [LoggerMessage(10, LogLevel.Information, "Received {Signal}; asking the main generation (pid {Pid}) to upgrade with {UpgradeSignal}.", EventName = "Upgrading")]
+        public static partial void Upgrading(ILogger logger, string signal, int pid, string upgradeSignal);
+
+        [LoggerMessage(11, LogLevel.Debug, "Ignored a notification from pid {Sender}, which is not the main generation (pid {Main}).", EventName = "NotificationIgnored")]
+        public static partial void NotificationIgnored(ILogger logger, int sender, int main);
+
+        [LoggerMessage(12, LogLevel.Warning, "Reading a notification failed: {Error}", EventName = "NotificationFailed")]
+        public static partial void NotificationFailed(ILogger logger, string error);
+
+        [LoggerMessage(13, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]
+        public static partial void SystemdWarning(ILogger logger, string warning);
+    }
+}
+
+/// <summary>What <c>handoff run</c> was told.</summary>
+internal sealed record SupervisorOptions(IReadOnlyList<string> Command, string? ControlSocket, string UpgradeSignal, PosixSignal UpgradeSignalValue);

@@ -1,0 +1,22 @@
+namespace Handoff.Tool;
+
+/// <summary>The exit codes of <c>handoff upgrade</c> and <c>handoff status</c> (documented in
+/// docs/control.md), for deploy scripts and <c>ExecReload=</c>.</summary>
+internal static class ToolExitCodes
+{
+    /// <summary>The upgrade succeeded (or the status was shown).</summary>
+    public const int Success = 0;
+
+    /// <summary>The upgrade failed or was refused; the server is unchanged and serves.</summary>
+    public const int UpgradeFailed = 1;
+
+    /// <summary>The server could not be asked: no server, permission denied, or a usage error.</summary>
+    public const int CouldNotAsk = 2;
+
+    /// <summary>No outcome within the timeout (or the connection ended before it came); the
+    /// upgrade may still finish: <c>handoff status</c> tells.</summary>
+    public const int TimedOut = 3;
+
+    /// <summary><c>handoff run</c>: the command could not be found or started (as a shell says).</summary>
+    public const int CommandNotFound = 127;
+}

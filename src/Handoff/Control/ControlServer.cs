@@ -1,0 +1,385 @@
+using System.Buffers;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+
+namespace Handoff;
+
+/// <summary>
+/// Serves the control socket (<see cref="HandoffOptions.ControlSocket"/>) for the
+/// <c>handoff</c> tool: <c>status</c> and <c>upgrade</c> (<see cref="ControlProtocol"/>). It
+/// accepts through the listener's gate, so only the generation that accepts connections
+/// answers; a generation handing over stops accepting here as on every other listener, and the
+/// new one takes the queue.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "Its CancellationTokenSource has no timer and holds nothing but memory; it lives as long as the generation.")]
+internal sealed partial class ControlServer
+{
+    // How long a stopping generation lets an answer in progress finish, so that the client of
+    // the upgrade that superseded it reads the outcome before the process exits.
+    private static readonly TimeSpan AnswerGrace = TimeSpan.FromSeconds(2);
+
+    private readonly Upgrader _upgrader;
+    private readonly Listener _listener;
+    private readonly ILogger _logger;
+    private readonly uint _uid = Interop.Libc.GetEffectiveUserId();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _lock = new();
+    private readonly HashSet<Task> _answers = [];
+    private Task? _loop;
+
+    public ControlServer(Upgrader upgrader, Listener listener, ILogger logger)
+    {
+        _upgrader = upgrader;
+        _listener = listener;
+        _logger = logger;
+    }
+
+    public void Start() => _loop = Task.Run(AcceptLoopAsync);
+
+    /// <summary>Checks before start-up that the control socket can be created at
+    /// <paramref name="path"/>: its directory exists and, in a first generation, no running
+    /// server answers there. Returns what is wrong and what to do, or null.</summary>
+    public static string? CheckPath(string? path, bool inherited)
+    {
+        if (path is null)
+        {
+            return null;
+        }
+
+        string key = $"{HandoffOptions.SectionName}:{nameof(HandoffOptions.ControlSocket)}";
+        string? directory = Path.GetDirectoryName(path);
+        if (directory is null || !Directory.Exists(directory))
+        {
+            return $"{key} '{path}': the directory '{directory}' does not exist; create it (writable by this user; under systemd, RuntimeDirectory= does), or set {key} to another path or '{HandoffOptions.NoControlSocket}'.";
+        }
+
+        if (!inherited && Interop.Libc.FileType(path) == Interop.Libc.S_IFSOCK && !ListenerRegistry.IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
+        {
+            return $"{key} '{path}' is in use: a running server answers there ('handoff status --control {path}' says which). Give each server its own control socket.";
+        }
+
+        return null;
+    }
+
+    /// <summary>Stops accepting and waits (briefly) for the answers in progress.</summary>
+    public async Task StopAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        Task[] answers;
+        lock (_lock)
+        {
+            answers = [.. _answers];
+        }
+
+        try
+        {
+            await Task.WhenAll(answers.Append(_loop ?? Task.CompletedTask)).WaitAsync(AnswerGrace).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // A client that does not read its answer does not hold up the exit.
+        }
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket? connection;
+            try
+            {
+                connection = await _listener.AcceptAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+#pragma warning disable CA1031 // An accept error must not end the control socket for good.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.AcceptFailed(_logger, e.Message);
+                await Task.Delay(TimeSpan.FromMilliseconds(100), CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+
+            if (connection is null)
+            {
+                return; // The listener was closed.
+            }
+
+            var answer = AnswerGuardedAsync(connection);
+            lock (_lock)
+            {
+                _answers.Add(answer);
+            }
+
+            _ = answer.ContinueWith(
+                done =>
+                {
+                    lock (_lock)
+                    {
+                        _answers.Remove(done);
+                    }
+                },
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+        }
+    }
+
+    private async Task AnswerGuardedAsync(Socket connection)
+    {
+        using (connection)
+        {
+            try
+            {
+                await AnswerAsync(connection).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // One client's failure (it hung up, say) concerns that client alone.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.AnswerFailed(_logger, e.GetType().Name, e.Message);
+            }
+        }
+    }
+
+    private async Task AnswerAsync(Socket connection)
+    {
+        var (peerPid, peerUid) = PeerCredentials(connection);
+        await Task.Yield();
+        if (peerUid != _uid && peerUid != 0)
+        {
+            Log.Refused(_logger, peerPid, peerUid, _uid);
+            await SendAsync(connection, w => WriteError(w, $"permission denied: uid {peerUid} may not use this control socket; only uid {_uid} (the server's) and root may"), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+
+        string? request;
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
+        {
+            timeout.CancelAfter(ControlProtocol.RequestTimeout);
+            request = await ReadRequestAsync(connection, timeout.Token).ConfigureAwait(false);
+        }
+
+        Log.Request(_logger, request ?? "(none)", peerPid, peerUid);
+        switch (request)
+        {
+            case ControlProtocol.Status:
+                var status = _upgrader.GetStatus();
+                await SendAsync(connection, w => WriteStatus(w, status), CancellationToken.None).ConfigureAwait(false);
+                break;
+            case ControlProtocol.Upgrade:
+                await UpgradeAsync(connection, peerPid).ConfigureAwait(false);
+                break;
+            case null:
+                await SendAsync(connection, w => WriteError(w, $"no request line within {ControlProtocol.RequestTimeout.TotalSeconds:0} s; send 'status' or 'upgrade' and a newline"), CancellationToken.None).ConfigureAwait(false);
+                break;
+            default:
+                await SendAsync(connection, w => WriteError(w, $"unknown request '{request}'; the requests are '{ControlProtocol.Status}' and '{ControlProtocol.Upgrade}'"), CancellationToken.None).ConfigureAwait(false);
+                break;
+        }
+    }
+
+    private async Task UpgradeAsync(Socket connection, int peerPid)
+    {
+        int pid = Environment.ProcessId;
+        int generation = _upgrader.Generation;
+        Log.UpgradeRequested(_logger, pid, generation, peerPid);
+        var upgrade = _upgrader.UpgradeAsync();
+        if (!upgrade.IsCompleted)
+        {
+            // Tells the client that the upgrade runs; the outcome follows when it is known. A
+            // client that hangs up meanwhile does not stop the upgrade.
+            try
+            {
+                await SendAsync(connection, w => ControlProtocol.WriteHeader(w, ControlProtocol.UpgradingType), CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (SocketException)
+            {
+                // Gone; the upgrade goes on and is logged.
+            }
+        }
+
+        var result = await upgrade.ConfigureAwait(false);
+        await SendAsync(connection, w => WriteResult(w, result, pid, generation), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private static void WriteResult(Utf8JsonWriter w, UpgradeResult result, int pid, int generation)
+    {
+        ControlProtocol.WriteHeader(w, ControlProtocol.ResultType);
+        w.WriteString("outcome", ControlProtocol.Outcome(result));
+        w.WriteNumber("oldPid", pid);
+        w.WriteNumber("oldGeneration", generation);
+        w.WriteNumber("newPid", result.NewPid);
+        w.WriteNumber("generation", result.Generation);
+        w.WriteNumber("timeToReadyMs", Math.Round(result.TimeToReady.TotalMilliseconds));
+        if (result.Error is { } reason)
+        {
+            w.WriteString("reason", reason);
+        }
+    }
+
+    private static void WriteStatus(Utf8JsonWriter w, GenerationStatus status)
+    {
+        ControlProtocol.WriteHeader(w, ControlProtocol.StatusType);
+        w.WriteNumber("pid", status.Pid);
+        w.WriteNumber("generation", status.Generation);
+        w.WriteString("state", StateName(status.State));
+        w.WriteString("startedAt", status.StartedAt.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture));
+        if (status.ParentPid != 0)
+        {
+            w.WriteNumber("parentPid", status.ParentPid);
+        }
+
+        w.WriteStartArray("listeners");
+        foreach (var listener in status.Listeners)
+        {
+            w.WriteStartObject();
+            w.WriteString("address", ListenerAddress.Format(listener.EndPoint));
+            w.WriteBoolean("inherited", listener.IsInherited);
+            w.WriteBoolean("activated", listener.IsActivated);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteString("controlSocket", status.ControlSocket);
+        WriteCount(w, "openConnections", status.OpenConnections);
+        w.WriteStartArray("draining");
+        foreach (var older in status.Draining)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("pid", older.Pid);
+            if (older.StartedAt is { } started)
+            {
+                w.WriteString("startedAt", started.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture));
+            }
+
+            WriteCount(w, "openConnections", older.OpenConnections);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        if (status.LastUpgrade is { } last)
+        {
+            w.WriteStartObject("lastUpgrade");
+            w.WriteString("outcome", last.Outcome);
+            w.WriteString("at", last.At.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture));
+            w.WriteString("detail", last.Detail);
+            w.WriteEndObject();
+        }
+        else
+        {
+            w.WriteNull("lastUpgrade");
+        }
+    }
+
+    private static void WriteCount(Utf8JsonWriter w, string name, int? count)
+    {
+        if (count is { } value)
+        {
+            w.WriteNumber(name, value);
+        }
+        else
+        {
+            w.WriteNull(name);
+        }
+    }
+
+    private static void WriteError(Utf8JsonWriter w, string error)
+    {
+        ControlProtocol.WriteHeader(w, ControlProtocol.ErrorType);
+        w.WriteString("error", error);
+    }
+
+    internal static string StateName(GenerationState state) => state switch
+    {
+        GenerationState.Starting => "starting",
+        GenerationState.Ready => "serving",
+        GenerationState.Upgrading => "upgrading",
+        GenerationState.HandingOver => "handing-over",
+        GenerationState.Superseded => "superseded",
+        GenerationState.Stopping => "stopping",
+        _ => "stopped",
+    };
+
+    /// <summary>One JSON object and a newline.</summary>
+    private static async Task SendAsync(Socket connection, Action<Utf8JsonWriter> write, CancellationToken cancellationToken)
+    {
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var writer = new Utf8JsonWriter(buffer, ControlProtocol.WriterOptions))
+        {
+            writer.WriteStartObject();
+            write(writer);
+            writer.WriteEndObject();
+        }
+
+        buffer.Write("\n"u8);
+        await connection.SendAsync(buffer.WrittenMemory, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Reads up to a newline; null at a timeout, the end of the stream or an
+    /// over-long line.</summary>
+    private static async Task<string?> ReadRequestAsync(Socket connection, CancellationToken cancellationToken)
+    {
+        byte[] buffer = new byte[ControlProtocol.MaxRequestBytes];
+        int length = 0;
+        try
+        {
+            while (length < buffer.Length)
+            {
+                int read = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                if (read == 0)
+                {
+                    break;
+                }
+
+                int newline = Array.IndexOf(buffer, (byte)'\n', length, read);
+                length += read;
+                if (newline >= 0)
+                {
+                    return Encoding.UTF8.GetString(buffer, 0, newline).Trim();
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+
+        return length > 0 && length < buffer.Length ? Encoding.UTF8.GetString(buffer, 0, length).Trim() : null;
+    }
+
+    /// <summary>The connecting process's pid and uid (SO_PEERCRED: taken at connect(2), so they
+    /// cannot be changed by passing the descriptor on).</summary>
+    private static (int Pid, uint Uid) PeerCredentials(Socket connection)
+    {
+        Span<byte> credentials = stackalloc byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        int length = connection.GetRawSocketOption(Interop.Libc.SOL_SOCKET, Interop.Libc.SO_PEERCRED, credentials);
+        return length >= 8
+            ? (BitConverter.ToInt32(credentials), BitConverter.ToUInt32(credentials[4..]))
+            : (0, uint.MaxValue);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(70, LogLevel.Warning, "Refused a control connection from pid {PeerPid} (uid {PeerUid}): only uid {Uid} (this server's) and root may use the control socket.", EventName = "ControlRefused")]
+        public static partial void Refused(ILogger logger, int peerPid, uint peerUid, uint uid);
+
+        [LoggerMessage(71, LogLevel.Debug, "Control request '{Request}' from pid {PeerPid} (uid {PeerUid}).", EventName = "ControlRequest")]
+        public static partial void Request(ILogger logger, string request, int peerPid, uint peerUid);
+
+        [LoggerMessage(72, LogLevel.Information, "Generation {Generation} (pid {Pid}): upgrade requested over the control socket by pid {PeerPid}.", EventName = "ControlUpgradeRequested")]
+        public static partial void UpgradeRequested(ILogger logger, int pid, int generation, int peerPid);
+
+        [LoggerMessage(73, LogLevel.Warning, "A control client could not be answered: {Error}: {Message}", EventName = "ControlAnswerFailed")]
+        public static partial void AnswerFailed(ILogger logger, string error, string message);
+
+        [LoggerMessage(74, LogLevel.Warning, "Accepting on the control socket failed: {Error}; trying again.", EventName = "ControlAcceptFailed")]
+        public static partial void AcceptFailed(ILogger logger, string error);
+    }
+}

@@ -1,0 +1,68 @@
+using System.Globalization;
+
+namespace Handoff;
+
+/// <summary>
+/// Counts the connections a process holds, as the kernel sees them: its TCP sockets in any state
+/// but LISTEN and its connected Unix stream sockets, other than standard input, output and
+/// error (under systemd those are sockets to the journal). Used for older generations, which no
+/// longer answer on the control socket while they drain.
+/// </summary>
+internal static class ProcessSockets
+{
+    private const string TcpListen = "0A";
+    private const string UnixConnected = "03";
+    private const string UnixStream = "0001";
+
+    /// <summary>The count, or null when the process is gone or its descriptors cannot be read
+    /// (another user's process).</summary>
+    public static int? CountConnections(int pid)
+    {
+        try
+        {
+            var inodes = new HashSet<string>(StringComparer.Ordinal);
+            foreach (string entry in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+            {
+                if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int fd) && fd > 2 &&
+                    new FileInfo(entry).LinkTarget is { } target && target.StartsWith("socket:[", StringComparison.Ordinal))
+                {
+                    inodes.Add(target[8..^1]);
+                }
+            }
+
+            if (inodes.Count == 0)
+            {
+                return 0;
+            }
+
+            // The process's own network namespace: /proc/PID/net.
+            int count = 0;
+            foreach (string table in (string[])["tcp", "tcp6"])
+            {
+                count += CountRows($"/proc/{pid}/net/{table}", inodes, fields => fields.Length > 9 && fields[3] != TcpListen ? fields[9] : null);
+            }
+
+            // Num RefCount Protocol Flags Type St Inode Path
+            count += CountRows($"/proc/{pid}/net/unix", inodes, fields => fields.Length > 6 && fields[4] == UnixStream && fields[5] == UnixConnected ? fields[6] : null);
+            return count;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static int CountRows(string path, HashSet<string> inodes, Func<string[], string?> inodeOf)
+    {
+        int count = 0;
+        foreach (string line in File.ReadLines(path).Skip(1))
+        {
+            if (inodeOf(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)) is { } inode && inodes.Contains(inode))
+            {
+                count++;
+            }
+        }
+
+        return count;
+    }
+}
