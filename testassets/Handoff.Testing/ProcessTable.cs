@@ -45,6 +45,9 @@ public static class ProcessTable
         return null;
     }
 
+    /// <summary>The inode of a file (a Unix socket's, say); 0 when it does not exist.</summary>
+    public static ulong Inode(string path) => Interop.Libc.Inode(path) ?? 0;
+
     public static bool IsRunning(int pid) => State(pid) is { } state && state != 'Z' && state != 'X';
 
     public static int ParentOf(int pid)

@@ -11,6 +11,15 @@ public static class TestAssets
 
     public static string HelloSleepAppHost => Path.Combine(HelloSleepDirectory, "HelloSleep");
 
+    /// <summary>The build of the <c>handoff</c> tool (src/Handoff.Tool).</summary>
+    public static string HandoffToolDirectory { get; } = Path.GetFullPath(
+        typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "HandoffToolDirectory").Value!);
+
+    /// <summary>The tool's apphost: what <c>dotnet tool install</c> puts on the PATH as
+    /// <c>handoff</c>.</summary>
+    public static string HandoffTool => Path.Combine(HandoffToolDirectory, "Handoff.Tool");
+
     /// <summary>The unit files of samples/systemd, which the systemd tests install.</summary>
     public static string SystemdSamplesDirectory { get; } = Path.GetFullPath(
         typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()

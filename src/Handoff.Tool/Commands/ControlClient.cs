@@ -38,7 +38,7 @@ internal sealed class ControlClient : IDisposable
             socket.Dispose();
             throw new ToolException(ToolExitCodes.CouldNotAsk, e.SocketErrorCode switch
             {
-                _ when !File.Exists(path) =>
+                _ when Interop.Libc.FileType(path) is null =>
                     $"no control socket at {path}: is the server running, with Handoff:ControlSocket={path}?",
                 SocketError.ConnectionRefused => $"nobody answers at {path}: the server that created it is gone (the file is left over).",
                 SocketError.AccessDenied => $"permission denied at {path}: only the server's user and root may use its control socket.",

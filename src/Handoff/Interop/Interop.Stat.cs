@@ -29,5 +29,16 @@ internal static partial class Interop
             // struct statx: stx_mode is the u16 at offset 28.
             return *(ushort*)(buffer + 28) & S_IFMT;
         }
+
+        /// <summary>The inode number of <paramref name="path"/> itself; null when it does not
+        /// exist.</summary>
+        internal static unsafe ulong? Inode(string path)
+        {
+            const uint STATX_INO = 0x100;
+            byte* buffer = stackalloc byte[256];
+            return Statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_INO, buffer) == 0
+                ? *(ulong*)(buffer + 32) // stx_ino
+                : null;
+        }
     }
 }

@@ -1,0 +1,226 @@
+using System.Text.Json;
+using Handoff.Testing;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>The control socket and the <c>handoff</c> tool against a real HelloSleep:
+/// upgrades that report their outcome and exit codes, status, and who may ask.</summary>
+public sealed class ControlTests
+{
+    [Fact]
+    public async Task Upgrade_UnderKeepAliveLoad_ExitsZeroAndPrintsTheNewPid_NoFailedRequest()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        var before = Inode(control);
+        var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
+        try
+        {
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+            for (int i = 0; i < 3; i++)
+            {
+                int old = server.CurrentPid;
+                var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
+                Assert.True(run.ExitCode == 0, run.ToString());
+                int current = server.CurrentPid;
+                Assert.NotEqual(old, current);
+                Assert.Contains($"upgraded: pid {old} -> {current}, generation {i + 2}, ready after ", run.Output, StringComparison.Ordinal);
+                server.Track(current);
+                await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+            }
+
+            // The same socket (same inode) at the same path, still private to its user.
+            Assert.Equal(before, Inode(control));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(control));
+        }
+        finally
+        {
+            var report = await load.StopAsync();
+            Assert.True(report.Failures.Count == 0, report.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task Upgrade_BrokenBuild_ExitsOneWithTheReasonAsLogged_ServerUnchanged()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        string marker = Path.Combine(dir.Path, "broken");
+        await using var server = await HelloSleepServer.StartAsync(
+            arguments: [$"--Handoff:ControlSocket={control}"],
+            environment: new Dictionary<string, string> { ["HELLOSLEEP_BREAK_FAILSTART"] = marker });
+        int pid = server.CurrentPid;
+        File.WriteAllText(marker, "");
+
+        var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
+
+        Assert.True(run.ExitCode == 1, run.ToString());
+        const string Reason = "unhandled exception: InvalidOperationException: HelloSleep:FailStart is set";
+        Assert.Contains("upgrade failed: new generation 2 (pid ", run.Error, StringComparison.Ordinal);
+        Assert.Contains(Reason, run.Error, StringComparison.Ordinal);
+        Assert.Contains($"the server is unchanged: generation 1 (pid {pid}) serves", run.Error, StringComparison.Ordinal);
+
+        // Exactly the line the server logged.
+        string reason = run.Error.Split('\n').Single(l => l.StartsWith("handoff: upgrade failed: ", StringComparison.Ordinal))["handoff: upgrade failed: ".Length..];
+        Assert.Contains(reason, server.Output, StringComparison.Ordinal);
+        Assert.Equal(pid, server.CurrentPid);
+        Assert.Equal(pid, await server.GetPidAsync());
+
+        var status = await StatusAsync(control);
+        Assert.Equal("failed", status.GetProperty("lastUpgrade").GetProperty("outcome").GetString());
+        Assert.Equal(reason, status.GetProperty("lastUpgrade").GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task Upgrade_TwoAtOnce_TheSecondIsReportedInProgress_TheFirstSucceeds()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        string hold = Path.Combine(dir.Path, "hold");
+        await using var server = await HelloSleepServer.StartAsync(
+            arguments: [$"--Handoff:ControlSocket={control}"],
+            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = hold });
+        File.WriteAllText(hold, "");
+        var first = ToolRun.RunAsync(["upgrade", "--control", control]);
+        await server.WaitForSpawnAsync(2);
+
+        var second = await ToolRun.RunAsync(["upgrade", "--control", control]);
+        File.Delete(hold);
+        var firstRun = await first;
+
+        Assert.True(second.ExitCode == 1, second.ToString());
+        Assert.Contains("upgrade refused: an upgrade is already in progress", second.Error, StringComparison.Ordinal);
+        Assert.True(firstRun.ExitCode == 0, firstRun.ToString());
+        Assert.Contains("generation 2", firstRun.Output, StringComparison.Ordinal);
+        server.Track(server.CurrentPid);
+    }
+
+    [Fact]
+    public async Task Upgrade_CallerWithAnotherUid_IsRefused_ByTheSocketModeAndByThePeerCheck()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        int pid = server.CurrentPid;
+        string[] nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+
+        // Mode 0600: the kernel refuses the connect.
+        var denied = await ToolRun.RunAsync(["upgrade", "--control", control], prefix: nobody);
+        Assert.True(denied.ExitCode == 2, denied.ToString());
+        Assert.Contains("permission denied", denied.Error, StringComparison.Ordinal);
+
+        // Someone opened the mode up: SO_PEERCRED still refuses, and the server says so.
+        File.SetUnixFileMode(control, (UnixFileMode)0b110_110_110);
+        var refused = await ToolRun.RunAsync(["upgrade", "--control", control], prefix: nobody);
+        Assert.True(refused.ExitCode == 2, refused.ToString());
+        Assert.Contains("the server refused: permission denied: uid 65534 may not use this control socket", refused.Error, StringComparison.Ordinal);
+        await server.WaitForOutputAsync("Refused a control connection from pid");
+        Assert.Contains("(uid 65534)", server.Output, StringComparison.Ordinal);
+        Assert.Equal(pid, server.CurrentPid);
+        Assert.DoesNotContain("upgrade requested over the control socket", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UpgradeAndStatus_NoServer_ExitTwo_AndSayWhy()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+
+        var missing = await ToolRun.RunAsync(["upgrade", "--control", control]);
+        Assert.True(missing.ExitCode == 2, missing.ToString());
+        Assert.Contains($"no control socket at {control}", missing.Error, StringComparison.Ordinal);
+
+        // A socket file nobody listens on, as a server that is gone leaves it (bound, never
+        // listening: .NET would unlink the path if this socket were disposed first).
+        using var stale = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        stale.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(control));
+
+        var gone = await ToolRun.RunAsync(["status", "--control", control]);
+        Assert.True(gone.ExitCode == 2, gone.ToString());
+        Assert.Contains("nobody answers", gone.Error, StringComparison.Ordinal);
+
+        var usage = await ToolRun.RunAsync(["upgrade"]);
+        Assert.True(usage.ExitCode == 2, usage.ToString());
+        Assert.Contains("say which server", usage.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Status_AfterAnUpgrade_ShowsTheNewGenerationAndTheOldOneDrainingWithItsConnection()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        int old = server.CurrentPid;
+        var slow = await server.StartSlowRequestAsync(6);
+
+        var upgrade = await ToolRun.RunAsync(["upgrade", "--control", control]);
+        Assert.True(upgrade.ExitCode == 0, upgrade.ToString());
+        int current = server.CurrentPid;
+        server.Track(current);
+
+        var status = await StatusAsync(control);
+        Assert.Equal(current, status.GetProperty("pid").GetInt32());
+        Assert.Equal(2, status.GetProperty("generation").GetInt32());
+        Assert.Equal("serving", status.GetProperty("state").GetString());
+        Assert.Equal(old, status.GetProperty("parentPid").GetInt32());
+        Assert.Equal($"127.0.0.1:{server.EndPoint.Port}", status.GetProperty("listeners")[0].GetProperty("address").GetString());
+        Assert.Equal(1, status.GetProperty("listeners").GetArrayLength());
+        Assert.Equal(control, status.GetProperty("controlSocket").GetString());
+        var draining = Assert.Single(status.GetProperty("draining").EnumerateArray());
+        Assert.Equal(old, draining.GetProperty("pid").GetInt32());
+        Assert.Equal(1, draining.GetProperty("openConnections").GetInt32()); // the slow request
+        Assert.Equal("succeeded", status.GetProperty("lastUpgrade").GetProperty("outcome").GetString());
+
+        var text = await ToolRun.RunAsync(["status", "--control", control]);
+        Assert.True(text.ExitCode == 0, text.ToString());
+        Assert.Contains($"generation 2, pid {current}: serving since ", text.Output, StringComparison.Ordinal);
+        Assert.Contains($"draining: pid {old} (1 connections)", text.Output, StringComparison.Ordinal);
+        Assert.Equal(old, await slow);
+    }
+
+    [Fact]
+    public async Task Upgrade_WithAPidFileInsteadOfTheControlSocket_SignalsAndReportsTheNewPid()
+    {
+        await using var server = await HelloSleepServer.StartAsync();
+        int old = server.CurrentPid;
+
+        var run = await ToolRun.RunAsync(["upgrade", "--pid-file", server.PidFile]);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        int current = server.CurrentPid;
+        server.Track(current);
+        Assert.NotEqual(old, current);
+        Assert.Contains($"upgraded: pid {old} -> {current}", run.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Start_ControlSocketOfARunningServer_ExitsWithConfigErrorNamingIt()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+
+        var second = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost, ["--urls", "http://127.0.0.1:0", $"--Handoff:ControlSocket={control}"])
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        })!;
+        string error = await second.StandardError.ReadToEndAsync();
+        await second.WaitForExitAsync();
+
+        Assert.Equal(78, second.ExitCode);
+        Assert.Contains($"Handoff:ControlSocket '{control}' is in use", error, StringComparison.Ordinal);
+        Assert.Equal(server.CurrentPid, (await StatusAsync(control)).GetProperty("pid").GetInt32());
+    }
+
+    private static async Task<JsonElement> StatusAsync(string control)
+    {
+        var run = await ToolRun.RunAsync(["status", "--control", control, "--json"]);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        using var document = JsonDocument.Parse(run.Output);
+        return document.RootElement.Clone();
+    }
+
+    private static ulong Inode(string path) => ProcessTable.Inode(path);
+}
