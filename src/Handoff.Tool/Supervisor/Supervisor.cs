@@ -26,6 +26,9 @@ internal sealed partial class Supervisor : IDisposable
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
 
+    // How long processes left behind by the generations get between SIGTERM and SIGKILL.
+    private static readonly TimeSpan RemainingGrace = TimeSpan.FromSeconds(5);
+
     private readonly SupervisorOptions _options;
     private readonly ILogger _log;
     private readonly Lock _lock = new();
@@ -37,6 +40,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly Socket _notify;
     private readonly string _notifyName;
     private volatile bool _stopping;
+    private int _ending;
     private int _main;
     private int _mainExitCode;
     private bool _ready;
@@ -206,6 +210,11 @@ internal sealed partial class Supervisor : IDisposable
                 }
             }
 
+            if (left == 0)
+            {
+                EndRemainingProcesses();
+            }
+
             if (wasMain)
             {
                 Log.MainExited(_log, exitCode == 0 || _stopping ? LogLevel.Information : LogLevel.Warning, pid, how, left);
@@ -215,6 +224,66 @@ internal sealed partial class Supervisor : IDisposable
                 Log.GenerationExited(_log, pid, how, left);
             }
         }
+    }
+
+    /// <summary>Once no generation is left, what remains (helpers the generations started and
+    /// left behind) is asked to stop and then killed, so that this process can exit: as PID 1
+    /// its exit would kill them anyway, without a chance to finish.</summary>
+    private void EndRemainingProcesses()
+    {
+        if (Interlocked.Exchange(ref _ending, 1) != 0)
+        {
+            return;
+        }
+
+        var remaining = Children();
+        if (remaining.Count == 0)
+        {
+            return;
+        }
+
+        Log.EndingRemaining(_log, string.Join(", ", remaining), RemainingGrace.TotalSeconds);
+        foreach (int pid in remaining)
+        {
+            _ = Interop.Libc.Kill(pid, Interop.Libc.SIGTERM);
+        }
+
+        _ = Task.Run(async () =>
+        {
+            await Task.Delay(RemainingGrace).ConfigureAwait(false);
+            foreach (int pid in Children())
+            {
+                _ = Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
+            }
+        });
+    }
+
+    /// <summary>This process's children, from /proc.</summary>
+    private static List<int> Children()
+    {
+        int self = Environment.ProcessId;
+        var children = new List<int>();
+        foreach (string entry in Directory.EnumerateDirectories("/proc"))
+        {
+            if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
+            {
+                try
+                {
+                    string stat = File.ReadAllText(Path.Combine(entry, "stat"));
+                    string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                    if (fields[0] != "Z" && int.Parse(fields[1], CultureInfo.InvariantCulture) == self)
+                    {
+                        children.Add(pid);
+                    }
+                }
+                catch (IOException)
+                {
+                    // Gone meanwhile.
+                }
+            }
+        }
+
+        return children;
     }
 
     /// <summary>Reads the generations' notifications and acts on those of the main one.</summary>
@@ -386,6 +455,9 @@ internal sealed partial class Supervisor : IDisposable
 
         [LoggerMessage(12, LogLevel.Warning, "Reading a notification failed: {Error}", EventName = "NotificationFailed")]
         public static partial void NotificationFailed(ILogger logger, string error);
+
+        [LoggerMessage(14, LogLevel.Information, "No generation is left; stopping the processes they left behind (pids {Pids}): SIGTERM now, SIGKILL in {Seconds} s.", EventName = "EndingRemaining")]
+        public static partial void EndingRemaining(ILogger logger, string pids, double seconds);
 
         [LoggerMessage(13, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]
         public static partial void SystemdWarning(ILogger logger, string warning);
