@@ -77,7 +77,7 @@ app.MapGet("/", async (HttpContext context, double? sleep, CancellationToken abo
         await Task.Delay(TimeSpan.FromSeconds(sleep.Value), aborted);
     }
 
-    byte[] body = Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId}\nsleep:{(sleep ?? 0).ToString(CultureInfo.InvariantCulture)}\nbase:{AppContext.BaseDirectory}\n");
+    byte[] body = Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId}\nsleep:{(sleep ?? 0).ToString(CultureInfo.InvariantCulture)}\nbase:{AppContext.BaseDirectory}\nbuild:{BuildMarker.Value}\n");
     context.Response.ContentType = "text/plain; charset=utf-8";
     context.Response.ContentLength = body.Length;
     await context.Response.Body.WriteAsync(body, aborted);
@@ -132,4 +132,11 @@ internal static partial class Native
     private static partial nint GetEnv(string name);
 
     public static string? GetEnvironmentVariable(string name) => Marshal.PtrToStringUTF8(GetEnv(name));
+}
+
+// Which build serves: tests deploy "a new build" by patching this string in HelloSleep.dll
+// (same length, UTF-16 in the assembly's string heap), which keeps the assembly valid.
+internal static class BuildMarker
+{
+    public static readonly string Value = "hellosleep-build-0000";
 }

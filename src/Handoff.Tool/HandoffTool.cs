@@ -1,3 +1,5 @@
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
 namespace Handoff.Tool;
 
 /// <summary>Dispatches to the commands; turns usage mistakes and failures into one line on

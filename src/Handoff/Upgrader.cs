@@ -37,6 +37,7 @@ public sealed partial class Upgrader : IDisposable
     private readonly CancellationTokenSource _serviceLoopStop = new();
     private readonly string? _controlSocket;
     private readonly ControlServer? _control;
+    private readonly ShadowCopy? _shadow;
     private GenerationState _state = GenerationState.Starting;
     private bool _toldParentReady;
     private bool _claimedMain;
@@ -61,7 +62,8 @@ public sealed partial class Upgrader : IDisposable
             StartCommand.Capture(options?.WorkingDirectory),
             new GenerationLauncher(EarlyStart.Systemd),
             loggerFactory ?? NullLoggerFactory.Instance,
-            EarlyStart.Systemd)
+            EarlyStart.Systemd,
+            EarlyStart.ShadowCopyValue)
     {
         var errors = options!.PidFile is { } pidFile ? PidFile.CheckWritable(pidFile) : null;
         if (errors is not null)
@@ -79,7 +81,7 @@ public sealed partial class Upgrader : IDisposable
     }
 
     // For testing: the OS behind a seam. Does not handle signals.
-    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null)
+    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null, string? shadowCopy = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -118,6 +120,16 @@ public sealed partial class Upgrader : IDisposable
                 Log.SystemdWarning(systemdLogger, "setsid (util-linux) was not found at /usr/bin/setsid or /bin/setsid: new generations start as this process's children, which systemd 252 does not treat as its own: it will not see one die while an older generation lives, and will not wait for one at a stop (docs/systemd.md). Install util-linux.");
             }
             _ = Task.Run(RunServiceLoopAsync);
+        }
+
+        _shadow = ShadowCopy.Parse(shadowCopy, out string? shadowError);
+        if (shadowError is not null)
+        {
+            Log.ShadowCopyIgnored(_logger, shadowError);
+        }
+        else if (_shadow is not null)
+        {
+            Log.ShadowCopied(_logger, Environment.ProcessId, Generation, _shadow.Copy, _shadow.Source);
         }
 
         _controlSocket = options.ResolveControlSocket(Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY"));
@@ -538,20 +550,38 @@ public sealed partial class Upgrader : IDisposable
     {
         int pid = Environment.ProcessId;
         IStartedGeneration child;
+        string? copy = null;
         try
         {
-            _command.CheckWorkingDirectory();
-            string executable = _command.ResolveExecutable();
+            var command = _command;
+            if (_shadow is not null)
+            {
+                // The source directory as it is now: the build deployed there is the new one.
+                copy = ShadowCopy.CreateCopy(_shadow.Source, _shadow.Root, next);
+                command = _shadow.MoveTo(_command, copy);
+            }
+
+            command.CheckWorkingDirectory();
+            string executable = command.ResolveExecutable();
             var listeners = Listeners.Listeners;
             Log.Spawning(_logger, pid, Generation, executable, listeners.Count);
             var older = DrainingOlder().Prepend(_self ?? new GenerationProcess(pid, 0)).ToList();
             var blocked = _upgradeSignals.Select(UpgradeSignalNames.ToNumber).Union(EarlyStart.AlwaysHandled).ToList();
-            child = _launcher.Start(executable, _command, listeners, next, older, blocked, _options.UpgradeTimeout, _stopping.Token);
+            child = _launcher.Start(executable, command, listeners, next, older, blocked, _options.UpgradeTimeout, _stopping.Token);
+            if (copy is not null)
+            {
+                ShadowCopy.SetOwner(copy, child.Pid);
+            }
         }
 #pragma warning disable CA1031 // Whatever stops the spawn fails this upgrade, never the server.
         catch (Exception e)
 #pragma warning restore CA1031
         {
+            if (copy is not null)
+            {
+                ShadowCopy.Delete(copy);
+            }
+
             return Fail(0, $"cannot start the new generation: {e.Message}");
         }
 
@@ -695,6 +725,12 @@ public sealed partial class Upgrader : IDisposable
 
     private UpgradeResult Fail(int newPid, string reason)
     {
+        if (_shadow is not null)
+        {
+            // The failed generation's copy, once it has exited.
+            ShadowCopy.Prune(_shadow.Root);
+        }
+
         bool changed;
         lock (_lock)
         {
@@ -963,6 +999,12 @@ public sealed partial class Upgrader : IDisposable
 
     private static partial class Log
     {
+        [LoggerMessage(65, LogLevel.Information, "Generation {Generation} (pid {Pid}) runs from its shadow copy {Copy} of {Source}; each upgrade copies {Source} anew.", EventName = "ShadowCopied")]
+        public static partial void ShadowCopied(ILogger logger, int pid, int generation, string copy, string source);
+
+        [LoggerMessage(66, LogLevel.Warning, "{Error}", EventName = "ShadowCopyIgnored")]
+        public static partial void ShadowCopyIgnored(ILogger logger, string error);
+
         [LoggerMessage(10, LogLevel.Information, "Generation {Generation} started as pid {Pid} (parent pid {ParentPid}, {InheritedCount} inherited listeners).", EventName = "GenerationStarted")]
         public static partial void Started(ILogger logger, int pid, int generation, int parentPid, int inheritedCount);
 

@@ -15,6 +15,12 @@ internal static class RunCommand
 
           --control PATH         give the server this control socket (Handoff:ControlSocket)
           --upgrade-signal NAME  the signal the server upgrades on (default SIGUSR2)
+          --shadow-copy          run each generation from its own copy of the application
+                                 directory (the directory of App.dll in 'dotnet App.dll', or of
+                                 the executable), made at its start: files overwritten in place
+                                 there never touch a running generation (docs/deploying.md)
+          --shadow-copy-dir DIR  where the copies go (default: the temporary directory, $TMPDIR
+                                 or /tmp); implies --shadow-copy
 
           Exit codes: the last main generation's (128+N if signal N ended it); 127 when the
           command cannot be started; 2 for a usage error.
@@ -22,7 +28,7 @@ internal static class RunCommand
 
     public static async Task<int> RunAsync(IReadOnlyList<string> args)
     {
-        var options = Arguments.Parse(args, ["control", "upgrade-signal"], []);
+        var options = Arguments.Parse(args, ["control", "upgrade-signal", "shadow-copy-dir"], ["shadow-copy"]);
         if (options.Rest.Count == 0)
         {
             throw new UsageException("no command: write it after '--', e.g. handoff run -- dotnet app.dll");
@@ -39,7 +45,10 @@ internal static class RunCommand
             throw new UsageException($"--control '{control}' must be an absolute path");
         }
 
-        using var supervisor = new Supervisor(new SupervisorOptions(options.Rest, options.Value("control"), UpgradeSignalNames.Format(signals[0]), signals[0]), new StderrLogger("handoff run"));
+        using var supervisor = new Supervisor(new SupervisorOptions(options.Rest, options.Value("control"), UpgradeSignalNames.Format(signals[0]), signals[0], ShadowCopyParent(options)), new StderrLogger("handoff run"));
         return await supervisor.RunAsync().ConfigureAwait(false);
     }
+
+    private static string? ShadowCopyParent(Arguments options) =>
+        options.Value("shadow-copy-dir") ?? (options.Has("shadow-copy") ? Path.GetTempPath() : null);
 }

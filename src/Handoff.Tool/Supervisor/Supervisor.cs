@@ -41,6 +41,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly string _notifyName;
     private volatile bool _stopping;
     private int _ending;
+    private string? _shadowRoot;
     private int _main;
     private int _mainExitCode;
     private bool _ready;
@@ -114,6 +115,11 @@ internal sealed partial class Supervisor : IDisposable
 
         _notify.Dispose();
         _upstream.Dispose();
+        if (_shadowRoot is not null && Directory.Exists(_shadowRoot))
+        {
+            // Every generation is gone: no copy is in use.
+            Directory.Delete(_shadowRoot, recursive: true);
+        }
     }
 
     private int StartFirstGeneration()
@@ -148,14 +154,59 @@ internal sealed partial class Supervisor : IDisposable
             throw new ToolException(ToolExitCodes.CommandNotFound, e.Message);
         }
 
+        string? copy = null;
+        if (_options.ShadowCopyParent is { } parent)
+        {
+            (command, copy) = ShadowCopyFirst(command, environment, parent);
+            executable = ResolveExecutable(command, environment);
+            environment.RemoveAll(e => e.StartsWith(ShadowCopy.VariableName + "=", StringComparison.Ordinal));
+            environment.Add($"{ShadowCopy.VariableName}={command.Environment.Single(e => e.Key == ShadowCopy.VariableName).Value}");
+        }
+
+        int pid;
         try
         {
-            return GenerationLauncher.Spawn(executable, _options.Command, environment, directory, [], []);
+            pid = GenerationLauncher.Spawn(executable, command.Arguments, environment, command.WorkingDirectory, [], []);
         }
         catch (IOException e)
         {
             throw new ToolException(ToolExitCodes.CommandNotFound, $"cannot start {executable}: {e.Message}");
         }
+
+        if (copy is not null)
+        {
+            ShadowCopy.SetOwner(copy, pid);
+        }
+
+        return pid;
+    }
+
+    /// <summary>Generation 1's private copy of the application directory; every later
+    /// generation gets its own from the one before (<see cref="ShadowCopy"/>).</summary>
+    private (StartCommand Command, string Copy) ShadowCopyFirst(StartCommand command, List<string> environment, string parent)
+    {
+        string? source = ShadowCopy.ApplicationDirectory(command.Arguments, command.WorkingDirectory, name => ResolveExecutable(command with { Arguments = [name] }, environment), out string? error)
+            ?? throw new ToolException(ToolExitCodes.CouldNotAsk, $"--shadow-copy: {error}");
+        string root = Path.Combine(Path.GetFullPath(parent), string.Create(CultureInfo.InvariantCulture, $"handoff-shadow-{Environment.ProcessId}"));
+        if ((root + "/").StartsWith(source + "/", StringComparison.Ordinal))
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"--shadow-copy: the copies ({root}) cannot live inside the application directory ({source}); choose another --shadow-copy-dir");
+        }
+
+        Directory.CreateDirectory(root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        _shadowRoot = root;
+        string copy;
+        try
+        {
+            copy = ShadowCopy.CreateCopy(source, root, 1);
+        }
+        catch (IOException e)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, e.Message);
+        }
+
+        Log.ShadowCopy(_log, source, copy);
+        return (ShadowCopy.Rewrite(command, source, copy, new ShadowCopy(source, copy)), copy);
     }
 
     private static string ResolveExecutable(StartCommand command, List<string> environment)
@@ -459,10 +510,13 @@ internal sealed partial class Supervisor : IDisposable
         [LoggerMessage(14, LogLevel.Information, "No generation is left; stopping the processes they left behind (pids {Pids}): SIGTERM now, SIGKILL in {Seconds} s.", EventName = "EndingRemaining")]
         public static partial void EndingRemaining(ILogger logger, string pids, double seconds);
 
+        [LoggerMessage(15, LogLevel.Information, "Shadow copy: generation 1 runs from {Copy}, a copy of {Source}; each upgrade copies {Source} again, so files changed there in place never touch a running generation.", EventName = "ShadowCopy")]
+        public static partial void ShadowCopy(ILogger logger, string source, string copy);
+
         [LoggerMessage(13, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]
         public static partial void SystemdWarning(ILogger logger, string warning);
     }
 }
 
 /// <summary>What <c>handoff run</c> was told.</summary>
-internal sealed record SupervisorOptions(IReadOnlyList<string> Command, string? ControlSocket, string UpgradeSignal, PosixSignal UpgradeSignalValue);
+internal sealed record SupervisorOptions(IReadOnlyList<string> Command, string? ControlSocket, string UpgradeSignal, PosixSignal UpgradeSignalValue, string? ShadowCopyParent = null);

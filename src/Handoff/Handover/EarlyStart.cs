@@ -26,6 +26,21 @@ internal static class EarlyStart
     private static readonly Lock Gate = new();
     private static Inheritance? _inheritance;
     private static SystemdEnvironment _systemd = SystemdEnvironment.None;
+    private static string? _shadowCopy;
+
+    /// <summary>The value of <see cref="ShadowCopy.VariableName"/> this process started with
+    /// (removed from the environment by <see cref="Run"/>), or null.</summary>
+    public static string? ShadowCopyValue
+    {
+        get
+        {
+            _ = Run();
+            lock (Gate)
+            {
+                return _shadowCopy;
+            }
+        }
+    }
 
     /// <summary>What systemd passed to this process (captured and removed from the environment
     /// by <see cref="Run"/>), with warnings about what could not be used.</summary>
@@ -72,6 +87,13 @@ internal static class EarlyStart
 
             // Before anything can start a program that would misread them.
             _systemd = SystemdEnvironment.Capture();
+            _shadowCopy = Environment.GetEnvironmentVariable(ShadowCopy.VariableName);
+            if (_shadowCopy is not null)
+            {
+                // The launcher gives each new generation its own value.
+                Interop.Libc.SetEnvironmentVariable(ShadowCopy.VariableName, null);
+            }
+
             try
             {
                 if (value is null)
