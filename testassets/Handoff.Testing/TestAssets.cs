@@ -11,6 +11,11 @@ public static class TestAssets
 
     public static string HelloSleepAppHost => Path.Combine(HelloSleepDirectory, "HelloSleep");
 
+    /// <summary>The repository's root directory.</summary>
+    public static string RepositoryRoot { get; } = Path.GetFullPath(
+        typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "RepositoryRoot").Value!);
+
     /// <summary>The build of the <c>handoff</c> tool (src/Handoff.Tool).</summary>
     public static string HandoffToolDirectory { get; } = Path.GetFullPath(
         typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
