@@ -114,7 +114,7 @@ public sealed class SystemdTests : IAsyncLifetime
     }
 
     [SystemdFact]
-    public async Task NotifyService_BrokenBuild_ReloadChangesNothing_StatusNamesTheReason()
+    public async Task NotifyService_BrokenBuild_ReloadFailsWithTheReasonInTheJournal_NothingChanges()
     {
         int port = FreePort();
         await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"HELLOSLEEP_BREAK_FAILSTART={BreakMarker}"));
@@ -124,7 +124,11 @@ public sealed class SystemdTests : IAsyncLifetime
 
         var (code, output) = await Systemd.SystemctlAsync("reload", Service);
 
-        Assert.True(code == 0, output);
+        // ExecReload=handoff upgrade: the reload fails, and the journal says why.
+        Assert.True(code != 0, output);
+        string journal = await WaitForJournalAsync("handoff: upgrade failed: new generation 2 (pid");
+        Assert.Contains("HelloSleep:FailStart is set: this build is broken on purpose", journal, StringComparison.Ordinal);
+        Assert.Contains($"handoff: the server is unchanged: generation 1 (pid {mainPid}) serves.", journal, StringComparison.Ordinal);
         string status = await Systemd.WaitForAsync(Service, "StatusText", s => s.Contains("last upgrade: failed", StringComparison.Ordinal), TimeSpan.FromSeconds(60), "the failed upgrade in the status");
         Assert.Contains("new generation 2 (pid", status, StringComparison.Ordinal);
         Assert.Contains("HelloSleep:FailStart is set: this build is broken on purpose", status, StringComparison.Ordinal);
@@ -353,6 +357,50 @@ public sealed class SystemdTests : IAsyncLifetime
         return ((IPEndPoint)probe.LocalEndPoint!).Port;
     }
 
+    [SystemdFact]
+    public async Task Supervised_MainPidStaysTheSupervisor_ReloadsUnderLoad_ZeroFailed_StopDrainsAll()
+    {
+        int port = FreePort();
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-supervised.service", port));
+        await StartAsync(Service);
+        Assert.Equal("active", await Systemd.ShowAsync(Service, "ActiveState"));
+        int supervisor = await MainPidAsync();
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        int first = (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid;
+        Assert.NotEqual(supervisor, first);
+
+        var load = new LoadClient(endPoint, connections: 16, keepAlive: true);
+        LoadReport report;
+        var served = new HashSet<int> { first };
+        try
+        {
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+            for (int i = 0; i < 3; i++)
+            {
+                var (code, output) = await Systemd.SystemctlAsync("reload", Service);
+                Assert.True(code == 0, output + await Systemd.JournalAsync(Service));
+                Assert.Equal(supervisor, await MainPidAsync());
+                int pid = (await HttpProbe.GetAsync(endPoint, "/", TimeSpan.FromSeconds(10))).Pid;
+                Assert.True(served.Add(pid), $"reload {i + 1} left pid {pid} serving");
+                await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+            }
+
+            Assert.Contains("Status: \"Generation 4 (pid", (await Systemd.SystemctlAsync("status", Service)).Output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            report = await load.StopAsync();
+        }
+
+        Assert.True(report.Failures.Count == 0, report.ToString());
+        var (stopCode, stopOutput) = await Systemd.SystemctlAsync("stop", Service);
+        Assert.True(stopCode == 0, stopOutput);
+        Assert.Equal("inactive", await Systemd.ShowAsync(Service, "ActiveState"));
+        Assert.Equal("success", await Systemd.ShowAsync(Service, "Result"));
+        Assert.Contains("Every generation is gone; exiting with code 0", await Systemd.JournalAsync(Service), StringComparison.Ordinal);
+        await WaitForProcessesAsync([]);
+    }
+
     /// <summary>A unit file of samples/systemd as documented, pointed at this test's copy of
     /// HelloSleep and port, with test-only environment variables added.</summary>
     private string SampleUnit(string file, int port, params string[] environment)
@@ -362,6 +410,8 @@ public sealed class SystemdTests : IAsyncLifetime
             .Replace("MyApp.dll", "HelloSleep.dll", StringComparison.Ordinal)
             .Replace("127.0.0.1:8080", $"127.0.0.1:{port}", StringComparison.Ordinal)
             .Replace("myapp-activated.socket", Socket, StringComparison.Ordinal)
+            .Replace("/usr/local/bin/handoff", $"/usr/bin/dotnet {Path.Combine(TestAssets.HandoffToolDirectory, "Handoff.Tool.dll")}", StringComparison.Ordinal)
+            .Replace("RuntimeDirectory=myapp", $"RuntimeDirectory=handoff-test-{_id}", StringComparison.Ordinal)
             .Replace("Restart=on-failure", "Restart=no", StringComparison.Ordinal);
         string added = string.Concat(environment.Select(e => $"Environment={e}\n"));
         return text.Replace("[Service]\n", "[Service]\n" + added, StringComparison.Ordinal);

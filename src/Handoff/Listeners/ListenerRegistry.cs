@@ -127,7 +127,14 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             var bound = Bind(endPoint, unixMode);
             bound.Gate = Gate;
             _claimed.Add(bound);
-            Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
+            if (unixMode is null)
+            {
+                Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
+            }
+            else
+            {
+                Log.ControlBound(_logger, bound.EndPoint.ToString()!, bound.FileDescriptor);
+            }
             return bound;
         }
     }
@@ -344,6 +351,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(2, LogLevel.Information, "Bound new listener {Address} (fd {Fd}).", EventName = "ListenerBound")]
         public static partial void ListenerBound(ILogger logger, string address, int fd);
+
+        [LoggerMessage(8, LogLevel.Information, "Bound the control socket {Path} (fd {Fd}, mode 0600).", EventName = "ControlBound")]
+        public static partial void ControlBound(ILogger logger, string path, int fd);
 
         [LoggerMessage(4, LogLevel.Warning, "The Unix socket path {Path} of inherited listener fd {Fd} was deleted or replaced; binding a new socket there.", EventName = "UnixPathGone")]
         public static partial void UnixPathGone(ILogger logger, string path, int fd);
