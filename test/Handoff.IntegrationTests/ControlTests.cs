@@ -105,14 +105,17 @@ public sealed class ControlTests
         int pid = server.CurrentPid;
         string[] nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
 
+        // A copy the other user can run wherever the checkout is (a 0700 directory, say).
+        string tool = TestAssets.CopyHandoffToolTo(Path.Combine(dir.Path, "tool"));
+
         // Mode 0600: the kernel refuses the connect.
-        var denied = await ToolRun.RunAsync(["upgrade", "--control", control], prefix: nobody);
+        var denied = await ToolRun.RunAsync(["upgrade", "--control", control], prefix: nobody, tool: tool);
         Assert.True(denied.ExitCode == 2, denied.ToString());
         Assert.Contains("permission denied", denied.Error, StringComparison.Ordinal);
 
         // Someone opened the mode up: SO_PEERCRED still refuses, and the server says so.
         File.SetUnixFileMode(control, (UnixFileMode)0b110_110_110);
-        var refused = await ToolRun.RunAsync(["upgrade", "--control", control], prefix: nobody);
+        var refused = await ToolRun.RunAsync(["upgrade", "--control", control], prefix: nobody, tool: tool);
         Assert.True(refused.ExitCode == 2, refused.ToString());
         Assert.Contains("the server refused: permission denied: uid 65534 may not use this control socket", refused.Error, StringComparison.Ordinal);
         await server.WaitForOutputAsync("Refused a control connection from pid");

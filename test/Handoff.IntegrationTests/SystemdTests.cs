@@ -34,6 +34,8 @@ public sealed class SystemdTests : IAsyncLifetime
 
     private string Service => $"handoff-test-{_id}.service";
 
+    private string ToolDirectory => $"/var/lib/handoff-test-{_id}-tool";
+
     private string Socket => $"handoff-test-{_id}.socket";
 
     private string BreakMarker => Path.Combine(AppDirectory, "broken");
@@ -43,6 +45,10 @@ public sealed class SystemdTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         TestAssets.CopyHelloSleepTo(AppDirectory);
+
+        // The unit runs the tool from here: the checkout may be under /tmp or /var/tmp, which
+        // are private to the namespace.
+        TestAssets.CopyHandoffToolTo(ToolDirectory);
         _systemd = await SystemdNamespace.BootAsync();
     }
 
@@ -54,6 +60,7 @@ public sealed class SystemdTests : IAsyncLifetime
         }
 
         Directory.Delete(AppDirectory, recursive: true);
+        Directory.Delete(ToolDirectory, recursive: true);
     }
 
     [SystemdFact]
@@ -410,7 +417,7 @@ public sealed class SystemdTests : IAsyncLifetime
             .Replace("MyApp.dll", "HelloSleep.dll", StringComparison.Ordinal)
             .Replace("127.0.0.1:8080", $"127.0.0.1:{port}", StringComparison.Ordinal)
             .Replace("myapp-activated.socket", Socket, StringComparison.Ordinal)
-            .Replace("/usr/local/bin/handoff", $"/usr/bin/dotnet {Path.Combine(TestAssets.HandoffToolDirectory, "Handoff.Tool.dll")}", StringComparison.Ordinal)
+            .Replace("/usr/local/bin/handoff", $"/usr/bin/dotnet {ToolDirectory}/Handoff.Tool.dll", StringComparison.Ordinal)
             .Replace("RuntimeDirectory=myapp", $"RuntimeDirectory=handoff-test-{_id}", StringComparison.Ordinal)
             .Replace("Restart=on-failure", "Restart=no", StringComparison.Ordinal);
         string added = string.Concat(environment.Select(e => $"Environment={e}\n"));

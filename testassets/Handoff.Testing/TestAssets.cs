@@ -34,6 +34,15 @@ public static class TestAssets
     /// release that a test can replace or point a symlink at.</summary>
     public static void CopyHelloSleepTo(string directory) => CopyDirectory(HelloSleepDirectory, directory);
 
+    /// <summary>Copies the tool's build into <paramref name="directory"/>, for a process that
+    /// cannot see the build directory (another user, a namespace with a private /tmp or
+    /// /var/tmp, where a checkout may live); returns the path of its apphost there.</summary>
+    public static string CopyHandoffToolTo(string directory)
+    {
+        CopyDirectory(HandoffToolDirectory, directory);
+        return Path.Combine(directory, "Handoff.Tool");
+    }
+
     /// <summary>A fresh directory under /tmp, removed by the caller (or use
     /// <see cref="TempDirectory"/>).</summary>
     public static string CreateTempDirectory()

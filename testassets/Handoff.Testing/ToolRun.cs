@@ -9,9 +9,9 @@ public sealed record ToolRun(int ExitCode, string Output, string Error)
 
     /// <summary>Runs <c>handoff</c> with <paramref name="arguments"/>, optionally through a
     /// prefix such as <c>setpriv --reuid=65534</c>; kills it at <paramref name="timeout"/>.</summary>
-    public static async Task<ToolRun> RunAsync(IEnumerable<string> arguments, TimeSpan? timeout = null, IEnumerable<string>? prefix = null)
+    public static async Task<ToolRun> RunAsync(IEnumerable<string> arguments, TimeSpan? timeout = null, IEnumerable<string>? prefix = null, string? tool = null)
     {
-        string[] command = [.. prefix ?? [], TestAssets.HandoffTool, .. arguments];
+        string[] command = [.. prefix ?? [], tool ?? TestAssets.HandoffTool, .. arguments];
         var info = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true,
