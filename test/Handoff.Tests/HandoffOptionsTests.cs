@@ -71,4 +71,24 @@ public sealed class HandoffOptionsTests
 
         Assert.Contains("Handoff:PidFile", Assert.Single(options.Validate()), StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(null, null, null)]
+    [InlineData(null, "/run/myapp", "/run/myapp/handoff.sock")]
+    [InlineData(null, "/run/myapp:/run/other", "/run/myapp/handoff.sock")]
+    [InlineData(null, "relative", null)]
+    [InlineData("/srv/c.sock", "/run/myapp", "/srv/c.sock")]
+    [InlineData("none", "/run/myapp", null)]
+    public void ResolveControlSocket_DefaultsToTheRuntimeDirectory(string? configured, string? runtimeDirectory, string? expected) =>
+        Assert.Equal(expected, new HandoffOptions { ControlSocket = configured }.ResolveControlSocket(runtimeDirectory));
+
+    [Theory]
+    [InlineData("control.sock", "must be the absolute path of a socket file")]
+    [InlineData("/run/dir/", "must be the absolute path of a socket file")]
+    public void Validate_ControlSocketNotAnAbsoluteFilePath_NamesIt(string path, string expected) =>
+        Assert.Contains(new HandoffOptions { ControlSocket = path }.Validate(), e => e.Contains("Handoff:ControlSocket", StringComparison.Ordinal) && e.Contains(expected, StringComparison.Ordinal));
+
+    [Fact]
+    public void Validate_ControlSocketLongerThanAUnixPath_NamesIt() =>
+        Assert.Contains(new HandoffOptions { ControlSocket = "/" + new string('a', 120) }.Validate(), e => e.Contains("longer than a Unix socket path can be", StringComparison.Ordinal));
 }

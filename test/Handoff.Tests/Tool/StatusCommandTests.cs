@@ -1,0 +1,46 @@
+using System.Text.Json;
+using Handoff.Tool;
+
+namespace Handoff.Tests.Tool;
+
+public sealed class StatusCommandTests
+{
+    [Fact]
+    public void Format_ShowsEveryFactOnItsOwnLine()
+    {
+        const string Json = """
+            {"protocol":1,"type":"status","pid":72,"generation":2,"state":"serving","startedAt":"2026-11-22T09:00:00.000Z","parentPid":50,
+             "listeners":[{"address":"127.0.0.1:8080","inherited":true,"activated":false},{"address":"unix:/run/a.sock","inherited":true,"activated":true}],
+             "controlSocket":"/run/myapp/handoff.sock","openConnections":12,
+             "draining":[{"pid":50,"startedAt":"2026-11-22T08:00:00.000Z","openConnections":3}],
+             "lastUpgrade":{"outcome":"succeeded","at":"2026-11-22T09:00:01.000Z","detail":"generation 2 (pid 72) took over from pid 50"}}
+            """;
+        using var document = JsonDocument.Parse(Json);
+
+        string text = StatusCommand.Format(document.RootElement, new DateTimeOffset(2026, 11, 22, 9, 3, 12, TimeSpan.Zero));
+
+        Assert.Equal(
+            """
+            generation 2, pid 72: serving since 2026-11-22 09:00:00 UTC (3m 12s)
+            listeners: 127.0.0.1:8080, unix:/run/a.sock (socket activation)
+            control socket: /run/myapp/handoff.sock
+            open connections: 12
+            draining: pid 50 (3 connections)
+            last upgrade: succeeded at 2026-11-22 09:00:01 UTC: generation 2 (pid 72) took over from pid 50
+            """.ReplaceLineEndings("\n"),
+            text.ReplaceLineEndings("\n"));
+    }
+
+    [Fact]
+    public void Format_RawServerWithNothingDraining()
+    {
+        using var document = JsonDocument.Parse("""{"pid":9,"generation":1,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":null,"draining":[],"lastUpgrade":null}""");
+
+        string text = StatusCommand.Format(document.RootElement, DateTimeOffset.UnixEpoch);
+
+        Assert.Contains("open connections: not counted (raw server)", text, StringComparison.Ordinal);
+        Assert.Contains("draining: none", text, StringComparison.Ordinal);
+        Assert.Contains("listeners: none", text, StringComparison.Ordinal);
+        Assert.EndsWith("last upgrade: none since this generation started", text, StringComparison.Ordinal);
+    }
+}
