@@ -62,5 +62,12 @@ internal static class HandoffTool
             Console.Error.WriteLine($"handoff: {e.Message}");
             return e.ExitCode;
         }
+#pragma warning disable CA1031 // The last resort: one line and a defined exit code, never a stack trace.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Console.Error.WriteLine($"handoff: {command} failed unexpectedly: {e.GetType().Name}: {e.Message}");
+            return ToolExitCodes.CouldNotAsk;
+        }
     }
 }

@@ -458,11 +458,13 @@ public sealed partial class Upgrader : IDisposable
 
         Listeners.Gate.Close();
         await Listeners.CloseAllAsync().ConfigureAwait(false);
-        if (was is GenerationState.Ready or GenerationState.Upgrading or GenerationState.HandingOver)
+        if (was is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading or GenerationState.HandingOver)
         {
             // A stop, not a handover: unless another generation still accepts on these paths
             // (each stopping generation checks after closing its own copy, so the last one to
-            // close removes them), no one serves them after this one.
+            // close removes them), no one serves them after this one. A new generation that
+            // never became ready removes only what it bound itself: its parent still serves
+            // the paths it inherited.
             Listeners.RemoveUnixSocketPaths();
         }
 
@@ -557,7 +559,10 @@ public sealed partial class Upgrader : IDisposable
             if (_shadow is not null)
             {
                 // The source directory as it is now: the build deployed there is the new one.
-                copy = ShadowCopy.CreateCopy(_shadow.Source, _shadow.Root, next);
+                // Bounded like the rest of the start, and ended by a shutdown.
+                using var copying = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+                copying.CancelAfter(_options.UpgradeTimeout);
+                copy = ShadowCopy.CreateCopy(_shadow.Source, _shadow.Root, next, copying.Token);
                 command = _shadow.MoveTo(_command, copy);
             }
 
@@ -1062,7 +1067,7 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(29, LogLevel.Information, "Generation {Generation} (pid {Pid}) told systemd that pid {NewPid} is the service's main process ({Outcome}).", EventName = "MainPidHanded")]
         public static partial void MainPidHanded(ILogger logger, int pid, int generation, int newPid, string outcome);
 
-        [LoggerMessage(62, LogLevel.Information, "Generation {Generation} (pid {Pid}) runs as a systemd service: notifying {Socket}, watchdog every {WatchdogSeconds} s (0: none), {ActivatedCount} activated sockets.", EventName = "UnderSystemd")]
+        [LoggerMessage(62, LogLevel.Information, "Generation {Generation} (pid {Pid}) runs under a service manager (systemd, or handoff run): notifying {Socket}, watchdog every {WatchdogSeconds} s (0: none), {ActivatedCount} activated sockets.", EventName = "UnderSystemd")]
         public static partial void UnderSystemd(ILogger logger, int pid, int generation, string socket, double watchdogSeconds, int activatedCount);
 
         [LoggerMessage(63, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]

@@ -217,6 +217,50 @@ public sealed class ControlTests
         Assert.Equal(server.CurrentPid, (await StatusAsync(control)).GetProperty("pid").GetInt32());
     }
 
+    [Fact]
+    public async Task Upgrade_PidThatDoesNotHandleTheSignal_IsNotSignalled_ExitTwo()
+    {
+        using var sleep = System.Diagnostics.Process.Start("sleep", "60")!;
+        try
+        {
+            var run = await ToolRun.RunAsync(["upgrade", "--pid", sleep.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+
+            Assert.True(run.ExitCode == 2, run.ToString());
+            Assert.Contains($"pid {sleep.Id} does not handle SIGUSR2", run.Error, StringComparison.Ordinal);
+            Assert.False(sleep.HasExited, "the tool killed a process that does not handle the signal");
+        }
+        finally
+        {
+            sleep.Kill();
+        }
+    }
+
+    [Fact]
+    public async Task ControlPathDeleted_FailedUpgradeInBetween_TheNextUpgradeServesTheControlSocketAgain()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        string marker = Path.Combine(dir.Path, "broken");
+        await using var server = await HelloSleepServer.StartAsync(
+            arguments: [$"--Handoff:ControlSocket={control}"],
+            environment: new Dictionary<string, string> { ["HELLOSLEEP_BREAK_FAILWARMUP"] = marker });
+        int first = server.CurrentPid;
+
+        // Someone deletes the path; the next build fails its warm-up after binding a fresh
+        // socket there. It must not leave that socket file behind for the next one to trust.
+        File.Delete(control);
+        File.WriteAllText(marker, "");
+        HelloSleepServer.Signal(first, 12);
+        await server.WaitForOutputAsync("failed, still serving");
+        await server.WaitUntilAsync(() => Interop.Libc.FileType(control) is null, TimeSpan.FromSeconds(30), "the failed generation to remove the socket file it bound");
+
+        File.Delete(marker);
+        var (_, next, _) = await server.UpgradeAsync();
+
+        var status = await StatusAsync(control);
+        Assert.Equal(next, status.GetProperty("pid").GetInt32());
+    }
+
     private static async Task<JsonElement> StatusAsync(string control)
     {
         var run = await ToolRun.RunAsync(["status", "--control", control, "--json"]);

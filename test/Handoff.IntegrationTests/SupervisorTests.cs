@@ -107,6 +107,32 @@ public sealed class SupervisorTests
     }
 
     [Fact]
+    public async Task Run_SigtermWhileTheOldGenerationCanStillRollBack_StopsTheNewOneToo()
+    {
+        using var hold = new TempDirectory();
+        string holdFile = Path.Combine(hold.Path, "hold");
+        await using var server = await SupervisedServer.StartAsync(
+            pidNamespace: false,
+            appArguments: ["--Handoff:RollbackWindow=5s"],
+            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = holdFile });
+        File.WriteAllText(holdFile, "");
+        var upgrade = ToolRun.RunAsync(["upgrade", "--control", server.ControlSocket]);
+        await server.WaitForOutputAsync("started generation 2 as pid");
+        File.Delete(holdFile);
+
+        // Generation 2 reported ready; generation 1 holds its sockets for the rollback window.
+        await server.WaitForOutputAsync("it keeps its listeners for 5 s");
+        HelloSleepServer.Signal(server.SupervisorPid, 15);
+
+        // The upgrade stands (past the point of no return), and the new main generation is
+        // stopped as well: the supervisor exits instead of serving on.
+        var run = await upgrade;
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(0, await server.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("became the main generation after the stop signal was passed on", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Run_CommandNotFound_Exits127_AndSaysWhich()
     {
         var run = await ToolRun.RunAsync(["run", "--", "/nonexistent/app"]);

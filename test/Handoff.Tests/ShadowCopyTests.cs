@@ -78,6 +78,47 @@ public sealed class ShadowCopyTests : IDisposable
     }
 
     [Fact]
+    public void CreateCopy_FifoSymlinkLoopAndSocket_CopiesLinksAsLinks_LeavesSpecialFilesOut()
+    {
+        string source = Path.Combine(_directory, "app");
+        Directory.CreateDirectory(source);
+        File.WriteAllText(Path.Combine(source, "App.dll"), "v1");
+        File.CreateSymbolicLink(Path.Combine(source, "loop"), ".");
+        File.CreateSymbolicLink(Path.Combine(source, "config.json"), "App.dll");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", Path.Combine(source, "pipe"))!)
+        {
+            mkfifo.WaitForExit();
+            Assert.Equal(0, mkfifo.ExitCode);
+        }
+
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        socket.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(Path.Combine(source, "control.sock")));
+        string root = Path.Combine(_directory, "root");
+
+        // A FIFO would block File.Copy forever; a followed loop would never end.
+        string copy = ShadowCopy.CreateCopy(source, root, 2);
+
+        Assert.Equal(["App.dll", "config.json", "loop"], Directory.GetFileSystemEntries(copy).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(".", new FileInfo(Path.Combine(copy, "loop")).LinkTarget);
+        Assert.Equal("v1", File.ReadAllText(Path.Combine(copy, "config.json")));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(root));
+    }
+
+    [Fact]
+    public void CreateCopy_Cancelled_FailsAndLeavesNothing()
+    {
+        string source = Path.Combine(_directory, "app");
+        Directory.CreateDirectory(source);
+        File.WriteAllText(Path.Combine(source, "App.dll"), "v1");
+        string root = Path.Combine(_directory, "root");
+
+        var e = Assert.Throws<IOException>(() => ShadowCopy.CreateCopy(source, root, 2, new CancellationToken(canceled: true)));
+
+        Assert.Contains("took too long, or this generation began stopping", e.Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(root));
+    }
+
+    [Fact]
     public void CreateCopy_SourceGone_ThrowsNamingIt_AndLeavesNothing()
     {
         string root = Path.Combine(_directory, "root");

@@ -26,6 +26,16 @@ internal sealed class ControlClient : IDisposable
     /// what to check.</exception>
     public static async Task<ControlClient> ConnectAsync(string path, string request, CancellationToken cancellationToken)
     {
+        if (Encoding.UTF8.GetByteCount(path) >= Interop.Libc.UnixPathMax)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"{path} is longer than a Unix socket path can be ({Interop.Libc.UnixPathMax - 1} bytes), so no server can listen there.");
+        }
+
+        if (Interop.Libc.FileType(path) is { } type && type != Interop.Libc.S_IFSOCK)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"{path} is not a socket but a {(type == Interop.Libc.S_IFDIR ? "directory" : "file")}: give the server's Handoff:ControlSocket.");
+        }
+
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {

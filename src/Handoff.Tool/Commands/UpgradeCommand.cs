@@ -119,10 +119,29 @@ internal static class UpgradeCommand
         else
         {
             Console.Error.WriteLine($"handoff: upgrade {outcome}: {ControlClient.String(result, "reason")}");
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"handoff: the server is unchanged: generation {ControlClient.Number(result, "oldGeneration")} (pid {ControlClient.Number(result, "oldPid")}) serves."));
+            bool serving = !result.TryGetProperty("oldServing", out var flag) || flag.ValueKind != System.Text.Json.JsonValueKind.False;
+            string old = string.Create(CultureInfo.InvariantCulture, $"generation {ControlClient.Number(result, "oldGeneration")} (pid {ControlClient.Number(result, "oldPid")})");
+            Console.Error.WriteLine(serving ? $"handoff: the server is unchanged: {old} serves." : $"handoff: {old} is shutting down: it was asked to stop.");
         }
 
         return outcome == ControlProtocol.Upgraded ? ToolExitCodes.Success : ToolExitCodes.UpgradeFailed;
+    }
+
+    /// <summary>Whether <paramref name="pid"/> has a handler for <paramref name="signal"/>
+    /// (the SigCgt mask of /proc/PID/status); null when that cannot be read.</summary>
+    internal static bool? CatchesSignal(int pid, int signal)
+    {
+        try
+        {
+            string? line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("SigCgt:", StringComparison.Ordinal));
+            return line is not null && ulong.TryParse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong mask)
+                ? (mask & (1UL << (signal - 1))) != 0
+                : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     private static async Task<int> SignalAsync(Arguments options, TimeSpan timeout)
@@ -147,7 +166,15 @@ internal static class UpgradeCommand
             throw new ToolException(ToolExitCodes.CouldNotAsk, $"no process {pid}" + (pidFile is null ? "." : $" (named by {pidFile}): the server is not running."));
         }
 
-        if (Interop.Libc.Kill(pid, UpgradeSignalNames.ToNumber(signals[0])) != 0)
+        int signal = UpgradeSignalNames.ToNumber(signals[0]);
+        if (CatchesSignal(pid, signal) == false)
+        {
+            // Its default action would end the process: not a Handoff server, or one that has
+            // not installed its handlers yet.
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"pid {pid} does not handle {UpgradeSignalNames.Format(signals[0])} (not a Handoff server, or one still starting): the signal would kill it, so none was sent.");
+        }
+
+        if (Interop.Libc.Kill(pid, signal) != 0)
         {
             int errno = Marshal.GetLastPInvokeError();
             throw new ToolException(ToolExitCodes.CouldNotAsk, $"cannot signal pid {pid}: {Marshal.GetPInvokeErrorMessage(errno)}" + (errno == 1 ? " (run as the server's user or root)." : "."));
@@ -174,13 +201,13 @@ internal static class UpgradeCommand
 
             if (pidFile is null && !old.Value.IsAlive())
             {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"upgraded: pid {pid} exited {started.ElapsedMilliseconds} ms after the signal; its successor serves (use --pid-file or --control to learn its pid)"));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"upgraded: pid {pid} handed over and exited {started.ElapsedMilliseconds} ms after the signal (use --pid-file or --control to learn its successor's pid)"));
                 return ToolExitCodes.Success;
             }
 
-            if (pidFile is not null && !old.Value.IsAlive() && PidFile.Read(pidFile) is null)
+            if (pidFile is not null && !old.Value.IsAlive() && (PidFile.Read(pidFile) ?? pid) == pid)
             {
-                throw new ToolException(ToolExitCodes.UpgradeFailed, $"pid {pid} exited and {pidFile} names no server: the server stopped instead of upgrading (see its log).");
+                throw new ToolException(ToolExitCodes.UpgradeFailed, $"pid {pid} exited and {pidFile} names no new server: the server stopped instead of upgrading (see its log).");
             }
 
             await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);

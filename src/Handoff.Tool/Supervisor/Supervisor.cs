@@ -41,6 +41,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly string _notifyName;
     private volatile bool _stopping;
     private int _ending;
+    private int _stopSignal;
     private string? _shadowRoot;
     private int _main;
     private int _mainExitCode;
@@ -120,6 +121,12 @@ internal sealed partial class Supervisor : IDisposable
             // Every generation is gone: no copy is in use.
             Directory.Delete(_shadowRoot, recursive: true);
         }
+
+        if (_options.ControlSocket is { } control && Interop.Libc.FileType(control) == Interop.Libc.S_IFSOCK && ListenerRegistry.IsStaleUnixSocket(new UnixDomainSocketEndPoint(control)))
+        {
+            // Left by a generation that did not stop cleanly (killed, crashed): nobody serves it.
+            File.Delete(control);
+        }
     }
 
     private int StartFirstGeneration()
@@ -187,12 +194,15 @@ internal sealed partial class Supervisor : IDisposable
     {
         string? source = ShadowCopy.ApplicationDirectory(command.Arguments, command.WorkingDirectory, name => ResolveExecutable(command with { Arguments = [name] }, environment), out string? error)
             ?? throw new ToolException(ToolExitCodes.CouldNotAsk, $"--shadow-copy: {error}");
-        string root = Path.Combine(Path.GetFullPath(parent), string.Create(CultureInfo.InvariantCulture, $"handoff-shadow-{Environment.ProcessId}"));
+        // The pid says whose it is (see PruneAbandonedRoots); the suffix keeps two supervisors
+        // that are both PID 1 of their containers apart on a shared directory.
+        string root = Path.Combine(Path.GetFullPath(parent), string.Create(CultureInfo.InvariantCulture, $"handoff-shadow-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}"));
         if ((root + "/").StartsWith(source + "/", StringComparison.Ordinal))
         {
             throw new ToolException(ToolExitCodes.CouldNotAsk, $"--shadow-copy: the copies ({root}) cannot live inside the application directory ({source}); choose another --shadow-copy-dir");
         }
 
+        PruneAbandonedRoots(Path.GetDirectoryName(root)!);
         Directory.CreateDirectory(root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         _shadowRoot = root;
         string copy;
@@ -207,6 +217,27 @@ internal sealed partial class Supervisor : IDisposable
 
         Log.ShadowCopy(_log, source, copy);
         return (ShadowCopy.Rewrite(command, source, copy, new ShadowCopy(source, copy)), copy);
+    }
+
+    /// <summary>Deletes the copies of supervisors that are gone (killed before they could clean
+    /// up): <c>handoff-shadow-PID-XXXX</c> whose PID no longer runs (in this pid namespace).</summary>
+    private static void PruneAbandonedRoots(string parent)
+    {
+        foreach (string root in Directory.Exists(parent) ? Directory.GetDirectories(parent, "handoff-shadow-*") : [])
+        {
+            string[] parts = Path.GetFileName(root).Split('-');
+            if (parts.Length == 4 && int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && !GenerationProcess.IsRunning(pid))
+            {
+                try
+                {
+                    Directory.Delete(root, recursive: true);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Another user's, or in use after all: left alone.
+                }
+            }
+        }
     }
 
     private static string ResolveExecutable(StartCommand command, List<string> environment)
@@ -391,6 +422,13 @@ internal sealed partial class Supervisor : IDisposable
                         Log.MainChanged(_log, pid, sender);
                         _main = pid;
                         _generations.Add(pid);
+                        if (_stopping)
+                        {
+                            // The stop signal reached the generations before this one was
+                            // among them: it gets it now.
+                            Log.ForwardingLate(_log, pid);
+                            _ = Interop.Libc.Kill(pid, _stopSignal);
+                        }
                     }
                 }
                 else if (line == SystemdConstants.Ready)
@@ -428,19 +466,22 @@ internal sealed partial class Supervisor : IDisposable
         // This process ends when its generations have: it must not die first (as PID 1 that
         // would kill them all at once), so the default action is cancelled.
         context.Cancel = true;
-        _stopping = true;
-        int[] pids;
-        lock (_lock)
-        {
-            pids = [.. _generations];
-        }
-
         int signal = context.Signal switch
         {
             PosixSignal.SIGTERM => Interop.Libc.SIGTERM,
             PosixSignal.SIGINT => 2,
             _ => 3,
         };
+        int[] pids;
+        lock (_lock)
+        {
+            // Kept for a generation that becomes main later: one past the point of no return
+            // of an upgrade (its rollback window) takes over even from a stopping generation.
+            _stopSignal = signal;
+            _stopping = true;
+            pids = [.. _generations];
+        }
+
         Log.Forwarding(_log, UpgradeSignalNames.Format(context.Signal), string.Join(", ", pids));
         foreach (int pid in pids)
         {
@@ -512,6 +553,9 @@ internal sealed partial class Supervisor : IDisposable
 
         [LoggerMessage(15, LogLevel.Information, "Shadow copy: generation 1 runs from {Copy}, a copy of {Source}; each upgrade copies {Source} again, so files changed there in place never touch a running generation.", EventName = "ShadowCopy")]
         public static partial void ShadowCopy(ILogger logger, string source, string copy);
+
+        [LoggerMessage(16, LogLevel.Information, "Pid {Pid} became the main generation after the stop signal was passed on; passing it to pid {Pid} too.", EventName = "ForwardingLate")]
+        public static partial void ForwardingLate(ILogger logger, int pid);
 
         [LoggerMessage(13, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]
         public static partial void SystemdWarning(ILogger logger, string warning);

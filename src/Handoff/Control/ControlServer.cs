@@ -138,6 +138,7 @@ internal sealed partial class ControlServer
             try
             {
                 await AnswerAsync(connection).ConfigureAwait(false);
+                await CloseGracefullyAsync(connection).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // One client's failure (it hung up, say) concerns that client alone.
             catch (Exception e)
@@ -169,6 +170,13 @@ internal sealed partial class ControlServer
         Log.Request(_logger, request ?? "(none)", peerPid, peerUid);
         switch (request)
         {
+            case ClosedWithoutRequest:
+                // A probe whether anybody listens here (a new generation checking the path it
+                // inherited): nothing to answer.
+                break;
+            case TooLong:
+                await SendAsync(connection, w => WriteError(w, $"the request is longer than {ControlProtocol.MaxRequestBytes} bytes; send 'status' or 'upgrade' and a newline"), CancellationToken.None).ConfigureAwait(false);
+                break;
             case ControlProtocol.Status:
                 var status = _upgrader.GetStatus();
                 await SendAsync(connection, w => WriteStatus(w, status), CancellationToken.None).ConfigureAwait(false);
@@ -206,10 +214,11 @@ internal sealed partial class ControlServer
         }
 
         var result = await upgrade.ConfigureAwait(false);
-        await SendAsync(connection, w => WriteResult(w, result, pid, generation), CancellationToken.None).ConfigureAwait(false);
+        bool serving = _upgrader.State is GenerationState.Ready or GenerationState.Upgrading;
+        await SendAsync(connection, w => WriteResult(w, result, pid, generation, serving), CancellationToken.None).ConfigureAwait(false);
     }
 
-    private static void WriteResult(Utf8JsonWriter w, UpgradeResult result, int pid, int generation)
+    private static void WriteResult(Utf8JsonWriter w, UpgradeResult result, int pid, int generation, bool oldServing)
     {
         ControlProtocol.WriteHeader(w, ControlProtocol.ResultType);
         w.WriteString("outcome", ControlProtocol.Outcome(result));
@@ -218,6 +227,7 @@ internal sealed partial class ControlServer
         w.WriteNumber("newPid", result.NewPid);
         w.WriteNumber("generation", result.Generation);
         w.WriteNumber("timeToReadyMs", Math.Round(result.TimeToReady.TotalMilliseconds));
+        w.WriteBoolean("oldServing", oldServing);
         if (result.Error is { } reason)
         {
             w.WriteString("reason", reason);
@@ -322,8 +332,12 @@ internal sealed partial class ControlServer
         await connection.SendAsync(buffer.WrittenMemory, SocketFlags.None, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Reads up to a newline; null at a timeout, the end of the stream or an
-    /// over-long line.</summary>
+    // What ReadRequestAsync returns besides a request (never a request: those are single words).
+    private const string ClosedWithoutRequest = " closed";
+    private const string TooLong = " too long";
+
+    /// <summary>Reads up to a newline (or the end of the stream); null at the timeout,
+    /// <see cref="ClosedWithoutRequest"/> or <see cref="TooLong"/>.</summary>
     private static async Task<string?> ReadRequestAsync(Socket connection, CancellationToken cancellationToken)
     {
         byte[] buffer = new byte[ControlProtocol.MaxRequestBytes];
@@ -335,7 +349,7 @@ internal sealed partial class ControlServer
                 int read = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, cancellationToken).ConfigureAwait(false);
                 if (read == 0)
                 {
-                    break;
+                    return length == 0 ? ClosedWithoutRequest : Encoding.UTF8.GetString(buffer, 0, length).Trim();
                 }
 
                 int newline = Array.IndexOf(buffer, (byte)'\n', length, read);
@@ -351,7 +365,34 @@ internal sealed partial class ControlServer
             return null;
         }
 
-        return length > 0 && length < buffer.Length ? Encoding.UTF8.GetString(buffer, 0, length).Trim() : null;
+        return TooLong;
+    }
+
+    /// <summary>Ends the answer with a FIN and reads what the client still sends (briefly), so
+    /// that unread request bytes do not turn the close into a reset that could destroy the
+    /// answer before the client has read it.</summary>
+    private static async Task CloseGracefullyAsync(Socket connection)
+    {
+        connection.Shutdown(SocketShutdown.Send);
+        using var linger = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+        byte[] discard = new byte[1024];
+        try
+        {
+            for (int total = 0; total < 64 * 1024;)
+            {
+                int read = await connection.ReceiveAsync(discard, SocketFlags.None, linger.Token).ConfigureAwait(false);
+                if (read == 0)
+                {
+                    return;
+                }
+
+                total += read;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException)
+        {
+            // The client lingers or is gone: close now.
+        }
     }
 
     /// <summary>The connecting process's pid and uid (SO_PEERCRED: taken at connect(2), so they

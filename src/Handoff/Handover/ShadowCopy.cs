@@ -58,8 +58,15 @@ internal sealed record ShadowCopy(string Source, string Copy)
     /// Returns the copy's path.
     /// </summary>
     /// <exception cref="IOException">The copy failed (a full disk, say); nothing is left of it.</exception>
-    public static string CreateCopy(string source, string root, int generation)
+    public static string CreateCopy(string source, string root, int generation, CancellationToken cancellationToken = default)
     {
+        if (!Directory.Exists(root))
+        {
+            // Deleted meanwhile: made again, private to this user as the supervisor made it.
+            Directory.CreateDirectory(root);
+            Interop.Libc.Chmod(root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
         Prune(root);
         string name = string.Create(CultureInfo.InvariantCulture, $"g{generation}-{Guid.NewGuid().ToString("N")[..8]}");
         string copy = Path.Combine(root, name);
@@ -71,14 +78,15 @@ internal sealed record ShadowCopy(string Source, string Copy)
                 throw new DirectoryNotFoundException($"the application directory '{source}' does not exist");
             }
 
-            CopyTree(source, partial);
+            CopyTree(source, partial, cancellationToken);
             Directory.Move(partial, copy);
             return copy;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OperationCanceledException)
         {
             TryDelete(partial);
-            throw new IOException($"cannot make the shadow copy of '{source}' in '{root}': {e.Message}", e);
+            string why = e is OperationCanceledException ? "it took too long, or this generation began stopping" : e.Message;
+            throw new IOException($"cannot make the shadow copy of '{source}' in '{root}': {why}", e);
         }
     }
 
@@ -163,18 +171,30 @@ internal sealed record ShadowCopy(string Source, string Copy)
     private static string Move(string value, string from, string to) =>
         value == from ? to : value.StartsWith(from + "/", StringComparison.Ordinal) ? to + value[from.Length..] : value;
 
-    private static void CopyTree(string from, string to)
+    /// <summary>Copies regular files (bytes and mode), directories, and symbolic links as
+    /// links (never followed: a link to a directory cannot loop or pull in a tree from
+    /// elsewhere). Sockets, FIFOs and devices are not application files and are left out: a
+    /// FIFO would block the copy forever. Checks <paramref name="cancellationToken"/> between
+    /// files.</summary>
+    private static void CopyTree(string from, string to, CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(to);
-        foreach (string file in Directory.GetFiles(from))
+        foreach (var entry in new DirectoryInfo(from).EnumerateFileSystemInfos())
         {
-            // Copies the bytes and the mode (an apphost stays executable).
-            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-        }
-
-        foreach (string directory in Directory.GetDirectories(from))
-        {
-            CopyTree(directory, Path.Combine(to, Path.GetFileName(directory)));
+            cancellationToken.ThrowIfCancellationRequested();
+            string target = Path.Combine(to, entry.Name);
+            if (entry.LinkTarget is { } link)
+            {
+                File.CreateSymbolicLink(target, link);
+            }
+            else if (entry is DirectoryInfo)
+            {
+                CopyTree(entry.FullName, target, cancellationToken);
+            }
+            else if (Interop.Libc.FileType(entry.FullName) == Interop.Libc.S_IFREG)
+            {
+                File.Copy(entry.FullName, target);
+            }
         }
     }
 

@@ -15,7 +15,7 @@ internal sealed class StartedGeneration : IStartedGeneration
     public const string BeganStopping = "it began stopping";
 
     /// <summary>How a generation started detached ended: its parent, systemd, reaped it.</summary>
-    public const string ExitStatusUnknown = "exit status unknown: systemd reaped it";
+    public const string ExitStatusUnknown = "exit status unknown: its parent, the service manager, reaped it";
 
     // _exitStatus of a detached generation that exited.
     private const int DetachedExit = -2;

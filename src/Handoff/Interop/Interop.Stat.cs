@@ -11,6 +11,8 @@ internal static partial class Interop
         private const uint STATX_TYPE = 0x1;
         private const int S_IFMT = 0xF000;
         internal const int S_IFSOCK = 0xC000;
+        internal const int S_IFREG = 0x8000;
+        internal const int S_IFDIR = 0x4000;
 
         // statx rather than stat: its struct has one layout on every architecture.
         [LibraryImport(LibraryName, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]

@@ -102,10 +102,12 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     {
         {
             var inherited = FindInherited(endPoint);
-            if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK)
+            if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && (Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK || IsStaleUnixSocket(unix)))
             {
                 // Someone deleted (or replaced) the path: nobody can connect to the inherited
-                // socket any more. Bind a new one there; the inherited one is closed at ready.
+                // socket any more. (A socket file nobody listens on is not the inherited socket,
+                // which listens: it was left by a process that bound the path after it was
+                // deleted.) Bind a new one there; the inherited one is closed at ready.
                 Log.UnixPathGone(_logger, unix.ToString(), inherited.FileDescriptor);
                 inherited = null;
             }

@@ -93,16 +93,27 @@ public sealed class ControlServerTests : IDisposable
 
     [Theory]
     [InlineData("reboot\n", "unknown request 'reboot'")]
-    [InlineData("", "no request line")]
+    [InlineData("reboot", "unknown request 'reboot'")]
+    [InlineData("x300", "the request is longer than 256 bytes")]
     public async Task BadRequest_AnswersAnErrorNamingIt(string request, string expected)
     {
         using var upgrader = Create();
         await upgrader.ReadyAsync();
 
-        var answer = Assert.Single(await RequestAsync(request, closeAfterSending: true));
+        var answer = Assert.Single(await RequestAsync(request == "x300" ? new string('x', 300) : request, closeAfterSending: true));
 
         Assert.Equal("error", answer.GetProperty("type").GetString());
         Assert.Contains(expected, answer.GetProperty("error").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ConnectionClosedWithoutARequest_GetsNoAnswer_TheNextIsServed()
+    {
+        using var upgrader = Create();
+        await upgrader.ReadyAsync();
+
+        Assert.Empty(await RequestAsync("", closeAfterSending: true));
+        Assert.Equal("status", Assert.Single(await RequestAsync("status\n")).GetProperty("type").GetString());
     }
 
     [Fact]
