@@ -86,7 +86,8 @@ public sealed partial class SupervisedServer : IAsyncDisposable
             await server.WaitUntilAsync(() => ListeningRegex().IsMatch(server.Output) && File.Exists(control), "generation 1 to listen");
             server.EndPoint = new IPEndPoint(IPAddress.Loopback, int.Parse(ListeningRegex().Match(server.Output).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
             server.SupervisorPid = pidNamespace ? ProcessTable.Descendants(process.Id)[0] : process.Id;
-            await server.WaitForOutputAsync("Generation 1 (pid");
+            // The supervisor's own line: generation 1 told it READY=1.
+            await server.WaitUntilAsync(() => ReadyRegex().IsMatch(server.Output), "generation 1 to report ready to the supervisor");
             return server;
         }
         catch
@@ -174,4 +175,7 @@ public sealed partial class SupervisedServer : IAsyncDisposable
 
     [GeneratedRegex(@"Now listening on: http://127\.0\.0\.1:(\d+)")]
     private static partial Regex ListeningRegex();
+
+    [GeneratedRegex(@"handoff run\[\d+\] Generation 1 \(pid \d+\) is ready\.")]
+    private static partial Regex ReadyRegex();
 }
