@@ -8,7 +8,9 @@ using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 
-/// <summary>A server on Handoff's core API alone (samples/RawTcpServer), without ASP.NET Core.</summary>
+/// <summary>The seeds' raw TCP server on Handoff's core API alone (samples/RawTcpServer, no
+/// ASP.NET Core): long-lived connections served by the generation that accepted them, counted
+/// and drained with <see cref="ConnectionDrain"/>.</summary>
 public sealed partial class RawTcpServerTests
 {
     private static readonly string RawTcpServer = typeof(RawTcpServerTests).Assembly
@@ -17,50 +19,84 @@ public sealed partial class RawTcpServerTests
     [Fact]
     public async Task Upgrade_RawSocketServer_HandsOverAndOldExitsZero()
     {
-        string directory = TestAssets.CreateTempDirectory();
-        string pidFile = Path.Combine(directory, "raw.pid");
-        var info = new ProcessStartInfo(RawTcpServer, ["127.0.0.1:0", pidFile]) { RedirectStandardOutput = true, UseShellExecute = false };
-        using var first = Process.Start(info)!;
-        var output = new StringBuilder();
-        first.OutputDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
-        first.BeginOutputReadLine();
-        string Output() { lock (output) { return output.ToString(); } }
-        int second = 0;
-        try
+        await using var server = await RawServer.StartAsync();
+        int first = server.Process.Id;
+        Assert.Equal($"pid:{first} hello", await AskAsync(server.EndPoint, "hello"));
+
+        int second = await server.UpgradeAsync(first);
+        Assert.Equal(0, await server.ExitCodeAsync(first));
+        Assert.Equal($"pid:{second} again", await AskAsync(server.EndPoint, "again"));
+        Assert.Contains($"pid {second} generation 2 listening on {server.EndPoint}", server.Output, StringComparison.Ordinal);
+
+        HelloSleepServer.Signal(second, 15);
+        Assert.Equal(0, await server.ExitCodeAsync(second));
+        Assert.False(File.Exists(server.PidFile));
+    }
+
+    [Fact]
+    public async Task LongLivedClient_AcrossTwoUpgrades_SeesNoError_ItsGenerationServesItUntilItLeaves()
+    {
+        await using var server = await RawServer.StartAsync();
+        int first = server.Process.Id;
+
+        // The articles' client: one connection, its name again and again.
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(server.EndPoint);
+        using var reader = new StreamReader(new NetworkStream(client, ownsSocket: false));
+        using var stop = new CancellationTokenSource();
+        int answers = 0;
+        var loop = Task.Run(async () =>
         {
-            await Until(() => PidFile.Read(pidFile) == first.Id && ListeningRegex().IsMatch(Output()), "the first generation");
-            var endPoint = new IPEndPoint(IPAddress.Loopback, int.Parse(ListeningRegex().Match(Output()).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
-            Assert.StartsWith($"pid:{first.Id}\nhello", await AskAsync(endPoint, "hello"), StringComparison.Ordinal);
-
-            HelloSleepServer.Signal(first.Id, 12);
-            await Until(() => PidFile.Read(pidFile) is { } pid && pid != first.Id, "the second generation");
-            second = PidFile.Read(pidFile)!.Value;
-            await Until(() => first.HasExited, "the first generation to exit");
-
-            Assert.Equal(0, first.ExitCode);
-            Assert.StartsWith($"pid:{second}\nagain", await AskAsync(endPoint, "again"), StringComparison.Ordinal);
-            Assert.Contains($"pid {second} generation 2 listening on {endPoint}", Output(), StringComparison.Ordinal);
-
-            HelloSleepServer.Signal(second, 15);
-            Assert.Equal(0, await ProcessTable.WaitForExitAsync(second, TimeSpan.FromSeconds(30)));
-            Assert.False(File.Exists(pidFile));
-        }
-        finally
-        {
-            ProcessTable.SignalTrees([first.Id, second], 9);
-            if (second != 0)
+            while (!stop.IsCancellationRequested)
             {
-                try
-                {
-                    await ProcessTable.WaitForExitAsync(second, TimeSpan.FromSeconds(10));
-                }
-                catch (TimeoutException)
-                {
-                }
+                await client.SendAsync(Encoding.UTF8.GetBytes("alice\n"));
+                string? line = await reader.ReadLineAsync();
+                Assert.Equal($"pid:{first} alice", line);
+                Interlocked.Increment(ref answers);
+                await Task.Delay(50);
             }
+        });
 
-            Directory.Delete(directory, recursive: true);
-        }
+        int second = await server.UpgradeAsync(first);
+        int third = await server.UpgradeAsync(second);
+        Assert.Equal($"pid:{third} bob", await AskAsync(server.EndPoint, "bob"));
+        int before = Volatile.Read(ref answers);
+        await server.WaitUntilAsync(() => Volatile.Read(ref answers) > before + 5, "the client to go on after two upgrades");
+
+        // Generations 1 and 2 still run: 1 serves the client; both have stopped accepting.
+        Assert.True(ProcessTable.IsRunning(first));
+        await stop.CancelAsync();
+        await loop;
+        client.Shutdown(SocketShutdown.Both);
+        client.Close();
+
+        Assert.Equal(0, await server.ExitCodeAsync(first));
+        Assert.Equal(0, await server.ExitCodeAsync(second));
+        Assert.Contains($"pid {first} exits: 1 connections finished, 0 aborted", server.Output, StringComparison.Ordinal);
+        server.Track(third);
+    }
+
+    [Fact]
+    public async Task ClientThatNeverLeaves_IsAbortedAtTheDrainTimeout_AndTheServerExitsZero()
+    {
+        await using var server = await RawServer.StartAsync(drainSeconds: 2);
+        int pid = server.Process.Id;
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(server.EndPoint);
+        await client.SendAsync(Encoding.UTF8.GetBytes("idle\n"));
+        var buffer = new byte[256];
+        Assert.StartsWith($"pid:{pid} idle", Encoding.UTF8.GetString(buffer, 0, await client.ReceiveAsync(buffer)), StringComparison.Ordinal);
+
+        HelloSleepServer.Signal(pid, 15);
+
+        Assert.Equal(0, await server.ExitCodeAsync(pid));
+        Assert.Contains($"pid {pid} draining 1 connections (at most 2 s)", server.Output, StringComparison.Ordinal);
+        Assert.Contains($"pid {pid} exits: 0 connections finished, 1 aborted at the drain timeout", server.Output, StringComparison.Ordinal);
+        Assert.False(File.Exists(server.PidFile));
+
+        // Reset, not a clean end: the connection was aborted.
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await Assert.ThrowsAsync<SocketException>(async () => await client.ReceiveAsync(buffer, timeout.Token));
     }
 
     private static async Task<string> AskAsync(EndPoint endPoint, string line)
@@ -69,28 +105,149 @@ public sealed partial class RawTcpServerTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(endPoint, cts.Token);
         await socket.SendAsync(Encoding.UTF8.GetBytes(line + "\n"), cts.Token);
-        var received = new List<byte>();
-        var buffer = new byte[256];
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer, cts.Token)) > 0)
-        {
-            received.AddRange(buffer.AsSpan(0, n));
-        }
-
-        return Encoding.UTF8.GetString([.. received]);
+        using var reader = new StreamReader(new NetworkStream(socket, ownsSocket: false));
+        return await reader.ReadLineAsync(cts.Token) ?? "";
     }
 
-    private static async Task Until(Func<bool> condition, string what)
+    /// <summary>RawTcpServer followed across generations through its pid file.</summary>
+    private sealed class RawServer : IAsyncDisposable
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (!condition())
+        private readonly StringBuilder _output = new();
+        private readonly HashSet<int> _pids = [];
+        private readonly TempDirectory _directory = new();
+
+        private RawServer(int? drainSeconds)
         {
-            if (DateTime.UtcNow > deadline)
+            string[] arguments = drainSeconds is { } seconds
+                ? ["127.0.0.1:0", PidFile, seconds.ToString(System.Globalization.CultureInfo.InvariantCulture)]
+                : ["127.0.0.1:0", PidFile];
+            Process = Process.Start(new ProcessStartInfo(RawTcpServer, arguments) { RedirectStandardOutput = true, UseShellExecute = false })!;
+            Process.OutputDataReceived += (_, e) =>
             {
-                throw new TimeoutException("timed out waiting for " + what);
+                lock (_output)
+                {
+                    _output.AppendLine(e.Data);
+                }
+            };
+            Process.BeginOutputReadLine();
+            _pids.Add(Process.Id);
+        }
+
+        public Process Process { get; }
+
+        public string PidFile => Path.Combine(_directory.Path, "raw.pid");
+
+        public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
+
+        public string Output
+        {
+            get
+            {
+                lock (_output)
+                {
+                    return _output.ToString();
+                }
+            }
+        }
+
+        public static async Task<RawServer> StartAsync(int? drainSeconds = null)
+        {
+            var server = new RawServer(drainSeconds);
+            try
+            {
+                await server.WaitUntilAsync(() => Handoff.PidFile.Read(server.PidFile) == server.Process.Id && ListeningRegex().IsMatch(server.Output), "the first generation");
+                server.EndPoint = new IPEndPoint(IPAddress.Loopback, int.Parse(ListeningRegex().Match(server.Output).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+                return server;
+            }
+            catch
+            {
+                await server.DisposeAsync();
+                throw;
+            }
+        }
+
+        /// <summary>SIGUSR2 to <paramref name="current"/>, again every half second while it
+        /// refuses (a generation refuses while its parent can still roll back); returns the new
+        /// generation's pid.</summary>
+        public async Task<int> UpgradeAsync(int current)
+        {
+            long signalAt = 0;
+            await WaitUntilAsync(
+                () =>
+                {
+                    if (Environment.TickCount64 >= signalAt)
+                    {
+                        HelloSleepServer.Signal(current, 12);
+                        signalAt = Environment.TickCount64 + 500;
+                    }
+
+                    return Handoff.PidFile.Read(PidFile) is { } pid && pid != current;
+                },
+                $"a generation after pid {current}");
+            int next = Handoff.PidFile.Read(PidFile)!.Value;
+            Track(next);
+            return next;
+        }
+
+        /// <summary>How <paramref name="pid"/> exited (the first generation is this test's
+        /// child; the later ones are reaped by the test host, a subreaper).</summary>
+        public async Task<int?> ExitCodeAsync(int pid)
+        {
+            if (pid != Process.Id)
+            {
+                return await ProcessTable.WaitForExitAsync(pid, TimeSpan.FromSeconds(30));
             }
 
-            await Task.Delay(20);
+            // Not WaitForExitAsync: it also waits for the end of the output, which the later
+            // generations inherited and keep open.
+            await WaitUntilAsync(() => Process.HasExited, $"pid {pid} to exit");
+            return Process.ExitCode;
+        }
+
+        public void Track(int pid)
+        {
+            lock (_pids)
+            {
+                _pids.Add(pid);
+            }
+        }
+
+        public async Task WaitUntilAsync(Func<bool> condition, string what)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            while (!condition())
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    throw new TimeoutException($"timed out waiting for {what}; output:\n{Output}");
+                }
+
+                await Task.Delay(20);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            int[] pids;
+            lock (_pids)
+            {
+                pids = [.. _pids];
+            }
+
+            ProcessTable.SignalTrees(pids, 9);
+            foreach (int pid in pids)
+            {
+                try
+                {
+                    await ProcessTable.WaitForExitAsync(pid, TimeSpan.FromSeconds(10));
+                }
+                catch (TimeoutException)
+                {
+                }
+            }
+
+            Process.Dispose();
+            _directory.Dispose();
         }
     }
 
