@@ -33,6 +33,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly ILogger _log;
     private readonly Lock _lock = new();
     private readonly HashSet<int> _generations = [];
+    private readonly HashSet<int> _stopSignalled = [];
     private readonly TaskCompletionSource<int> _allGone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly List<PosixSignalRegistration> _signals = [];
     private readonly ServiceNotifier _upstream;
@@ -422,7 +423,7 @@ internal sealed partial class Supervisor : IDisposable
                         Log.MainChanged(_log, pid, sender);
                         _main = pid;
                         _generations.Add(pid);
-                        if (_stopping)
+                        if (_stopping && _stopSignalled.Add(pid))
                         {
                             // The stop signal reached the generations before this one was
                             // among them: it gets it now.
@@ -479,7 +480,11 @@ internal sealed partial class Supervisor : IDisposable
             // of an upgrade (its rollback window) takes over even from a stopping generation.
             _stopSignal = signal;
             _stopping = true;
-            pids = [.. _generations];
+
+            // Never twice to one process: a generation that has finished its shutdown no longer
+            // handles the signal, and its default action would turn its exit code into 143. (A
+            // second stop signal to the supervisor reaches only generations that had none yet.)
+            pids = [.. _generations.Where(_stopSignalled.Add)];
         }
 
         Log.Forwarding(_log, UpgradeSignalNames.Format(context.Signal), string.Join(", ", pids));
