@@ -117,7 +117,7 @@ public sealed partial class Upgrader : IDisposable
             Log.UnderSystemd(systemdLogger, Environment.ProcessId, Generation, systemd.NotifySocket!, systemd.WatchdogInterval?.TotalSeconds ?? 0, inheritance.Listeners.Count(l => l.IsActivated));
             if (GenerationLauncher.Setsid is null)
             {
-                Log.SystemdWarning(systemdLogger, "setsid (util-linux) was not found at /usr/bin/setsid or /bin/setsid: new generations start as this process's children, which systemd 252 does not treat as its own: it will not see one die while an older generation lives, and will not wait for one at a stop (docs/systemd.md). Install util-linux.");
+                Log.SystemdWarning(systemdLogger, "util-linux's setsid was not found at /usr/bin/setsid or /bin/setsid (BusyBox's has no --fork): new generations start as this process's children. Under systemd 252 that means it will not see one die while an older generation lives, and will not wait for one at a stop (docs/systemd.md); under handoff run it is harmless. Install util-linux.");
             }
             _ = Task.Run(RunServiceLoopAsync);
         }

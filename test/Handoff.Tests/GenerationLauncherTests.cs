@@ -252,4 +252,31 @@ public sealed class GenerationLauncherTests : IDisposable
 
     private static char? ProcessStateOf(int pid) =>
         File.Exists($"/proc/{pid}/status") ? File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("State:", StringComparison.Ordinal))[6..].Trim()[0] : null;
+
+    [Fact]
+    public void IsUtilLinuxSetsid_BusyBoxLink_IsNot_ARealFileIs_MissingIsNot()
+    {
+        string directory = Directory.CreateTempSubdirectory("handoff-setsid-").FullName;
+        try
+        {
+            string busybox = Path.Combine(directory, "busybox");
+            File.WriteAllText(busybox, "");
+            string applet = Path.Combine(directory, "setsid");
+            File.CreateSymbolicLink(applet, busybox);
+            string real = Path.Combine(directory, "setsid-util-linux");
+            File.WriteAllText(real, "");
+
+            Assert.False(GenerationLauncher.IsUtilLinuxSetsid(applet));
+            Assert.True(GenerationLauncher.IsUtilLinuxSetsid(real));
+            Assert.False(GenerationLauncher.IsUtilLinuxSetsid(Path.Combine(directory, "missing")));
+            if (File.Exists("/usr/bin/setsid"))
+            {
+                Assert.True(GenerationLauncher.IsUtilLinuxSetsid("/usr/bin/setsid")); // Debian: util-linux
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
 }

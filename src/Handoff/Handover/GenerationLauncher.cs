@@ -13,7 +13,28 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
 {
     /// <summary>util-linux's setsid, whose <c>--fork</c> starts a program in a child and exits
     /// at once: the program's parent becomes the service manager (see <see cref="Start"/>).</summary>
-    internal static readonly string? Setsid = new[] { "/usr/bin/setsid", "/bin/setsid" }.FirstOrDefault(File.Exists);
+    internal static readonly string? Setsid = new[] { "/usr/bin/setsid", "/bin/setsid" }.FirstOrDefault(IsUtilLinuxSetsid);
+
+    /// <summary>Whether <paramref name="path"/> is util-linux's setsid, which knows
+    /// <c>--fork</c>. BusyBox's (Alpine images) is a link to the busybox binary and does not:
+    /// every upgrade through it would fail, so it counts as no setsid.</summary>
+    internal static bool IsUtilLinuxSetsid(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+
+        try
+        {
+            string? target = new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.Name;
+            return target is null || !target.Contains("busybox", StringComparison.OrdinalIgnoreCase);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
 
     private readonly SystemdEnvironment _systemd = systemd ?? SystemdEnvironment.None;
 
