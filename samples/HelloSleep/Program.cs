@@ -17,7 +17,9 @@
 //   HELLOSLEEP_HOLD_WARMUP=/path  Handoff's warm-up waits while /path exists
 //   HELLOSLEEP_SPAWN_AT_START=1   starts "sleep 600" first thing in Main, as apps that start
 //                                 helper processes do; its pid is written to the log
-// Other endpoints: /ws (WebSocket echo), /native-env?name=X (the native environment's value).
+// Other endpoints: /ws (a WebSocket that first sends "pid:<pid>", then echoes every message),
+// /sse (server-sent events, "data: pid:<pid>" once a second), /native-env?name=X (the native
+// environment's value).
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -92,6 +94,9 @@ app.Map("/ws", async context =>
     }
 
     using var socket = await context.WebSockets.AcceptWebSocketAsync();
+
+    // First which generation serves this WebSocket, then an echo of every message.
+    await socket.SendAsync(Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId}"), System.Net.WebSockets.WebSocketMessageType.Text, endOfMessage: true, context.RequestAborted);
     var buffer = new byte[4096];
     while (true)
     {
@@ -103,6 +108,26 @@ app.Map("/ws", async context =>
         }
 
         await socket.SendAsync(buffer.AsMemory(0, received.Count), received.MessageType, received.EndOfMessage, context.RequestAborted);
+    }
+});
+
+// Server-sent events: "data: pid:<pid>" once a second until the client leaves.
+app.MapGet("/sse", async (HttpContext context, CancellationToken aborted) =>
+{
+    context.Response.ContentType = "text/event-stream";
+    context.Response.Headers.CacheControl = "no-cache";
+    try
+    {
+        while (!aborted.IsCancellationRequested)
+        {
+            await context.Response.WriteAsync($"data: pid:{Environment.ProcessId}\n\n", aborted);
+            await context.Response.Body.FlushAsync(aborted);
+            await Task.Delay(TimeSpan.FromSeconds(1), aborted);
+        }
+    }
+    catch (OperationCanceledException)
+    {
+        // The client left, or the connection was aborted.
     }
 });
 app.Run();
