@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.IO.Compression;
 using Handoff.Testing;
 
@@ -47,21 +46,6 @@ public sealed class PackageTests
         Assert.True(noServer.ExitCode == 2, noServer.ToString());
     }
 
-    private static async Task<ToolRun> RunAsync(string program, string[] arguments, string directory)
-    {
-        var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory };
-        foreach (string argument in arguments)
-        {
-            info.ArgumentList.Add(argument);
-        }
-
-        info.Environment["DOTNET_NOLOGO"] = "1";
-        info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        using var process = Process.Start(info)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(5));
-        await process.WaitForExitAsync(deadline.Token);
-        return new ToolRun(process.ExitCode, await output, await error);
-    }
+    private static Task<ToolRun> RunAsync(string program, string[] arguments, string directory) =>
+        ToolRun.RunProcessAsync(program, arguments, directory, TimeSpan.FromMinutes(5));
 }

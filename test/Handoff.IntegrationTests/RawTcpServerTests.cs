@@ -53,7 +53,7 @@ public sealed partial class RawTcpServerTests
                 string? line = await reader.ReadLineAsync();
                 Assert.Equal($"pid:{first} alice", line);
                 Interlocked.Increment(ref answers);
-                await Task.Delay(50);
+                await Task.Delay(50); // the client's own rhythm (the articles' writes once a second), not a wait for the server
             }
         });
 

@@ -45,7 +45,7 @@ internal static class RunCommand
             throw new UsageException($"--control '{control}' must be an absolute path");
         }
 
-        using var supervisor = new Supervisor(new SupervisorOptions(options.Rest, options.Value("control"), UpgradeSignalNames.Format(signals[0]), signals[0], ShadowCopyParent(options)), new StderrLogger("handoff run"));
+        using var supervisor = new Supervisor(new SupervisorOptions(options.Rest, options.Value("control"), signals[0], ShadowCopyParent(options)), new StderrLogger("handoff run"));
         return await supervisor.RunAsync().ConfigureAwait(false);
     }
 

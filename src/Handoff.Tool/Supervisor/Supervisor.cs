@@ -135,7 +135,7 @@ internal sealed partial class Supervisor : IDisposable
         var environment = Environment.GetEnvironmentVariables().Cast<DictionaryEntry>()
             .Select(e => KeyValuePair.Create((string)e.Key, (string?)e.Value ?? ""))
             .Where(e => e.Key is not (SystemdConstants.NotifySocket or SystemdConstants.WatchdogUsec or SystemdConstants.WatchdogPid
-                or SystemdConstants.ListenPid or SystemdConstants.ListenFds or SystemdConstants.ListenFdNames))
+                or SystemdConstants.ListenPid or SystemdConstants.ListenFds or SystemdConstants.ListenFdNames or ShadowCopy.VariableName))
             .Select(e => $"{e.Key}={e.Value}")
             .Append($"{SystemdConstants.NotifySocket}=@{_notifyName}")
             .ToList();
@@ -165,10 +165,11 @@ internal sealed partial class Supervisor : IDisposable
         string? copy = null;
         if (_options.ShadowCopyParent is { } parent)
         {
-            (command, copy) = ShadowCopyFirst(command, environment, parent);
+            var shadow = ShadowCopyFirst(command, environment, parent);
+            copy = shadow.Copy;
+            command = ShadowCopy.Rewrite(command, shadow.Source, copy, shadow);
             executable = ResolveExecutable(command, environment);
-            environment.RemoveAll(e => e.StartsWith(ShadowCopy.VariableName + "=", StringComparison.Ordinal));
-            environment.Add($"{ShadowCopy.VariableName}={command.Environment.Single(e => e.Key == ShadowCopy.VariableName).Value}");
+            environment.Add($"{ShadowCopy.VariableName}={shadow.Format()}");
         }
 
         int pid;
@@ -191,7 +192,7 @@ internal sealed partial class Supervisor : IDisposable
 
     /// <summary>Generation 1's private copy of the application directory; every later
     /// generation gets its own from the one before (<see cref="ShadowCopy"/>).</summary>
-    private (StartCommand Command, string Copy) ShadowCopyFirst(StartCommand command, List<string> environment, string parent)
+    private ShadowCopy ShadowCopyFirst(StartCommand command, List<string> environment, string parent)
     {
         string? source = ShadowCopy.ApplicationDirectory(command.Arguments, command.WorkingDirectory, name => ResolveExecutable(command with { Arguments = [name] }, environment), out string? error)
             ?? throw new ToolException(ToolExitCodes.CouldNotAsk, $"--shadow-copy: {error}");
@@ -217,7 +218,7 @@ internal sealed partial class Supervisor : IDisposable
         }
 
         Log.ShadowCopy(_log, source, copy);
-        return (ShadowCopy.Rewrite(command, source, copy, new ShadowCopy(source, copy)), copy);
+        return new ShadowCopy(source, copy);
     }
 
     /// <summary>Deletes the copies of supervisors that are gone (killed before they could clean
@@ -341,32 +342,13 @@ internal sealed partial class Supervisor : IDisposable
         });
     }
 
-    /// <summary>This process's children, from /proc.</summary>
+    /// <summary>This process's children (not zombies), from /proc.</summary>
     private static List<int> Children()
     {
         int self = Environment.ProcessId;
-        var children = new List<int>();
-        foreach (string entry in Directory.EnumerateDirectories("/proc"))
-        {
-            if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
-            {
-                try
-                {
-                    string stat = File.ReadAllText(Path.Combine(entry, "stat"));
-                    string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                    if (fields[0] != "Z" && int.Parse(fields[1], CultureInfo.InvariantCulture) == self)
-                    {
-                        children.Add(pid);
-                    }
-                }
-                catch (IOException)
-                {
-                    // Gone meanwhile.
-                }
-            }
-        }
-
-        return children;
+        return [.. Directory.EnumerateDirectories("/proc")
+            .Select(entry => int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) ? pid : 0)
+            .Where(pid => pid > 0 && GenerationProcess.IsRunning(pid) && GenerationProcess.ParentOf(pid) == self)];
     }
 
     /// <summary>Reads the generations' notifications and acts on those of the main one.</summary>
@@ -511,8 +493,8 @@ internal sealed partial class Supervisor : IDisposable
             return;
         }
 
-        Log.Upgrading(_log, UpgradeSignalNames.Format(context.Signal), main, _options.UpgradeSignal);
-        _ = Interop.Libc.Kill(main, UpgradeSignalNames.ToNumber(_options.UpgradeSignalValue));
+        Log.Upgrading(_log, UpgradeSignalNames.Format(context.Signal), main, UpgradeSignalNames.Format(_options.UpgradeSignal));
+        _ = Interop.Libc.Kill(main, UpgradeSignalNames.ToNumber(_options.UpgradeSignal));
     }
 
     private static partial class Log
@@ -568,4 +550,4 @@ internal sealed partial class Supervisor : IDisposable
 }
 
 /// <summary>What <c>handoff run</c> was told.</summary>
-internal sealed record SupervisorOptions(IReadOnlyList<string> Command, string? ControlSocket, string UpgradeSignal, PosixSignal UpgradeSignalValue, string? ShadowCopyParent = null);
+internal sealed record SupervisorOptions(IReadOnlyList<string> Command, string? ControlSocket, PosixSignal UpgradeSignal, string? ShadowCopyParent = null);

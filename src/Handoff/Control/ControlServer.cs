@@ -152,6 +152,9 @@ internal sealed partial class ControlServer
     private async Task AnswerAsync(Socket connection)
     {
         var (peerPid, peerUid) = PeerCredentials(connection);
+
+        // Off the accept loop, which called this: the next client is accepted meanwhile even if
+        // this one's request has arrived already and its answer reads /proc.
         await Task.Yield();
         if (peerUid != _uid && peerUid != 0)
         {

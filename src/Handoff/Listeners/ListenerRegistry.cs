@@ -100,45 +100,43 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
     private Listener ListenLocked(EndPoint endPoint, UnixFileMode? unixMode)
     {
+        var inherited = FindInherited(endPoint);
+        if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && (Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK || IsStaleUnixSocket(unix)))
         {
-            var inherited = FindInherited(endPoint);
-            if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && (Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK || IsStaleUnixSocket(unix)))
-            {
-                // Someone deleted (or replaced) the path: nobody can connect to the inherited
-                // socket any more. (A socket file nobody listens on is not the inherited socket,
-                // which listens: it was left by a process that bound the path after it was
-                // deleted.) Bind a new one there; the inherited one is closed at ready.
-                Log.UnixPathGone(_logger, unix.ToString(), inherited.FileDescriptor);
-                inherited = null;
-            }
-
-            if (inherited is not null)
-            {
-                if (unixMode is { } mode)
-                {
-                    // Whatever became of the file's mode meanwhile, it is private again.
-                    Interop.Libc.Chmod(inherited.EndPoint.ToString()!, mode);
-                }
-
-                _unclaimed.Remove(inherited);
-                _claimed.Add(inherited);
-                Log.ListenerAdopted(_logger, ListenerAddress.Format(inherited.EndPoint), inherited.FileDescriptor);
-                return inherited;
-            }
-
-            var bound = Bind(endPoint, unixMode);
-            bound.Gate = Gate;
-            _claimed.Add(bound);
-            if (unixMode is null)
-            {
-                Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
-            }
-            else
-            {
-                Log.ControlBound(_logger, bound.EndPoint.ToString()!, bound.FileDescriptor);
-            }
-            return bound;
+            // Someone deleted (or replaced) the path: nobody can connect to the inherited
+            // socket any more. (A socket file nobody listens on is not the inherited socket,
+            // which listens: it was left by a process that bound the path after it was
+            // deleted.) Bind a new one there; the inherited one is closed at ready.
+            Log.UnixPathGone(_logger, unix.ToString(), inherited.FileDescriptor);
+            inherited = null;
         }
+
+        if (inherited is not null)
+        {
+            if (unixMode is { } mode)
+            {
+                // Whatever became of the file's mode meanwhile, it is private again.
+                Interop.Libc.Chmod(inherited.EndPoint.ToString()!, mode);
+            }
+
+            _unclaimed.Remove(inherited);
+            _claimed.Add(inherited);
+            Log.ListenerAdopted(_logger, ListenerAddress.Format(inherited.EndPoint), inherited.FileDescriptor);
+            return inherited;
+        }
+
+        var bound = Bind(endPoint, unixMode);
+        bound.Gate = Gate;
+        _claimed.Add(bound);
+        if (unixMode is null)
+        {
+            Log.ListenerBound(_logger, ListenerAddress.Format(bound.EndPoint), bound.FileDescriptor);
+        }
+        else
+        {
+            Log.ControlBound(_logger, bound.EndPoint.ToString()!, bound.FileDescriptor);
+        }
+        return bound;
     }
 
     /// <summary>The sockets systemd created (socket activation) that no address has claimed

@@ -121,7 +121,9 @@ public sealed class ControlServerTests : IDisposable
     {
         using var upgrader = Create();
         var pending = RequestAsync("status\n");
-        await Task.Delay(200); // bounded: the answer must not come before ReadyAsync
+        // An absence can only be watched for a while: no answer may come in this window before
+        // ReadyAsync (the request waits in the accept queue); the answer after it is awaited.
+        await Task.Delay(200);
         Assert.False(pending.IsCompleted);
 
         await upgrader.ReadyAsync();
