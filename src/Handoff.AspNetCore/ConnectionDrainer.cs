@@ -27,6 +27,10 @@ internal sealed partial class ConnectionDrainer
     private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
 
+    // How long an HTTP/2 client has to acknowledge the PING after the first GOAWAY before
+    // Kestrel's final GOAWAY goes anyway: many round trips, even across continents.
+    private static readonly TimeSpan Http2AcknowledgeLimit = TimeSpan.FromSeconds(1);
+
     private readonly ConcurrentDictionary<string, TrackedConnection> _connections = new(StringComparer.Ordinal);
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -184,8 +188,13 @@ internal sealed partial class ConnectionDrainer
                 continue;
             }
 
-            // HTTP/2 has a graceful close (GOAWAY) that races with nothing: send it at once.
-            if (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore)))
+            // HTTP/2 has a graceful close that races with nothing once the client has seen a first
+            // GOAWAY: begin it at once.
+            if (connection.Http is { IsHttp2: true } http)
+            {
+                connection.ShutdownHttp2(http, now, (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency));
+            }
+            else if (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore)))
             {
                 connection.RequestClose();
             }

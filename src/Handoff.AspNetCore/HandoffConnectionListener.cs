@@ -62,6 +62,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
 
             if (connection is not null)
             {
+                connection = new DrainableConnection(connection);
                 _drainer.Track(connection);
             }
 

@@ -11,6 +11,8 @@ internal sealed class TrackedConnection
     private int _activeRequests;
     private long _idleSince;
     private int _closeRequested;
+    private bool _shutdownBegun;
+    private long _shutdownStarted;
 
     public TrackedConnection(ConnectionContext connection, long now)
     {
@@ -18,7 +20,12 @@ internal sealed class TrackedConnection
         _idleSince = now;
     }
 
+    /// <summary>Set by the request pipeline for a connection whose transport Handoff does not
+    /// see (then GOAWAY is Kestrel's alone).</summary>
     public bool IsHttp2 { get; set; }
+
+    /// <summary>The HTTP layer's transport, when the connection came through Handoff's listener.</summary>
+    public Http2ShutdownPipe? Http => (_connection as DrainableConnection)?.Http;
 
     public bool IsCloseRequested => Volatile.Read(ref _closeRequested) != 0;
 
@@ -41,6 +48,36 @@ internal sealed class TrackedConnection
         if (Interlocked.Exchange(ref _closeRequested, 1) == 0)
         {
             _connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
+        }
+    }
+
+    /// <summary>
+    /// The HTTP/2 drain, called on every tick of the drain: first GOAWAY(2^31-1) and a PING
+    /// (<see cref="Http2ShutdownPipe"/>), then, once the client acknowledged the PING or after
+    /// <paramref name="acknowledgeLimit"/>, Kestrel's graceful close with its final GOAWAY.
+    /// </summary>
+    public void ShutdownHttp2(Http2ShutdownPipe pipe, long now, long acknowledgeLimit)
+    {
+        if (!_shutdownBegun)
+        {
+            _shutdownBegun = true;
+            _shutdownStarted = now;
+            if (!pipe.BeginShutdown(RequestClose))
+            {
+                RequestClose();
+            }
+
+            return;
+        }
+
+        if (!pipe.ShutdownSent)
+        {
+            pipe.TryWriteShutdown();
+        }
+
+        if (now - _shutdownStarted >= acknowledgeLimit)
+        {
+            RequestClose();
         }
     }
 

@@ -298,6 +298,6 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         }
     }
 
-    [GeneratedRegex(@"Now listening on: http://127\.0\.0\.1:(\d+)")]
+    [GeneratedRegex(@"Now listening on: https?://127\.0\.0\.1:(\d+)")]
     private static partial Regex ListeningRegex();
 }

@@ -1,0 +1,470 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using System.Security.Cryptography;
+
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// The transport as Kestrel's HTTP layer sees it (above TLS, if any). It recognises an HTTP/2
+/// connection by its client preface and can then send the first phase of RFC 9113 §6.8's
+/// graceful shutdown itself: GOAWAY with the largest stream id and a PING, written between two
+/// of Kestrel's frames. Once the client's PING ACK arrives, every stream the client opened
+/// before it saw the GOAWAY has reached the server (TCP keeps order), so Kestrel's own final
+/// GOAWAY, asked for then, refuses none.
+/// </summary>
+/// <remarks>
+/// Any other protocol (HTTP/1.x, a TLS handshake underneath) is told apart by its first bytes
+/// and from then on every call goes straight to the inner pipe: one field read more, no
+/// allocation, no copy. Kestrel answers a PING ACK it did not ask for by ignoring it.
+/// </remarks>
+internal sealed class Http2ShutdownPipe : IDuplexPipe
+{
+    private const int Undecided = 0;
+    private const int NotHttp2 = 1;
+    private const int Http2 = 2;
+
+    private const int FrameHeaderLength = 9;
+    private const int ShutdownFramesLength = 2 * (FrameHeaderLength + 8);
+
+    // How long a write of the shutdown frames may wait for a client that does not read.
+    private static readonly TimeSpan FlushLimit = TimeSpan.FromSeconds(1);
+
+    private readonly IDuplexPipe _inner;
+    private readonly object _lock = new();
+    private readonly ShutdownReader _reader;
+    private readonly ShutdownWriter _writer;
+    private volatile int _protocol;
+
+    // Shutdown: none, waiting for a frame boundary, sent, acknowledged.
+    private int _shutdown;
+    private ulong _pingData;
+    private Action? _acknowledged;
+
+    // Output framing, guarded by _lock: whether Kestrel holds a buffer it has not advanced,
+    // how much of the current frame is still to come, how much of its header has been seen.
+    private Memory<byte> _lent;
+    private bool _lentOut;
+    private long _payloadLeft;
+    private int _headerSeen;
+    private int _headerLength;
+    private bool _anyFrame;
+    private bool _innerFlushing;
+    private TaskCompletionSource? _ownFlush;
+
+    public Http2ShutdownPipe(IDuplexPipe inner)
+    {
+        _inner = inner;
+        _reader = new ShutdownReader(this);
+        _writer = new ShutdownWriter(this);
+    }
+
+    internal static ReadOnlySpan<byte> ClientPreface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
+
+    public PipeReader Input => _reader;
+
+    public PipeWriter Output => _writer;
+
+    /// <summary>True once the client preface has been read.</summary>
+    public bool IsHttp2 => _protocol == Http2;
+
+    /// <summary>True once the first phase has been sent (or could not be, and never will).</summary>
+    public bool ShutdownSent => Volatile.Read(ref _shutdown) >= State.Sent;
+
+    /// <summary>True once the client acknowledged the PING that followed the GOAWAY.</summary>
+    public bool ShutdownAcknowledged => Volatile.Read(ref _shutdown) == State.Acknowledged;
+
+    /// <summary>Sends GOAWAY (2^31-1, NO_ERROR) and a PING at the next frame boundary, at once
+    /// if Kestrel is not writing; <paramref name="acknowledged"/> runs on the thread pool when
+    /// the client's PING ACK arrives. Returns false when the connection is not HTTP/2.</summary>
+    public bool BeginShutdown(Action acknowledged)
+    {
+        lock (_lock)
+        {
+            if (_protocol != Http2)
+            {
+                return false;
+            }
+
+            if (_shutdown != State.None)
+            {
+                return true;
+            }
+
+            _pingData = BinaryPrimitives.ReadUInt64LittleEndian(RandomNumberGenerator.GetBytes(8));
+            _acknowledged = acknowledged;
+            _shutdown = State.Pending;
+        }
+
+        TryWriteShutdown();
+        return true;
+    }
+
+    /// <summary>Writes and flushes the shutdown frames now if Kestrel is between frames and not
+    /// writing; otherwise they go out after Kestrel's next complete frame.</summary>
+    public void TryWriteShutdown()
+    {
+        lock (_lock)
+        {
+            if (_shutdown != State.Pending || _lentOut || !AtFrameBoundary || _innerFlushing || _ownFlush is not null)
+            {
+                return;
+            }
+
+            WriteShutdownFrames();
+            _ownFlush = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        _ = FlushOwnAsync();
+    }
+
+    private bool AtFrameBoundary => _anyFrame && _payloadLeft == 0 && _headerSeen == 0;
+
+    private void WriteShutdownFrames()
+    {
+        var span = _inner.Output.GetSpan(ShutdownFramesLength);
+        WriteFrameHeader(span, type: 0x7, flags: 0);
+        BinaryPrimitives.WriteInt32BigEndian(span[9..], int.MaxValue);
+        BinaryPrimitives.WriteInt32BigEndian(span[13..], 0);
+        WriteFrameHeader(span[17..], type: 0x6, flags: 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(span[26..], _pingData);
+        _inner.Output.Advance(ShutdownFramesLength);
+        _shutdown = State.Sent;
+    }
+
+    private static void WriteFrameHeader(Span<byte> span, byte type, byte flags)
+    {
+        // Length 8, then type, flags and stream 0.
+        span[0] = 0;
+        span[1] = 0;
+        span[2] = 8;
+        span[3] = type;
+        span[4] = flags;
+        BinaryPrimitives.WriteInt32BigEndian(span[5..], 0);
+    }
+
+    private async Task FlushOwnAsync()
+    {
+        try
+        {
+            using var limit = new CancellationTokenSource(FlushLimit);
+            await _inner.Output.FlushAsync(limit.Token).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // A connection that failed or was aborted meanwhile is closed by Kestrel; the drain sees it go.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+        finally
+        {
+            TaskCompletionSource done;
+            lock (_lock)
+            {
+                done = _ownFlush!;
+                _ownFlush = null;
+                Monitor.PulseAll(_lock);
+            }
+
+            done.TrySetResult();
+        }
+    }
+
+    // Kestrel's writes wait while the shutdown frames are flushed: PipeWriter allows one writer.
+    private void WaitForOwnFlush()
+    {
+        while (_ownFlush is not null)
+        {
+            Monitor.Wait(_lock);
+        }
+    }
+
+    private void Decide(in ReadOnlySequence<byte> buffer)
+    {
+        var preface = ClientPreface;
+        int length = (int)Math.Min(buffer.Length, preface.Length);
+        Span<byte> start = stackalloc byte[24];
+        buffer.Slice(0, length).CopyTo(start);
+        if (!start[..length].SequenceEqual(preface[..length]))
+        {
+            _protocol = NotHttp2;
+        }
+        else if (length == preface.Length)
+        {
+            _protocol = Http2;
+        }
+    }
+
+    private void LookForPingAck(in ReadOnlySequence<byte> buffer)
+    {
+        // A PING ACK frame carrying our data: 00 00 08 | 06 | 01 | 00 00 00 00 | data.
+        Span<byte> ack = stackalloc byte[FrameHeaderLength + 8];
+        WriteFrameHeader(ack, type: 0x6, flags: 0x1);
+        BinaryPrimitives.WriteUInt64LittleEndian(ack[9..], _pingData);
+        bool found = buffer.IsSingleSegment
+            ? buffer.FirstSpan.IndexOf(ack) >= 0
+            : buffer.ToArray().AsSpan().IndexOf(ack) >= 0;
+        if (found && Interlocked.CompareExchange(ref _shutdown, State.Acknowledged, State.Sent) == State.Sent)
+        {
+            // Off Kestrel's read path: the callback asks Kestrel to close, which cancels reads.
+            ThreadPool.QueueUserWorkItem(static a => a(), _acknowledged!, preferLocal: false);
+        }
+    }
+
+    private void Inspect(in ReadResult result)
+    {
+        if (_protocol == Undecided && !result.Buffer.IsEmpty)
+        {
+            Decide(result.Buffer);
+        }
+        else if (Volatile.Read(ref _shutdown) == State.Sent)
+        {
+            LookForPingAck(result.Buffer);
+        }
+    }
+
+    private static class State
+    {
+        public const int None = 0;
+        public const int Pending = 1;
+        public const int Sent = 2;
+        public const int Acknowledged = 3;
+    }
+
+    private sealed class ShutdownReader(Http2ShutdownPipe pipe) : PipeReader
+    {
+        private readonly PipeReader _inner = pipe._inner.Input;
+
+        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        {
+            if (!pipe.NeedsInput)
+            {
+                return _inner.ReadAsync(cancellationToken);
+            }
+
+            var read = _inner.ReadAsync(cancellationToken);
+            if (read.IsCompletedSuccessfully)
+            {
+                var result = read.Result;
+                pipe.Inspect(result);
+                return new ValueTask<ReadResult>(result);
+            }
+
+            return InspectAsync(read);
+        }
+
+        public override bool TryRead(out ReadResult result)
+        {
+            if (!_inner.TryRead(out result))
+            {
+                return false;
+            }
+
+            if (pipe.NeedsInput)
+            {
+                pipe.Inspect(result);
+            }
+
+            return true;
+        }
+
+        public override void AdvanceTo(SequencePosition consumed) => _inner.AdvanceTo(consumed);
+
+        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined) => _inner.AdvanceTo(consumed, examined);
+
+        public override void CancelPendingRead() => _inner.CancelPendingRead();
+
+        public override void Complete(Exception? exception = null) => _inner.Complete(exception);
+
+        public override ValueTask CompleteAsync(Exception? exception = null) => _inner.CompleteAsync(exception);
+
+        private async ValueTask<ReadResult> InspectAsync(ValueTask<ReadResult> read)
+        {
+            var result = await read.ConfigureAwait(false);
+            pipe.Inspect(result);
+            return result;
+        }
+    }
+
+    private bool NeedsInput => _protocol == Undecided || Volatile.Read(ref _shutdown) == State.Sent;
+
+    private sealed class ShutdownWriter(Http2ShutdownPipe pipe) : PipeWriter
+    {
+        private readonly PipeWriter _inner = pipe._inner.Output;
+
+        public override bool CanGetUnflushedBytes => _inner.CanGetUnflushedBytes;
+
+        public override long UnflushedBytes => _inner.UnflushedBytes;
+
+        public override Memory<byte> GetMemory(int sizeHint = 0)
+        {
+            if (pipe._protocol == NotHttp2)
+            {
+                return _inner.GetMemory(sizeHint);
+            }
+
+            lock (pipe._lock)
+            {
+                pipe.WaitForOwnFlush();
+                pipe._lentOut = true;
+                return pipe._lent = _inner.GetMemory(sizeHint);
+            }
+        }
+
+        public override Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+
+        public override void Advance(int bytes)
+        {
+            if (pipe._protocol == NotHttp2)
+            {
+                _inner.Advance(bytes);
+                return;
+            }
+
+            lock (pipe._lock)
+            {
+                if (pipe._lentOut)
+                {
+                    pipe.Frame(pipe._lent.Span[..bytes]);
+                    pipe._lentOut = false;
+                }
+
+                _inner.Advance(bytes);
+
+                // Kestrel flushes what it has written; the shutdown frames go with it.
+                if (pipe._shutdown == State.Pending && pipe.AtFrameBoundary && !pipe._innerFlushing)
+                {
+                    pipe.WriteShutdownFrames();
+                }
+            }
+        }
+
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+        {
+            if (pipe._protocol == NotHttp2)
+            {
+                return _inner.FlushAsync(cancellationToken);
+            }
+
+            Task? ownFlush;
+            lock (pipe._lock)
+            {
+                ownFlush = pipe._ownFlush?.Task;
+                if (ownFlush is null)
+                {
+                    pipe._innerFlushing = true;
+                }
+            }
+
+            if (ownFlush is not null)
+            {
+                return FlushAfterAsync(ownFlush, cancellationToken);
+            }
+
+            ValueTask<FlushResult> flush;
+            try
+            {
+                flush = _inner.FlushAsync(cancellationToken);
+            }
+            catch
+            {
+                FlushEnded();
+                throw;
+            }
+
+            if (flush.IsCompleted)
+            {
+                FlushEnded();
+                return flush;
+            }
+
+            return EndAsync(flush);
+        }
+
+        public override void CancelPendingFlush() => _inner.CancelPendingFlush();
+
+        public override void Complete(Exception? exception = null)
+        {
+            lock (pipe._lock)
+            {
+                pipe.WaitForOwnFlush();
+            }
+
+            _inner.Complete(exception);
+        }
+
+        public override async ValueTask CompleteAsync(Exception? exception = null)
+        {
+            if (pipe._ownFlush?.Task is { } ownFlush)
+            {
+                await ownFlush.ConfigureAwait(false);
+            }
+
+            await _inner.CompleteAsync(exception).ConfigureAwait(false);
+        }
+
+        private void FlushEnded()
+        {
+            lock (pipe._lock)
+            {
+                pipe._innerFlushing = false;
+            }
+
+            pipe.TryWriteShutdown();
+        }
+
+        private async ValueTask<FlushResult> FlushAfterAsync(Task ownFlush, CancellationToken cancellationToken)
+        {
+            await ownFlush.ConfigureAwait(false);
+            return await FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        private async ValueTask<FlushResult> EndAsync(ValueTask<FlushResult> flush)
+        {
+            try
+            {
+                return await flush.ConfigureAwait(false);
+            }
+            finally
+            {
+                FlushEnded();
+            }
+        }
+    }
+
+    // Follows Kestrel's output frame by frame: a 9-byte header whose first three bytes are the
+    // payload length, then the payload. Only lengths are read, so this is a jump per frame.
+    private void Frame(ReadOnlySpan<byte> written)
+    {
+        while (!written.IsEmpty)
+        {
+            if (_payloadLeft > 0)
+            {
+                int skip = (int)Math.Min(_payloadLeft, written.Length);
+                _payloadLeft -= skip;
+                written = written[skip..];
+                continue;
+            }
+
+            if (_headerSeen < 3)
+            {
+                _headerLength = (_headerLength << 8) | written[0];
+                _headerSeen++;
+                written = written[1..];
+                continue;
+            }
+
+            int rest = Math.Min(FrameHeaderLength - _headerSeen, written.Length);
+            _headerSeen += rest;
+            written = written[rest..];
+            if (_headerSeen == FrameHeaderLength)
+            {
+                _payloadLeft = _headerLength;
+                _headerSeen = 0;
+                _headerLength = 0;
+                _anyFrame = true;
+            }
+        }
+
+        // A frame with no payload ends with its header.
+    }
+}

@@ -1,0 +1,186 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using System.Text;
+using Handoff.AspNetCore;
+
+namespace Handoff.Tests.AspNetCore;
+
+public sealed class Http2ShutdownPipeTests
+{
+    private static readonly byte[] Settings = [0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 0x3, 0, 0, 0, 100];
+
+    private readonly Pipe _fromClient = new();
+    private readonly Pipe _toClient = new();
+    private readonly Http2ShutdownPipe _pipe;
+    private int _acknowledged;
+
+    public Http2ShutdownPipeTests()
+    {
+        _pipe = new Http2ShutdownPipe(new Duplex(_fromClient.Reader, _toClient.Writer));
+    }
+
+    [Fact]
+    public async Task Preface_MakesItHttp2_OtherFirstBytesDoNot()
+    {
+        // Kestrel consumes the preface only once it is complete.
+        await ClientSendsAsync(Http2ShutdownPipe.ClientPreface[..10].ToArray());
+        var partial = await _pipe.Input.ReadAsync();
+        _pipe.Input.AdvanceTo(partial.Buffer.Start, partial.Buffer.End);
+        Assert.False(_pipe.IsHttp2);
+
+        await ClientSendsAsync(Http2ShutdownPipe.ClientPreface[10..].ToArray());
+        await ServerReadsAsync();
+        Assert.True(_pipe.IsHttp2);
+
+        var http1 = new Http2ShutdownPipe(new Duplex(NewReader("GET / HTTP/1.1\r\n"), new Pipe().Writer));
+        var result = await http1.Input.ReadAsync();
+        http1.Input.AdvanceTo(result.Buffer.End);
+        Assert.False(http1.IsHttp2);
+        Assert.False(http1.BeginShutdown(() => { }));
+    }
+
+    [Fact]
+    public async Task BeginShutdown_Idle_SendsGoAwayAndPingAtOnce()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+
+        Assert.True(_pipe.BeginShutdown(Acknowledged));
+
+        var frames = await ClientReadsAsync(Settings.Length + 34);
+        Assert.Equal(Settings, frames[..Settings.Length]);
+        AssertShutdownFrames(frames.AsSpan(Settings.Length));
+        Assert.True(_pipe.ShutdownSent);
+    }
+
+    [Fact]
+    public async Task BeginShutdown_MidFrame_WaitsForTheFrameToEnd()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        var data = new byte[9 + 5000];
+        data[1] = 5000 >> 8;
+        data[2] = 5000 & 0xFF;
+        data[3] = 0x0; // DATA
+        data[8] = 1;
+
+        // Kestrel has written half a DATA frame, then the drain begins.
+        await ServerWritesAsync(data[..3000], flush: true);
+        _pipe.BeginShutdown(Acknowledged);
+        Assert.False(_pipe.ShutdownSent);
+
+        // The rest of the frame is written; the shutdown frames follow it, not inside it.
+        await ServerWritesAsync(data[3000..], flush: true);
+        var frames = await ClientReadsAsync(Settings.Length + data.Length + 34);
+        Assert.Equal(data, frames[Settings.Length..(Settings.Length + data.Length)]);
+        AssertShutdownFrames(frames.AsSpan(Settings.Length + data.Length));
+    }
+
+    [Fact]
+    public async Task BeginShutdown_WhileKestrelHoldsABuffer_WaitsForItsAdvance()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+
+        var memory = _pipe.Output.GetMemory(Settings.Length);
+        _pipe.BeginShutdown(Acknowledged);
+        Assert.False(_pipe.ShutdownSent);
+
+        Settings.CopyTo(memory);
+        _pipe.Output.Advance(Settings.Length);
+        Assert.True(_pipe.ShutdownSent);
+        await _pipe.Output.FlushAsync();
+
+        var frames = await ClientReadsAsync(2 * Settings.Length + 34);
+        AssertShutdownFrames(frames.AsSpan(2 * Settings.Length));
+    }
+
+    [Fact]
+    public async Task PingAck_WithOurData_IsSeen_OtherPingAcksAreNot()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        _pipe.BeginShutdown(Acknowledged);
+        var frames = await ClientReadsAsync(Settings.Length + 34);
+        var ping = frames[(Settings.Length + 17)..];
+
+        var other = (byte[])ping.Clone();
+        other[4] = 0x1;
+        other[^1] ^= 0xFF;
+        await ClientSendsAsync(other);
+        await ServerReadsAsync();
+        Assert.False(_pipe.ShutdownAcknowledged);
+
+        var ack = (byte[])ping.Clone();
+        ack[4] = 0x1;
+        await ClientSendsAsync(ack);
+        await ServerReadsAsync();
+        Assert.True(_pipe.ShutdownAcknowledged);
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (Volatile.Read(ref _acknowledged) == 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, Volatile.Read(ref _acknowledged));
+    }
+
+    private static void AssertShutdownFrames(ReadOnlySpan<byte> frames)
+    {
+        // GOAWAY: length 8, type 7, stream 0, last stream 2^31-1, NO_ERROR.
+        Assert.Equal(new byte[] { 0, 0, 8, 0x7, 0, 0, 0, 0, 0 }, frames[..9].ToArray());
+        Assert.Equal(int.MaxValue, BinaryPrimitives.ReadInt32BigEndian(frames[9..]));
+        Assert.Equal(0, BinaryPrimitives.ReadInt32BigEndian(frames[13..]));
+
+        // PING: length 8, type 6, no ACK, stream 0.
+        Assert.Equal(new byte[] { 0, 0, 8, 0x6, 0, 0, 0, 0, 0 }, frames[17..26].ToArray());
+        Assert.Equal(34, frames.Length);
+    }
+
+    private static PipeReader NewReader(string text) => PipeReader.Create(new ReadOnlySequence<byte>(Encoding.ASCII.GetBytes(text)));
+
+    private void Acknowledged() => Interlocked.Increment(ref _acknowledged);
+
+    private async Task StartHttp2Async()
+    {
+        await ClientSendsAsync(Http2ShutdownPipe.ClientPreface.ToArray());
+        await ServerReadsAsync();
+        Assert.True(_pipe.IsHttp2);
+    }
+
+    private async Task ClientSendsAsync(byte[] bytes) => await _fromClient.Writer.WriteAsync(bytes);
+
+    // As Kestrel does: reads what there is and consumes it.
+    private async Task ServerReadsAsync()
+    {
+        var result = await _pipe.Input.ReadAsync();
+        _pipe.Input.AdvanceTo(result.Buffer.End);
+    }
+
+    private async Task ServerWritesAsync(byte[] bytes, bool flush)
+    {
+        bytes.CopyTo(_pipe.Output.GetMemory(bytes.Length));
+        _pipe.Output.Advance(bytes.Length);
+        if (flush)
+        {
+            await _pipe.Output.FlushAsync();
+        }
+    }
+
+    private async Task<byte[]> ClientReadsAsync(int length)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var result = await _toClient.Reader.ReadAtLeastAsync(length, timeout.Token);
+        var bytes = result.Buffer.ToArray();
+        _toClient.Reader.AdvanceTo(result.Buffer.End);
+        return bytes;
+    }
+
+    private sealed class Duplex(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+}
