@@ -17,9 +17,10 @@
 //   HELLOSLEEP_HOLD_WARMUP=/path  Handoff's warm-up waits while /path exists
 //   HELLOSLEEP_SPAWN_AT_START=1   starts "sleep 600" first thing in Main, as apps that start
 //                                 helper processes do; its pid is written to the log
-// Other endpoints: /ws (a WebSocket that first sends "pid:<pid>", then echoes every message),
-// /sse (server-sent events, "data: pid:<pid>" once a second), /native-env?name=X (the native
-// environment's value).
+// Other endpoints: /ws (a WebSocket that first sends "pid:<pid>", then echoes every message;
+// Handoff closes it with 1012 when this generation drains), /ws-keep (the same, opted out of
+// that close), /sse (server-sent events, "data: pid:<pid>" once a second, ending when this
+// generation drains), /native-env?name=X (the native environment's value).
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -85,7 +86,7 @@ app.MapGet("/", async (HttpContext context, double? sleep, CancellationToken abo
     await context.Response.Body.WriteAsync(body, aborted);
 });
 app.MapGet("/native-env", (string name) => Native.GetEnvironmentVariable(name) ?? "(unset)");
-app.Map("/ws", async context =>
+async Task EchoWebSocket(HttpContext context)
 {
     if (!context.WebSockets.IsWebSocketRequest)
     {
@@ -109,20 +110,38 @@ app.Map("/ws", async context =>
 
         await socket.SendAsync(buffer.AsMemory(0, received.Count), received.MessageType, received.EndOfMessage, context.RequestAborted);
     }
-});
+}
 
-// Server-sent events: "data: pid:<pid>" once a second until the client leaves.
+app.Map("/ws", EchoWebSocket);
+app.Map("/ws-keep", EchoWebSocket).WithMetadata(new Handoff.HandoffKeepWebSocketsOpenAttribute());
+
+// Server-sent events: "data: pid:<pid>" once a second until the client leaves, or until this
+// generation drains (Upgrader.Draining): the stream then ends and the client reconnects, to the
+// new generation. "retry: 0" asks EventSource clients to reconnect at once.
 app.MapGet("/sse", async (HttpContext context, CancellationToken aborted) =>
 {
+    var draining = context.RequestServices.GetService<Handoff.Upgrader>()?.Draining ?? CancellationToken.None;
+    using var stop = CancellationTokenSource.CreateLinkedTokenSource(aborted, draining);
     context.Response.ContentType = "text/event-stream";
     context.Response.Headers.CacheControl = "no-cache";
     try
     {
-        while (!aborted.IsCancellationRequested)
+        await context.Response.WriteAsync("retry: 0\n\n", stop.Token);
+        while (!stop.IsCancellationRequested)
         {
-            await context.Response.WriteAsync($"data: pid:{Environment.ProcessId}\n\n", aborted);
-            await context.Response.Body.FlushAsync(aborted);
-            await Task.Delay(TimeSpan.FromSeconds(1), aborted);
+            await context.Response.WriteAsync($"data: pid:{Environment.ProcessId}\n\n", stop.Token);
+            await context.Response.Body.FlushAsync(stop.Token);
+            await Task.Delay(TimeSpan.FromSeconds(1), stop.Token);
+        }
+    }
+    catch (OperationCanceledException) when (draining.IsCancellationRequested && !aborted.IsCancellationRequested)
+    {
+        // This generation drains: the stream ends here. Over HTTP/1.1 the connection would stay
+        // open and the client's reconnect would come back to this generation on it, so the
+        // connection ends after this response (HTTP/2 clients got GOAWAY and open a new one).
+        if (HttpProtocol.IsHttp11(context.Request.Protocol))
+        {
+            context.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeNotificationFeature>()?.RequestClose();
         }
     }
     catch (OperationCanceledException)

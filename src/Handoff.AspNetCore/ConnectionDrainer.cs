@@ -32,6 +32,7 @@ internal sealed partial class ConnectionDrainer
     private static readonly TimeSpan Http2AcknowledgeLimit = TimeSpan.FromSeconds(1);
 
     private readonly ConcurrentDictionary<string, TrackedConnection> _connections = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<WebSocketDrainStream, byte> _webSockets = new();
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
@@ -57,9 +58,13 @@ internal sealed partial class ConnectionDrainer
 
     public int Count => _connections.Count;
 
-    public void Track(ConnectionContext connection)
+    /// <summary>True once the host's stop has drained (or given up on) every connection: from
+    /// then on an unbind comes from Kestrel stopping, never from a configuration reload.</summary>
+    public bool ServerStopping { get; set; }
+
+    public void Track(ConnectionContext connection, object? owner = null)
     {
-        var tracked = new TrackedConnection(connection, _time.GetTimestamp());
+        var tracked = new TrackedConnection(connection, _time.GetTimestamp(), owner);
         connection.Items[ItemKey] = tracked;
         _connections[connection.ConnectionId] = tracked;
         connection.ConnectionClosed.Register(static state =>
@@ -74,6 +79,19 @@ internal sealed partial class ConnectionDrainer
             Log.LateConnection(_logger, connection.ConnectionId);
         }
     }
+
+    /// <summary>Adds a WebSocket the application accepted; one accepted while draining (its
+    /// handshake succeeds) is closed at once, so that its client goes to the new generation.</summary>
+    public void Register(WebSocketDrainStream webSocket)
+    {
+        _webSockets[webSocket] = 0;
+        if (_draining)
+        {
+            _ = webSocket.CloseForRestartAsync();
+        }
+    }
+
+    public void Unregister(WebSocketDrainStream webSocket) => _webSockets.TryRemove(webSocket, out _);
 
     /// <summary>Starts draining in the background, if it has not started: responses get
     /// <c>Connection: close</c>, idle connections are closed, what is left at
@@ -91,6 +109,17 @@ internal sealed partial class ConnectionDrainer
             _undrain = new CancellationTokenSource();
             var undrain = _undrain.Token;
             _drain = Task.Run(() => RunAsync(timeout, idleTimeout, undrain));
+        }
+
+        // WebSockets never end by themselves: 1012 (Service Restart) sends their clients to the
+        // new generation now rather than at the drain timeout.
+        if (!_webSockets.IsEmpty)
+        {
+            Log.ClosingWebSockets(_logger, Environment.ProcessId, _webSockets.Count);
+            foreach (var webSocket in _webSockets.Keys)
+            {
+                _ = webSocket.CloseForRestartAsync();
+            }
         }
     }
 
@@ -129,6 +158,46 @@ internal sealed partial class ConnectionDrainer
 
         using var abort = cancellationToken.Register(static state => ((ConnectionDrainer)state!)._abort = true, this);
         return await drain.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Drains the connections one listener accepted, as a generation's drain does, while the
+    /// rest of the generation goes on: Kestrel is about to close them because a configuration
+    /// reload changes their endpoint. Returns how many were still open after
+    /// <paramref name="limit"/> (Kestrel then closes them its own way).
+    /// </summary>
+    public async Task<int> DrainListenerAsync(object owner, string address, TimeSpan limit, TimeSpan idleTimeout)
+    {
+        long start = _time.GetTimestamp();
+        int count = 0;
+        foreach (var connection in _connections.Values.Where(c => c.Owner == owner))
+        {
+            connection.Draining = true;
+            count++;
+        }
+
+        Log.EndpointDrainStarted(_logger, Environment.ProcessId, address, count);
+        foreach (var webSocket in _webSockets.Keys.Where(w => w.Connection?.Owner == owner))
+        {
+            _ = webSocket.CloseForRestartAsync();
+        }
+
+        while (_connections.Values.Any(c => c.Owner == owner))
+        {
+            long now = _time.GetTimestamp();
+            if (_time.GetElapsedTime(start, now) >= limit)
+            {
+                int left = _connections.Values.Count(c => c.Owner == owner);
+                Log.EndpointDrainTimedOut(_logger, Environment.ProcessId, address, left, limit.TotalSeconds);
+                return left;
+            }
+
+            CloseIdle(start, now, idleTimeout, owner);
+            await Task.Delay(Tick, _time).ConfigureAwait(false);
+        }
+
+        Log.EndpointDrainCompleted(_logger, Environment.ProcessId, address, _time.GetElapsedTime(start).TotalMilliseconds);
+        return 0;
     }
 
     private async Task<bool> RunAsync(TimeSpan timeout, TimeSpan idleTimeout, CancellationToken undrain)
@@ -176,14 +245,14 @@ internal sealed partial class ConnectionDrainer
         return true;
     }
 
-    internal void CloseIdle(long drainStart, long now, TimeSpan idleTimeout)
+    internal void CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null)
     {
         // Idle means: no request running, and none ended within idleTimeout, counting the drain's
         // start as the last activity of connections that were idle before it.
         long idleBefore = now - (long)(idleTimeout.TotalSeconds * _time.TimestampFrequency);
         foreach (var connection in _connections.Values)
         {
-            if (connection.IsCloseRequested)
+            if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
             {
                 continue;
             }
@@ -217,6 +286,18 @@ internal sealed partial class ConnectionDrainer
 
         [LoggerMessage(35, LogLevel.Warning, "Pid {Pid} stopped draining and keeps its {Count} connections: it accepts again.", EventName = "DrainEnded")]
         public static partial void DrainEnded(ILogger logger, int pid, int count);
+
+        [LoggerMessage(36, LogLevel.Information, "Pid {Pid} closes {Count} WebSockets with status 1012 (Service Restart): their clients reconnect to the new generation.", EventName = "ClosingWebSockets")]
+        public static partial void ClosingWebSockets(ILogger logger, int pid, int count);
+
+        [LoggerMessage(37, LogLevel.Information, "Pid {Pid}: a configuration reload rebinds {Address}; its {Count} connections drain first, and its socket stays open.", EventName = "EndpointDrainStarted")]
+        public static partial void EndpointDrainStarted(ILogger logger, int pid, string address, int count);
+
+        [LoggerMessage(38, LogLevel.Information, "Pid {Pid} drained the connections of {Address} in {ElapsedMilliseconds:0} ms, for a configuration reload.", EventName = "EndpointDrainCompleted")]
+        public static partial void EndpointDrainCompleted(ILogger logger, int pid, string address, double elapsedMilliseconds);
+
+        [LoggerMessage(39, LogLevel.Warning, "Pid {Pid}: {Count} connections of {Address} still open {LimitSeconds} s after a configuration reload; Kestrel closes them.", EventName = "EndpointDrainTimedOut")]
+        public static partial void EndpointDrainTimedOut(ILogger logger, int pid, string address, int count, double limitSeconds);
 
         [LoggerMessage(34, LogLevel.Debug, "Connection {ConnectionId} was accepted as the listener closed; draining it too.", EventName = "LateConnection")]
         public static partial void LateConnection(ILogger logger, string connectionId);

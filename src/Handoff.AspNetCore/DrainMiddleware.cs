@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Net.Http.Headers;
 
 namespace Handoff.AspNetCore;
@@ -40,17 +41,28 @@ internal sealed class DrainMiddleware
         {
             context.Response.OnStarting(static state =>
             {
-                var (drainer, response) = ((ConnectionDrainer, HttpResponse))state;
+                var (drainer, tracked, response) = ((ConnectionDrainer, TrackedConnection?, HttpResponse))state;
 
                 // Not on 101 Switching Protocols: the connection becomes a WebSocket (or another
                 // protocol) and "close" would replace "Upgrade", failing the handshake.
-                if (drainer.IsDraining && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
+                if ((drainer.IsDraining || tracked?.Draining == true) && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
                 {
                     response.Headers[HeaderNames.Connection] = "close";
                 }
 
                 return Task.CompletedTask;
-            }, (_drainer, context.Response));
+            }, (_drainer, tracked, context.Response));
+        }
+
+        // Only requests that ask to switch protocols pay for this: the WebSocket middleware,
+        // later in the pipeline, upgrades through these features.
+        if (context.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } upgrade)
+        {
+            context.Features.Set<IHttpUpgradeFeature>(new DrainingUpgradeFeature(upgrade, _drainer, context));
+        }
+        else if (context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
+        {
+            context.Features.Set<IHttpExtendedConnectFeature>(new DrainingExtendedConnectFeature(connect, _drainer, context));
         }
 
         try

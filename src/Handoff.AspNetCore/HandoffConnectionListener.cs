@@ -8,22 +8,44 @@ namespace Handoff.AspNetCore;
 /// real address (so "Now listening on" shows the real port), and registers every accepted
 /// connection with the <see cref="ConnectionDrainer"/>.</summary>
 /// <remarks>
+/// <para>
 /// The accept loop outlives a closed gate: while the generation hands over to a newer one it
 /// waits, and if that one dies within the rollback window it accepts again. Kestrel never sees
 /// the pause; its loop ends only when the listener is closed or unbound.
+/// </para>
+/// <para>
+/// Kestrel also unbinds and disposes a listener when a configuration reload changes its
+/// endpoint (a replaced certificate file, say), then binds the new endpoint. Kestrel's own way
+/// would close the socket (refusing connections until the new bind, resetting those queued)
+/// and then close the endpoint's connections at once (an idle keep-alive connection may have a
+/// request on the wire). Here the endpoint's connections drain as in an upgrade before the
+/// unbind returns, and the socket, with its acceptor, goes back to the registry, where the new
+/// endpoint claims it.
+/// </para>
 /// </remarks>
 internal sealed class HandoffConnectionListener : IConnectionListener
 {
+    // Kestrel closes what is left of an endpoint's connections 5 s after a reload began.
+    private static readonly TimeSpan ReloadDrainLimit = TimeSpan.FromSeconds(4);
+
+    // How long a let-go socket waits for the endpoint that replaces it.
+    private static readonly TimeSpan ReloadGrace = TimeSpan.FromSeconds(5);
+
     private readonly IConnectionListener _inner;
     private readonly Listener _listener;
     private readonly ConnectionDrainer _drainer;
+    private readonly Upgrader _upgrader;
     private readonly CancellationTokenSource _unbound = new();
+    private IDisposable? _closing;
+    private bool _reloading;
 
-    public HandoffConnectionListener(IConnectionListener inner, Listener listener, ConnectionDrainer drainer)
+    public HandoffConnectionListener(IConnectionListener inner, Listener listener, ConnectionDrainer drainer, Upgrader upgrader)
     {
         _inner = inner;
         _listener = listener;
         _drainer = drainer;
+        _upgrader = upgrader;
+        _closing = listener.OnClosing(StopAcceptingAsync);
     }
 
     public EndPoint EndPoint => _listener.EndPoint;
@@ -63,29 +85,74 @@ internal sealed class HandoffConnectionListener : IConnectionListener
             if (connection is not null)
             {
                 connection = new DrainableConnection(connection);
-                _drainer.Track(connection);
+                _drainer.Track(connection, this);
             }
 
             return connection;
         }
     }
 
-    /// <summary>Ends the accept loop; called by Kestrel, and by <see cref="Listener.CloseAsync"/>
-    /// before it closes the descriptor.</summary>
+    /// <summary>Called by Kestrel when it stops, and when a configuration reload changes the
+    /// endpoint. Before Handoff's drain has finished, Kestrel is not stopping: it is a reload.</summary>
     public async ValueTask UnbindAsync(CancellationToken cancellationToken = default)
     {
+        if (_drainer.ServerStopping)
+        {
+            await StopAcceptingAsync().ConfigureAwait(false);
+            return;
+        }
+
+        // A reload. Kestrel's accept loop ends (its pending accept is cancelled; a connection
+        // stays queued), and the acceptor is kept for the endpoint that replaces this one,
+        // unless Handoff closed the listener already (a generation that was superseded).
+        _reloading = !_listener.IsClosed;
         await _unbound.CancelAsync().ConfigureAwait(false);
-        await _inner.UnbindAsync(cancellationToken).ConfigureAwait(false);
+
+        // Kestrel closes the endpoint's connections its own way once this returns. A draining
+        // generation lets its drain decide instead (it aborts at DrainTimeout); a serving one
+        // holds new connections in the queue meanwhile, so it does not wait long.
+        var options = _upgrader.Options;
+        var limit = _drainer.IsDraining ? options.DrainTimeout : TimeSpan.FromTicks(Math.Min(ReloadDrainLimit.Ticks, options.DrainTimeout.Ticks));
+        await _drainer.DrainListenerAsync(this, ListenerAddress.Format(_listener.EndPoint), limit, options.DrainIdleTimeout).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()
     {
-        // Kestrel disposes a listener when it stops or when a configuration reload removes the
-        // endpoint; either way this process is done with the socket. A newer generation that
-        // holds the same socket is not affected.
+        _closing?.Dispose();
+        _closing = null;
         await _unbound.CancelAsync().ConfigureAwait(false);
-        await _inner.DisposeAsync().ConfigureAwait(false);
-        await _listener.CloseAsync().ConfigureAwait(false);
+        if (_reloading && !_listener.IsClosed)
+        {
+            await _listener.ParkAsync(_inner).ConfigureAwait(false);
+            _upgrader.Listeners.Release(_listener, ReloadGrace);
+        }
+        else
+        {
+            // Kestrel stops: this process is done with the socket. A newer generation that
+            // holds the same socket is not affected.
+            await _inner.DisposeAsync().ConfigureAwait(false);
+            await _listener.CloseAsync().ConfigureAwait(false);
+        }
+
         _unbound.Dispose();
+    }
+
+    // Handoff closes the listener (a handover, a stop), or Kestrel stops: end Kestrel's accept
+    // loop and let go of the runtime's socket object before the descriptor is closed.
+    private async ValueTask StopAcceptingAsync()
+    {
+        try
+        {
+            if (!_unbound.IsCancellationRequested)
+            {
+                await _unbound.CancelAsync().ConfigureAwait(false);
+            }
+
+            await _inner.UnbindAsync().ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Kestrel disposed this listener meanwhile: nothing accepts any more.
+        }
     }
 }

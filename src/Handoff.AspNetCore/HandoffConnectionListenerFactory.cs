@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -20,15 +21,19 @@ namespace Handoff.AspNetCore;
 /// this factory, registered after Kestrel's, handles every TCP and Unix endpoint and leaves
 /// file-handle endpoints (<c>ListenHandle</c>) to Kestrel's socket transport.
 /// </remarks>
-internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector
+internal sealed partial class HandoffConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
     private readonly Upgrader _upgrader;
     private readonly ConnectionDrainer _drainer;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly ILogger _logger;
     private readonly SocketTransportFactory _sockets;
 
-    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
     {
         _upgrader = upgrader;
+        _lifetime = lifetime;
+        _logger = loggerFactory.CreateLogger<HandoffConnectionListenerFactory>();
         _drainer = drainer;
         _sockets = new SocketTransportFactory(socketOptions, loggerFactory);
     }
@@ -54,6 +59,19 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
 
                 listener = claimed;
             }
+            else if (_drainer.IsDraining || _lifetime.ApplicationStopping.IsCancellationRequested)
+            {
+                // A configuration reload in a generation that drains: the socket it let go of,
+                // if it still has it, and never a new one, which would take the address from
+                // (or fail beside) the generation that serves it now.
+                if (_upgrader.Listeners.Reclaim(endpoint) is not { } reclaimed)
+                {
+                    Log.NotRebound(_logger, ListenerAddress.Format(endpoint));
+                    return new IdleConnectionListener(endpoint);
+                }
+
+                listener = reclaimed;
+            }
             else
             {
                 listener = _upgrader.Listeners.Listen(endpoint);
@@ -65,12 +83,19 @@ internal sealed class HandoffConnectionListenerFactory : IConnectionListenerFact
             throw new AddressInUseException(e.Message, e);
         }
 
-        // Kestrel's socket transport wraps a FileHandleEndPoint in a SafeSocketHandle that does
-        // not own the descriptor: disposing it ends pending accepts and never closes the fd.
-        var inner = await _sockets.BindAsync(new FileHandleEndPoint((ulong)listener.FileDescriptor, FileHandleType.Auto), cancellationToken).ConfigureAwait(false);
-        var connectionListener = new HandoffConnectionListener(inner, listener, _drainer);
-        listener.OnClosing(() => connectionListener.UnbindAsync());
-        return connectionListener;
+        // After a configuration reload the socket comes back with the acceptor it had (see
+        // Listener.ParkAsync). Otherwise Kestrel's socket transport accepts through a
+        // FileHandleEndPoint, which it wraps in a SafeSocketHandle that does not own the
+        // descriptor: disposing it ends pending accepts and never closes the fd.
+        var inner = listener.TakeParked() as IConnectionListener
+            ?? await _sockets.BindAsync(new FileHandleEndPoint((ulong)listener.FileDescriptor, FileHandleType.Auto), cancellationToken).ConfigureAwait(false);
+        return new HandoffConnectionListener(inner, listener, _drainer, _upgrader);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(47, LogLevel.Information, "A configuration reload asks for {Address} while this generation drains: not bound again (the new generation serves it).", EventName = "NotRebound")]
+        public static partial void NotRebound(ILogger logger, string address);
     }
 }
 

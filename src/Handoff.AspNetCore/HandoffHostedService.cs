@@ -72,7 +72,15 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     {
         await _upgrader.StopAsync().ConfigureAwait(false);
         Log.Stopping(_logger, Environment.ProcessId, _upgrader.Generation, _upgrader.SupersededBy is null ? "shutdown requested" : "a newer generation took over");
-        await _drainer.DrainAsync(_options.DrainTimeout, _options.DrainIdleTimeout, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _drainer.DrainAsync(_options.DrainTimeout, _options.DrainIdleTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Kestrel stops next (hosted services stop before the server).
+            _drainer.ServerStopping = true;
+        }
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;

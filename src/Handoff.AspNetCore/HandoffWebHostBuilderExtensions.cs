@@ -47,6 +47,7 @@ public static class HandoffWebHostBuilderExtensions
 
             var section = context.Configuration.GetSection(HandoffOptions.SectionName);
             var (errors, warnings) = CheckConfiguration(section, configure);
+            errors.AddRange(Http3Refusal.Check(context.Configuration));
             if (errors.Count > 0)
             {
                 ExitInvalid(errors);
@@ -90,6 +91,7 @@ public static class HandoffWebHostBuilderExtensions
             // Registered after Kestrel's socket transport, so Kestrel asks this factory first
             // for TCP and Unix endpoints (see HandoffConnectionListenerFactory).
             services.AddSingleton<IConnectionListenerFactory, HandoffConnectionListenerFactory>();
+            services.AddSingleton<IMultiplexedConnectionListenerFactory, RefusingMultiplexedListenerFactory>();
             services.AddSingleton<IStartupFilter, DrainStartupFilter>();
             services.AddHostedService<HandoffHostedService>();
 

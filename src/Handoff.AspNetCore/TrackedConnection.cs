@@ -14,11 +14,19 @@ internal sealed class TrackedConnection
     private bool _shutdownBegun;
     private long _shutdownStarted;
 
-    public TrackedConnection(ConnectionContext connection, long now)
+    public TrackedConnection(ConnectionContext connection, long now, object? owner)
     {
         _connection = connection;
         _idleSince = now;
+        Owner = owner;
     }
+
+    /// <summary>The listener that accepted the connection.</summary>
+    public object? Owner { get; }
+
+    /// <summary>True once this connection alone drains (its endpoint is being reloaded):
+    /// responses get <c>Connection: close</c> as in a generation's drain.</summary>
+    public bool Draining { get; set; }
 
     /// <summary>Set by the request pipeline for a connection whose transport Handoff does not
     /// see (then GOAWAY is Kestrel's alone).</summary>

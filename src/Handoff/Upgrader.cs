@@ -30,6 +30,7 @@ public sealed partial class Upgrader : IDisposable
     private readonly Lock _lock = new();
     private readonly CancellationTokenSource _superseded = new();
     private readonly CancellationTokenSource _stopping = new();
+    private CancellationTokenSource _draining = new();
     private readonly GenerationProcess? _self = GenerationProcess.Current(Environment.ProcessId);
     private readonly IReadOnlyList<System.Runtime.InteropServices.PosixSignal> _upgradeSignals;
     private readonly bool _routesSignals;
@@ -203,8 +204,29 @@ public sealed partial class Upgrader : IDisposable
     /// its listeners and must finish its connections and exit.</summary>
     public CancellationToken Superseded => _superseded.Token;
 
+    internal HandoffOptions Options => _options;
+
     /// <summary>The result of the upgrade that superseded this generation, or null.</summary>
     public UpgradeResult? SupersededBy { get; private set; }
+
+    /// <summary>
+    /// Cancelled when this generation begins to drain: a newer one is ready and took over the
+    /// listeners, or this one is stopping. Long-running responses (server-sent events, streamed
+    /// results, long polls) end on it, so that their clients reconnect to the new generation
+    /// at once rather than hold this one until <see cref="HandoffOptions.DrainTimeout"/>. If the
+    /// new generation dies within <see cref="HandoffOptions.RollbackWindow"/> and this one
+    /// accepts again, later reads of this property return a new, uncancelled token.
+    /// </summary>
+    public CancellationToken Draining
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _draining.Token;
+            }
+        }
+    }
 
     /// <summary>Raised after every change of <see cref="State"/>, outside the lock, with the
     /// new state. The ASP.NET Core integration drains on it.</summary>
@@ -246,7 +268,7 @@ public sealed partial class Upgrader : IDisposable
         }
 
         Log.Ready(_logger, Environment.ProcessId, Generation, Listeners.Listeners.Count);
-        StateChanged?.Invoke(GenerationState.Ready);
+        OnStateChanged(GenerationState.Ready);
         if (!IsInherited)
         {
             // The first generation is systemd's main process: Type=notify becomes active now.
@@ -363,7 +385,7 @@ public sealed partial class Upgrader : IDisposable
         else
         {
             NotifyService(SystemdConstants.Reloading, MonotonicAssignment());
-            StateChanged?.Invoke(GenerationState.Upgrading);
+            OnStateChanged(GenerationState.Upgrading);
         }
 
         return upgrade;
@@ -446,7 +468,7 @@ public sealed partial class Upgrader : IDisposable
                 NotifyService(SystemdConstants.Stopping);
             }
 
-            StateChanged?.Invoke(GenerationState.Stopping);
+            OnStateChanged(GenerationState.Stopping);
         }
 
         // Ends a wait for the new generation's report or the rollback window at once.
@@ -496,10 +518,32 @@ public sealed partial class Upgrader : IDisposable
             _state = GenerationState.Stopped;
         }
 
-        StateChanged?.Invoke(GenerationState.Stopped);
+        OnStateChanged(GenerationState.Stopped);
     }
 
     /// <summary>The older generations that still run (they drain), read from /proc.</summary>
+    // Every state change goes out through here: first the Draining token, then the event.
+    private void OnStateChanged(GenerationState state)
+    {
+        CancellationTokenSource? fire = null;
+        lock (_lock)
+        {
+            if (state is GenerationState.HandingOver or GenerationState.Superseded or GenerationState.Stopping)
+            {
+                fire = _draining;
+            }
+            else if (state == GenerationState.Ready && _draining.IsCancellationRequested)
+            {
+                // The cancelled source is left to the collector: a caller may have just read
+                // its token.
+                _draining = new CancellationTokenSource();
+            }
+        }
+
+        fire?.Cancel();
+        StateChanged?.Invoke(state);
+    }
+
     private List<GenerationProcess> DrainingOlder() => [.. _inheritance.Older.Where(g => g.IsAlive())];
 
     private string? DrainingBoundRefusal()
@@ -631,7 +675,7 @@ public sealed partial class Upgrader : IDisposable
     {
         int pid = Environment.ProcessId;
         Log.HandingOver(_logger, pid, Generation, child.Pid, next, _options.RollbackWindow.TotalSeconds);
-        StateChanged?.Invoke(GenerationState.HandingOver);
+        OnStateChanged(GenerationState.HandingOver);
         long readyAt = Environment.TickCount64;
         var exited = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         child.ReapWhenExited(how =>
@@ -703,7 +747,7 @@ public sealed partial class Upgrader : IDisposable
         if (rollBack)
         {
             WritePidFile(pid);
-            StateChanged?.Invoke(GenerationState.Ready);
+            OnStateChanged(GenerationState.Ready);
             string reason = $"new generation {next} (pid {child.Pid}) {why} {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
             if (terminate)
             {
@@ -723,7 +767,7 @@ public sealed partial class Upgrader : IDisposable
         }
         SupersededBy = result;
         Log.Superseded(_logger, pid, Generation, child.Pid, next);
-        StateChanged?.Invoke(GenerationState.Superseded);
+        OnStateChanged(GenerationState.Superseded);
         await _superseded.CancelAsync().ConfigureAwait(false);
         return result;
     }
@@ -758,7 +802,7 @@ public sealed partial class Upgrader : IDisposable
         _lastUpgrade = new LastUpgrade("failed", DateTimeOffset.UtcNow, reason);
         if (changed)
         {
-            StateChanged?.Invoke(GenerationState.Ready);
+            OnStateChanged(GenerationState.Ready);
         }
 
         if (State == GenerationState.Ready)

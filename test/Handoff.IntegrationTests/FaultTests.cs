@@ -351,6 +351,21 @@ public sealed class FaultTests : IDisposable
         Assert.StartsWith("HTTP/1.1 101", handshake, StringComparison.Ordinal);
         Assert.Contains("Upgrade: websocket", handshake, StringComparison.OrdinalIgnoreCase);
         Assert.DoesNotContain("close", handshake, StringComparison.OrdinalIgnoreCase);
+
+        // Accepted while draining, the WebSocket is closed at once with 1012 (Service Restart):
+        // the client reconnects, to the new generation. A close frame: FIN and opcode 8,
+        // unmasked, the status code, the reason.
+        string closeFrame = "\x88\x11\x03\xF4Service Restart";
+        var frames = new StringBuilder(handshake[(handshake.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..]);
+        var buffer = new byte[256];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (!frames.ToString().Contains(closeFrame, StringComparison.Ordinal))
+        {
+            int n = await connection.ReceiveAsync(buffer, timeout.Token);
+            Assert.True(n > 0, $"the connection ended without a close frame 1012: {frames}");
+            frames.Append(Encoding.Latin1.GetString(buffer, 0, n));
+        }
+
         Assert.Equal(old, await slow);
     }
 
@@ -401,7 +416,7 @@ public sealed class FaultTests : IDisposable
                 break;
             }
 
-            received.Append(Encoding.ASCII.GetString(buffer, 0, n));
+            received.Append(Encoding.Latin1.GetString(buffer, 0, n)); // one char per byte
         }
 
         return received.ToString();

@@ -16,9 +16,9 @@ public sealed class LongLivedRequestTests
         using var socket = new ClientWebSocket();
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws"), timeout.Token);
 
-        Assert.Equal($"pid:{server.CurrentPid}", await ReceiveTextAsync(socket, timeout.Token));
+        Assert.Equal($"pid:{server.CurrentPid}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
         await socket.SendAsync(Encoding.UTF8.GetBytes("hello"), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
-        Assert.Equal("hello", await ReceiveTextAsync(socket, timeout.Token));
+        Assert.Equal("hello", await WebSocketText.ReceiveAsync(socket, timeout.Token));
 
         await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, null, timeout.Token);
         Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
@@ -34,23 +34,11 @@ public sealed class LongLivedRequestTests
         Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(timeout.Token));
 
+        // First "retry: 0" (reconnect at once when the stream ends), then the events.
+        Assert.Equal("retry: 0", await reader.ReadLineAsync(timeout.Token));
+        Assert.Equal("", await reader.ReadLineAsync(timeout.Token));
         Assert.Equal($"data: pid:{server.CurrentPid}", await reader.ReadLineAsync(timeout.Token));
         Assert.Equal("", await reader.ReadLineAsync(timeout.Token));
         Assert.Equal($"data: pid:{server.CurrentPid}", await reader.ReadLineAsync(timeout.Token));
-    }
-
-    private static async Task<string> ReceiveTextAsync(ClientWebSocket socket, CancellationToken cancellationToken)
-    {
-        var buffer = new byte[4096];
-        var text = new StringBuilder();
-        ValueWebSocketReceiveResult result;
-        do
-        {
-            result = await socket.ReceiveAsync(buffer.AsMemory(), cancellationToken);
-            text.Append(Encoding.UTF8.GetString(buffer, 0, result.Count));
-        }
-        while (!result.EndOfMessage);
-
-        return text.ToString();
     }
 }

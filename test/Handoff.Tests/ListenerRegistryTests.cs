@@ -56,6 +56,75 @@ public sealed class ListenerRegistryTests : IDisposable
     }
 
     [Fact]
+    public async Task Release_TheNextListenForTheAddress_GetsTheSameSocketWithItsQueue()
+    {
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
+        var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+        using var queued = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await queued.ConnectAsync(listener.EndPoint);
+
+        registry.Release(listener, TimeSpan.FromMinutes(1));
+        Assert.Empty(registry.Listeners);
+        var again = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+
+        Assert.Same(listener, again);
+        Assert.False(again.IsClosed);
+        using var accepted = await again.CreateAcceptSocket().AcceptAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(queued.LocalEndPoint, accepted.RemoteEndPoint);
+    }
+
+    [Fact]
+    public async Task Release_NobodyClaimsItWithinTheGrace_IsClosed()
+    {
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
+        var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+
+        registry.Release(listener, TimeSpan.FromMilliseconds(50));
+
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!listener.IsClosed && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(listener.IsClosed);
+        Assert.Null(registry.Reclaim(new IPEndPoint(IPAddress.Loopback, 0)));
+    }
+
+    [Fact]
+    public async Task Reclaim_NeverBindsANewSocket()
+    {
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
+        var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+        registry.Release(listener, TimeSpan.FromMinutes(1));
+
+        Assert.Same(listener, registry.Reclaim(new IPEndPoint(IPAddress.Loopback, 0)));
+        Assert.Null(registry.Reclaim(new IPEndPoint(IPAddress.Loopback, 0)));
+        Assert.Same(listener, Assert.Single(registry.Listeners));
+    }
+
+    [Fact]
+    public async Task ParkedAcceptor_IsHandedBackOnce_OrDisposedWithTheListener()
+    {
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
+        var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+        var first = new Acceptor();
+        await listener.ParkAsync(first);
+        Assert.Same(first, listener.TakeParked());
+        Assert.Null(listener.TakeParked());
+
+        var second = new Acceptor();
+        await listener.ParkAsync(second);
+        await listener.CloseAsync();
+        Assert.True(second.Disposed);
+        Assert.False(first.Disposed);
+
+        var late = new Acceptor();
+        await listener.ParkAsync(late);
+        Assert.True(late.Disposed);
+    }
+
+    [Fact]
     public async Task CloseUnclaimed_InheritedNobodyAskedFor_IsClosed()
     {
         int fd = BindListeningCopy(new IPEndPoint(IPAddress.Loopback, 0), out var address);
@@ -152,5 +221,16 @@ public sealed class ListenerRegistryTests : IDisposable
         socket.Listen();
         bound = socket.LocalEndPoint!;
         return Interop.Libc.DuplicateCloseOnExec((int)socket.Handle, 3);
+    }
+
+    private sealed class Acceptor : IAsyncDisposable
+    {
+        public bool Disposed { get; private set; }
+
+        public ValueTask DisposeAsync()
+        {
+            Disposed = true;
+            return ValueTask.CompletedTask;
+        }
     }
 }

@@ -183,6 +183,29 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task Draining_FiresAtHandover_AndIsNewAgainAfterARollback()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var before = upgrader.Draining;
+        var child = new FakeGeneration(pid: 88, readyResult: null);
+        _launcher.Next = child;
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        Assert.True(before.IsCancellationRequested);
+        Assert.True(upgrader.Draining.IsCancellationRequested);
+
+        child.Exit("killed by signal 9");
+        await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        Assert.False(upgrader.Draining.IsCancellationRequested);
+
+        await upgrader.StopAsync();
+        Assert.True(upgrader.Draining.IsCancellationRequested);
+    }
+
+    [Fact]
     public async Task UpgradeAsync_NewGenerationBeginsStoppingWithinRollbackWindow_Resumes()
     {
         using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));

@@ -138,6 +138,39 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         return (old, next, exit);
     }
 
+    /// <summary>
+    /// Upgrades <paramref name="times"/> times while <paramref name="load"/> runs, each after the
+    /// load made progress, checking that every old generation exited with 0; stops the load and
+    /// returns its report and every generation's pid, oldest first.
+    /// </summary>
+    public async Task<(LoadReport Report, IReadOnlyList<int> Pids)> UpgradeUnderLoadAsync(ILoad load, int times)
+    {
+        var pids = new List<int> { CurrentPid };
+        try
+        {
+            for (int i = 0; i < times; i++)
+            {
+                await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+                var (oldPid, newPid, exitCode) = await UpgradeAsync();
+                if (exitCode is not (0 or null) || oldPid != pids[^1] || pids.Contains(newPid))
+                {
+                    throw new InvalidOperationException($"upgrade {i + 1}: generation pid {oldPid} exited with {exitCode}; new pid {newPid}; pids so far {string.Join(",", pids)}");
+                }
+
+                pids.Add(newPid);
+            }
+
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+        }
+        catch
+        {
+            await load.StopAsync();
+            throw;
+        }
+
+        return (await load.StopAsync(), pids);
+    }
+
     /// <summary>Sends SIGUSR2 to the current generation and waits only until a new one
     /// serves for good (the old one has committed; it may still drain); returns the new pid.</summary>
     public async Task<int> UpgradeWithoutWaitingForExitAsync()

@@ -16,7 +16,7 @@ namespace Handoff.Testing;
 /// RST_STREAM, a connection that ends with a stream open, a failed connect or a status other
 /// than 200 each count as one failure. HttpClient is no use for this: it retries refused streams.
 /// </summary>
-public sealed class Http2LoadClient
+public sealed class Http2LoadClient : ILoad
 {
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(30);
 

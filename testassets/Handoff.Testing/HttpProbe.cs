@@ -16,13 +16,23 @@ public sealed record HttpProbeResponse(int Status, int Pid, bool ConnectionClose
 public sealed class HttpProbe : IDisposable
 {
     private readonly Socket _socket;
+    private readonly Stream _stream;
     private readonly byte[] _buffer = new byte[16 * 1024];
     private int _start;
     private int _end;
 
-    private HttpProbe(Socket socket) => _socket = socket;
+    private HttpProbe(Socket socket, Stream stream, string? certificateHash)
+    {
+        _socket = socket;
+        _stream = stream;
+        CertificateHash = certificateHash;
+    }
 
-    public static async Task<HttpProbe> ConnectAsync(EndPoint endPoint, CancellationToken cancellationToken)
+    /// <summary>With TLS, the SHA-256 hash of the certificate the server presented.</summary>
+    public string? CertificateHash { get; }
+
+    /// <summary>Connects, over TLS (HTTP/1.1 by ALPN, any certificate) when <paramref name="tls"/>.</summary>
+    public static async Task<HttpProbe> ConnectAsync(EndPoint endPoint, CancellationToken cancellationToken, bool tls = false)
     {
         var socket = endPoint is UnixDomainSocketEndPoint
             ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
@@ -30,7 +40,25 @@ public sealed class HttpProbe : IDisposable
         try
         {
             await socket.ConnectAsync(endPoint, cancellationToken);
-            return new HttpProbe(socket);
+            Stream stream = new NetworkStream(socket, ownsSocket: false);
+            if (!tls)
+            {
+                return new HttpProbe(socket, stream, null);
+            }
+
+            var ssl = new System.Net.Security.SslStream(stream, leaveInnerStreamOpen: false);
+            await ssl.AuthenticateAsClientAsync(
+                new System.Net.Security.SslClientAuthenticationOptions
+                {
+                    TargetHost = "localhost",
+                    ApplicationProtocols = [System.Net.Security.SslApplicationProtocol.Http11],
+#pragma warning disable CA5359 // The servers under test use a self-signed certificate made for the test.
+                    RemoteCertificateValidationCallback = (_, _, _, _) => true,
+#pragma warning restore CA5359
+                },
+                cancellationToken);
+            string hash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(ssl.RemoteCertificate!.GetRawCertData()));
+            return new HttpProbe(socket, ssl, hash);
         }
         catch
         {
@@ -40,17 +68,17 @@ public sealed class HttpProbe : IDisposable
     }
 
     /// <summary>One request on a new connection, closed afterwards.</summary>
-    public static async Task<HttpProbeResponse> GetAsync(EndPoint endPoint, string path, TimeSpan timeout)
+    public static async Task<HttpProbeResponse> GetAsync(EndPoint endPoint, string path, TimeSpan timeout, bool tls = false)
     {
         using var cts = new CancellationTokenSource(timeout);
-        using var probe = await ConnectAsync(endPoint, cts.Token);
+        using var probe = await ConnectAsync(endPoint, cts.Token, tls);
         return await probe.GetAsync(path, keepAlive: false, cts.Token);
     }
 
     public async Task<HttpProbeResponse> GetAsync(string path, bool keepAlive, CancellationToken cancellationToken)
     {
         string request = $"GET {path} HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n";
-        await _socket.SendAsync(Encoding.ASCII.GetBytes(request), SocketFlags.None, cancellationToken);
+        await _stream.WriteAsync(Encoding.ASCII.GetBytes(request), cancellationToken);
 
         string head = await ReadHeadAsync(cancellationToken);
         string[] lines = head.Split("\r\n");
@@ -76,7 +104,11 @@ public sealed class HttpProbe : IDisposable
         return new HttpProbeResponse(status, pid, close, text);
     }
 
-    public void Dispose() => _socket.Dispose();
+    public void Dispose()
+    {
+        _stream.Dispose();
+        _socket.Dispose();
+    }
 
     private Task<string> ReadHeadAsync(CancellationToken cancellationToken) => ReadUntilAsync("\r\n\r\n"u8.ToArray(), cancellationToken);
 
@@ -140,7 +172,7 @@ public sealed class HttpProbe : IDisposable
             throw new IOException("response head too large");
         }
 
-        int n = await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, cancellationToken);
+        int n = await _stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken);
         if (n == 0)
         {
             throw new IOException("the server closed the connection before the response was complete");

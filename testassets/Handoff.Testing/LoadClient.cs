@@ -11,6 +11,16 @@ public sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures, 
         (Failures.Count > 0 ? "\nfailures:\n" + string.Join("\n", Failures.Take(20)) : "");
 }
 
+/// <summary>A load that counts what it sees, for <see cref="HelloSleepServer.UpgradeUnderLoadAsync"/>.</summary>
+public interface ILoad
+{
+    /// <summary>Waits until at least <paramref name="count"/> more requests succeeded.</summary>
+    Task WaitForProgressAsync(long count, TimeSpan timeout);
+
+    /// <summary>Stops, lets what is in flight finish, and reports.</summary>
+    Task<LoadReport> StopAsync();
+}
+
 /// <summary>
 /// A constant load of GET requests from several connections, without retries: every request
 /// that does not get a complete 200 response counts as a failure, with its reason. With
@@ -18,23 +28,26 @@ public sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures, 
 /// and reconnects only when the server said <c>Connection: close</c>; without, every request
 /// uses a new connection.
 /// </summary>
-public sealed class LoadClient
+public sealed class LoadClient : ILoad
 {
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(30);
 
     private readonly EndPoint _endPoint;
     private readonly bool _keepAlive;
+    private readonly bool _tls;
     private readonly string _path;
+    private readonly ConcurrentDictionary<string, bool> _certificates = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentQueue<string> _failures = new();
     private readonly ConcurrentDictionary<int, bool> _pids = new();
     private readonly Task[] _workers;
     private long _succeeded;
 
-    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0")
+    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0", bool tls = false)
     {
         _endPoint = endPoint;
         _keepAlive = keepAlive;
+        _tls = tls;
         _path = path;
         _workers = [.. Enumerable.Range(0, connections).Select(_ => Task.Run(RunAsync))];
     }
@@ -42,6 +55,9 @@ public sealed class LoadClient
     public long Succeeded => Interlocked.Read(ref _succeeded);
 
     public int FailureCount => _failures.Count;
+
+    /// <summary>Over TLS: the hashes of the certificates the server presented so far.</summary>
+    public IReadOnlyCollection<string> Certificates => [.. _certificates.Keys];
 
     /// <summary>Waits until at least <paramref name="count"/> more requests succeeded, so an
     /// upgrade happens under load rather than before the load started.</summary>
@@ -78,7 +94,15 @@ public sealed class LoadClient
                 using var timeout = new CancellationTokenSource(RequestTimeout);
                 try
                 {
-                    connection ??= await HttpProbe.ConnectAsync(_endPoint, timeout.Token);
+                    if (connection is null)
+                    {
+                        connection = await HttpProbe.ConnectAsync(_endPoint, timeout.Token, _tls);
+                        if (connection.CertificateHash is { } hash)
+                        {
+                            _certificates.TryAdd(hash, true);
+                        }
+                    }
+
                     var response = await connection.GetAsync(_path, _keepAlive, timeout.Token);
                     if (response.Status != 200)
                     {
@@ -96,7 +120,7 @@ public sealed class LoadClient
                         connection = null;
                     }
                 }
-                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or OperationCanceledException or FormatException)
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or OperationCanceledException or FormatException or System.Security.Authentication.AuthenticationException)
                 {
                     _failures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} {e.GetType().Name}: {e.Message}");
                     connection?.Dispose();

@@ -48,6 +48,23 @@ public static class ProcessTable
     /// <summary>The inode of a file (a Unix socket's, say); 0 when it does not exist.</summary>
     public static ulong Inode(string path) => Interop.Libc.Inode(path) ?? 0;
 
+    /// <summary>The inode of the socket listening on TCP <paramref name="port"/> (IPv4), from
+    /// /proc/net/tcp; 0 if none listens. The same inode before and after means the same socket.</summary>
+    public static ulong ListeningSocketInode(int port)
+    {
+        foreach (string line in File.ReadLines("/proc/net/tcp").Skip(1))
+        {
+            string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length > 9 && fields[3] == "0A" &&
+                int.Parse(fields[1].Split(':')[1], System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture) == port)
+            {
+                return ulong.Parse(fields[9], System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+
+        return 0;
+    }
+
     public static bool IsRunning(int pid) => State(pid) is { } state && state != 'Z' && state != 'X';
 
     public static int ParentOf(int pid)

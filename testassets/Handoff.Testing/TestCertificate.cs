@@ -24,7 +24,7 @@ public static class TestCertificate
         string temporary = path + ".tmp";
         File.WriteAllBytes(temporary, certificate.Export(X509ContentType.Pfx, Password));
         File.Move(temporary, path, overwrite: true); // replaced in one step, as deploy tools do
-        return certificate.GetCertHashString(HashAlgorithmName.SHA256);
+        return Convert.ToHexString(SHA256.HashData(certificate.RawData));
     }
 
     /// <summary>Kestrel configuration for an HTTPS endpoint on 127.0.0.1 (dynamic port) with

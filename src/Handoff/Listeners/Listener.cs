@@ -21,6 +21,8 @@ public sealed class Listener
     private readonly Lock _gate = new();
     private readonly List<Func<ValueTask>> _acceptLoops = [];
     private readonly CancellationTokenSource _closed = new();
+    private IAsyncDisposable? _parked;
+    private IDisposable? _parkedClosing;
     private Socket? _acceptSocket;
     private int _fd;
 
@@ -134,14 +136,67 @@ public sealed class Listener
     }
 
     /// <summary>Registers a callback that stops an accept loop running on this listener; it
-    /// runs before the descriptor is closed.</summary>
-    internal void OnClosing(Func<ValueTask> stopAcceptLoop)
+    /// runs before the descriptor is closed. Disposing the result removes it (the loop ended
+    /// and the listener lives on, as in a configuration reload).</summary>
+    internal IDisposable OnClosing(Func<ValueTask> stopAcceptLoop)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_fd < 0, this);
             _acceptLoops.Add(stopAcceptLoop);
         }
+
+        return new Unregistration(this, stopAcceptLoop);
+    }
+
+    /// <summary>
+    /// Keeps a server's acceptor (its socket object over this descriptor) for the endpoint that
+    /// replaces it in a configuration reload, which takes it back with <see cref="TakeParked"/>.
+    /// The acceptor itself must be reused: the runtime registers a descriptor with its event
+    /// loop once, and a second socket object over the same descriptor fails with EEXIST. Closing
+    /// the listener disposes a parked acceptor.
+    /// </summary>
+    internal async ValueTask ParkAsync(IAsyncDisposable acceptor)
+    {
+        IDisposable closing;
+        try
+        {
+            closing = OnClosing(async () =>
+            {
+                if (TakeParked() is { } parked)
+                {
+                    await parked.DisposeAsync().ConfigureAwait(false);
+                }
+            });
+        }
+        catch (ObjectDisposedException)
+        {
+            await acceptor.DisposeAsync().ConfigureAwait(false);
+            return;
+        }
+
+        lock (_gate)
+        {
+            _parked = acceptor;
+            _parkedClosing = closing;
+        }
+    }
+
+    /// <summary>The acceptor parked by <see cref="ParkAsync"/>, once; null if there is none.</summary>
+    internal IAsyncDisposable? TakeParked()
+    {
+        IAsyncDisposable? parked;
+        IDisposable? closing;
+        lock (_gate)
+        {
+            parked = _parked;
+            closing = _parkedClosing;
+            _parked = null;
+            _parkedClosing = null;
+        }
+
+        closing?.Dispose();
+        return parked;
     }
 
     /// <summary>Stops accepting in this process: ends every accept loop, then closes this
@@ -175,4 +230,15 @@ public sealed class Listener
 
     /// <inheritdoc />
     public override string ToString() => $"{ListenerAddress.Format(EndPoint)} (fd {FileDescriptor})";
+
+    private sealed class Unregistration(Listener listener, Func<ValueTask> stopAcceptLoop) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (listener._gate)
+            {
+                listener._acceptLoops.Remove(stopAcceptLoop);
+            }
+        }
+    }
 }

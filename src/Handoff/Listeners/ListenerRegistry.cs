@@ -201,6 +201,63 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Takes back a listener that the server let go of while this generation goes on, as
+    /// Kestrel does when a configuration reload rebinds an endpoint (a replaced certificate,
+    /// say): the socket stays open with the connections queued on it, and the next
+    /// <see cref="Listen"/> for its address gets it back, so the endpoint is never unbound and
+    /// never bound again. One that no address claims within <paramref name="grace"/> (the
+    /// endpoint was removed) is closed then.
+    /// </summary>
+    internal void Release(Listener listener, TimeSpan grace)
+    {
+        lock (_gate)
+        {
+            if (listener.IsClosed || !_claimed.Remove(listener))
+            {
+                return;
+            }
+
+            _unclaimed.Add(listener);
+        }
+
+        Log.ListenerReleased(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor, grace.TotalSeconds);
+        _ = CloseIfUnclaimedAsync(listener, grace);
+    }
+
+    /// <summary>A listener for <paramref name="endPoint"/> that this generation let go of
+    /// (<see cref="Release"/>) or inherited and has not claimed, or null: never a new socket.
+    /// For a generation that drains, which must not bind an address a newer one serves.</summary>
+    internal Listener? Reclaim(EndPoint endPoint)
+    {
+        lock (_gate)
+        {
+            var found = FindInherited(endPoint);
+            if (found is not null)
+            {
+                _unclaimed.Remove(found);
+                _claimed.Add(found);
+            }
+
+            return found;
+        }
+    }
+
+    private async Task CloseIfUnclaimedAsync(Listener listener, TimeSpan grace)
+    {
+        await Task.Delay(grace).ConfigureAwait(false);
+        lock (_gate)
+        {
+            if (!_unclaimed.Remove(listener))
+            {
+                return;
+            }
+        }
+
+        Log.ListenerUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+        await listener.CloseAsync().ConfigureAwait(false);
+    }
+
     /// <summary>Stops accepting on every listener in this process (see
     /// <see cref="Listener.CloseAsync"/>). A newer generation holding the same sockets keeps
     /// accepting on them.</summary>
@@ -369,5 +426,8 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(3, LogLevel.Information, "Closing inherited listener {Address} (fd {Fd}): no configured address asks for it.", EventName = "ListenerUnclaimed")]
         public static partial void ListenerUnclaimed(ILogger logger, string address, int fd);
+
+        [LoggerMessage(9, LogLevel.Information, "Listener {Address} (fd {Fd}) was let go by the server (a configuration reload): it stays open, with its queued connections, for the endpoint that replaces it ({GraceSeconds} s).", EventName = "ListenerReleased")]
+        public static partial void ListenerReleased(ILogger logger, string address, int fd, double graceSeconds);
     }
 }

@@ -101,10 +101,54 @@ public sealed class ConnectionDrainerTests
         Assert.True(connection.Aborted);
     }
 
-    private static FakeConnection Connect(ConnectionDrainer drainer)
+    [Fact]
+    public async Task DrainListenerAsync_DrainsThatListenersConnectionsOnly()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        object reloaded = new(), other = new();
+        var mine = Connect(drainer, reloaded);
+        var theirs = Connect(drainer, other);
+
+        var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
+        Assert.True(Tracked(mine).Draining);
+        Assert.False(Tracked(theirs).Draining);
+        Assert.False(drainer.IsDraining);
+
+        // Idle for the idle time: closed gracefully, as in a generation's drain.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (mine.CloseRequests == 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, mine.CloseRequests);
+        Assert.False(drain.IsCompleted);
+        mine.Close();
+
+        Assert.Equal(0, await drain.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(0, theirs.CloseRequests);
+        Assert.Equal(1, drainer.Count);
+    }
+
+    [Fact]
+    public async Task DrainListenerAsync_RequestOutlastsTheLimit_ReturnsWhatIsLeftWithoutAborting()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        object reloaded = new();
+        var busy = Connect(drainer, reloaded);
+        Tracked(busy).RequestStarted();
+
+        int left = await drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(50)).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(1, left);
+        Assert.Equal(0, busy.CloseRequests);
+        Assert.False(busy.Aborted); // Kestrel closes it its own way
+    }
+
+    private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null)
     {
         var connection = new FakeConnection();
-        drainer.Track(connection.Context);
+        drainer.Track(connection.Context, owner);
         return connection;
     }
 

@@ -1,0 +1,125 @@
+using Handoff.Testing;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>HTTPS endpoints from Kestrel's configuration, with certificate files: upgrades
+/// under load, and a certificate replaced under load, which makes Kestrel reload its
+/// configuration and rebind the endpoint.</summary>
+public sealed class TlsTests
+{
+    private const int SIGUSR2 = 12;
+
+    [Fact]
+    public async Task Upgrade_TenTimesUnderHttpsKeepAliveLoad_ZeroFailedRequests()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string pfx = Path.Combine(directory, "server.pfx");
+        TestCertificate.WritePfx(pfx);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 10);
+
+        Assert.True(report.Failures.Count == 0, report.ToString());
+        Assert.Contains(pids[^1], report.Pids);
+    }
+
+    [Fact]
+    public async Task CertificateReplacedUnderLoad_SameSocketNothingRefusedOrReset_NewCertificateServed()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string pfx = Path.Combine(directory, "server.pfx");
+        string first = TestCertificate.WritePfx(pfx);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        int pid = server.CurrentPid;
+        ulong socket = ProcessTable.ListeningSocketInode(server.EndPoint.Port);
+        Assert.NotEqual(0UL, socket);
+        var load = new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true);
+        LoadReport report;
+        string second;
+        try
+        {
+            await load.WaitForProgressAsync(500, TimeSpan.FromSeconds(30));
+            second = TestCertificate.WritePfx(pfx, "CN=localhost, O=rotated");
+
+            // Kestrel sees the file change and reloads; the endpoint's connections drain, and
+            // the endpoint is bound again with the new certificate on the same socket.
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (!load.Certificates.Contains(second))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "no connection got the new certificate within 30 s");
+                await Task.Delay(10);
+            }
+
+            await load.WaitForProgressAsync(500, TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            report = await load.StopAsync();
+        }
+
+        Assert.True(report.Failures.Count == 0, report.ToString());
+        Assert.Contains(first, load.Certificates);
+        Assert.Contains(second, load.Certificates);
+        Assert.Equal(socket, ProcessTable.ListeningSocketInode(server.EndPoint.Port));
+        Assert.Equal(pid, server.CurrentPid);
+        Assert.DoesNotContain("address already in use", server.Output, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains($"Pid {pid} drained the connections of 127.0.0.1:{server.EndPoint.Port} in", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task CertificateReplacedWhileDraining_OldGenerationFinishesItsRequest_AndDoesNotRebind()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string pfx = Path.Combine(directory, "server.pfx");
+        TestCertificate.WritePfx(pfx);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
+        var slow = probe.GetAsync("/?sleep=15", keepAlive: true, timeout.Token);
+        await server.WaitForOutputAsync($"HelloSleep pid {old} received a request sleeping 15 s");
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
+        server.Track(server.CurrentPid);
+        TestCertificate.WritePfx(pfx, "CN=localhost, O=rotated");
+
+        // Kestrel notices the replaced file within a few seconds. Alone, it would then abort the
+        // request 5 s later, and bind the endpoint again beside the generation that serves it.
+        var response = await slow;
+        Assert.Equal(200, response.Status);
+        Assert.Equal(old, response.Pid);
+        Assert.Contains($"Pid {old}: a configuration reload rebinds", server.Output, StringComparison.Ordinal);
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+        Assert.DoesNotContain("address already in use", server.Output, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("Unable to bind", server.Output, StringComparison.Ordinal);
+        Assert.Equal(server.CurrentPid, (await HttpProbe.GetAsync(server.EndPoint, "/?sleep=0", TimeSpan.FromSeconds(10), tls: true)).Pid);
+    }
+
+    [Theory]
+    [InlineData("--Kestrel:Endpoints:Https:Protocols=Http1AndHttp2AndHttp3", "Kestrel:Endpoints:Https:Protocols (https://127.0.0.1:0) is 'Http1AndHttp2AndHttp3'")]
+    [InlineData("--Kestrel:EndpointDefaults:Protocols=Http3", "Kestrel:EndpointDefaults:Protocols is 'Http3'")]
+    public async Task Start_Http3Endpoint_ExitsWithConfigErrorNamingIt(string protocols, string named)
+    {
+        using var dir = new TempDirectory();
+        string pfx = Path.Combine(dir.Path, "server.pfx");
+        TestCertificate.WritePfx(pfx);
+        var info = new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        foreach (string argument in TestCertificate.HttpsEndpointArguments(pfx).Append(protocols))
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        using var server = System.Diagnostics.Process.Start(info)!;
+        var output = server.StandardOutput.ReadToEndAsync();
+        string error = await server.StandardError.ReadToEndAsync();
+        await server.WaitForExitAsync();
+
+        Assert.Equal(78, server.ExitCode);
+        Assert.Contains(named + ", which enables HTTP/3. Handoff cannot hand HTTP/3 (QUIC over UDP) over", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", error + await output, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,162 @@
+using System.Diagnostics;
+using System.Net.WebSockets;
+using System.Text;
+using Handoff.Testing;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>WebSockets and server-sent events across an upgrade: at the drain's start the old
+/// generation closes its WebSockets with 1012 (Service Restart) and ends its event streams, the
+/// clients reconnect to the new generation, and the old one exits without waiting for
+/// <c>DrainTimeout</c>.</summary>
+public sealed class WebSocketDrainTests
+{
+    private const int SIGUSR2 = 12;
+    private const WebSocketCloseStatus ServiceRestart = (WebSocketCloseStatus)1012;
+
+    // Short, so that "the old generation exits soon after the drain's start" is seen within
+    // the two seconds; DrainTimeout stays long, so that an exit before it is the
+    // WebSockets' doing.
+    private static readonly string[] Options = ["--Handoff:RollbackWindow=500ms", "--Handoff:DrainTimeout=30s"];
+
+    [Fact]
+    public async Task Upgrade_FiftyWebSockets_ClosedWith1012_ReconnectToTheNewGeneration()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: Options);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var clients = new List<Task<(WebSocketCloseStatus? Status, long ClosedAt, int NewPid)>>();
+        var connected = new List<Task>();
+        for (int i = 0; i < 50; i++)
+        {
+            var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            connected.Add(ready.Task);
+            clients.Add(Task.Run(() => ClientAsync(server, old, ready, timeout.Token)));
+        }
+
+        await Task.WhenAll(connected).WaitAsync(timeout.Token);
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        long drainStart = await WaitForNewPidAsync(server, old, timeout.Token);
+        int newPid = server.CurrentPid;
+        server.Track(newPid);
+        await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30));
+        double goneAfter = Stopwatch.GetElapsedTime(drainStart).TotalSeconds;
+
+        var results = await Task.WhenAll(clients);
+        Assert.All(results, r => Assert.Equal(ServiceRestart, r.Status));
+        double latest = results.Max(r => Stopwatch.GetElapsedTime(drainStart, r.ClosedAt).TotalSeconds);
+        Assert.True(latest < 1, $"the last close came {latest:0.000} s after the new generation was ready");
+        Assert.All(results, r => Assert.Equal(newPid, r.NewPid));
+        Assert.True(goneAfter < 2, $"the old generation exited {goneAfter:0.000} s after the new one was ready");
+        Assert.Contains($"Pid {old} closes 50 WebSockets with status 1012", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Upgrade_EndpointOptedOut_KeepsItsWebSocketOnTheOldGeneration()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms", "--Handoff:DrainTimeout=3s"]);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var socket = new ClientWebSocket();
+        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws-keep"), timeout.Token);
+        Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        await WaitForNewPidAsync(server, old, timeout.Token);
+        server.Track(server.CurrentPid);
+        await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
+
+        // Well past the drain's start and the rollback window, the old generation still echoes.
+        await Task.Delay(TimeSpan.FromSeconds(1.5), timeout.Token);
+        await socket.SendAsync(Encoding.UTF8.GetBytes("still here"), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
+        Assert.Equal("still here", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+        Assert.True(ProcessTable.IsRunning(old));
+        Assert.DoesNotContain("WebSockets with status 1012", server.Output, StringComparison.Ordinal);
+
+        // Until Handoff:DrainTimeout, which ends it.
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
+    public async Task Upgrade_ServerSentEvents_EndAtTheDrainsStart_ThenComeFromTheNewGeneration()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: Options);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var client = new HttpClient();
+        string url = $"http://127.0.0.1:{server.EndPoint.Port}/sse";
+        using var response = await client.GetAsync(url, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(timeout.Token));
+        Assert.Equal($"data: pid:{old}", await NextEventAsync(reader, timeout.Token));
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        long drainStart = await WaitForNewPidAsync(server, old, timeout.Token);
+        server.Track(server.CurrentPid);
+        while (await NextEventAsync(reader, timeout.Token) is not null)
+        {
+        }
+
+        double ended = Stopwatch.GetElapsedTime(drainStart).TotalSeconds;
+        Assert.True(ended < 1, $"the event stream ended {ended:0.000} s after the new generation was ready");
+
+        using var again = await client.GetAsync(url, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        using var newReader = new StreamReader(await again.Content.ReadAsStreamAsync(timeout.Token));
+        Assert.Equal($"data: pid:{server.CurrentPid}", await NextEventAsync(newReader, timeout.Token));
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+    }
+
+    // One client: connects, reads the pid, waits for the server's close, answers it, then
+    // reconnects and reads the pid that serves it now.
+    private static async Task<(WebSocketCloseStatus? Status, long ClosedAt, int NewPid)> ClientAsync(HelloSleepServer server, int old, TaskCompletionSource ready, CancellationToken cancellationToken)
+    {
+        var uri = new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws");
+        WebSocketCloseStatus? status;
+        long closedAt;
+        using (var socket = new ClientWebSocket())
+        {
+            await socket.ConnectAsync(uri, cancellationToken);
+            Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, cancellationToken));
+            ready.SetResult();
+            var buffer = new byte[256];
+            while ((await socket.ReceiveAsync(buffer.AsMemory(), cancellationToken)).MessageType != WebSocketMessageType.Close)
+            {
+            }
+
+            closedAt = Stopwatch.GetTimestamp();
+            status = socket.CloseStatus;
+            await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, cancellationToken);
+        }
+
+        using var next = new ClientWebSocket();
+        await next.ConnectAsync(uri, cancellationToken);
+        string pid = await WebSocketText.ReceiveAsync(next, cancellationToken);
+        await next.CloseAsync(WebSocketCloseStatus.NormalClosure, null, cancellationToken);
+        return (status, closedAt, int.Parse(pid["pid:".Length..], System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    // The pid file names the new generation once it is ready, just before the old one is told
+    // and starts to drain: the moment measured from.
+    private static async Task<long> WaitForNewPidAsync(HelloSleepServer server, int old, CancellationToken cancellationToken)
+    {
+        while (server.CurrentPid == old || server.CurrentPid == 0)
+        {
+            await Task.Delay(5, cancellationToken);
+        }
+
+        return Stopwatch.GetTimestamp();
+    }
+
+    private static async Task<string?> NextEventAsync(StreamReader reader, CancellationToken cancellationToken)
+    {
+        while (await reader.ReadLineAsync(cancellationToken) is { } line)
+        {
+            if (line.StartsWith("data:", StringComparison.Ordinal))
+            {
+                return line;
+            }
+        }
+
+        return null;
+    }
+}

@@ -1,0 +1,44 @@
+using Handoff.AspNetCore;
+using Microsoft.Extensions.Configuration;
+
+namespace Handoff.Tests.AspNetCore;
+
+public sealed class Http3RefusalTests
+{
+    [Fact]
+    public void Check_EndpointsWithHttp3_AreNamed_OthersAreNot()
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Kestrel:Endpoints:Api:Url"] = "https://*:5001",
+            ["Kestrel:Endpoints:Api:Protocols"] = "Http1AndHttp2AndHttp3",
+            ["Kestrel:Endpoints:Web:Url"] = "https://*:5002",
+            ["Kestrel:Endpoints:Web:Protocols"] = "Http1AndHttp2",
+            ["Kestrel:Endpoints:Plain:Url"] = "http://*:5000",
+        }).Build();
+
+        string error = Assert.Single(Http3Refusal.Check(configuration));
+
+        Assert.StartsWith("Kestrel:Endpoints:Api:Protocols (https://*:5001) is 'Http1AndHttp2AndHttp3', which enables HTTP/3.", error, StringComparison.Ordinal);
+        Assert.Contains("Remove Http3 from the protocols", error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("Http3")]
+    [InlineData("http2andhttp3")]
+    public void Check_EndpointDefaultsWithHttp3_IsNamed(string protocols)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Kestrel:EndpointDefaults:Protocols"] = protocols,
+        }).Build();
+
+        Assert.StartsWith($"Kestrel:EndpointDefaults:Protocols is '{protocols}'", Assert.Single(Http3Refusal.Check(configuration)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Check_NoKestrelSection_NothingToSay()
+    {
+        Assert.Empty(Http3Refusal.Check(new ConfigurationBuilder().Build()));
+    }
+}
