@@ -15,6 +15,9 @@ public sealed class Http2Tests
         string[] arguments = tls
             ? TestCertificate.HttpsEndpointArguments(CreateCertificate(directory))
             : ["--Kestrel:EndpointDefaults:Protocols=Http2"];
+
+        // A short rollback window: ten upgrades in less time, the same handovers.
+        arguments = [.. arguments, "--Handoff:RollbackWindow=500ms"];
         await using var server = await HelloSleepServer.StartAsync(urls: tls ? "" : null, arguments: arguments, directory: directory);
         var load = new Http2LoadClient(server.EndPoint, connections: 32, tls);
         var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 10);

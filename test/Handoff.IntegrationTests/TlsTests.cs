@@ -15,7 +15,7 @@ public sealed class TlsTests
         string directory = TestAssets.CreateTempDirectory();
         string pfx = Path.Combine(directory, "server.pfx");
         TestCertificate.WritePfx(pfx);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory);
         var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 10);
 
         Assert.True(report.Failures.Count == 0, report.ToString());

@@ -9,7 +9,7 @@ namespace Handoff.IntegrationTests;
 /// generation closes its WebSockets with 1012 (Service Restart) and ends its event streams, the
 /// clients reconnect to the new generation, and the old one exits without waiting for
 /// <c>DrainTimeout</c>.</summary>
-public sealed class WebSocketDrainTests
+public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private const int SIGUSR2 = 12;
     private const WebSocketCloseStatus ServiceRestart = (WebSocketCloseStatus)1012;
@@ -48,8 +48,45 @@ public sealed class WebSocketDrainTests
         double latest = results.Max(r => Stopwatch.GetElapsedTime(drainStart, r.ClosedAt).TotalSeconds);
         Assert.True(latest < 1, $"the last close came {latest:0.000} s after the new generation was ready");
         Assert.All(results, r => Assert.Equal(newPid, r.NewPid));
+        output.WriteLine($"50 WebSockets: last close {latest:0.000} s, old generation gone {goneAfter:0.000} s after the new generation was ready");
         Assert.True(goneAfter < 2, $"the old generation exited {goneAfter:0.000} s after the new one was ready");
         Assert.Contains($"Pid {old} closes 50 WebSockets with status 1012", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Upgrade_WebSocketOverHttp2_ClosedWith1012_ReconnectsToTheNewGeneration()
+    {
+        // RFC 8441: a WebSocket on an HTTP/2 stream (extended CONNECT), here over h2c.
+        await using var server = await HelloSleepServer.StartAsync(arguments: [.. Options, "--Kestrel:EndpointDefaults:Protocols=Http2"]);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var handler = new HttpMessageInvoker(new SocketsHttpHandler());
+        var uri = new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws");
+        using var socket = Http2WebSocket();
+        await socket.ConnectAsync(uri, handler, timeout.Token);
+        Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+
+        HelloSleepServer.Signal(old, SIGUSR2);
+        await WaitForNewPidAsync(server, old, timeout.Token);
+        server.Track(server.CurrentPid);
+        var buffer = new byte[256];
+        while ((await socket.ReceiveAsync(buffer.AsMemory(), timeout.Token)).MessageType != WebSocketMessageType.Close)
+        {
+        }
+
+        Assert.Equal(ServiceRestart, socket.CloseStatus);
+        using var next = Http2WebSocket();
+        await next.ConnectAsync(uri, handler, timeout.Token);
+        Assert.Equal($"pid:{server.CurrentPid}", await WebSocketText.ReceiveAsync(next, timeout.Token));
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+
+        static ClientWebSocket Http2WebSocket()
+        {
+            var socket = new ClientWebSocket();
+            socket.Options.HttpVersion = System.Net.HttpVersion.Version20;
+            socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+            return socket;
+        }
     }
 
     [Fact]
@@ -98,6 +135,7 @@ public sealed class WebSocketDrainTests
         }
 
         double ended = Stopwatch.GetElapsedTime(drainStart).TotalSeconds;
+        output.WriteLine($"event stream ended {ended:0.000} s after the new generation was ready");
         Assert.True(ended < 1, $"the event stream ended {ended:0.000} s after the new generation was ready");
 
         using var again = await client.GetAsync(url, HttpCompletionOption.ResponseHeadersRead, timeout.Token);

@@ -22,20 +22,21 @@ internal static class Http3Refusal
         var kestrel = configuration.GetSection("Kestrel");
         if (EnablesHttp3(kestrel["EndpointDefaults:Protocols"]))
         {
-            yield return Message("Kestrel:EndpointDefaults:Protocols", kestrel["EndpointDefaults:Protocols"]!);
+            yield return Message($"Kestrel:EndpointDefaults:Protocols is '{kestrel["EndpointDefaults:Protocols"]}', which enables");
         }
 
         foreach (var endpoint in kestrel.GetSection("Endpoints").GetChildren())
         {
             if (EnablesHttp3(endpoint["Protocols"]))
             {
-                yield return Message($"Kestrel:Endpoints:{endpoint.Key}:Protocols ({endpoint["Url"]})", endpoint["Protocols"]!);
+                yield return Message($"Kestrel:Endpoints:{endpoint.Key}:Protocols ({endpoint["Url"]}) is '{endpoint["Protocols"]}', which enables");
             }
         }
     }
 
-    public static string Message(string where, string protocols) =>
-        $"{where} is '{protocols}', which enables HTTP/3. Handoff cannot hand HTTP/3 (QUIC over UDP) over to a new generation: " +
+    /// <summary>The refusal, after <paramref name="what"/> ("... enables").</summary>
+    public static string Message(string what) =>
+        $"{what} HTTP/3. Handoff cannot hand HTTP/3 (QUIC over UDP) over to a new generation: " +
         "the QUIC library owns its UDP sockets, so two generations would split the port's traffic or every upgrade would fail. " +
         "Remove Http3 from the protocols (Http1AndHttp2 keeps HTTP/1.1 and HTTP/2 over TCP).";
 
@@ -50,7 +51,7 @@ internal sealed partial class RefusingMultiplexedListenerFactory(ILogger<Refusin
 {
     public ValueTask<IMultiplexedConnectionListener> BindAsync(EndPoint endpoint, IFeatureCollection? features = null, CancellationToken cancellationToken = default)
     {
-        string message = Http3Refusal.Message($"The endpoint {endpoint}", "HTTP/3");
+        string message = Http3Refusal.Message($"The endpoint {endpoint} (its Protocols, set in code,) enables");
         Log.Refused(logger, message);
         EarlyStart.Run().ReadyPipe?.ReportFailed(message);
         throw new NotSupportedException(message);

@@ -41,4 +41,14 @@ public sealed class Http3RefusalTests
     {
         Assert.Empty(Http3Refusal.Check(new ConfigurationBuilder().Build()));
     }
+
+    [Fact]
+    public async Task Factory_AnyEndpointConfiguredInCode_IsRefusedNamingIt()
+    {
+        var factory = new RefusingMultiplexedListenerFactory(Microsoft.Extensions.Logging.Abstractions.NullLogger<RefusingMultiplexedListenerFactory>.Instance);
+
+        var e = await Assert.ThrowsAsync<NotSupportedException>(async () => await factory.BindAsync(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 5003)));
+
+        Assert.StartsWith("The endpoint 127.0.0.1:5003 (its Protocols, set in code,) enables HTTP/3. Handoff cannot hand", e.Message, StringComparison.Ordinal);
+    }
 }
