@@ -10,6 +10,10 @@
 //   HelloSleep:NeverReady     warm-up that never finishes (a build that hangs)
 //   HelloSleep:FailWarmUp     warm-up that throws
 //   HelloSleep:NoHandoff      plain Kestrel without Handoff (the benchmarks' baseline)
+//   HelloSleep:HttpsInCode    a PKCS#12 file: listen on 127.0.0.1 (dynamic port) with
+//                             ListenOptions.UseHttps in code (password HelloSleep:HttpsPassword)
+// HTTPS from configuration is Kestrel's usual: --Kestrel:Endpoints:Https:Url=https://127.0.0.1:8443
+// --Kestrel:Endpoints:Https:Certificate:Path=server.pfx --Kestrel:Endpoints:Https:Certificate:Password=...
 // Each can also be turned on by a file: HELLOSLEEP_BREAK_<KEY>=/path turns it on while /path
 // exists, so a test can break "the next build" without changing the arguments.
 // Holds, for tests that act at a precise moment of a start:
@@ -46,6 +50,12 @@ if (Broken("FailStart"))
 if (!builder.Configuration.GetValue<bool>("HelloSleep:NoHandoff"))
 {
     builder.WebHost.UseHandoff(ConfigureHandoff);
+}
+
+if (builder.Configuration["HelloSleep:HttpsInCode"] is { Length: > 0 } pfx)
+{
+    string? password = builder.Configuration["HelloSleep:HttpsPassword"];
+    builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(System.Net.IPAddress.Loopback, 0, listen => listen.UseHttps(pfx, password)));
 }
 
 if (Environment.GetEnvironmentVariable("HELLOSLEEP_HOLD_START") is { Length: > 0 } holdStart)

@@ -31,6 +31,22 @@ public sealed class Http2Tests
         Assert.Contains(pids[^1], report.Pids);
     }
 
+    [Fact]
+    public async Task Upgrade_HttpsConfiguredInCode_NoStreamRefusedOrFailed()
+    {
+        // ListenOptions.UseHttps in Program.cs rather than Kestrel:Endpoints: the first GOAWAY
+        // must sit above TLS there too.
+        string directory = TestAssets.CreateTempDirectory();
+        string[] arguments = ["--HelloSleep:HttpsInCode=" + CreateCertificate(directory), "--HelloSleep:HttpsPassword=" + TestCertificate.Password, "--Handoff:RollbackWindow=500ms"];
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: arguments, directory: directory);
+        var load = new Http2LoadClient(server.EndPoint, connections: 32, tls: true);
+        var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 3);
+
+        Assert.True(report.Failures.Count == 0, $"{report}\n{load.GoAways} GOAWAY frames, {load.Connections} connections");
+        Assert.True(load.GoAways >= 32 * 3, $"{load.GoAways} GOAWAY frames");
+        Assert.Contains(pids[^1], report.Pids);
+    }
+
     private static string CreateCertificate(string directory)
     {
         string pfx = Path.Combine(directory, "server.pfx");
