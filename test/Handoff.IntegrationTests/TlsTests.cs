@@ -95,6 +95,33 @@ public sealed class TlsTests
         Assert.Equal(server.CurrentPid, (await HttpProbe.GetAsync(server.EndPoint, "/?sleep=0", TimeSpan.FromSeconds(10), tls: true)).Pid);
     }
 
+    [Fact]
+    public async Task CertificateReplacedThenUpgrade_RequestOnTheReloadedEndpointFinishes()
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string pfx = Path.Combine(directory, "server.pfx");
+        TestCertificate.WritePfx(pfx);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
+        var slow = probe.GetAsync("/?sleep=20", keepAlive: true, timeout.Token);
+        await server.WaitForOutputAsync($"HelloSleep pid {old} received a request sleeping 20 s");
+
+        // The reload waits for the request as a serving generation does (a few seconds); the
+        // upgrade that comes meanwhile makes it wait as a draining one does (DrainTimeout).
+        TestCertificate.WritePfx(pfx, "CN=localhost, O=rotated");
+        await server.WaitForOutputAsync($"Pid {old}: a configuration reload rebinds", timeout: TimeSpan.FromSeconds(30));
+        HelloSleepServer.Signal(old, SIGUSR2);
+
+        var response = await slow;
+        Assert.Equal(200, response.Status);
+        Assert.Equal(old, response.Pid);
+        server.Track(server.CurrentPid);
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+        Assert.DoesNotContain($"connections of 127.0.0.1:{server.EndPoint.Port} still open", server.Output, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--Kestrel:Endpoints:Https:Protocols=Http1AndHttp2AndHttp3", "Kestrel:Endpoints:Https:Protocols (https://127.0.0.1:0) is 'Http1AndHttp2AndHttp3'")]
     [InlineData("--Kestrel:EndpointDefaults:Protocols=Http3", "Kestrel:EndpointDefaults:Protocols is 'Http3'")]

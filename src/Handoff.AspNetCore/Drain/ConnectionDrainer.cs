@@ -164,9 +164,12 @@ internal sealed partial class ConnectionDrainer
     /// Drains the connections one listener accepted, as a generation's drain does, while the
     /// rest of the generation goes on: Kestrel is about to close them because a configuration
     /// reload changes their endpoint. Returns how many were still open after
-    /// <paramref name="limit"/> (Kestrel then closes them its own way).
+    /// the limit (Kestrel then closes them its own way).
     /// </summary>
-    public async Task<int> DrainListenerAsync(object owner, string address, TimeSpan limit, TimeSpan idleTimeout)
+    /// <remarks>The limit is <paramref name="servingLimit"/> while the generation serves, and
+    /// becomes <paramref name="drainingLimit"/> if it begins to drain meanwhile (an upgrade or a
+    /// stop right after the reload): from then on its drain decides.</remarks>
+    public async Task<int> DrainListenerAsync(object owner, string address, TimeSpan servingLimit, TimeSpan drainingLimit, TimeSpan idleTimeout)
     {
         long start = _time.GetTimestamp();
         int count = 0;
@@ -185,6 +188,7 @@ internal sealed partial class ConnectionDrainer
         while (_connections.Values.Any(c => c.Owner == owner))
         {
             long now = _time.GetTimestamp();
+            var limit = _draining ? drainingLimit : servingLimit;
             if (_time.GetElapsedTime(start, now) >= limit)
             {
                 int left = _connections.Values.Count(c => c.Owner == owner);

@@ -25,6 +25,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     private const int Http2 = 2;
 
     private const int FrameHeaderLength = 9;
+    private const byte EndHeaders = 0x4;
     private const int ShutdownFramesLength = 2 * (FrameHeaderLength + 8);
 
     // How long a write of the shutdown frames may wait for a client that does not read.
@@ -48,6 +49,9 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     private long _payloadLeft;
     private int _headerSeen;
     private int _headerLength;
+    private byte _headerType;
+    private byte _headerFlags;
+    private bool _inHeaderBlock;
     private bool _anyFrame;
     private bool _innerFlushing;
     private TaskCompletionSource? _ownFlush;
@@ -68,8 +72,8 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     /// <summary>True once the client preface has been read.</summary>
     public bool IsHttp2 => _protocol == Http2;
 
-    /// <summary>True once the first phase has been sent (or could not be, and never will).</summary>
-    public bool ShutdownSent => Volatile.Read(ref _shutdown) >= State.Sent;
+    /// <summary>True once the first phase has been sent.</summary>
+    public bool ShutdownSent => Volatile.Read(ref _shutdown) is State.Sent or State.Acknowledged;
 
     /// <summary>True once the client acknowledged the PING that followed the GOAWAY.</summary>
     public bool ShutdownAcknowledged => Volatile.Read(ref _shutdown) == State.Acknowledged;
@@ -100,6 +104,20 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         return true;
     }
 
+    /// <summary>Gives up on the first phase before Kestrel's own close: frames not written yet
+    /// never will be (a GOAWAY after Kestrel's final one would raise its last stream id, which
+    /// RFC 9113 forbids), and the input is no longer searched for the acknowledgement.</summary>
+    public void AbandonShutdown()
+    {
+        lock (_lock)
+        {
+            if (_shutdown is State.Pending or State.Sent)
+            {
+                Volatile.Write(ref _shutdown, State.Abandoned);
+            }
+        }
+    }
+
     /// <summary>Writes and flushes the shutdown frames now if Kestrel is between frames and not
     /// writing; otherwise they go out after Kestrel's next complete frame.</summary>
     public void TryWriteShutdown()
@@ -118,7 +136,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         _ = FlushOwnAsync();
     }
 
-    private bool AtFrameBoundary => _anyFrame && _payloadLeft == 0 && _headerSeen == 0;
+    private bool AtFrameBoundary => _anyFrame && _payloadLeft == 0 && _headerSeen == 0 && !_inHeaderBlock;
 
     private void WriteShutdownFrames()
     {
@@ -200,9 +218,17 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         Span<byte> ack = stackalloc byte[FrameHeaderLength + 8];
         WriteFrameHeader(ack, type: 0x6, flags: 0x1);
         BinaryPrimitives.WriteUInt64LittleEndian(ack[9..], _pingData);
-        bool found = buffer.IsSingleSegment
-            ? buffer.FirstSpan.IndexOf(ack) >= 0
-            : buffer.ToArray().AsSpan().IndexOf(ack) >= 0;
+        bool found;
+        if (buffer.IsSingleSegment)
+        {
+            found = buffer.FirstSpan.IndexOf(ack) >= 0;
+        }
+        else
+        {
+            var reader = new SequenceReader<byte>(buffer);
+            found = reader.TryReadTo(out ReadOnlySequence<byte> _, ack, advancePastDelimiter: false);
+        }
+
         if (found && Interlocked.CompareExchange(ref _shutdown, State.Acknowledged, State.Sent) == State.Sent)
         {
             // Off Kestrel's read path: the callback asks Kestrel to close, which cancels reads.
@@ -228,6 +254,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         public const int Pending = 1;
         public const int Sent = 2;
         public const int Acknowledged = 3;
+        public const int Abandoned = 4;
     }
 
     private sealed class ShutdownReader(Http2ShutdownPipe pipe) : PipeReader
@@ -277,6 +304,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
 
         public override ValueTask CompleteAsync(Exception? exception = null) => _inner.CompleteAsync(exception);
 
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<ReadResult> InspectAsync(ValueTask<ReadResult> read)
         {
             var result = await read.ConfigureAwait(false);
@@ -285,7 +313,9 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         }
     }
 
-    private bool NeedsInput => _protocol == Undecided || Volatile.Read(ref _shutdown) == State.Sent;
+    // Kestrel's read is usually pending already when the drain begins, so an HTTP/2 read is
+    // looked at when it completes, until the acknowledgement came or the shutdown was given up.
+    private bool NeedsInput => _protocol == Undecided || (_protocol == Http2 && Volatile.Read(ref _shutdown) < State.Acknowledged);
 
     private sealed class ShutdownWriter(Http2ShutdownPipe pipe) : PipeWriter
     {
@@ -431,8 +461,11 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         }
     }
 
-    // Follows Kestrel's output frame by frame: a 9-byte header whose first three bytes are the
-    // payload length, then the payload. Only lengths are read, so this is a jump per frame.
+    // Follows Kestrel's output frame by frame: a 9-byte header (a 3-byte payload length, the
+    // type, the flags, the stream), then the payload. Only the header is read, so this is a
+    // jump per frame. A header block (HEADERS or PUSH_PROMISE without END_HEADERS, then
+    // CONTINUATION frames up to one with END_HEADERS) admits no other frame in between
+    // (RFC 9113 §6.10): no boundary inside it.
     private void Frame(ReadOnlySpan<byte> written)
     {
         while (!written.IsEmpty)
@@ -445,26 +478,40 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
                 continue;
             }
 
-            if (_headerSeen < 3)
+            byte b = written[0];
+            written = written[1..];
+            switch (_headerSeen++)
             {
-                _headerLength = (_headerLength << 8) | written[0];
-                _headerSeen++;
-                written = written[1..];
-                continue;
-            }
+                case < 3:
+                    _headerLength = (_headerLength << 8) | b;
+                    break;
+                case 3:
+                    _headerType = b;
+                    break;
+                case 4:
+                    _headerFlags = b;
+                    break;
+                case FrameHeaderLength - 1:
+                    _payloadLeft = _headerLength;
+                    _headerSeen = 0;
+                    _headerLength = 0;
+                    _anyFrame = true;
+                    if (_headerType is FrameType.Headers or FrameType.PushPromise or FrameType.Continuation)
+                    {
+                        _inHeaderBlock = (_headerFlags & EndHeaders) == 0;
+                    }
 
-            int rest = Math.Min(FrameHeaderLength - _headerSeen, written.Length);
-            _headerSeen += rest;
-            written = written[rest..];
-            if (_headerSeen == FrameHeaderLength)
-            {
-                _payloadLeft = _headerLength;
-                _headerSeen = 0;
-                _headerLength = 0;
-                _anyFrame = true;
+                    break;
+                default:
+                    break; // the stream id
             }
         }
+    }
 
-        // A frame with no payload ends with its header.
+    private static class FrameType
+    {
+        public const byte Headers = 0x1;
+        public const byte PushPromise = 0x5;
+        public const byte Continuation = 0x9;
     }
 }

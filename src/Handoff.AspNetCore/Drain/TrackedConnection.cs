@@ -85,6 +85,7 @@ internal sealed class TrackedConnection
 
         if (now - _shutdownStarted >= acknowledgeLimit)
         {
+            pipe.AbandonShutdown();
             RequestClose();
         }
     }

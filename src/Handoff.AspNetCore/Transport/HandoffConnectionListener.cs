@@ -28,8 +28,10 @@ internal sealed class HandoffConnectionListener : IConnectionListener
     // Kestrel closes what is left of an endpoint's connections 5 s after a reload began.
     private static readonly TimeSpan ReloadDrainLimit = TimeSpan.FromSeconds(4);
 
-    // How long a let-go socket waits for the endpoint that replaces it.
-    private static readonly TimeSpan ReloadGrace = TimeSpan.FromSeconds(5);
+    // How long a let-go socket waits for the endpoint that replaces it. Kestrel binds the
+    // reloaded endpoints right after it has let go of the old ones, within milliseconds; an
+    // endpoint removed from the configuration has its queued connections reset then.
+    private static readonly TimeSpan ReloadGrace = TimeSpan.FromSeconds(1);
 
     private readonly IConnectionListener _inner;
     private readonly Listener _listener;
@@ -112,8 +114,8 @@ internal sealed class HandoffConnectionListener : IConnectionListener
         // generation lets its drain decide instead (it aborts at DrainTimeout); a serving one
         // holds new connections in the queue meanwhile, so it does not wait long.
         var options = _upgrader.Options;
-        var limit = _drainer.IsDraining ? options.DrainTimeout : TimeSpan.FromTicks(Math.Min(ReloadDrainLimit.Ticks, options.DrainTimeout.Ticks));
-        await _drainer.DrainListenerAsync(this, ListenerAddress.Format(_listener.EndPoint), limit, options.DrainIdleTimeout).ConfigureAwait(false);
+        var servingLimit = TimeSpan.FromTicks(Math.Min(ReloadDrainLimit.Ticks, options.DrainTimeout.Ticks));
+        await _drainer.DrainListenerAsync(this, ListenerAddress.Format(_listener.EndPoint), servingLimit, options.DrainTimeout, options.DrainIdleTimeout).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()

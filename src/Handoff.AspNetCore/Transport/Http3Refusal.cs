@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 
@@ -40,8 +41,9 @@ internal static class Http3Refusal
         "the QUIC library owns its UDP sockets, so two generations would split the port's traffic or every upgrade would fail. " +
         "Remove Http3 from the protocols (Http1AndHttp2 keeps HTTP/1.1 and HTTP/2 over TCP).";
 
+    // As Kestrel reads the value (Enum.TryParse): names, combinations, numbers.
     private static bool EnablesHttp3(string? protocols) =>
-        protocols is not null && protocols.Contains("Http3", StringComparison.OrdinalIgnoreCase);
+        Enum.TryParse<HttpProtocols>(protocols, ignoreCase: true, out var parsed) && parsed.HasFlag(HttpProtocols.Http3);
 }
 
 /// <summary>Kestrel's transport for HTTP/3 under Handoff: refuses every endpoint, naming it,

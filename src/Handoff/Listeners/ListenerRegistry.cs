@@ -254,7 +254,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             }
         }
 
-        Log.ListenerUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+        Log.ReleasedUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor, grace.TotalSeconds);
         await listener.CloseAsync().ConfigureAwait(false);
     }
 
@@ -426,6 +426,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(3, LogLevel.Information, "Closing inherited listener {Address} (fd {Fd}): no configured address asks for it.", EventName = "ListenerUnclaimed")]
         public static partial void ListenerUnclaimed(ILogger logger, string address, int fd);
+
+        [LoggerMessage(13, LogLevel.Information, "Closing listener {Address} (fd {Fd}): no endpoint asked for it within {GraceSeconds} s of a configuration reload (it was removed).", EventName = "ReleasedUnclaimed")]
+        public static partial void ReleasedUnclaimed(ILogger logger, string address, int fd, double graceSeconds);
 
         [LoggerMessage(9, LogLevel.Information, "Listener {Address} (fd {Fd}) was let go by the server (a configuration reload): it stays open, with its queued connections, for the endpoint that replaces it ({GraceSeconds} s).", EventName = "ListenerReleased")]
         public static partial void ListenerReleased(ILogger logger, string address, int fd, double graceSeconds);

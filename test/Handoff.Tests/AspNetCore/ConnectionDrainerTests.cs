@@ -109,7 +109,7 @@ public sealed class ConnectionDrainerTests
         var mine = Connect(drainer, reloaded);
         var theirs = Connect(drainer, other);
 
-        var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
+        var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
         Assert.True(Tracked(mine).Draining);
         Assert.False(Tracked(theirs).Draining);
         Assert.False(drainer.IsDraining);
@@ -138,11 +138,29 @@ public sealed class ConnectionDrainerTests
         var busy = Connect(drainer, reloaded);
         Tracked(busy).RequestStarted();
 
-        int left = await drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(50)).WaitAsync(TimeSpan.FromSeconds(10));
+        int left = await drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(50)).WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.Equal(1, left);
         Assert.Equal(0, busy.CloseRequests);
         Assert.False(busy.Aborted); // Kestrel closes it its own way
+    }
+
+    [Fact]
+    public async Task DrainListenerAsync_GenerationBeginsToDrainMeanwhile_WaitsAsItsDrainDoes()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        object reloaded = new();
+        var busy = Connect(drainer, reloaded);
+        Tracked(busy).RequestStarted();
+
+        var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(50));
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30)); // an upgrade right after the reload
+
+        // Well past the serving limit, the request still runs and the reload still waits for it.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.False(drain.IsCompleted);
+        busy.Close();
+        Assert.Equal(0, await drain.WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
     private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null)

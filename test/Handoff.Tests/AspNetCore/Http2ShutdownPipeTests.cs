@@ -127,6 +127,65 @@ public sealed class Http2ShutdownPipeTests
     }
 
     [Fact]
+    public async Task BeginShutdown_InsideAHeaderBlock_WaitsForItsEnd()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        byte[] headers = [0, 0, 3, 0x1, 0x0, 0, 0, 0, 1, 0x88, 0x40, 0x01]; // HEADERS without END_HEADERS
+        byte[] continuation = [0, 0, 2, 0x9, 0x4, 0, 0, 0, 1, 0x61, 0x00]; // CONTINUATION with END_HEADERS
+
+        // As Kestrel writes them: the header, the payload, then the CONTINUATION, separately.
+        await ServerWritesAsync(headers[..9], flush: false);
+        _pipe.BeginShutdown(Acknowledged);
+        await ServerWritesAsync(headers[9..], flush: false);
+        Assert.False(_pipe.ShutdownSent);
+        _pipe.TryWriteShutdown();
+        Assert.False(_pipe.ShutdownSent);
+        await ServerWritesAsync(continuation, flush: true);
+
+        var frames = await ClientReadsAsync(Settings.Length + headers.Length + continuation.Length + 34);
+        Assert.Equal(Settings.Concat(headers).Concat(continuation), frames[..^34]);
+        AssertShutdownFrames(frames.AsSpan(frames.Length - 34));
+    }
+
+    [Fact]
+    public async Task PingAck_OnAReadStartedBeforeTheShutdown_IsSeen()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        var pending = _pipe.Input.ReadAsync(); // Kestrel waits for the next frame
+        _pipe.BeginShutdown(Acknowledged);
+        var ack = (await ClientReadsAsync(Settings.Length + 34))[(Settings.Length + 17)..];
+        ack[4] = 0x1;
+
+        await ClientSendsAsync(ack);
+        var result = await pending;
+        _pipe.Input.AdvanceTo(result.Buffer.End);
+
+        Assert.True(_pipe.ShutdownAcknowledged);
+    }
+
+    [Fact]
+    public async Task AbandonShutdown_BeforeItWasWritten_NothingIsWrittenLater()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        var memory = _pipe.Output.GetMemory(Settings.Length); // Kestrel is mid-write
+        _pipe.BeginShutdown(Acknowledged);
+
+        _pipe.AbandonShutdown();
+        Settings.CopyTo(memory);
+        _pipe.Output.Advance(Settings.Length);
+        await _pipe.Output.FlushAsync();
+        _pipe.TryWriteShutdown();
+
+        Assert.False(_pipe.ShutdownSent);
+        byte[] sent = await ClientReadsAsync(2 * Settings.Length);
+        Assert.Equal(Settings.Concat(Settings), sent);
+        Assert.False(_toClient.Reader.TryRead(out _));
+    }
+
+    [Fact]
     public async Task Http1_ReadsAndWritesThroughThePipe_AllocateNothing()
     {
         // What an HTTP/1.1 connection pays for the HTTP/2 drain: a field read per call.

@@ -25,7 +25,9 @@ public sealed class Http3RefusalTests
 
     [Theory]
     [InlineData("Http3")]
-    [InlineData("http2andhttp3")]
+    [InlineData("http1andhttp2andhttp3")]
+    [InlineData("7")]
+    [InlineData("Http1, Http3")]
     public void Check_EndpointDefaultsWithHttp3_IsNamed(string protocols)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
