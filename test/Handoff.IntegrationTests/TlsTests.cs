@@ -68,15 +68,10 @@ public sealed class TlsTests
     [Fact]
     public async Task CertificateReplacedWhileDraining_OldGenerationFinishesItsRequest_AndDoesNotRebind()
     {
-        string directory = TestAssets.CreateTempDirectory();
-        string pfx = Path.Combine(directory, "server.pfx");
-        TestCertificate.WritePfx(pfx);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        var (server, pfx, probe, slow) = await StartWithSlowRequestAsync(15);
+        await using var _ = server;
+        using var __ = probe;
         int old = server.CurrentPid;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
-        var slow = probe.GetAsync("/?sleep=15", keepAlive: true, timeout.Token);
-        await server.WaitForOutputAsync($"HelloSleep pid {old} received a request sleeping 15 s");
 
         HelloSleepServer.Signal(old, SIGUSR2);
         await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
@@ -98,15 +93,10 @@ public sealed class TlsTests
     [Fact]
     public async Task CertificateReplacedThenUpgrade_RequestOnTheReloadedEndpointFinishes()
     {
-        string directory = TestAssets.CreateTempDirectory();
-        string pfx = Path.Combine(directory, "server.pfx");
-        TestCertificate.WritePfx(pfx);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        var (server, pfx, probe, slow) = await StartWithSlowRequestAsync(20);
+        await using var _ = server;
+        using var __ = probe;
         int old = server.CurrentPid;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
-        var slow = probe.GetAsync("/?sleep=20", keepAlive: true, timeout.Token);
-        await server.WaitForOutputAsync($"HelloSleep pid {old} received a request sleeping 20 s");
 
         // The reload waits for the request as a serving generation does (a few seconds); the
         // upgrade that comes meanwhile makes it wait as a draining one does (DrainTimeout).
@@ -148,5 +138,19 @@ public sealed class TlsTests
         Assert.Equal(78, server.ExitCode);
         Assert.Contains(named + ", which enables HTTP/3. Handoff cannot hand HTTP/3 (QUIC over UDP) over", error, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", error + await output, StringComparison.Ordinal);
+    }
+
+    // An HTTPS server from configuration with a request of the given length running on it.
+    private static async Task<(HelloSleepServer Server, string Pfx, HttpProbe Probe, Task<HttpProbeResponse> Slow)> StartWithSlowRequestAsync(int seconds)
+    {
+        string directory = TestAssets.CreateTempDirectory();
+        string pfx = Path.Combine(directory, "server.pfx");
+        TestCertificate.WritePfx(pfx);
+        var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
+        var slow = probe.GetAsync($"/?sleep={seconds}", keepAlive: true, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(60));
+        await server.WaitForOutputAsync($"HelloSleep pid {server.CurrentPid} received a request sleeping {seconds} s");
+        return (server, pfx, probe, slow);
     }
 }
