@@ -540,8 +540,31 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
-        fire?.Cancel();
-        StateChanged?.Invoke(state);
+        try
+        {
+            if (fire is not null)
+            {
+                FireToken(fire, nameof(Draining));
+            }
+        }
+        finally
+        {
+            StateChanged?.Invoke(state);
+        }
+    }
+
+    // The application's callbacks on Draining and Superseded run here: one that throws is
+    // logged and must not stop the state change (the others have run; Cancel runs them all).
+    private void FireToken(CancellationTokenSource source, string name)
+    {
+        try
+        {
+            source.Cancel();
+        }
+        catch (AggregateException e)
+        {
+            Log.TokenCallbackFailed(_logger, e, Environment.ProcessId, Generation, name);
+        }
     }
 
     private List<GenerationProcess> DrainingOlder() => [.. _inheritance.Older.Where(g => g.IsAlive())];
@@ -585,7 +608,7 @@ public sealed partial class Upgrader : IDisposable
             if (handingOver)
             {
                 await Listeners.CloseAllAsync().ConfigureAwait(false);
-                await _superseded.CancelAsync().ConfigureAwait(false);
+                FireToken(_superseded, nameof(Superseded));
             }
 
             return Fail(0, $"unexpected error during the upgrade: {e.GetType().Name}: {e.Message}");
@@ -736,7 +759,6 @@ public sealed partial class Upgrader : IDisposable
             if (rollBack)
             {
                 _state = GenerationState.Ready;
-                Listeners.Gate.Open();
             }
             else if (_state == GenerationState.HandingOver)
             {
@@ -746,8 +768,11 @@ public sealed partial class Upgrader : IDisposable
 
         if (rollBack)
         {
-            WritePidFile(pid);
+            // The drain ends (and Draining is new) before the gate opens: the clients that fell
+            // off the dead generation reconnect now and must not meet a draining one.
             OnStateChanged(GenerationState.Ready);
+            Listeners.Gate.Open();
+            WritePidFile(pid);
             string reason = $"new generation {next} (pid {child.Pid}) {why} {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
             if (terminate)
             {
@@ -768,7 +793,7 @@ public sealed partial class Upgrader : IDisposable
         SupersededBy = result;
         Log.Superseded(_logger, pid, Generation, child.Pid, next);
         OnStateChanged(GenerationState.Superseded);
-        await _superseded.CancelAsync().ConfigureAwait(false);
+        FireToken(_superseded, nameof(Superseded));
         return result;
     }
 
@@ -1053,6 +1078,9 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(66, LogLevel.Warning, "{Error}", EventName = "ShadowCopyIgnored")]
         public static partial void ShadowCopyIgnored(ILogger logger, string error);
+
+        [LoggerMessage(48, LogLevel.Error, "Generation {Generation} (pid {Pid}): a callback registered on Upgrader.{Token} threw; the other callbacks ran and the generation goes on.", EventName = "TokenCallbackFailed")]
+        public static partial void TokenCallbackFailed(ILogger logger, Exception exception, int pid, int generation, string token);
 
         [LoggerMessage(10, LogLevel.Information, "Generation {Generation} started as pid {Pid} (parent pid {ParentPid}, {InheritedCount} inherited listeners).", EventName = "GenerationStarted")]
         public static partial void Started(ILogger logger, int pid, int generation, int parentPid, int inheritedCount);

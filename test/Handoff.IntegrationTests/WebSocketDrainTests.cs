@@ -90,6 +90,30 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
     }
 
     [Fact]
+    public async Task Stop_WebSocketGetsGoingAway_AndTheServerExitsAtOnce()
+    {
+        // No new generation: 1001 (Going Away), not 1012 (Service Restart).
+        await using var server = await HelloSleepServer.StartAsync(arguments: Options);
+        int pid = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var socket = new ClientWebSocket();
+        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws"), timeout.Token);
+        Assert.Equal($"pid:{pid}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+
+        HelloSleepServer.Signal(pid, 15);
+        var buffer = new byte[256];
+        while ((await socket.ReceiveAsync(buffer.AsMemory(), timeout.Token)).MessageType != WebSocketMessageType.Close)
+        {
+        }
+
+        Assert.Equal(WebSocketCloseStatus.EndpointUnavailable, socket.CloseStatus); // 1001
+        await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, timeout.Token);
+        var stopwatch = Stopwatch.StartNew();
+        Assert.Equal(0, await server.WaitForExitAsync(pid, TimeSpan.FromSeconds(30)));
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(10), $"exited {stopwatch.Elapsed.TotalSeconds:0.0} s after the close (DrainTimeout is 30 s)");
+    }
+
+    [Fact]
     public async Task Upgrade_EndpointOptedOut_KeepsItsWebSocketOnTheOldGeneration()
     {
         await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms", "--Handoff:DrainTimeout=3s"]);

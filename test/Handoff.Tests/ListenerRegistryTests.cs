@@ -92,6 +92,25 @@ public sealed class ListenerRegistryTests : IDisposable
     }
 
     [Fact]
+    public async Task Release_UnixEndpointNobodyClaims_ItsPathIsRemoved()
+    {
+        string path = Path.Combine(_directory, "removed.sock");
+        await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
+        var listener = registry.Listen(new UnixDomainSocketEndPoint(path));
+
+        registry.Release(listener, TimeSpan.FromMilliseconds(50));
+
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (File.Exists(path) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(listener.IsClosed);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
     public async Task Reclaim_NeverBindsANewSocket()
     {
         await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);

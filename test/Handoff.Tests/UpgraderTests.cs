@@ -206,6 +206,67 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradeAsync_ApplicationCallbacksOnTheTokensThrow_TheUpgradeAndTheStopGoOn()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(100));
+        var states = new List<GenerationState>();
+        upgrader.StateChanged += s => { lock (states) { states.Add(s); } };
+        await upgrader.ReadyAsync();
+        upgrader.Draining.Register(() => throw new ObjectDisposedException("an application's disposed source"));
+        upgrader.Superseded.Register(() => throw new InvalidOperationException("an application's bug"));
+        _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.True(result.Succeeded, result.Error);
+        Assert.Equal(GenerationState.Superseded, upgrader.State);
+        Assert.Equal(4321, PidFile.Read(PidPath));
+        Assert.Equal([GenerationState.Ready, GenerationState.Upgrading, GenerationState.HandingOver, GenerationState.Superseded], states);
+        await upgrader.StopAsync();
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+    }
+
+    [Fact]
+    public async Task StopAsync_ApplicationCallbackOnDrainingThrows_StopsAnyway()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        upgrader.Draining.Register(() => throw new ObjectDisposedException("an application's disposed source"));
+
+        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_Rollback_EndsTheDrainBeforeTheGateOpens()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        bool? gateOpenAtReady = null;
+        bool? drainingAtReady = null;
+        upgrader.StateChanged += s =>
+        {
+            if (s == GenerationState.Ready)
+            {
+                gateOpenAtReady = upgrader.Listeners.Gate.IsOpen;
+                drainingAtReady = upgrader.Draining.IsCancellationRequested;
+            }
+        };
+        var child = new FakeGeneration(pid: 88, readyResult: null);
+        _launcher.Next = child;
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        child.Exit("killed by signal 9");
+        await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(gateOpenAtReady);
+        Assert.False(drainingAtReady);
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
+    }
+
+    [Fact]
     public async Task UpgradeAsync_NewGenerationBeginsStoppingWithinRollbackWindow_Resumes()
     {
         using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));

@@ -39,6 +39,7 @@ internal sealed partial class ConnectionDrainer
     private Task<bool>? _drain;
     private CancellationTokenSource? _undrain;
     private volatile bool _draining;
+    private volatile bool _restarting = true;
     private volatile bool _abort;
 
     public ConnectionDrainer(ILogger<ConnectionDrainer> logger)
@@ -87,7 +88,7 @@ internal sealed partial class ConnectionDrainer
         _webSockets[webSocket] = 0;
         if (_draining)
         {
-            _ = webSocket.CloseForRestartAsync();
+            _ = webSocket.CloseAsync(_restarting);
         }
     }
 
@@ -96,7 +97,11 @@ internal sealed partial class ConnectionDrainer
     /// <summary>Starts draining in the background, if it has not started: responses get
     /// <c>Connection: close</c>, idle connections are closed, what is left at
     /// <paramref name="timeout"/> is aborted.</summary>
-    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout)
+    /// <param name="timeout">When what is left is aborted.</param>
+    /// <param name="idleTimeout">How long a connection must be idle to be closed.</param>
+    /// <param name="restart">True when a new generation serves on (WebSockets get 1012 Service
+    /// Restart), false for a stop (1001 Going Away).</param>
+    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout, bool restart = true)
     {
         lock (_lock)
         {
@@ -105,6 +110,7 @@ internal sealed partial class ConnectionDrainer
                 return;
             }
 
+            _restarting = restart;
             _draining = true;
             _undrain = new CancellationTokenSource();
             var undrain = _undrain.Token;
@@ -115,10 +121,10 @@ internal sealed partial class ConnectionDrainer
         // new generation now rather than at the drain timeout.
         if (!_webSockets.IsEmpty)
         {
-            Log.ClosingWebSockets(_logger, Environment.ProcessId, _webSockets.Count);
+            Log.ClosingWebSockets(_logger, Environment.ProcessId, _webSockets.Count, restart ? "1012 (Service Restart)" : "1001 (Going Away)");
             foreach (var webSocket in _webSockets.Keys)
             {
-                _ = webSocket.CloseForRestartAsync();
+                _ = webSocket.CloseAsync(restart);
             }
         }
     }
@@ -141,15 +147,26 @@ internal sealed partial class ConnectionDrainer
             undrain.Cancel();
             undrain.Dispose();
             Log.DrainEnded(_logger, Environment.ProcessId, _connections.Count);
+
+            // An HTTP/2 client that got the first GOAWAY opens no stream on its connection any
+            // more, and the drain's ticks that would have closed it have stopped: close it now.
+            foreach (var connection in _connections.Values)
+            {
+                if (connection.Http is { IsHttp2: true } http && connection.Http2ShutdownBegun && !connection.IsCloseRequested)
+                {
+                    http.AbandonShutdown();
+                    connection.RequestClose();
+                }
+            }
         }
     }
 
     /// <summary>Drains every connection (starting the drain if it has not begun); returns true
     /// when all finished, false when some had to be aborted at <paramref name="timeout"/> or
     /// when <paramref name="cancellationToken"/> fired.</summary>
-    public async Task<bool> DrainAsync(TimeSpan timeout, TimeSpan idleTimeout, CancellationToken cancellationToken)
+    public async Task<bool> DrainAsync(TimeSpan timeout, TimeSpan idleTimeout, CancellationToken cancellationToken, bool restart = true)
     {
-        BeginDrain(timeout, idleTimeout);
+        BeginDrain(timeout, idleTimeout, restart);
         Task<bool> drain;
         lock (_lock)
         {
@@ -182,7 +199,7 @@ internal sealed partial class ConnectionDrainer
         Log.EndpointDrainStarted(_logger, Environment.ProcessId, address, count);
         foreach (var webSocket in _webSockets.Keys.Where(w => w.Connection?.Owner == owner))
         {
-            _ = webSocket.CloseForRestartAsync();
+            _ = webSocket.CloseAsync(restart: true);
         }
 
         while (_connections.Values.Any(c => c.Owner == owner))
@@ -291,8 +308,8 @@ internal sealed partial class ConnectionDrainer
         [LoggerMessage(35, LogLevel.Warning, "Pid {Pid} stopped draining and keeps its {Count} connections: it accepts again.", EventName = "DrainEnded")]
         public static partial void DrainEnded(ILogger logger, int pid, int count);
 
-        [LoggerMessage(36, LogLevel.Information, "Pid {Pid} closes {Count} WebSockets with status 1012 (Service Restart): their clients reconnect to the new generation.", EventName = "ClosingWebSockets")]
-        public static partial void ClosingWebSockets(ILogger logger, int pid, int count);
+        [LoggerMessage(36, LogLevel.Information, "Pid {Pid} closes {Count} WebSockets with status {Status}: their clients reconnect to the new generation, if there is one.", EventName = "ClosingWebSockets")]
+        public static partial void ClosingWebSockets(ILogger logger, int pid, int count, string status);
 
         [LoggerMessage(37, LogLevel.Information, "Pid {Pid}: a configuration reload rebinds {Address}; its {Count} connections drain first, and its socket stays open.", EventName = "EndpointDrainStarted")]
         public static partial void EndpointDrainStarted(ILogger logger, int pid, string address, int count);

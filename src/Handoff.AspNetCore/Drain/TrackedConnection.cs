@@ -59,6 +59,9 @@ internal sealed class TrackedConnection
         }
     }
 
+    /// <summary>True once <see cref="ShutdownHttp2"/> began the first phase.</summary>
+    public bool Http2ShutdownBegun => _shutdownBegun;
+
     /// <summary>
     /// The HTTP/2 drain, called on every tick of the drain: first GOAWAY(2^31-1) and a PING
     /// (<see cref="Http2ShutdownPipe"/>), then, once the client acknowledged the PING or after

@@ -45,12 +45,17 @@ internal sealed class DrainingExtendedConnectFeature(IHttpExtendedConnectFeature
 /// </summary>
 internal sealed class WebSocketDrainStream : Stream
 {
-    /// <summary>RFC 6455's registry: 1012 Service Restart, "the client may reconnect".</summary>
+    /// <summary>RFC 6455's registry: 1012 Service Restart, "the client may reconnect" (an
+    /// upgrade or a configuration reload).</summary>
     public const int ServiceRestart = 1012;
+
+    /// <summary>RFC 6455: 1001 Going Away, "a server going down" (a stop with no successor).</summary>
+    public const int GoingAway = 1001;
 
     private static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan WriteLimit = TimeSpan.FromSeconds(1);
-    private static readonly byte[] CloseFrame = BuildCloseFrame("Service Restart");
+    private static readonly byte[] RestartFrame = BuildCloseFrame(ServiceRestart, "Service Restart");
+    private static readonly byte[] GoingAwayFrame = BuildCloseFrame(GoingAway, "Going Away");
 
     private readonly Stream _inner;
     private readonly ConnectionDrainer _drainer;
@@ -101,9 +106,10 @@ internal sealed class WebSocketDrainStream : Stream
         set => throw new NotSupportedException();
     }
 
-    /// <summary>Sends the close frame (once), then gives the application
+    /// <summary>Sends the close frame (once) with <see cref="ServiceRestart"/> or, when
+    /// <paramref name="restart"/> is false, <see cref="GoingAway"/>, then gives the application
     /// <see cref="CloseGrace"/> to end the request before aborting it.</summary>
-    public async Task CloseForRestartAsync()
+    public async Task CloseAsync(bool restart)
     {
         if (Interlocked.Exchange(ref _closing, 1) != 0)
         {
@@ -116,7 +122,7 @@ internal sealed class WebSocketDrainStream : Stream
             await _write.WaitAsync(limit.Token).ConfigureAwait(false);
             try
             {
-                await _inner.WriteAsync(CloseFrame, limit.Token).ConfigureAwait(false);
+                await _inner.WriteAsync(restart ? RestartFrame : GoingAwayFrame, limit.Token).ConfigureAwait(false);
                 await _inner.FlushAsync(limit.Token).ConfigureAwait(false);
             }
             finally
@@ -212,7 +218,7 @@ internal sealed class WebSocketDrainStream : Stream
         await base.DisposeAsync().ConfigureAwait(false);
     }
 
-    private static byte[] BuildCloseFrame(string reason)
+    private static byte[] BuildCloseFrame(int status, string reason)
     {
         // FIN and opcode 8 (close), unmasked (server to client), a payload under 126 bytes: the
         // status code in network order, then the reason in UTF-8 (RFC 6455 §5.5.1).
@@ -220,7 +226,7 @@ internal sealed class WebSocketDrainStream : Stream
         var frame = new byte[2 + 2 + text.Length];
         frame[0] = 0x88;
         frame[1] = (byte)(2 + text.Length);
-        BinaryPrimitives.WriteUInt16BigEndian(frame.AsSpan(2), ServiceRestart);
+        BinaryPrimitives.WriteUInt16BigEndian(frame.AsSpan(2), (ushort)status);
         text.CopyTo(frame, 4);
         return frame;
     }

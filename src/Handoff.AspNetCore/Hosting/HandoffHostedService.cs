@@ -74,7 +74,8 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         Log.Stopping(_logger, Environment.ProcessId, _upgrader.Generation, _upgrader.SupersededBy is null ? "shutdown requested" : "a newer generation took over");
         try
         {
-            await _drainer.DrainAsync(_options.DrainTimeout, _options.DrainIdleTimeout, cancellationToken).ConfigureAwait(false);
+            // A drain that began with the handover goes on; one that begins here is a stop.
+            await _drainer.DrainAsync(_options.DrainTimeout, _options.DrainIdleTimeout, cancellationToken, restart: _upgrader.SupersededBy is not null).ConfigureAwait(false);
         }
         finally
         {

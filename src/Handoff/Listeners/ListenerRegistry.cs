@@ -256,6 +256,13 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         Log.ReleasedUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor, grace.TotalSeconds);
         await listener.CloseAsync().ConfigureAwait(false);
+
+        // A removed Unix endpoint leaves no socket file behind (unless another process, a newer
+        // generation, still accepts on it).
+        if (listener.EndPoint is UnixDomainSocketEndPoint unix && !listener.IsActivated)
+        {
+            RemoveIfStale(unix.ToString()!);
+        }
     }
 
     /// <summary>Stops accepting on every listener in this process (see
@@ -293,18 +300,23 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         foreach (string path in paths)
         {
-            try
+            RemoveIfStale(path);
+        }
+    }
+
+    private void RemoveIfStale(string path)
+    {
+        try
+        {
+            if (IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
             {
-                if (IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
-                {
-                    File.Delete(path);
-                    Log.UnixPathRemoved(_logger, path);
-                }
+                File.Delete(path);
+                Log.UnixPathRemoved(_logger, path);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or SocketException)
-            {
-                Log.UnixPathNotRemoved(_logger, path, e.Message);
-            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SocketException)
+        {
+            Log.UnixPathNotRemoved(_logger, path, e.Message);
         }
     }
 

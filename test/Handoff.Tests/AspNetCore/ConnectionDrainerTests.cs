@@ -163,6 +163,44 @@ public sealed class ConnectionDrainerTests
         Assert.Equal(0, await drain.WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
+    [Fact]
+    public async Task EndDrain_Http2ConnectionThatGotTheFirstGoAway_IsClosed()
+    {
+        // After a rollback the drain's ticks stop; a client that got GOAWAY(2^31-1) opens no
+        // stream there any more and, without an answer to the PING, would wait forever.
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var fromClient = new System.IO.Pipelines.Pipe();
+        var toClient = new System.IO.Pipelines.Pipe();
+        var fake = new FakeConnection();
+        fake.Context.Transport = new Duplex(fromClient.Reader, toClient.Writer);
+        var connection = new DrainableConnection(fake.Context);
+        drainer.Track(connection);
+        await fromClient.Writer.WriteAsync(Http2ShutdownPipe.ClientPreface.ToArray());
+        var preface = await connection.Transport.Input.ReadAsync();
+        connection.Transport.Input.AdvanceTo(preface.Buffer.End);
+        await connection.Transport.Output.WriteAsync(new byte[] { 0, 0, 0, 0x4, 0, 0, 0, 0, 0 }); // SETTINGS
+
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!connection.Http.ShutdownSent && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(connection.Http.ShutdownSent);
+        Assert.Equal(0, fake.CloseRequests);
+        drainer.EndDrain();
+
+        Assert.Equal(1, fake.CloseRequests);
+    }
+
+    private sealed class Duplex(System.IO.Pipelines.PipeReader input, System.IO.Pipelines.PipeWriter output) : System.IO.Pipelines.IDuplexPipe
+    {
+        public System.IO.Pipelines.PipeReader Input { get; } = input;
+
+        public System.IO.Pipelines.PipeWriter Output { get; } = output;
+    }
+
     private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null)
     {
         var connection = new FakeConnection();
