@@ -69,10 +69,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
         HelloSleepServer.Signal(old, SIGUSR2);
         await WaitForNewPidAsync(server, old, timeout.Token);
         server.Track(server.CurrentPid);
-        var buffer = new byte[256];
-        while ((await socket.ReceiveAsync(buffer.AsMemory(), timeout.Token)).MessageType != WebSocketMessageType.Close)
-        {
-        }
+        await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
 
         Assert.Equal(ServiceRestart, socket.CloseStatus);
         using var next = Http2WebSocket();
@@ -101,10 +98,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
         Assert.Equal($"pid:{pid}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
 
         HelloSleepServer.Signal(pid, 15);
-        var buffer = new byte[256];
-        while ((await socket.ReceiveAsync(buffer.AsMemory(), timeout.Token)).MessageType != WebSocketMessageType.Close)
-        {
-        }
+        await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
 
         Assert.Equal(WebSocketCloseStatus.EndpointUnavailable, socket.CloseStatus); // 1001
         await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, timeout.Token);
@@ -180,10 +174,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
             await socket.ConnectAsync(uri, cancellationToken);
             Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, cancellationToken));
             ready.SetResult();
-            var buffer = new byte[256];
-            while ((await socket.ReceiveAsync(buffer.AsMemory(), cancellationToken)).MessageType != WebSocketMessageType.Close)
-            {
-            }
+            await WebSocketText.ReceiveCloseAsync(socket, cancellationToken);
 
             closedAt = Stopwatch.GetTimestamp();
             status = socket.CloseStatus;

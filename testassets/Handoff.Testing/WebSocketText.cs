@@ -21,4 +21,13 @@ public static class WebSocketText
 
         return text.ToString();
     }
+
+    /// <summary>Reads and drops messages until the server's close frame arrives.</summary>
+    public static async Task ReceiveCloseAsync(WebSocket socket, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[256];
+        while ((await socket.ReceiveAsync(buffer.AsMemory(), cancellationToken)).MessageType != WebSocketMessageType.Close)
+        {
+        }
+    }
 }
