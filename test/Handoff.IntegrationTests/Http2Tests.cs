@@ -18,7 +18,7 @@ public sealed class Http2Tests
 
         // A short rollback window: ten upgrades in less time, the same handovers.
         arguments = [.. arguments, "--Handoff:RollbackWindow=500ms"];
-        await using var server = await HelloSleepServer.StartAsync(urls: tls ? "" : null, arguments: arguments, directory: directory);
+        await using var server = await HelloSleepServer.StartAsync(urls: tls ? "" : null, arguments: arguments, directory: directory, removeDirectory: true);
         var load = new Http2LoadClient(server.EndPoint, connections: 32, tls);
         var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 10);
 
@@ -38,7 +38,7 @@ public sealed class Http2Tests
         // must sit above TLS there too.
         string directory = TestAssets.CreateTempDirectory();
         string[] arguments = ["--HelloSleep:HttpsInCode=" + CreateCertificate(directory), "--HelloSleep:HttpsPassword=" + TestCertificate.Password, "--Handoff:RollbackWindow=500ms"];
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: arguments, directory: directory);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: arguments, directory: directory, removeDirectory: true);
         var load = new Http2LoadClient(server.EndPoint, connections: 32, tls: true);
         var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 3);
 

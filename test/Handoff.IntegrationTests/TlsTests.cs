@@ -15,7 +15,7 @@ public sealed class TlsTests
         string directory = TestAssets.CreateTempDirectory();
         string pfx = Path.Combine(directory, "server.pfx");
         TestCertificate.WritePfx(pfx);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory, removeDirectory: true);
         var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 10);
 
         Assert.True(report.Failures.Count == 0, report.ToString());
@@ -28,7 +28,7 @@ public sealed class TlsTests
         string directory = TestAssets.CreateTempDirectory();
         string pfx = Path.Combine(directory, "server.pfx");
         string first = TestCertificate.WritePfx(pfx);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
         int pid = server.CurrentPid;
         ulong socket = ProcessTable.ListeningSocketInode(server.EndPoint.Port);
         Assert.NotEqual(0UL, socket);
@@ -146,7 +146,7 @@ public sealed class TlsTests
         string directory = TestAssets.CreateTempDirectory();
         string pfx = Path.Combine(directory, "server.pfx");
         TestCertificate.WritePfx(pfx);
-        var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory);
+        var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
         var slow = probe.GetAsync($"/?sleep={seconds}", keepAlive: true, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(60));

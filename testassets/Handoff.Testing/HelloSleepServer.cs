@@ -60,15 +60,18 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     /// <param name="directory">Working directory and pid file location; a new temporary
     /// directory, removed on dispose, by default.</param>
     /// <param name="pidFile">The pid file; app.pid in <paramref name="directory"/> by default.</param>
+    /// <param name="removeDirectory">Remove <paramref name="directory"/> on dispose even though
+    /// the caller made it (one it does not pass is always removed).</param>
     public static async Task<HelloSleepServer> StartAsync(
         string? urls = null,
         IEnumerable<string>? arguments = null,
         IReadOnlyDictionary<string, string>? environment = null,
         string[]? command = null,
         string? directory = null,
-        string? pidFile = null)
+        string? pidFile = null,
+        bool removeDirectory = false)
     {
-        bool owns = directory is null;
+        bool owns = directory is null || removeDirectory;
         directory ??= TestAssets.CreateTempDirectory();
         pidFile ??= Path.Combine(directory, "app.pid");
         command ??= [TestAssets.HelloSleepAppHost];
