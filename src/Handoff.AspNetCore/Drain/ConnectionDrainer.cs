@@ -114,6 +114,11 @@ internal sealed partial class ConnectionDrainer
             _draining = true;
             _undrain = new CancellationTokenSource();
             var undrain = _undrain.Token;
+
+            // HTTP/2's first GOAWAY goes out before anything else of the drain, the WebSocket
+            // closes below in particular: a client told to reconnect must already know that its
+            // HTTP/2 connection takes no new stream, or it reconnects on it, to this generation.
+            CloseIdle(_time.GetTimestamp(), _time.GetTimestamp(), idleTimeout, http2Only: true);
             _drain = Task.Run(() => RunAsync(timeout, idleTimeout, undrain));
         }
 
@@ -266,7 +271,7 @@ internal sealed partial class ConnectionDrainer
         return true;
     }
 
-    internal void CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null)
+    internal void CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false)
     {
         // Idle means: no request running, and none ended within idleTimeout, counting the drain's
         // start as the last activity of connections that were idle before it.
@@ -284,7 +289,7 @@ internal sealed partial class ConnectionDrainer
             {
                 connection.ShutdownHttp2(http, now, (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency));
             }
-            else if (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore)))
+            else if (!http2Only && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore))))
             {
                 connection.RequestClose();
             }
