@@ -13,7 +13,7 @@ public sealed class Http2Tests
     {
         string directory = TestAssets.CreateTempDirectory();
         string[] arguments = tls
-            ? TestCertificate.HttpsEndpointArguments(CreateCertificate(directory))
+            ? TestCertificate.HttpsEndpointArguments(TestCertificate.WritePfxIn(directory))
             : ["--Kestrel:EndpointDefaults:Protocols=Http2"];
 
         // A short rollback window: ten upgrades in less time, the same handovers.
@@ -37,7 +37,7 @@ public sealed class Http2Tests
         // ListenOptions.UseHttps in Program.cs rather than Kestrel:Endpoints: the first GOAWAY
         // must sit above TLS there too.
         string directory = TestAssets.CreateTempDirectory();
-        string[] arguments = ["--HelloSleep:HttpsInCode=" + CreateCertificate(directory), "--HelloSleep:HttpsPassword=" + TestCertificate.Password, "--Handoff:RollbackWindow=500ms"];
+        string[] arguments = ["--HelloSleep:HttpsInCode=" + TestCertificate.WritePfxIn(directory), "--HelloSleep:HttpsPassword=" + TestCertificate.Password, "--Handoff:RollbackWindow=500ms"];
         await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: arguments, directory: directory, removeDirectory: true);
         var load = new Http2LoadClient(server.EndPoint, connections: 32, tls: true);
         var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 3);
@@ -45,12 +45,5 @@ public sealed class Http2Tests
         Assert.True(report.Failures.Count == 0, $"{report}\n{load.GoAways} GOAWAY frames, {load.Connections} connections");
         Assert.True(load.GoAways >= 32 * 3, $"{load.GoAways} GOAWAY frames");
         Assert.Contains(pids[^1], report.Pids);
-    }
-
-    private static string CreateCertificate(string directory)
-    {
-        string pfx = Path.Combine(directory, "server.pfx");
-        TestCertificate.WritePfx(pfx);
-        return pfx;
     }
 }

@@ -13,8 +13,7 @@ public sealed class TlsTests
     public async Task Upgrade_TenTimesUnderHttpsKeepAliveLoad_ZeroFailedRequests()
     {
         string directory = TestAssets.CreateTempDirectory();
-        string pfx = Path.Combine(directory, "server.pfx");
-        TestCertificate.WritePfx(pfx);
+        string pfx = TestCertificate.WritePfxIn(directory);
         await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory, removeDirectory: true);
         var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 10);
 
@@ -42,12 +41,7 @@ public sealed class TlsTests
 
             // Kestrel sees the file change and reloads; the endpoint's connections drain, and
             // the endpoint is bound again with the new certificate on the same socket.
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (!load.Certificates.Contains(second))
-            {
-                Assert.True(DateTime.UtcNow < deadline, "no connection got the new certificate within 30 s");
-                await Task.Delay(10);
-            }
+            await server.WaitUntilAsync(() => load.Certificates.Contains(second), TimeSpan.FromSeconds(30), "a connection to get the new certificate");
 
             await load.WaitForProgressAsync(500, TimeSpan.FromSeconds(30));
         }
@@ -118,8 +112,7 @@ public sealed class TlsTests
     public async Task Start_Http3Endpoint_ExitsWithConfigErrorNamingIt(string protocols, string named)
     {
         using var dir = new TempDirectory();
-        string pfx = Path.Combine(dir.Path, "server.pfx");
-        TestCertificate.WritePfx(pfx);
+        string pfx = TestCertificate.WritePfxIn(dir.Path);
         var info = new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost)
         {
             RedirectStandardError = true,
@@ -144,8 +137,7 @@ public sealed class TlsTests
     private static async Task<(HelloSleepServer Server, string Pfx, HttpProbe Probe, Task<HttpProbeResponse> Slow)> StartWithSlowRequestAsync(int seconds)
     {
         string directory = TestAssets.CreateTempDirectory();
-        string pfx = Path.Combine(directory, "server.pfx");
-        TestCertificate.WritePfx(pfx);
+        string pfx = TestCertificate.WritePfxIn(directory);
         var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);

@@ -81,11 +81,7 @@ public sealed class ListenerRegistryTests : IDisposable
 
         registry.Release(listener, TimeSpan.FromMilliseconds(50));
 
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!listener.IsClosed && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10);
-        }
+        await UpgraderTestExtensions.WaitUntilAsync(() => listener.IsClosed);
 
         Assert.True(listener.IsClosed);
         Assert.Null(registry.Reclaim(new IPEndPoint(IPAddress.Loopback, 0)));
@@ -100,11 +96,7 @@ public sealed class ListenerRegistryTests : IDisposable
 
         registry.Release(listener, TimeSpan.FromMilliseconds(50));
 
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (File.Exists(path) && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10);
-        }
+        await UpgraderTestExtensions.WaitUntilAsync(() => !File.Exists(path));
 
         Assert.True(listener.IsClosed);
         Assert.False(File.Exists(path));

@@ -27,6 +27,15 @@ public static class TestCertificate
         return Convert.ToHexString(SHA256.HashData(certificate.RawData));
     }
 
+    /// <summary>Writes a certificate as <c>server.pfx</c> in <paramref name="directory"/>
+    /// (see <see cref="WritePfx"/>); returns its path.</summary>
+    public static string WritePfxIn(string directory)
+    {
+        string pfx = Path.Combine(directory, "server.pfx");
+        WritePfx(pfx);
+        return pfx;
+    }
+
     /// <summary>Kestrel configuration for an HTTPS endpoint on 127.0.0.1 (dynamic port) with
     /// the certificate file at <paramref name="pfx"/>.</summary>
     public static string[] HttpsEndpointArguments(string pfx, string protocols = "Http1AndHttp2") =>

@@ -60,7 +60,7 @@ internal sealed class DrainMiddleware
         {
             context.Features.Set<IHttpUpgradeFeature>(new DrainingUpgradeFeature(upgrade, _drainer, context));
         }
-        else if (context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
+        else if (!http1 && context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
         {
             context.Features.Set<IHttpExtendedConnectFeature>(new DrainingExtendedConnectFeature(connect, _drainer, context));
         }

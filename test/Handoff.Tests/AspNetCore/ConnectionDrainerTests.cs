@@ -115,11 +115,7 @@ public sealed class ConnectionDrainerTests
         Assert.False(drainer.IsDraining);
 
         // Idle for the idle time: closed gracefully, as in a generation's drain.
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (mine.CloseRequests == 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10);
-        }
+        await UpgraderTestExtensions.WaitUntilAsync(() => mine.CloseRequests > 0);
 
         Assert.Equal(1, mine.CloseRequests);
         Assert.False(drain.IsCompleted);
@@ -181,11 +177,7 @@ public sealed class ConnectionDrainerTests
         await connection.Transport.Output.WriteAsync(new byte[] { 0, 0, 0, 0x4, 0, 0, 0, 0, 0 }); // SETTINGS
 
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!connection.Http.ShutdownSent && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10);
-        }
+        await UpgraderTestExtensions.WaitUntilAsync(() => connection.Http.ShutdownSent);
 
         Assert.True(connection.Http.ShutdownSent);
         Assert.Equal(0, fake.CloseRequests);

@@ -117,11 +117,7 @@ public sealed class Http2ShutdownPipeTests
         await ClientSendsAsync(ack);
         await ServerReadsAsync();
         Assert.True(_pipe.ShutdownAcknowledged);
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (Volatile.Read(ref _acknowledged) == 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10);
-        }
+        await UpgraderTestExtensions.WaitUntilAsync(() => Volatile.Read(ref _acknowledged) > 0);
 
         Assert.Equal(1, Volatile.Read(ref _acknowledged));
     }
