@@ -24,7 +24,12 @@
 // Other endpoints: /ws (a WebSocket that first sends "pid:<pid>", then echoes every message;
 // Handoff closes it with 1012 when this generation drains), /ws-keep (the same, opted out of
 // that close), /sse (server-sent events, "data: pid:<pid>" once a second, ending when this
-// generation drains), /native-env?name=X (the native environment's value).
+// generation drains), /native-env?name=X (the native environment's value), /healthz (Handoff's
+// health check: 200 while this generation serves, 503 once it hands over, is superseded or
+// shuts down), /metrics (what the meter "Handoff" measured in this process, as text;
+// HELLOSLEEP_METRICS_LOG=/path also appends each recorded measurement to that file).
+// Try the zero-loss termination by hand: --Handoff:ShutdownDelay=5s, then kill -TERM <pid>
+// while polling /healthz.
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -47,10 +52,14 @@ if (Broken("FailStart"))
 }
 
 // HelloSleep:NoHandoff=true runs the same app as plain Kestrel: the benchmarks' baseline.
-if (!builder.Configuration.GetValue<bool>("HelloSleep:NoHandoff"))
+bool handoff = !builder.Configuration.GetValue<bool>("HelloSleep:NoHandoff");
+if (handoff)
 {
     builder.WebHost.UseHandoff(ConfigureHandoff);
+    builder.Services.AddHealthChecks().AddHandoff();
 }
+
+builder.Services.AddSingleton<HandoffMetricsText>();
 
 if (builder.Configuration["HelloSleep:HttpsInCode"] is { Length: > 0 } pfx)
 {
@@ -80,7 +89,16 @@ void ConfigureHandoff(Handoff.HandoffOptions options)
 }
 
 var app = builder.Build();
+
+// Listening from the start, as an exporter would, so that nothing recorded is missed.
+var metrics = app.Services.GetRequiredService<HandoffMetricsText>();
 app.UseWebSockets();
+if (handoff)
+{
+    app.MapHealthChecks("/healthz");
+}
+
+app.MapGet("/metrics", () => metrics.Render());
 app.MapGet("/", async (HttpContext context, double? sleep, CancellationToken aborted) =>
 {
     if (sleep is > 0)

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Handoff;
 using Handoff.AspNetCore;
 using Microsoft.AspNetCore.Connections;
@@ -64,13 +65,17 @@ public static class HandoffWebHostBuilderExtensions
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<HandoffOptions>, HandoffOptionsValidator>());
             options.ValidateOnStart();
 
+            services.AddMetrics();
             services.TryAddSingleton(provider =>
             {
                 var upgrader = new Upgrader(
                     provider.GetRequiredService<IOptions<HandoffOptions>>().Value,
-                    provider.GetRequiredService<ILoggerFactory>());
+                    provider.GetRequiredService<ILoggerFactory>(),
+                    provider.GetService<IMeterFactory>());
                 var drainer = provider.GetRequiredService<ConnectionDrainer>();
                 upgrader.OpenConnections = () => drainer.Count;
+                drainer.Metrics = upgrader.Metrics;
+                upgrader.Metrics.ObserveDrainingConnections(() => drainer.IsDraining ? drainer.Count : 0);
                 return upgrader;
             });
             services.TryAddSingleton<ConnectionDrainer>();
@@ -98,7 +103,7 @@ public static class HandoffWebHostBuilderExtensions
             // The host's own stop deadline must leave room for the drain.
             services.AddOptions<HostOptions>().PostConfigure<IOptions<HandoffOptions>>((host, handoff) =>
             {
-                var needed = handoff.Value.DrainTimeout + handoff.Value.RollbackWindow + TimeSpan.FromSeconds(5);
+                var needed = handoff.Value.ShutdownDelay + handoff.Value.DrainTimeout + handoff.Value.RollbackWindow + TimeSpan.FromSeconds(5);
                 if (host.ShutdownTimeout < needed)
                 {
                     host.ShutdownTimeout = needed;

@@ -50,6 +50,19 @@ public sealed class HandoffOptions
     public TimeSpan DrainIdleTimeout { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
+    /// On a final shutdown (SIGTERM, <see cref="Upgrader.StopAsync"/>), how long the generation
+    /// goes on accepting and serving before it stops accepting and drains: the time a load
+    /// balancer or Kubernetes needs to stop sending it new connections once its health check
+    /// reports it unhealthy, which it does at once.
+    /// </summary>
+    /// <remarks>Default: zero (stop accepting at once, as before). In Kubernetes, a few seconds
+    /// (docs/kubernetes.md); <c>terminationGracePeriodSeconds</c> must then cover this delay,
+    /// <see cref="DrainTimeout"/> and a margin. Upgrades do not wait for it (the next generation
+    /// takes the same sockets), and a second SIGTERM or SIGINT during the delay ends it. The
+    /// host's <c>ShutdownTimeout</c> is raised to cover it.</remarks>
+    public TimeSpan ShutdownDelay { get; set; }
+
+    /// <summary>
     /// How long a failed new generation gets between SIGTERM and SIGKILL.
     /// </summary>
     /// <remarks>Default: 5 seconds.</remarks>
@@ -142,6 +155,11 @@ public sealed class HandoffOptions
         RequirePositive(errors, nameof(DrainTimeout), DrainTimeout);
         RequirePositive(errors, nameof(DrainIdleTimeout), DrainIdleTimeout);
         RequirePositive(errors, nameof(TerminateTimeout), TerminateTimeout);
+        if (ShutdownDelay < TimeSpan.Zero)
+        {
+            errors.Add($"{SectionName}:{nameof(ShutdownDelay)} must be zero (off) or a positive duration such as 5s, not {ShutdownDelay}.");
+        }
+
         if (RollbackWindow < TimeSpan.Zero)
         {
             errors.Add($"{SectionName}:{nameof(RollbackWindow)} must be zero (off) or a positive duration such as 2s, not {RollbackWindow}.");
@@ -157,7 +175,7 @@ public sealed class HandoffOptions
             errors.Add($"{SectionName}:{nameof(WorkingDirectory)} '{WorkingDirectory}' must be an absolute path.");
         }
 
-        foreach (var (name, value) in new[] { (nameof(UpgradeTimeout), UpgradeTimeout), (nameof(DrainTimeout), DrainTimeout), (nameof(DrainIdleTimeout), DrainIdleTimeout), (nameof(TerminateTimeout), TerminateTimeout), (nameof(RollbackWindow), RollbackWindow) })
+        foreach (var (name, value) in new[] { (nameof(UpgradeTimeout), UpgradeTimeout), (nameof(DrainTimeout), DrainTimeout), (nameof(DrainIdleTimeout), DrainIdleTimeout), (nameof(TerminateTimeout), TerminateTimeout), (nameof(RollbackWindow), RollbackWindow), (nameof(ShutdownDelay), ShutdownDelay) })
         {
             if (value > MaxDuration)
             {

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -30,6 +31,7 @@ public sealed partial class Upgrader : IDisposable
     private readonly Lock _lock = new();
     private readonly CancellationTokenSource _superseded = new();
     private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _shutdownDelay = new();
     private CancellationTokenSource _draining = new();
     private readonly GenerationProcess? _self = GenerationProcess.Current(Environment.ProcessId);
     private readonly IReadOnlyList<System.Runtime.InteropServices.PosixSignal> _upgradeSignals;
@@ -46,6 +48,7 @@ public sealed partial class Upgrader : IDisposable
     private LastUpgrade? _lastUpgrade;
     private readonly DateTimeOffset _startedAt = DateTimeOffset.UtcNow;
     private Task<UpgradeResult>? _upgrade;
+    private long _upgradeStartedAt;
     private Task? _stop;
     private bool _ownsPidFile;
     private int _disposed;
@@ -55,8 +58,13 @@ public sealed partial class Upgrader : IDisposable
     /// this process is a new generation), captures how the process was started, and handles the
     /// upgrade signals from now on.
     /// </summary>
+    /// <param name="options">The settings.</param>
+    /// <param name="loggerFactory">Where the log goes; none when null.</param>
+    /// <param name="meterFactory">Creates the meter <c>Handoff</c> (docs/metrics.md); when
+    /// null, the meter is created directly, and a <c>MeterListener</c> or OpenTelemetry's
+    /// <c>AddMeter("Handoff")</c> sees it all the same.</param>
     /// <exception cref="ArgumentException">An option is invalid; the message names it.</exception>
-    public Upgrader(HandoffOptions options, ILoggerFactory? loggerFactory = null)
+    public Upgrader(HandoffOptions options, ILoggerFactory? loggerFactory = null, IMeterFactory? meterFactory = null)
         : this(
             options,
             EarlyStart.Run(),
@@ -64,7 +72,8 @@ public sealed partial class Upgrader : IDisposable
             new GenerationLauncher(EarlyStart.Systemd),
             loggerFactory ?? NullLoggerFactory.Instance,
             EarlyStart.Systemd,
-            EarlyStart.ShadowCopyValue)
+            EarlyStart.ShadowCopyValue,
+            new HandoffMetrics(meterFactory))
     {
         var errors = options!.PidFile is { } pidFile ? PidFile.CheckWritable(pidFile) : null;
         if (errors is not null)
@@ -82,7 +91,7 @@ public sealed partial class Upgrader : IDisposable
     }
 
     // For testing: the OS behind a seam. Does not handle signals.
-    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null, string? shadowCopy = null)
+    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null, string? shadowCopy = null, HandoffMetrics? metrics = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -96,6 +105,8 @@ public sealed partial class Upgrader : IDisposable
         _command = command;
         _launcher = launcher;
         _logger = loggerFactory.CreateLogger("Handoff.Upgrader");
+        Metrics = metrics ?? new HandoffMetrics(null);
+        Metrics.ObserveGeneration(() => Generation, TookOver, () => DrainingOlder().Count);
         _ = UpgradeSignalNames.TryParse(options.UpgradeSignals, out var signals, out _);
         _upgradeSignals = signals;
         Listeners = new ListenerRegistry(inheritance.Listeners, new AcceptGate(), loggerFactory.CreateLogger("Handoff.Listeners"));
@@ -205,6 +216,19 @@ public sealed partial class Upgrader : IDisposable
     public CancellationToken Superseded => _superseded.Token;
 
     internal HandoffOptions Options => _options;
+
+    /// <summary>Handoff's instruments; the drains report to them too.</summary>
+    internal HandoffMetrics Metrics { get; }
+
+    // An upgrade to this generation stands once this one reported ready and the previous one
+    // can no longer roll back: counted here, by the generation that serves after it.
+    private bool TookOver()
+    {
+        lock (_lock)
+        {
+            return _toldParentReady && _inheritance.ReadyPipe?.IsParentCommitted() == true;
+        }
+    }
 
     /// <summary>The result of the upgrade that superseded this generation, or null.</summary>
     public UpgradeResult? SupersededBy { get; private set; }
@@ -336,6 +360,7 @@ public sealed partial class Upgrader : IDisposable
     {
         int next = Generation + 1;
         string? refusal;
+        string refusalType;
         bool answersSystemd;
         Task<UpgradeResult> upgrade;
         lock (_lock)
@@ -343,20 +368,21 @@ public sealed partial class Upgrader : IDisposable
             // Only the main process may speak for the service (a new generation whose parent
             // can still roll back is not, and would be refused by systemd).
             answersSystemd = _state == GenerationState.Ready && IsMainLocked();
-            refusal = _state switch
+            (refusalType, refusal) = _state switch
             {
-                GenerationState.Starting => "this generation is not ready yet",
-                GenerationState.Upgrading => InProgress,
-                GenerationState.HandingOver => "this generation is handing over to a new one",
-                GenerationState.Superseded => $"this generation was already superseded by pid {SupersededBy?.NewPid}",
-                GenerationState.Stopping or GenerationState.Stopped => "this generation is shutting down",
+                GenerationState.Starting => ("not_ready", "this generation is not ready yet"),
+                GenerationState.Upgrading => ("in_progress", InProgress),
+                GenerationState.HandingOver => ("handing_over", "this generation is handing over to a new one"),
+                GenerationState.Superseded => ("superseded", $"this generation was already superseded by pid {SupersededBy?.NewPid}"),
+                GenerationState.Stopping or GenerationState.Stopped => ("shutting_down", "this generation is shutting down"),
                 _ when _inheritance.ReadyPipe is { } pipe && !pipe.IsParentCommitted() =>
-                    $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow); try again in a moment",
-                _ => DrainingBoundRefusal(),
+                    ("rollback_pending", $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow); try again in a moment"),
+                _ => ("too_many_draining", DrainingBoundRefusal()),
             };
             if (refusal is null)
             {
                 _state = GenerationState.Upgrading;
+                _upgradeStartedAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 upgrade = _upgrade = Task.Run(() => RunUpgradeGuardedAsync(next));
             }
             else
@@ -368,6 +394,7 @@ public sealed partial class Upgrader : IDisposable
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
+            Metrics.UpgradeEnded(HandoffMetrics.Refused, refusalType, null);
             if (refusal != InProgress)
             {
                 // The upgrade in progress reports its own outcome.
@@ -422,6 +449,7 @@ public sealed partial class Upgrader : IDisposable
         _serviceLoopStop.Cancel();
         _notifier.Dispose();
         _superseded.Dispose();
+        Metrics.Dispose();
     }
 
     private async Task StopCoreAsync()
@@ -468,7 +496,9 @@ public sealed partial class Upgrader : IDisposable
                 NotifyService(SystemdConstants.Stopping);
             }
 
-            OnStateChanged(GenerationState.Stopping);
+            // With a shutdown delay the generation still serves: the drain (and its token)
+            // begins when the delay ends.
+            OnStateChanged(GenerationState.Stopping, drain: !DelaysShutdown(was));
         }
 
         // Ends a wait for the new generation's report or the rollback window at once.
@@ -476,6 +506,23 @@ public sealed partial class Upgrader : IDisposable
         if (_upgrade is { } upgrade)
         {
             await upgrade.ConfigureAwait(false); // Never faults: RunUpgradeGuardedAsync.
+        }
+
+        if (DelaysShutdown(was))
+        {
+            // Unhealthy already (the state says Stopping), still accepting: load balancers take
+            // this generation out before it refuses anything.
+            Log.ShutdownDelayed(_logger, Environment.ProcessId, Generation, _options.ShutdownDelay.TotalSeconds);
+            try
+            {
+                await Task.Delay(_options.ShutdownDelay, _shutdownDelay.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                Log.ShutdownDelayEnded(_logger, Environment.ProcessId, Generation);
+            }
+
+            FireDraining();
         }
 
         Listeners.Gate.Close();
@@ -521,14 +568,33 @@ public sealed partial class Upgrader : IDisposable
         OnStateChanged(GenerationState.Stopped);
     }
 
-    /// <summary>The older generations that still run (they drain), read from /proc.</summary>
+    /// <summary>Ends <see cref="HandoffOptions.ShutdownDelay"/> now, if a shutdown waits in
+    /// it (a second SIGTERM or SIGINT).</summary>
+    internal void EndShutdownDelay() => _shutdownDelay.Cancel();
+
+    // A final stop of a generation that serves waits ShutdownDelay; one that never served, or
+    // is handing over, has nobody to keep serving.
+    private bool DelaysShutdown(GenerationState was) =>
+        _options.ShutdownDelay > TimeSpan.Zero && was is GenerationState.Ready or GenerationState.Upgrading;
+
+    private void FireDraining()
+    {
+        CancellationTokenSource fire;
+        lock (_lock)
+        {
+            fire = _draining;
+        }
+
+        FireToken(fire, nameof(Draining));
+    }
+
     // Every state change goes out through here: first the Draining token, then the event.
-    private void OnStateChanged(GenerationState state)
+    private void OnStateChanged(GenerationState state, bool drain = true)
     {
         CancellationTokenSource? fire = null;
         lock (_lock)
         {
-            if (state is GenerationState.HandingOver or GenerationState.Superseded or GenerationState.Stopping)
+            if (drain && state is GenerationState.HandingOver or GenerationState.Superseded or GenerationState.Stopping)
             {
                 fire = _draining;
             }
@@ -611,7 +677,7 @@ public sealed partial class Upgrader : IDisposable
                 FireToken(_superseded, nameof(Superseded));
             }
 
-            return Fail(0, $"unexpected error during the upgrade: {e.GetType().Name}: {e.Message}");
+            return Fail(0, $"unexpected error during the upgrade: {e.GetType().Name}: {e.Message}", "_OTHER");
         }
     }
 
@@ -654,7 +720,7 @@ public sealed partial class Upgrader : IDisposable
                 ShadowCopy.Delete(copy);
             }
 
-            return Fail(0, $"cannot start the new generation: {e.Message}");
+            return Fail(0, $"cannot start the new generation: {e.Message}", "spawn_failed");
         }
 
         long spawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -688,13 +754,13 @@ public sealed partial class Upgrader : IDisposable
             string reason = stopped
                 ? $"new generation {next} (pid {child.Pid}) was stopped because this generation is shutting down ({ended ?? "it had exited"})"
                 : $"new generation {next} (pid {child.Pid}) failed: {failure?.TrimEnd('.')}" + (ended is null ? "" : $"; it was stopped ({ended})");
-            return Fail(child.Pid, reason);
+            return Fail(child.Pid, reason, stopped ? "shutdown" : StartedGeneration.ClassifyFailure(failure!));
         }
 
-        return await HandOverAsync(child, next, System.Diagnostics.Stopwatch.GetElapsedTime(spawnedAt)).ConfigureAwait(false);
+        return await HandOverAsync(child, next, System.Diagnostics.Stopwatch.GetElapsedTime(spawnedAt), System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt)).ConfigureAwait(false);
     }
 
-    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next, TimeSpan timeToReady)
+    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next, TimeSpan timeToReady, TimeSpan triggerToReady)
     {
         int pid = Environment.ProcessId;
         Log.HandingOver(_logger, pid, Generation, child.Pid, next, _options.RollbackWindow.TotalSeconds);
@@ -780,7 +846,7 @@ public sealed partial class Upgrader : IDisposable
                 reason += ended is null ? "" : $"; it was stopped ({ended})";
             }
 
-            return Fail(child.Pid, reason);
+            return Fail(child.Pid, reason, "rolled_back");
         }
 
         await child.CommitAsync().ConfigureAwait(false); // Closed already unless it withdrew too late.
@@ -791,13 +857,17 @@ public sealed partial class Upgrader : IDisposable
             _lastUpgrade = LastUpgrade.TookOver(next, child.Pid);
         }
         SupersededBy = result;
+        Metrics.UpgradeEnded(HandoffMetrics.Succeeded, null, triggerToReady);
         Log.Superseded(_logger, pid, Generation, child.Pid, next);
         OnStateChanged(GenerationState.Superseded);
         FireToken(_superseded, nameof(Superseded));
         return result;
     }
 
-    private UpgradeResult Fail(int newPid, string reason)
+    /// <param name="newPid">The new generation's pid, 0 when none was started.</param>
+    /// <param name="reason">What the log, the status and the caller are told.</param>
+    /// <param name="errorType">The failure's kind for metrics (<c>error.type</c>, docs/metrics.md).</param>
+    private UpgradeResult Fail(int newPid, string reason, string errorType)
     {
         if (_shadow is not null)
         {
@@ -825,6 +895,7 @@ public sealed partial class Upgrader : IDisposable
         }
 
         _lastUpgrade = new LastUpgrade("failed", DateTimeOffset.UtcNow, reason);
+        Metrics.UpgradeEnded(HandoffMetrics.Failed, errorType, System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt));
         if (changed)
         {
             OnStateChanged(GenerationState.Ready);
@@ -1078,6 +1149,12 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(66, LogLevel.Warning, "{Error}", EventName = "ShadowCopyIgnored")]
         public static partial void ShadowCopyIgnored(ILogger logger, string error);
+
+        [LoggerMessage(49, LogLevel.Information, "Generation {Generation} (pid {Pid}) is shutting down: it reports unhealthy and goes on serving for {DelaySeconds} s (Handoff:ShutdownDelay), so that load balancers stop sending it connections; then it stops accepting and drains.", EventName = "ShutdownDelayed")]
+        public static partial void ShutdownDelayed(ILogger logger, int pid, int generation, double delaySeconds);
+
+        [LoggerMessage(50, LogLevel.Information, "Generation {Generation} (pid {Pid}): a second shutdown signal ends Handoff:ShutdownDelay now.", EventName = "ShutdownDelayEnded")]
+        public static partial void ShutdownDelayEnded(ILogger logger, int pid, int generation);
 
         [LoggerMessage(48, LogLevel.Error, "Generation {Generation} (pid {Pid}): a callback registered on Upgrader.{Token} threw; the other callbacks ran and the generation goes on.", EventName = "TokenCallbackFailed")]
         public static partial void TokenCallbackFailed(ILogger logger, Exception exception, int pid, int generation, string token);

@@ -78,7 +78,7 @@ public sealed class ListenerKindsTests
         string path = Path.Combine(directory, "data.sock");
         File.WriteAllText(path, "not a socket");
 
-        var e = await Assert.ThrowsAsync<TimeoutException>(() => HelloSleepServer.StartAsync(urls: $"http://unix:{path}", directory: directory));
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HelloSleepServer.StartAsync(urls: $"http://unix:{path}", directory: directory));
 
         Assert.Contains("Address already in use", e.Message, StringComparison.Ordinal);
         Assert.Equal("not a socket", File.ReadAllText(path));

@@ -10,8 +10,9 @@ public sealed class SupervisorTests
     [Fact]
     public async Task Run_AsPid1OfAPidNamespace_TenUpgradesUnderLoad_NoFailure_SamePid_NoZombie_SigtermDrainsAndExitsZero()
     {
-        // Each generation starts a helper (sleep 600) that outlives it: an orphan to reap.
-        await using var server = await SupervisedServer.StartAsync(pidNamespace: true, environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
+        // Each generation starts a helper (sleep 600) that outlives it: an orphan to reap. Each
+        // upgrade waits for the previous generation's exit; a short rollback window keeps it brief.
+        await using var server = await SupervisedServer.StartAsync(pidNamespace: true, appArguments: ["--Handoff:RollbackWindow=500ms"], environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
         int supervisor = server.SupervisorPid;
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
         LoadReport report;

@@ -54,7 +54,8 @@ public sealed class UpgradeTests
     [InlineData(false)]
     public async Task Upgrade_TenTimesUnderLoad_ZeroFailedRequests(bool keepAlive)
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        // The load runs through each rollback window; half a second of it is as good as two.
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
         var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive), times: 10);
 
         Assert.True(report.Failures.Count == 0, report.ToString());
@@ -67,8 +68,9 @@ public sealed class UpgradeTests
     {
         // Generation 1 carries whatever its starter leaked to it (Process.Start passes on the test
         // host's stray descriptors); from generation 2 on a generation gets exactly stdin, stdout,
-        // stderr and what Handoff hands over, so that is the baseline.
-        await using var server = await HelloSleepServer.StartAsync();
+        // stderr and what Handoff hands over, so that is the baseline. A short rollback window:
+        // each upgrade waits for the old generation's exit, and the window is not the subject.
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=200ms"]);
         await server.UpgradeAsync();
         await server.GetPidAsync();
         var firstFds = await SettledFdsAsync(server.CurrentPid);

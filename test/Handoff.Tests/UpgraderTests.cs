@@ -484,12 +484,74 @@ public sealed class UpgraderTests : IDisposable
         }
     }
 
-    private Upgrader CreateUpgrader(string executable = "/bin/sh", TimeSpan? rollbackWindow = null) => new(
-        new HandoffOptions { PidFile = PidPath, RollbackWindow = rollbackWindow ?? TimeSpan.Zero },
-        Inheritance.None,
-        new StartCommand([executable], "/", []),
-        _launcher,
-        NullLoggerFactory.Instance);
+    [Fact]
+    public async Task StopAsync_WithShutdownDelay_AcceptsAndDoesNotDrainUntilTheDelayEnds()
+    {
+        using var upgrader = CreateUpgrader(shutdownDelay: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var states = new List<GenerationState>();
+        upgrader.StateChanged += s => { lock (states) { states.Add(s); } };
+
+        var stop = upgrader.StopAsync();
+        await upgrader.WaitForStateAsync(GenerationState.Stopping);
+
+        // Unhealthy (the state says so) but serving: the gate is open, the drain has not begun.
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
+        Assert.False(upgrader.Draining.IsCancellationRequested);
+        Assert.False(stop.IsCompleted);
+        Assert.False((await upgrader.UpgradeAsync()).Succeeded);
+
+        upgrader.EndShutdownDelay(); // a second SIGTERM
+        await stop.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(upgrader.Listeners.Gate.IsOpen);
+        Assert.True(upgrader.Draining.IsCancellationRequested);
+        Assert.Equal([GenerationState.Stopping, GenerationState.Stopped], states);
+    }
+
+    [Fact]
+    public async Task StopAsync_WithShutdownDelay_StopsAcceptingWhenTheDelayHasPassed()
+    {
+        using var upgrader = CreateUpgrader(shutdownDelay: TimeSpan.FromMilliseconds(300));
+        await upgrader.ReadyAsync();
+        var started = System.Diagnostics.Stopwatch.StartNew();
+
+        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.True(started.Elapsed >= TimeSpan.FromMilliseconds(290), $"stopped after {started.Elapsed}");
+        Assert.False(upgrader.Listeners.Gate.IsOpen);
+        Assert.True(upgrader.Draining.IsCancellationRequested);
+    }
+
+    [Fact]
+    public async Task StopAsync_WithShutdownDelay_NeverReady_StopsAtOnce()
+    {
+        using var upgrader = CreateUpgrader(shutdownDelay: TimeSpan.FromMinutes(5));
+
+        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+    }
+
+    [Fact]
+    public async Task StopAsync_WithShutdownDelay_WhileSuperseded_DoesNotWait()
+    {
+        using var upgrader = CreateUpgrader(shutdownDelay: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
+        Assert.True((await upgrader.UpgradeAsync()).Succeeded);
+
+        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+    }
+
+    /// <summary>A first generation whose new generations come from <paramref name="launcher"/>.</summary>
+    internal static Upgrader Create(FakeLauncher launcher, HandoffOptions options, string executable = "/bin/sh") =>
+        new(options, Inheritance.None, new StartCommand([executable], "/", []), launcher, NullLoggerFactory.Instance);
+
+    private Upgrader CreateUpgrader(string executable = "/bin/sh", TimeSpan? rollbackWindow = null, TimeSpan? shutdownDelay = null) =>
+        Create(_launcher, new HandoffOptions { PidFile = PidPath, RollbackWindow = rollbackWindow ?? TimeSpan.Zero, ShutdownDelay = shutdownDelay ?? TimeSpan.Zero }, executable);
 
     internal sealed class FakeLauncher : IGenerationLauncher
     {

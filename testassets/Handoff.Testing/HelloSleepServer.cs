@@ -117,7 +117,11 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         process.BeginErrorReadLine();
         try
         {
-            await server.WaitUntilAsync(() => server.CurrentPid == process.Id && server.ListeningPort() > 0, StartTimeout, "the first generation to become ready");
+            // A server that cannot start exits: say so at once rather than at the timeout.
+            await server.WaitUntilAsync(
+                () => (server.CurrentPid == process.Id && server.ListeningPort() > 0) || (process.HasExited ? throw new InvalidOperationException($"HelloSleep exited with code {process.ExitCode} before it became ready. Server output:\n{server.Output}") : false),
+                StartTimeout,
+                "the first generation to become ready");
             server.EndPoint = new IPEndPoint(IPAddress.Loopback, server.ListeningPort());
             return server;
         }

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
 namespace Handoff.AspNetCore;
@@ -26,6 +28,11 @@ internal sealed partial class ConnectionDrainer
     // closed after its idle time has passed.
     private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
+
+    // Idle connections are closed over this many ticks (about a second), at least this many a
+    // tick: 10,000 keep-alive clients reconnect over a second rather than in one burst.
+    internal const int PacingTicks = 20;
+    internal const int MinClosesPerTick = 100;
 
     // How long an HTTP/2 client has to acknowledge the PING after the first GOAWAY before
     // Kestrel's final GOAWAY goes anyway: many round trips, even across continents.
@@ -63,16 +70,25 @@ internal sealed partial class ConnectionDrainer
     /// then on an unbind comes from Kestrel stopping, never from a configuration reload.</summary>
     public bool ServerStopping { get; set; }
 
+    /// <summary>Where drains are recorded (the generation's instruments), if anywhere.</summary>
+    public HandoffMetrics? Metrics { get; set; }
+
+    /// <summary>The connection a request came on, if Handoff tracks it.</summary>
+    public static TrackedConnection? Find(HttpContext context) =>
+        context.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(ItemKey, out object? item) == true ? item as TrackedConnection : null;
+
     public void Track(ConnectionContext connection, object? owner = null)
     {
-        var tracked = new TrackedConnection(connection, _time.GetTimestamp(), owner);
+        var tracked = new TrackedConnection(connection, _time.GetTimestamp(), owner, this);
         connection.Items[ItemKey] = tracked;
-        _connections[connection.ConnectionId] = tracked;
+        _connections[tracked.Id] = tracked;
+
+        // The connection itself is the state: no closure, no box, per connection.
         connection.ConnectionClosed.Register(static state =>
         {
-            var (drainer, id) = ((ConnectionDrainer, string))state!;
-            drainer._connections.TryRemove(id, out _);
-        }, (this, connection.ConnectionId));
+            var tracked = (TrackedConnection)state!;
+            tracked.Drainer._connections.TryRemove(tracked.Id, out _);
+        }, tracked);
 
         if (_draining)
         {
@@ -155,7 +171,7 @@ internal sealed partial class ConnectionDrainer
 
             // An HTTP/2 client that got the first GOAWAY opens no stream on its connection any
             // more, and the drain's ticks that would have closed it have stopped: close it now.
-            foreach (var connection in _connections.Values)
+            foreach (var (_, connection) in _connections)
             {
                 if (connection.Http is { IsHttp2: true } http && connection.Http2ShutdownBegun && !connection.IsCloseRequested)
                 {
@@ -195,11 +211,16 @@ internal sealed partial class ConnectionDrainer
     {
         long start = _time.GetTimestamp();
         int count = 0;
-        foreach (var connection in _connections.Values.Where(c => c.Owner == owner))
+        foreach (var (_, connection) in _connections)
         {
-            connection.Draining = true;
-            count++;
+            if (connection.Owner == owner)
+            {
+                connection.Draining = true;
+                count++;
+            }
         }
+
+        int budget = ClosesPerTick(count);
 
         Log.EndpointDrainStarted(_logger, Environment.ProcessId, address, count);
         foreach (var webSocket in _webSockets.Keys.Where(w => w.Connection?.Owner == owner))
@@ -207,18 +228,18 @@ internal sealed partial class ConnectionDrainer
             _ = webSocket.CloseAsync(restart: true);
         }
 
-        while (_connections.Values.Any(c => c.Owner == owner))
+        while (CountOwnedBy(owner) > 0)
         {
             long now = _time.GetTimestamp();
             var limit = _draining ? drainingLimit : servingLimit;
             if (_time.GetElapsedTime(start, now) >= limit)
             {
-                int left = _connections.Values.Count(c => c.Owner == owner);
+                int left = CountOwnedBy(owner);
                 Log.EndpointDrainTimedOut(_logger, Environment.ProcessId, address, left, limit.TotalSeconds);
                 return left;
             }
 
-            CloseIdle(start, now, idleTimeout, owner);
+            CloseIdle(start, now, idleTimeout, owner, budget: budget);
             await Task.Delay(Tick, _time).ConfigureAwait(false);
         }
 
@@ -230,27 +251,32 @@ internal sealed partial class ConnectionDrainer
     {
         long start = _time.GetTimestamp();
         long lastProgress = start;
+        int budget = ClosesPerTick(_connections.Count);
         Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
         while (!_connections.IsEmpty)
         {
             if (undrain.IsCancellationRequested)
             {
+                RecordDrain(start, "resumed", 0);
                 return true;
             }
 
             long now = _time.GetTimestamp();
             if (_time.GetElapsedTime(start, now) >= timeout || _abort)
             {
-                Log.DrainTimedOut(_logger, Environment.ProcessId, _connections.Count, timeout.TotalSeconds);
-                foreach (var connection in _connections.Values)
+                int aborted = 0;
+                foreach (var (_, connection) in _connections)
                 {
                     connection.Abort();
+                    aborted++;
                 }
 
+                Log.DrainTimedOut(_logger, Environment.ProcessId, aborted, timeout.TotalSeconds);
+                RecordDrain(start, "timed_out", aborted);
                 return false;
             }
 
-            CloseIdle(start, now, idleTimeout);
+            CloseIdle(start, now, idleTimeout, budget: budget);
             if (_time.GetElapsedTime(lastProgress, now) >= ProgressInterval)
             {
                 lastProgress = now;
@@ -268,15 +294,25 @@ internal sealed partial class ConnectionDrainer
         }
 
         Log.DrainCompleted(_logger, Environment.ProcessId, _time.GetElapsedTime(start).TotalMilliseconds);
+        RecordDrain(start, "completed", 0);
         return true;
     }
 
-    internal void CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false)
+    private void RecordDrain(long start, string result, int aborted) =>
+        Metrics?.DrainEnded(_time.GetElapsedTime(start), result, _restarting ? "upgrade" : "shutdown", aborted);
+
+    /// <summary>One tick's work: HTTP/2 connections get their shutdown, idle HTTP/1.x connections
+    /// are closed, at most <paramref name="budget"/> of them; returns how many were closed.</summary>
+    internal int CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false, int budget = int.MaxValue)
     {
         // Idle means: no request running, and none ended within idleTimeout, counting the drain's
         // start as the last activity of connections that were idle before it.
         long idleBefore = now - (long)(idleTimeout.TotalSeconds * _time.TimestampFrequency);
-        foreach (var connection in _connections.Values)
+        long acknowledgeLimit = (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency);
+        int closed = 0;
+
+        // The dictionary's own enumerator: Values would copy every connection, on every tick.
+        foreach (var (_, connection) in _connections)
         {
             if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
             {
@@ -287,13 +323,35 @@ internal sealed partial class ConnectionDrainer
             // GOAWAY: begin it at once.
             if (connection.Http is { IsHttp2: true } http)
             {
-                connection.ShutdownHttp2(http, now, (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency));
+                connection.ShutdownHttp2(http, now, acknowledgeLimit);
             }
-            else if (!http2Only && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore))))
+            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore))))
             {
                 connection.RequestClose();
+                closed++;
             }
         }
+
+        return closed;
+    }
+
+    /// <summary>How many idle connections a tick may close: all of them over about
+    /// <see cref="PacingTicks"/> ticks, so that their clients do not all reconnect to the new
+    /// generation in the same instant, and never fewer than <see cref="MinClosesPerTick"/>.</summary>
+    internal static int ClosesPerTick(int connections) => Math.Max(MinClosesPerTick, (connections + PacingTicks - 1) / PacingTicks);
+
+    private int CountOwnedBy(object owner)
+    {
+        int count = 0;
+        foreach (var (_, connection) in _connections)
+        {
+            if (connection.Owner == owner)
+            {
+                count++;
+            }
+        }
+
+        return count;
     }
 
     private static partial class Log

@@ -14,12 +14,20 @@ internal sealed class TrackedConnection
     private bool _shutdownBegun;
     private long _shutdownStarted;
 
-    public TrackedConnection(ConnectionContext connection, long now, object? owner)
+    public TrackedConnection(ConnectionContext connection, long now, object? owner, ConnectionDrainer drainer)
     {
         _connection = connection;
         _idleSince = now;
         Owner = owner;
+        Drainer = drainer;
+        Id = connection.ConnectionId;
     }
+
+    /// <summary>The drain that tracks the connection.</summary>
+    public ConnectionDrainer Drainer { get; }
+
+    /// <summary>Kestrel's id of the connection, the drain's key.</summary>
+    public string Id { get; }
 
     /// <summary>The listener that accepted the connection.</summary>
     public object? Owner { get; }

@@ -19,6 +19,7 @@ internal static class HandoffConfiguration
         [nameof(HandoffOptions.DrainIdleTimeout)] = (o, v) => o.DrainIdleTimeout = v,
         [nameof(HandoffOptions.TerminateTimeout)] = (o, v) => o.TerminateTimeout = v,
         [nameof(HandoffOptions.RollbackWindow)] = (o, v) => o.RollbackWindow = v,
+        [nameof(HandoffOptions.ShutdownDelay)] = (o, v) => o.ShutdownDelay = v,
     };
 
     private static readonly Dictionary<string, Action<HandoffOptions, string>> Strings = new(StringComparer.OrdinalIgnoreCase)

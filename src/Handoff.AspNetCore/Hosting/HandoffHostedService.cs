@@ -22,6 +22,8 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     private readonly ILogger _logger;
     private CancellationTokenRegistration _stoppingRegistration;
     private PosixSignalRegistration? _hangUp;
+    private PosixSignalRegistration[] _shutdownSignals = [];
+    private int _shutdownSignalCount;
 
     public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger)
     {
@@ -61,6 +63,20 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
             });
         }
 
+        // The host's lifetime stops on the first SIGTERM or SIGINT; a second one, during
+        // Handoff:ShutdownDelay, means "now". Counted here, alongside the host's own handler,
+        // which cancels the default action.
+        if (_options.ShutdownDelay > TimeSpan.Zero)
+        {
+            _shutdownSignals = [.. new[] { PosixSignal.SIGTERM, PosixSignal.SIGINT }.Select(signal => PosixSignalRegistration.Create(signal, _ =>
+            {
+                if (Interlocked.Increment(ref _shutdownSignalCount) > 1)
+                {
+                    _upgrader.EndShutdownDelay();
+                }
+            }))];
+        }
+
         return Task.CompletedTask;
     }
 
@@ -98,6 +114,10 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         _upgrader.StateChanged -= OnStateChanged;
         _stoppingRegistration.Dispose();
         _hangUp?.Dispose();
+        foreach (var registration in _shutdownSignals)
+        {
+            registration.Dispose();
+        }
     }
 
     private void OnStateChanged(GenerationState state)

@@ -168,6 +168,18 @@ internal sealed class StartedGeneration : IStartedGeneration
         return null;
     }
 
+    private const string TimeoutMark = "(Handoff:UpgradeTimeout)";
+    private const string ExitedPrefix = "it exited (";
+    private const string ClosedPrefix = "it closed its ready pipe";
+
+    /// <summary>The kind of a failure <see cref="WaitReadyAsync"/> returned, for metrics:
+    /// <c>timeout</c>, <c>exited</c> (before reporting ready), or <c>start_failed</c> (it
+    /// reported why it could not start: a warm-up that threw, a bad configuration).</summary>
+    public static string ClassifyFailure(string failure) =>
+        failure.EndsWith(TimeoutMark, StringComparison.Ordinal) ? "timeout"
+        : failure.StartsWith(ExitedPrefix, StringComparison.Ordinal) || failure.StartsWith(ClosedPrefix, StringComparison.Ordinal) ? "exited"
+        : "start_failed";
+
     public Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => WaitReady(timeout, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
@@ -224,7 +236,7 @@ internal sealed class StartedGeneration : IStartedGeneration
                 long remaining = deadline - Now;
                 if (remaining <= 0)
                 {
-                    return result = $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)";
+                    return result = $"it did not report ready within {timeout.TotalSeconds:0.###} s {TimeoutMark}";
                 }
 
                 switch (ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
@@ -235,13 +247,13 @@ internal sealed class StartedGeneration : IStartedGeneration
                         // The child closed the pipe without a line: it exited or is exiting.
                         string? exit = WaitForExit(block: false) ?? WaitForExitBriefly();
                         return result = exit is null
-                            ? "it closed its ready pipe without reporting ready"
-                            : $"it exited ({exit}) before reporting ready";
+                            ? $"{ClosedPrefix} without reporting ready"
+                            : $"{ExitedPrefix}{exit}) before reporting ready";
                 }
 
                 if (WaitForExit(block: false) is { } ended)
                 {
-                    return result = $"it exited ({ended}) before reporting ready";
+                    return result = $"{ExitedPrefix}{ended}) before reporting ready";
                 }
             }
         }

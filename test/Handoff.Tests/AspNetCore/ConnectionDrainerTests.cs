@@ -186,6 +186,57 @@ public sealed class ConnectionDrainerTests
         Assert.Equal(1, fake.CloseRequests);
     }
 
+    [Fact]
+    public void CloseIdle_ManyIdleConnections_ClosesThemOverAboutASecondOfTicks()
+    {
+        // 2,000 idle keep-alive connections must not all be closed in one instant: their clients
+        // would reconnect to the new generation in one burst.
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var connections = Enumerable.Range(0, 2000).Select(_ => Connect(drainer)).ToList();
+        long start = _time.GetTimestamp();
+        int budget = ConnectionDrainer.ClosesPerTick(drainer.Count);
+        _time.Advance(Idle);
+
+        var closedPerTick = new List<int>();
+        while (connections.Any(c => c.CloseRequests == 0))
+        {
+            closedPerTick.Add(drainer.CloseIdle(start, _time.GetTimestamp(), Idle, budget: budget));
+        }
+
+        Assert.Equal(100, budget);
+        Assert.Equal(ConnectionDrainer.PacingTicks, closedPerTick.Count);
+        Assert.All(closedPerTick, closed => Assert.Equal(100, closed));
+        Assert.All(connections, c => Assert.Equal(1, c.CloseRequests));
+    }
+
+    [Fact]
+    public void ClosesPerTick_FewOrMany_AtLeastTheMinimumAndAllWithinThePacingTicks()
+    {
+        Assert.Equal(ConnectionDrainer.MinClosesPerTick, ConnectionDrainer.ClosesPerTick(0));
+        Assert.Equal(ConnectionDrainer.MinClosesPerTick, ConnectionDrainer.ClosesPerTick(50));
+        Assert.Equal(500, ConnectionDrainer.ClosesPerTick(10_000));
+        Assert.Equal(501, ConnectionDrainer.ClosesPerTick(10_001));
+    }
+
+    [Fact]
+    public void CloseIdle_TenThousandConnections_AllocatesNothingInProportionToThem()
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        for (int i = 0; i < 10_000; i++)
+        {
+            Connect(drainer);
+        }
+
+        long start = _time.GetTimestamp();
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle); // warm-up: JIT, first-use allocations
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        // A copy of the connections (what ConcurrentDictionary.Values makes) would be 80 KB.
+        Assert.True(allocated < 1024, $"one tick over 10,000 connections allocated {allocated} bytes");
+    }
+
     private sealed class Duplex(System.IO.Pipelines.PipeReader input, System.IO.Pipelines.PipeWriter output) : System.IO.Pipelines.IDuplexPipe
     {
         public System.IO.Pipelines.PipeReader Input { get; } = input;

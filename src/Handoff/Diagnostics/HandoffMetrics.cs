@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace Handoff;
+
+/// <summary>
+/// Handoff's instruments, on the meter <c>Handoff</c> (see docs/metrics.md for what each
+/// answers). Names and units follow OpenTelemetry's conventions, as Kestrel's <c>kestrel.*</c>
+/// do; the meter comes from the host's <see cref="IMeterFactory"/> when there is one.
+/// </summary>
+/// <remarks>
+/// Nothing here runs per request: the counts that change often (connections) are observed when
+/// a collector asks, and the rest is recorded once per upgrade or drain.
+/// </remarks>
+internal sealed class HandoffMetrics : IDisposable
+{
+    /// <summary>The name of the meter.</summary>
+    public const string MeterName = "Handoff";
+
+    public const string ResultTag = "handoff.upgrade.result";
+    public const string ErrorTypeTag = "error.type";
+    public const string DrainResultTag = "handoff.drain.result";
+    public const string DrainReasonTag = "handoff.drain.reason";
+
+    public const string Succeeded = "succeeded";
+    public const string Failed = "failed";
+    public const string Refused = "refused";
+
+    // Upgrades take from under a second to UpgradeTimeout (30 s by default); drains up to
+    // DrainTimeout. OpenTelemetry's default buckets (0 to 10,000) suit milliseconds, not these.
+    private static readonly double[] SecondsBuckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+    private readonly Meter _meter;
+    private readonly bool _ownsMeter;
+    private readonly Histogram<double> _upgradeDuration;
+    private readonly Histogram<double> _drainDuration;
+    private readonly Counter<long> _abortedConnections;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<(string Result, string? ErrorType), long> _outcomes = [];
+    private Func<int>? _generation;
+    private Func<bool>? _tookOver;
+    private Func<int>? _drainingGenerations;
+    private Func<long>? _drainingConnections;
+
+    public HandoffMetrics(IMeterFactory? meterFactory)
+    {
+        var options = new MeterOptions(MeterName);
+        _ownsMeter = meterFactory is null;
+        _meter = meterFactory?.Create(options) ?? new Meter(options);
+
+        _meter.CreateObservableCounter(
+            "handoff.upgrades",
+            ObserveUpgrades,
+            unit: "{upgrade}",
+            description: "Upgrades by result, each counted once, by the generation that serves after it: a success by the new generation once the old one can no longer roll back, a failure or refusal by the generation that tried.");
+        _upgradeDuration = _meter.CreateHistogram(
+            "handoff.upgrade.duration",
+            unit: "s",
+            description: "From the upgrade's trigger (signal, control socket or UpgradeAsync) to the new generation's report of ready, or to the failure; recorded by the generation that started it.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
+        _meter.CreateObservableGauge(
+            "handoff.generation",
+            () => Observe(_generation),
+            unit: "{generation}",
+            description: "This process's generation number: 1 for the first start, one more for each upgrade since.");
+        _meter.CreateObservableUpDownCounter(
+            "handoff.draining_generations",
+            () => Observe(_drainingGenerations),
+            unit: "{generation}",
+            description: "Older generations of this server that still run, draining their connections, as this process sees them.");
+        _meter.CreateObservableUpDownCounter(
+            "handoff.draining_connections",
+            () => Observe(_drainingConnections),
+            unit: "{connection}",
+            description: "Connections this process is draining: open after it stopped accepting, and not yet finished.");
+        _drainDuration = _meter.CreateHistogram(
+            "handoff.drain.duration",
+            unit: "s",
+            description: "From the start of this process's drain to its last connection's end, or to the abort of what was left at Handoff:DrainTimeout.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
+        _abortedConnections = _meter.CreateCounter<long>(
+            "handoff.drain.aborted_connections",
+            unit: "{connection}",
+            description: "Connections still open at Handoff:DrainTimeout, which the drain aborted.");
+    }
+
+    /// <summary>The meter (for tests, which listen to this instance only).</summary>
+    internal Meter Meter => _meter;
+
+    /// <summary>Where the observed values come from; set once by their owners.</summary>
+    public void ObserveGeneration(Func<int> generation, Func<bool> tookOver, Func<int> drainingGenerations)
+    {
+        _generation = generation;
+        _tookOver = tookOver;
+        _drainingGenerations = drainingGenerations;
+    }
+
+    /// <summary>The count of connections a drain has left (zero when not draining).</summary>
+    public void ObserveDrainingConnections(Func<long> count) => _drainingConnections = count;
+
+    /// <summary>An upgrade this generation started ended: a success (the new generation counts
+    /// it), a failure or a refusal (counted here).</summary>
+    public void UpgradeEnded(string result, string? errorType, TimeSpan? duration)
+    {
+        if (result != Succeeded)
+        {
+            lock (_lock)
+            {
+                var key = (result, errorType);
+                _outcomes[key] = _outcomes.GetValueOrDefault(key) + 1;
+            }
+        }
+
+        if (duration is { } elapsed && _upgradeDuration.Enabled)
+        {
+            var tags = new TagList { { ResultTag, result } };
+            if (errorType is not null)
+            {
+                tags.Add(ErrorTypeTag, errorType);
+            }
+
+            _upgradeDuration.Record(elapsed.TotalSeconds, tags);
+        }
+    }
+
+    /// <summary>A drain ended.</summary>
+    /// <param name="duration">How long it ran.</param>
+    /// <param name="result"><c>completed</c>, <c>timed_out</c> or <c>resumed</c> (the new
+    /// generation died and this one accepts again).</param>
+    /// <param name="reason"><c>upgrade</c> or <c>shutdown</c>.</param>
+    /// <param name="aborted">Connections aborted at the timeout.</param>
+    public void DrainEnded(TimeSpan duration, string result, string reason, int aborted)
+    {
+        if (_drainDuration.Enabled)
+        {
+            _drainDuration.Record(duration.TotalSeconds, new TagList { { DrainResultTag, result }, { DrainReasonTag, reason } });
+        }
+
+        if (aborted > 0 && _abortedConnections.Enabled)
+        {
+            _abortedConnections.Add(aborted, new TagList { { DrainReasonTag, reason } });
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_ownsMeter)
+        {
+            _meter.Dispose();
+        }
+    }
+
+    private static Measurement<T>[] Observe<T>(Func<T>? source)
+        where T : struct => source is null ? [] : [new Measurement<T>(source())];
+
+    private List<Measurement<long>> ObserveUpgrades()
+    {
+        var measurements = new List<Measurement<long>>();
+        if (_tookOver?.Invoke() == true)
+        {
+            measurements.Add(new Measurement<long>(1, new KeyValuePair<string, object?>(ResultTag, Succeeded)));
+        }
+
+        lock (_lock)
+        {
+            foreach (var ((result, errorType), count) in _outcomes)
+            {
+                measurements.Add(errorType is null
+                    ? new Measurement<long>(count, new KeyValuePair<string, object?>(ResultTag, result))
+                    : new Measurement<long>(count, new KeyValuePair<string, object?>(ResultTag, result), new KeyValuePair<string, object?>(ErrorTypeTag, errorType)));
+            }
+        }
+
+        return measurements;
+    }
+}

@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using Handoff.Testing;
+using Xunit.Abstractions;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>Many idle keep-alive clients at an upgrade (a fleet of services behind one
+/// connection pool each): every connection is closed cleanly, paced rather than all at once, and
+/// every client's next request, on a new connection, reaches the new generation.</summary>
+public sealed class IdleConnectionsTests(ITestOutputHelper output)
+{
+    private const int Connections = 10_000;
+    private const int Parallelism = 64;
+
+    [Fact]
+    public async Task Upgrade_TenThousandIdleKeepAliveConnections_ClosedCleanlyAndTheirNextRequestsSucceed()
+    {
+        // 10,000 sockets here and as many in the server, which inherits this limit.
+        RaiseOpenFileLimit(Connections + 2048);
+        await using var server = await HelloSleepServer.StartAsync();
+        int first = server.CurrentPid;
+        var sockets = new Socket[Connections];
+        try
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, Connections), new ParallelOptions { MaxDegreeOfParallelism = Parallelism }, async (i, token) =>
+            {
+                sockets[i] = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                await sockets[i].ConnectAsync(server.EndPoint, token);
+                Assert.Equal(first, await RequestAsync(sockets[i], keepAlive: true, token));
+            });
+
+            // Every client waits for its connection's end from before the upgrade, so each close
+            // is timed as it arrives.
+            var upgraded = Stopwatch.StartNew();
+            var closedAt = new TimeSpan[Connections];
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            var closes = Enumerable.Range(0, Connections).Select(async i =>
+            {
+                // An orderly close (FIN, read returns 0), not a reset.
+                int read = await sockets[i].ReceiveAsync(new byte[1], SocketFlags.None, limit.Token);
+                closedAt[i] = upgraded.Elapsed;
+                Assert.Equal(0, read);
+            }).ToList();
+            int second = await server.UpgradeWithoutWaitingForExitAsync();
+            await Task.WhenAll(closes);
+            var earliest = closedAt.Min();
+            var latest = closedAt.Max();
+            output.WriteLine($"{Connections} idle connections closed from {earliest.TotalSeconds:0.000} s to {latest.TotalSeconds:0.000} s after the upgrade signal");
+
+            // Paced: spread over about a second (20 ticks of 50 ms), not closed in one instant;
+            // and all of them soon after their idle time (DrainIdleTimeout) has passed.
+            Assert.True(latest - earliest >= TimeSpan.FromMilliseconds(500), $"closed within {(latest - earliest).TotalMilliseconds:0} ms of each other");
+            Assert.True(latest - earliest < TimeSpan.FromSeconds(5), $"closed over {(latest - earliest).TotalSeconds:0.0} s");
+            Assert.Equal(0, await server.WaitForExitAsync(first, HelloSleepServer.StartTimeout));
+            Assert.Equal(0, server.CountOf("aborting"));
+
+            // Every client comes back, on a new connection, to the new generation.
+            await Parallel.ForEachAsync(Enumerable.Range(0, Connections), new ParallelOptions { MaxDegreeOfParallelism = Parallelism }, async (i, token) =>
+            {
+                sockets[i].Dispose();
+                sockets[i] = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                await sockets[i].ConnectAsync(server.EndPoint, token);
+                Assert.Equal(second, await RequestAsync(sockets[i], keepAlive: false, token));
+                sockets[i].Dispose();
+            });
+        }
+        finally
+        {
+            foreach (var socket in sockets)
+            {
+                socket?.Dispose();
+            }
+        }
+    }
+
+    private static async Task<int> RequestAsync(Socket socket, bool keepAlive, CancellationToken token)
+    {
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET /?sleep=0 HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n"), token);
+        var received = new List<byte>();
+        var buffer = new byte[4096];
+        while (true)
+        {
+            int read = await socket.ReceiveAsync(buffer, token);
+            if (read == 0)
+            {
+                throw new IOException("the server closed the connection before the response was complete");
+            }
+
+            received.AddRange(buffer.AsSpan(0, read));
+            string text = Encoding.ASCII.GetString([.. received]);
+            int headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            if (headEnd < 0)
+            {
+                continue;
+            }
+
+            Assert.StartsWith("HTTP/1.1 200", text, StringComparison.Ordinal);
+            string lengthLine = text[..headEnd].Split("\r\n").Single(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+            int length = int.Parse(lengthLine["Content-Length:".Length..].Trim(), CultureInfo.InvariantCulture);
+            if (received.Count >= headEnd + 4 + length)
+            {
+                string body = text[(headEnd + 4)..];
+                return int.Parse(body[4..body.IndexOf('\n', StringComparison.Ordinal)], CultureInfo.InvariantCulture);
+            }
+        }
+    }
+
+    /// <summary>Raises this process's RLIMIT_NOFILE with util-linux's prlimit, if it is lower
+    /// (soft and hard: the tests run as root, though a container may forbid raising the hard
+    /// limit; the runtime has already raised the soft limit to the hard one).</summary>
+    private static void RaiseOpenFileLimit(int limit)
+    {
+        string limits = File.ReadAllText("/proc/self/limits");
+        string line = limits.Split('\n').Single(l => l.StartsWith("Max open files", StringComparison.Ordinal));
+        string[] fields = line["Max open files".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (int.TryParse(fields[0], CultureInfo.InvariantCulture, out int soft) && soft >= limit)
+        {
+            return;
+        }
+
+        using var prlimit = Process.Start(new ProcessStartInfo("prlimit", $"--pid {Environment.ProcessId} --nofile={limit}:{limit}") { RedirectStandardError = true })!;
+        prlimit.WaitForExit();
+        Assert.True(prlimit.ExitCode == 0, $"this test needs {limit} open files; the limit is {fields[0]} and prlimit could not raise it: {prlimit.StandardError.ReadToEnd()}");
+    }
+}

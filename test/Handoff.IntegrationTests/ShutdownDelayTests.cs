@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using Handoff.Testing;
+
+namespace Handoff.IntegrationTests;
+
+/// <summary>
+/// Zero-loss termination, as a Kubernetes pod ends: on SIGTERM the health check fails at once
+/// while the generation goes on accepting for Handoff:ShutdownDelay (the time the endpoint takes
+/// to leave the load balancers), then drains and exits 0. The load here plays the load balancer:
+/// it keeps sending (new connections, or keep-alive) until a second after it saw the check fail.
+/// </summary>
+public sealed class ShutdownDelayTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Sigterm_WithShutdownDelay_UnhealthyAtOnceAndNoRequestFails(bool keepAlive)
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:ShutdownDelay=3s"]);
+        int pid = server.CurrentPid;
+        var load = new LoadClient(server.EndPoint, connections: 16, keepAlive);
+        LoadReport report;
+        TimeSpan unhealthyAfter;
+        Task<int> slow;
+        long servedAfterSignal;
+        try
+        {
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+            slow = await server.StartSlowRequestAsync(4); // runs into the drain
+
+            var signalled = Stopwatch.StartNew();
+            HelloSleepServer.Signal(pid, 15);
+            while (true)
+            {
+                var health = await HttpProbe.GetAsync(server.EndPoint, "/healthz", TimeSpan.FromSeconds(30));
+                if (health.Status == 503)
+                {
+                    unhealthyAfter = signalled.Elapsed;
+                    break;
+                }
+
+                Assert.Equal(200, health.Status);
+                Assert.True(signalled.Elapsed < TimeSpan.FromSeconds(10), "the health check never failed");
+            }
+
+            // Still accepting and serving: the load balancer has not caught up yet.
+            long atUnhealthy = load.Succeeded;
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
+            await Task.Delay(TimeSpan.FromSeconds(1)); // the load balancer's reaction time (within the 3 s delay)
+            servedAfterSignal = load.Succeeded - atUnhealthy;
+        }
+        finally
+        {
+            report = await load.StopAsync();
+        }
+
+        Assert.True(report.Failures.Count == 0, report.ToString());
+        Assert.True(servedAfterSignal >= 200, $"{servedAfterSignal} requests served after the check failed");
+        Assert.True(unhealthyAfter < TimeSpan.FromMilliseconds(100), $"the health check failed {unhealthyAfter.TotalMilliseconds:0} ms after SIGTERM");
+        Assert.Equal(pid, await slow.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, await server.WaitForExitAsync(pid, TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, server.CountOf("Handoff:ShutdownDelay"));
+        Assert.Equal(0, server.CountOf("aborting"));
+    }
+}

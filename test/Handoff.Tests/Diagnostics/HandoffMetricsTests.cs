@@ -1,0 +1,167 @@
+using System.Diagnostics.Metrics;
+using Handoff.AspNetCore;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Handoff.Tests.Diagnostics;
+
+public sealed class HandoffMetricsTests
+{
+    private readonly UpgraderTests.FakeLauncher _launcher = new();
+
+    [Fact]
+    public async Task UpgradeAsync_RefusedFailedAndSucceeded_TheTriggeringGenerationCountsWhatItSurvives()
+    {
+        using var upgrader = CreateUpgrader();
+        using var recorder = new Recorder(upgrader.Metrics.Meter);
+
+        await upgrader.UpgradeAsync(); // refused: not ready yet
+        await upgrader.ReadyAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: "it exited (exit code 3) before reporting ready");
+        await upgrader.UpgradeAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 2222, readyResult: "failed warm-up threw");
+        await upgrader.UpgradeAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 3333, readyResult: null);
+        Assert.True((await upgrader.UpgradeAsync()).Succeeded);
+        var observed = recorder.Observe();
+
+        Assert.Equal(1, observed["handoff.upgrades{error.type=not_ready,handoff.upgrade.result=refused}"]);
+        Assert.Equal(1, observed["handoff.upgrades{error.type=exited,handoff.upgrade.result=failed}"]);
+        Assert.Equal(1, observed["handoff.upgrades{error.type=start_failed,handoff.upgrade.result=failed}"]);
+
+        // The success is the new generation's to count (it serves after it); this one only
+        // measured how long it took.
+        Assert.DoesNotContain(observed.Keys, k => k.StartsWith("handoff.upgrades{handoff.upgrade.result=succeeded", StringComparison.Ordinal));
+        Assert.Single(recorder.Recorded, r => r.Series == "handoff.upgrade.duration{handoff.upgrade.result=succeeded}" && r.Value >= 0);
+        Assert.Equal(2, recorder.Recorded.Count(r => r.Series.StartsWith("handoff.upgrade.duration{error.type=", StringComparison.Ordinal) && r.Series.EndsWith("handoff.upgrade.result=failed}", StringComparison.Ordinal)));
+        Assert.Equal(1, observed["handoff.generation"]);
+        Assert.Equal(0, observed["handoff.draining_generations"]);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_NewGenerationDiesInTheRollbackWindow_CountedAsRolledBack()
+    {
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        using var recorder = new Recorder(upgrader.Metrics.Meter);
+        await upgrader.ReadyAsync();
+        var child = new UpgraderTests.FakeGeneration(pid: 88, readyResult: null);
+        _launcher.Next = child;
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        child.Exit("killed by signal 9");
+        await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, recorder.Observe()["handoff.upgrades{error.type=rolled_back,handoff.upgrade.result=failed}"]);
+    }
+
+    [Fact]
+    public void ClassifyFailure_WhatWaitReadyReturns_NamesItsKind()
+    {
+        Assert.Equal("timeout", StartedGeneration.ClassifyFailure("it did not report ready within 30 s (Handoff:UpgradeTimeout)"));
+        Assert.Equal("exited", StartedGeneration.ClassifyFailure("it exited (exit code 1) before reporting ready"));
+        Assert.Equal("exited", StartedGeneration.ClassifyFailure("it closed its ready pipe without reporting ready"));
+        Assert.Equal("start_failed", StartedGeneration.ClassifyFailure("warm-up failed: InvalidOperationException: no database"));
+    }
+
+    [Fact]
+    public async Task DrainAsync_CompletedAndTimedOut_RecordsDurationResultAndAbortedConnections()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        using var metrics = new HandoffMetrics(null);
+        drainer.Metrics = metrics;
+        metrics.ObserveDrainingConnections(() => drainer.IsDraining ? drainer.Count : 0);
+        using var recorder = new Recorder(metrics.Meter);
+        var connection = new DefaultConnectionContext("busy") { ConnectionClosed = CancellationToken.None };
+        drainer.Track(connection);
+        ((TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!).RequestStarted();
+
+        Assert.Equal(0, recorder.Observe()["handoff.draining_connections"]);
+        var drain = drainer.DrainAsync(TimeSpan.FromMilliseconds(300), TimeSpan.FromMilliseconds(100), CancellationToken.None, restart: false);
+        Assert.Equal(1, recorder.Observe()["handoff.draining_connections"]);
+        Assert.False(await drain.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        Assert.Single(recorder.Recorded, r => r.Series == "handoff.drain.duration{handoff.drain.reason=shutdown,handoff.drain.result=timed_out}" && r.Value >= 0.3);
+        Assert.Single(recorder.Recorded, r => r.Series == "handoff.drain.aborted_connections{handoff.drain.reason=shutdown}" && r.Value == 1);
+    }
+
+    [Fact]
+    public void Meter_FromTheHostsFactory_IsTheOneTheInstrumentsUse()
+    {
+        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var factory = services.GetRequiredService<IMeterFactory>();
+        using var metrics = new HandoffMetrics(factory);
+        using var recorder = new Recorder(metrics.Meter);
+
+        metrics.UpgradeEnded(HandoffMetrics.Failed, "timeout", TimeSpan.FromSeconds(30));
+
+        Assert.Equal("Handoff", metrics.Meter.Name);
+        Assert.Same(factory.Create(new MeterOptions("Handoff")), metrics.Meter); // the factory's own, disposed with it
+        Assert.Single(recorder.Recorded, r => r.Series == "handoff.upgrade.duration{error.type=timeout,handoff.upgrade.result=failed}" && r.Value == 30);
+    }
+
+    private Upgrader CreateUpgrader(TimeSpan? rollbackWindow = null) =>
+        UpgraderTests.Create(_launcher, new HandoffOptions { RollbackWindow = rollbackWindow ?? TimeSpan.Zero });
+
+    /// <summary>Listens to one meter instance (tests in parallel create others of the same name).</summary>
+    private sealed class Recorder : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private readonly Dictionary<string, double> _observed = [];
+        private bool _observing;
+
+        public Recorder(Meter meter)
+        {
+            _listener.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter == meter)
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _listener.SetMeasurementEventCallback<int>((i, v, t, _) => Add(i, v, t));
+            _listener.SetMeasurementEventCallback<long>((i, v, t, _) => Add(i, v, t));
+            _listener.SetMeasurementEventCallback<double>((i, v, t, _) => Add(i, v, t));
+            _listener.Start();
+        }
+
+        public List<(string Series, double Value)> Recorded { get; } = [];
+
+        public Dictionary<string, double> Observe()
+        {
+            lock (_observed)
+            {
+                _observed.Clear();
+                _observing = true;
+                _listener.RecordObservableInstruments();
+                _observing = false;
+                return new Dictionary<string, double>(_observed);
+            }
+        }
+
+        public void Dispose() => _listener.Dispose();
+
+        private void Add(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            var names = new List<string>();
+            foreach (var tag in tags)
+            {
+                names.Add($"{tag.Key}={tag.Value}");
+            }
+
+            names.Sort(StringComparer.Ordinal);
+            string series = instrument.Name + (names.Count == 0 ? "" : "{" + string.Join(",", names) + "}");
+            if (_observing && instrument.IsObservable)
+            {
+                _observed[series] = value;
+                return;
+            }
+
+            lock (Recorded)
+            {
+                Recorded.Add((series, value));
+            }
+        }
+    }
+}
