@@ -62,4 +62,20 @@ public sealed class ShutdownDelayTests
         Assert.Equal(1, server.CountOf("Handoff:ShutdownDelay"));
         Assert.Equal(0, server.CountOf("aborting"));
     }
+
+    [Fact]
+    public async Task SecondSigterm_DuringShutdownDelay_EndsItAndTheServerDrainsAndExits()
+    {
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:ShutdownDelay=60s"]);
+        int pid = server.CurrentPid;
+
+        HelloSleepServer.Signal(pid, 15);
+        await server.WaitForOutputAsync("(Handoff:ShutdownDelay)");
+        Assert.Equal(pid, await server.GetPidAsync()); // still serving
+        HelloSleepServer.Signal(pid, 15);
+
+        // Long before the 60 s delay would have ended.
+        Assert.Equal(0, await server.WaitForExitAsync(pid, TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, server.CountOf("a second shutdown signal ends Handoff:ShutdownDelay"));
+    }
 }

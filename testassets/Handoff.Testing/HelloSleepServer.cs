@@ -118,10 +118,25 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         try
         {
             // A server that cannot start exits: say so at once rather than at the timeout.
-            await server.WaitUntilAsync(
-                () => (server.CurrentPid == process.Id && server.ListeningPort() > 0) || (process.HasExited ? throw new InvalidOperationException($"HelloSleep exited with code {process.ExitCode} before it became ready. Server output:\n{server.Output}") : false),
-                StartTimeout,
-                "the first generation to become ready");
+            bool Ready() => server.CurrentPid == process.Id && server.ListeningPort() > 0;
+            await server.WaitUntilAsync(() => Ready() || process.HasExited, StartTimeout, "the first generation to become ready");
+            if (!Ready())
+            {
+                // The last lines may still be on their way through the pipes: read to their end
+                // (bounded, in case something the server started holds them open).
+                using var rest = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                try
+                {
+                    await process.WaitForExitAsync(rest.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    // What has arrived will do.
+                }
+
+                throw new InvalidOperationException($"HelloSleep exited with code {process.ExitCode} before it became ready. Server output:\n{server.Output}");
+            }
+
             server.EndPoint = new IPEndPoint(IPAddress.Loopback, server.ListeningPort());
             return server;
         }

@@ -21,10 +21,26 @@ public static class HandoffHealthChecksBuilderExtensions
     public static IHealthChecksBuilder AddHandoff(this IHealthChecksBuilder builder, string name = "handoff", HealthStatus? failureStatus = null, IEnumerable<string>? tags = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        return builder.Add(new HealthCheckRegistration(
-            name,
-            services => new HandoffHealthCheck(services.GetService<Upgrader>() ?? throw new InvalidOperationException("AddHealthChecks().AddHandoff() needs Handoff: call builder.WebHost.UseHandoff() in Program.cs (Handoff runs on Linux only).")),
-            failureStatus,
-            tags));
+        return builder.Add(new HealthCheckRegistration(name, Create, failureStatus, tags));
+    }
+
+    private static IHealthCheck Create(IServiceProvider services)
+    {
+        if (services.GetService<Upgrader>() is { } upgrader)
+        {
+            return new HandoffHealthCheck(upgrader);
+        }
+
+        // UseHandoff() does nothing off Linux (a developer's machine): nothing to report there.
+        // On Linux its absence is a mistake: the check says so (an exception thrown here would
+        // escape the health check service as a 500 with a stack trace).
+        return new Fixed(OperatingSystem.IsLinux()
+            ? HealthCheckResult.Unhealthy("AddHealthChecks().AddHandoff() needs Handoff: call builder.WebHost.UseHandoff() in Program.cs.")
+            : HealthCheckResult.Healthy("Handoff runs on Linux only; on this system UseHandoff() does nothing."));
+    }
+
+    private sealed class Fixed(HealthCheckResult result) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) => Task.FromResult(result);
     }
 }

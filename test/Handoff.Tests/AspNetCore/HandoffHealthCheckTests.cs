@@ -1,4 +1,5 @@
 using Handoff.AspNetCore;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Handoff.Tests.AspNetCore;
@@ -61,6 +62,19 @@ public sealed class HandoffHealthCheckTests
         var result = await check.CheckHealthAsync(new HealthCheckContext { Registration = new HealthCheckRegistration("handoff", check, HealthStatus.Degraded, null) });
 
         Assert.Equal(HealthStatus.Degraded, result.Status);
+    }
+
+    [Fact]
+    public async Task AddHandoff_WithoutUseHandoff_ReportsUnhealthyNamingTheMissingCall()
+    {
+        var collection = new ServiceCollection().AddLogging();
+        collection.AddHealthChecks().AddHandoff();
+        using var services = collection.BuildServiceProvider();
+
+        var report = await services.GetRequiredService<HealthCheckService>().CheckHealthAsync();
+
+        Assert.Equal(HealthStatus.Unhealthy, report.Status);
+        Assert.Contains("UseHandoff()", report.Entries["handoff"].Description, StringComparison.Ordinal);
     }
 
     private static Task<HealthCheckResult> CheckAsync(HandoffHealthCheck check) =>

@@ -1,0 +1,4 @@
+using BenchmarkDotNet.Running;
+
+// dotnet run -c Release --project bench/Handoff.MicroBenchmarks -- --filter '*'
+BenchmarkSwitcher.FromAssembly(typeof(Handoff.MicroBenchmarks.DrainMiddlewareBenchmarks).Assembly).Run(args);
