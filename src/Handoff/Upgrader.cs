@@ -429,7 +429,16 @@ public sealed partial class Upgrader : IDisposable
     {
         lock (_lock)
         {
-            return _stop ??= Task.Run(StopCoreAsync);
+            if (_stop is null)
+            {
+                // The state changes here, on the caller's thread (the signal's), not in the task:
+                // under load the thread pool may take a moment to run it, and a health check
+                // must say "shutting down" from the signal on.
+                var (was, main) = BeginStopLocked();
+                _stop = Task.Run(() => StopCoreAsync(was, main));
+            }
+
+            return _stop;
         }
     }
 
@@ -452,40 +461,40 @@ public sealed partial class Upgrader : IDisposable
         Metrics.Dispose();
     }
 
-    private async Task StopCoreAsync()
+    private (GenerationState Was, bool Main) BeginStopLocked()
     {
-        GenerationState was;
-        bool main;
-        lock (_lock)
+        var was = _state;
+
+        // Decided before the withdrawal below closes the ready pipe.
+        bool main = IsMainLocked();
+        if (_state is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
         {
-            was = _state;
-
-            // Decided before the withdrawal below closes the ready pipe.
-            main = IsMainLocked();
-            if (_state is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
+            _state = GenerationState.Stopping;
+            if (was == GenerationState.Starting)
             {
-                _state = GenerationState.Stopping;
-                if (was == GenerationState.Starting)
+                _inheritance.ReadyPipe?.ReportFailed("the new generation was stopped before it became ready");
+            }
+            else
+            {
+                if (!main && _toldParentReady && _notifier.IsEnabled)
                 {
-                    _inheritance.ReadyPipe?.ReportFailed("the new generation was stopped before it became ready");
+                    // The previous generation may have told systemd this pid is the main
+                    // process an instant ago, before it saw this withdrawal: give it back,
+                    // first, so that the exit of this process does not count as the service's.
+                    // Refused (harmlessly) when systemd had not made this process main.
+                    _notifier.Notify(MainPidAssignment(_inheritance.ParentPid));
                 }
-                else
-                {
-                    if (!main && _toldParentReady && _notifier.IsEnabled)
-                    {
-                        // The previous generation may have told systemd this pid is the main
-                        // process an instant ago, before it saw this withdrawal: give it back,
-                        // first, so that the exit of this process does not count as the service's.
-                        // Refused (harmlessly) when systemd had not made this process main.
-                        _notifier.Notify(MainPidAssignment(_inheritance.ParentPid));
-                    }
 
-                    // If the previous generation can still roll back, it accepts again.
-                    _inheritance.ReadyPipe?.ReportStopping();
-                }
+                // If the previous generation can still roll back, it accepts again.
+                _inheritance.ReadyPipe?.ReportStopping();
             }
         }
 
+        return (was, main);
+    }
+
+    private async Task StopCoreAsync(GenerationState was, bool main)
+    {
         Log.StopRequested(_logger, Environment.ProcessId, Generation, was);
         if (was is GenerationState.Starting or GenerationState.Ready or GenerationState.Upgrading)
         {

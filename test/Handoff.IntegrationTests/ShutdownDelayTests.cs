@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Handoff.Testing;
+using Xunit.Abstractions;
 
 namespace Handoff.IntegrationTests;
 
@@ -9,7 +10,7 @@ namespace Handoff.IntegrationTests;
 /// to leave the load balancers), then drains and exits 0. The load here plays the load balancer:
 /// it keeps sending (new connections, or keep-alive) until a second after it saw the check fail.
 /// </summary>
-public sealed class ShutdownDelayTests
+public sealed class ShutdownDelayTests(ITestOutputHelper output)
 {
     [Theory]
     [InlineData(false)]
@@ -21,6 +22,7 @@ public sealed class ShutdownDelayTests
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive);
         LoadReport report;
         TimeSpan unhealthyAfter;
+        var probes = new List<string>();
         Task<int> slow;
         long servedAfterSignal;
         try
@@ -32,7 +34,9 @@ public sealed class ShutdownDelayTests
             HelloSleepServer.Signal(pid, 15);
             while (true)
             {
+                var sent = signalled.Elapsed;
                 var health = await HttpProbe.GetAsync(server.EndPoint, "/healthz", TimeSpan.FromSeconds(30));
+                probes.Add($"{health.Status} sent at {sent.TotalMilliseconds:0} ms, answered at {signalled.Elapsed.TotalMilliseconds:0} ms");
                 if (health.Status == 503)
                 {
                     unhealthyAfter = signalled.Elapsed;
@@ -54,9 +58,10 @@ public sealed class ShutdownDelayTests
             report = await load.StopAsync();
         }
 
+        output.WriteLine($"{report}; {servedAfterSignal} served after the check failed; probes: {string.Join("; ", probes)}");
         Assert.True(report.Failures.Count == 0, report.ToString());
         Assert.True(servedAfterSignal >= 200, $"{servedAfterSignal} requests served after the check failed");
-        Assert.True(unhealthyAfter < TimeSpan.FromMilliseconds(100), $"the health check failed {unhealthyAfter.TotalMilliseconds:0} ms after SIGTERM");
+        Assert.True(unhealthyAfter < TimeSpan.FromMilliseconds(100), $"the health check failed {unhealthyAfter.TotalMilliseconds:0} ms after SIGTERM; probes: {string.Join("; ", probes)}");
         Assert.Equal(pid, await slow.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(0, await server.WaitForExitAsync(pid, TimeSpan.FromSeconds(30)));
         Assert.Equal(1, server.CountOf("Handoff:ShutdownDelay"));
