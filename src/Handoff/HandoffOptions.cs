@@ -46,7 +46,10 @@ public sealed class HandoffOptions
     /// </summary>
     /// <remarks>Default: 1 second. Closing an idle HTTP/1.1 connection races with a request the
     /// client may be sending on it; the longer a connection has been idle, the less likely that
-    /// is. Must be shorter than <see cref="DrainTimeout"/>.</remarks>
+    /// is. A connection whose client paused between its requests before waits longer: twice the
+    /// longest such pause (at most half of <see cref="DrainTimeout"/>), so that its next request
+    /// gets <c>Connection: close</c> rather than a closed connection. Must be shorter than
+    /// <see cref="DrainTimeout"/>.</remarks>
     public TimeSpan DrainIdleTimeout { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>

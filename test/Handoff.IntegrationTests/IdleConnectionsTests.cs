@@ -76,6 +76,33 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Upgrade_KeepAliveClientsThatPauseLongerThanDrainIdleTimeout_NoneLosesARequest()
+    {
+        // Service-to-service traffic: each client pauses 1.2 to 1.8 s between its requests, longer
+        // than DrainIdleTimeout (1 s), and sends the next one without looking whether the server
+        // closed the connection meanwhile. Closing such a connection as idle would lose that
+        // request; the drain waits twice a connection's longest pause, so each client's next
+        // request gets "Connection: close" instead.
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
+        var load = new LoadClient(server.EndPoint, connections: 100, keepAlive: true, pause: TimeSpan.FromSeconds(1.5));
+        LoadReport report;
+        try
+        {
+            await load.WaitForProgressAsync(400, TimeSpan.FromSeconds(60)); // a few pauses on each connection
+            var (oldPid, newPid, exit) = await server.UpgradeAsync();
+            Assert.Equal(0, exit);
+            await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(60));
+            Assert.Equal(0, server.CountOf("aborting"));
+        }
+        finally
+        {
+            report = await load.StopAsync();
+        }
+
+        Assert.True(report.Failures.Count == 0, report.ToString());
+    }
+
     private static async Task<int> RequestAsync(Socket socket, bool keepAlive, CancellationToken token)
     {
         await socket.SendAsync(Encoding.ASCII.GetBytes($"GET /?sleep=0 HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n"), token);

@@ -239,7 +239,7 @@ internal sealed partial class ConnectionDrainer
                 return left;
             }
 
-            CloseIdle(start, now, idleTimeout, owner, budget: budget);
+            CloseIdle(start, now, idleTimeout, owner, budget: budget, maxWait: limit / 2);
             await Task.Delay(Tick, _time).ConfigureAwait(false);
         }
 
@@ -276,7 +276,7 @@ internal sealed partial class ConnectionDrainer
                 return false;
             }
 
-            CloseIdle(start, now, idleTimeout, budget: budget);
+            CloseIdle(start, now, idleTimeout, budget: budget, maxWait: timeout / 2);
             if (_time.GetElapsedTime(lastProgress, now) >= ProgressInterval)
             {
                 lastProgress = now;
@@ -303,11 +303,19 @@ internal sealed partial class ConnectionDrainer
 
     /// <summary>One tick's work: HTTP/2 connections get their shutdown, idle HTTP/1.x connections
     /// are closed, at most <paramref name="budget"/> of them; returns how many were closed.</summary>
-    internal int CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false, int budget = int.MaxValue)
+    internal int CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false, int budget = int.MaxValue, TimeSpan maxWait = default)
     {
         // Idle means: no request running, and none ended within idleTimeout, counting the drain's
         // start as the last activity of connections that were idle before it.
-        long idleBefore = now - (long)(idleTimeout.TotalSeconds * _time.TimestampFrequency);
+        long idleTicks = (long)(idleTimeout.TotalSeconds * _time.TimestampFrequency);
+        long idleBefore = now - idleTicks;
+
+        // A client that pauses between its requests sends the next one after a pause like those:
+        // answered with "Connection: close" it goes to the new generation safely, whereas closing
+        // the connection under it loses that request if it is already on its way. So a
+        // connection whose client paused before waits twice its longest pause (at most maxWait)
+        // before it counts as idle.
+        long maxWaitTicks = (long)(maxWait.TotalSeconds * _time.TimestampFrequency);
         long acknowledgeLimit = (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency);
         int closed = 0;
 
@@ -325,7 +333,7 @@ internal sealed partial class ConnectionDrainer
             {
                 connection.ShutdownHttp2(http, now, acknowledgeLimit);
             }
-            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(idleBefore))))
+            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks))))))
             {
                 connection.RequestClose();
                 closed++;

@@ -46,7 +46,7 @@ internal sealed class DrainMiddleware
         if (tracked is not null)
         {
             tracked.IsHttp2 = !http1 && HttpProtocol.IsHttp2(protocol);
-            tracked.RequestStarted();
+            tracked.RequestStarted(TimeProvider.System.GetTimestamp());
             context.Response.OnCompleted(_onCompleted, tracked);
         }
 

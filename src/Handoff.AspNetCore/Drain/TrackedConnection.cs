@@ -10,6 +10,8 @@ internal sealed class TrackedConnection
     private readonly ConnectionContext _connection;
     private int _activeRequests;
     private long _idleSince;
+    private long _longestPause;
+    private int _served;
     private int _closeRequested;
     private bool _shutdownBegun;
     private long _shutdownStarted;
@@ -45,13 +47,33 @@ internal sealed class TrackedConnection
 
     public bool IsCloseRequested => Volatile.Read(ref _closeRequested) != 0;
 
-    public void RequestStarted() => Interlocked.Increment(ref _activeRequests);
+    public void RequestStarted(long now)
+    {
+        // The pause since the last response: how long this client leaves the connection idle
+        // between its requests. (Concurrent HTTP/2 streams may race here; a lost maximum only
+        // makes the drain close the connection sooner, as it would without this.)
+        if (Volatile.Read(ref _served) != 0)
+        {
+            long pause = now - Volatile.Read(ref _idleSince);
+            if (pause > Volatile.Read(ref _longestPause))
+            {
+                Volatile.Write(ref _longestPause, pause);
+            }
+        }
+
+        Interlocked.Increment(ref _activeRequests);
+    }
 
     public void RequestEnded(long now)
     {
         Volatile.Write(ref _idleSince, now);
+        Volatile.Write(ref _served, 1);
         Interlocked.Decrement(ref _activeRequests);
     }
+
+    /// <summary>The longest pause between a response and the next request seen on this
+    /// connection, in timestamp ticks; zero before its second request.</summary>
+    public long LongestPause => Volatile.Read(ref _longestPause);
 
     /// <summary>True when no request runs and none has ended since <paramref name="since"/>.</summary>
     public bool IsIdleSince(long since) =>

@@ -59,28 +59,31 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
             {
                 context.Cancel = true;
                 Log.HangUp(_logger, Environment.ProcessId, _upgrader.Generation);
+                CountShutdownSignal();
                 _lifetime.StopApplication();
             });
         }
 
-        // The host's lifetime stops on the first SIGTERM or SIGINT; a second one, during
-        // Handoff:ShutdownDelay, means "now". Counted here, alongside the host's own handler,
-        // which cancels the default action.
+        // The host's lifetime stops on the first SIGTERM, SIGINT or SIGQUIT (and SIGHUP, above);
+        // a second one, during Handoff:ShutdownDelay, means "now". Counted here, alongside the
+        // host's own handler, which cancels the default action.
         if (_options.ShutdownDelay > TimeSpan.Zero)
         {
-            _shutdownSignals = [.. new[] { PosixSignal.SIGTERM, PosixSignal.SIGINT }.Select(signal => PosixSignalRegistration.Create(signal, _ =>
-            {
-                if (Interlocked.Increment(ref _shutdownSignalCount) > 1)
-                {
-                    _upgrader.EndShutdownDelay();
-                }
-            }))];
+            _shutdownSignals = [.. new[] { PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGQUIT }.Select(signal => PosixSignalRegistration.Create(signal, _ => CountShutdownSignal()))];
         }
 
         return Task.CompletedTask;
     }
 
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    private void CountShutdownSignal()
+    {
+        if (Interlocked.Increment(ref _shutdownSignalCount) > 1)
+        {
+            _upgrader.EndShutdownDelay();
+        }
+    }
 
     public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 

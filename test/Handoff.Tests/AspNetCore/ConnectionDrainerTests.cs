@@ -44,9 +44,9 @@ public sealed class ConnectionDrainerTests
         var busy = Connect(drainer);
         var recent = Connect(drainer);
         long start = _time.GetTimestamp();
-        Tracked(busy).RequestStarted();
+        Tracked(busy).RequestStarted(_time.GetTimestamp());
         _time.Advance(TimeSpan.FromMilliseconds(1500));
-        Tracked(recent).RequestStarted();
+        Tracked(recent).RequestStarted(_time.GetTimestamp());
         Tracked(recent).RequestEnded(_time.GetTimestamp());
 
         _time.Advance(TimeSpan.FromMilliseconds(500));
@@ -67,7 +67,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
         var connection = Connect(drainer);
         Tracked(connection).IsHttp2 = true;
-        Tracked(connection).RequestStarted();
+        Tracked(connection).RequestStarted(_time.GetTimestamp());
 
         drainer.CloseIdle(_time.GetTimestamp(), _time.GetTimestamp(), Idle);
 
@@ -95,7 +95,7 @@ public sealed class ConnectionDrainerTests
     {
         var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
         var connection = Connect(drainer);
-        Tracked(connection).RequestStarted();
+        Tracked(connection).RequestStarted(_time.GetTimestamp());
 
         Assert.False(await drainer.DrainAsync(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10), new CancellationToken(canceled: true)));
         Assert.True(connection.Aborted);
@@ -132,7 +132,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
         object reloaded = new();
         var busy = Connect(drainer, reloaded);
-        Tracked(busy).RequestStarted();
+        Tracked(busy).RequestStarted(_time.GetTimestamp());
 
         int left = await drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(50)).WaitAsync(TimeSpan.FromSeconds(10));
 
@@ -147,7 +147,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
         object reloaded = new();
         var busy = Connect(drainer, reloaded);
-        Tracked(busy).RequestStarted();
+        Tracked(busy).RequestStarted(_time.GetTimestamp());
 
         var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(50));
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30)); // an upgrade right after the reload
@@ -184,6 +184,31 @@ public sealed class ConnectionDrainerTests
         drainer.EndDrain();
 
         Assert.Equal(1, fake.CloseRequests);
+    }
+
+    [Theory]
+    [InlineData(1.5, 30, 3.0)] // waits twice the client's longest pause
+    [InlineData(60, 10, 10.0)] // at most maxWait
+    [InlineData(0.2, 30, 1.0)] // never less than the idle timeout
+    public void CloseIdle_ClientThatPausedBetweenRequests_WaitsForItsNextRequestFirst(double pauseSeconds, double maxWaitSeconds, double closedAfterSeconds)
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var connection = Connect(drainer);
+        var tracked = Tracked(connection);
+        tracked.RequestStarted(_time.GetTimestamp());
+        tracked.RequestEnded(_time.GetTimestamp());
+        _time.Advance(TimeSpan.FromSeconds(pauseSeconds));
+        tracked.RequestStarted(_time.GetTimestamp());
+        tracked.RequestEnded(_time.GetTimestamp());
+        long start = _time.GetTimestamp();
+
+        _time.Advance(TimeSpan.FromSeconds(closedAfterSeconds) - TimeSpan.FromMilliseconds(100));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle, maxWait: TimeSpan.FromSeconds(maxWaitSeconds));
+        Assert.Equal(0, connection.CloseRequests);
+
+        _time.Advance(TimeSpan.FromMilliseconds(100));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle, maxWait: TimeSpan.FromSeconds(maxWaitSeconds));
+        Assert.Equal(1, connection.CloseRequests);
     }
 
     [Fact]

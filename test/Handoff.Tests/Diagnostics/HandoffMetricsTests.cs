@@ -75,7 +75,7 @@ public sealed class HandoffMetricsTests
         using var recorder = new Recorder(metrics.Meter);
         var connection = new DefaultConnectionContext("busy") { ConnectionClosed = CancellationToken.None };
         drainer.Track(connection);
-        ((TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!).RequestStarted();
+        ((TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!).RequestStarted(TimeProvider.System.GetTimestamp());
 
         Assert.Equal(0, recorder.Observe()["handoff.draining_connections"]);
         var drain = drainer.DrainAsync(TimeSpan.FromMilliseconds(300), TimeSpan.FromMilliseconds(100), CancellationToken.None, restart: false);
