@@ -49,8 +49,12 @@ for (int repeat = 1; repeat <= repeats; repeat++)
     }
 }
 
+// Only a full run (or a merge into one) writes the full report: a quick or partial run writes
+// its own files and never overwrites the report people read first.
+bool partial = merge is null && (quick || only is not null);
+string suffix = partial ? "-quick" : "";
 string machine = await MachineAsync();
-string date = merge is not null ? Path.GetFileNameWithoutExtension(merge) : DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture) + (quick ? "-quick" : "");
+string date = merge is not null ? Path.GetFileNameWithoutExtension(merge) : DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture) + suffix;
 string results = Path.Combine(root, "bench", "results");
 Directory.CreateDirectory(results);
 await File.WriteAllTextAsync(Path.Combine(results, date + ".json"), JsonSerializer.Serialize(
@@ -61,9 +65,9 @@ string docs = Path.Combine(root, "docs");
 Directory.CreateDirectory(docs);
 var pictured = new[] { new Scenario("handoff", "h1log", "upgrade"), new Scenario("nginx", "h1log", "upgrade"), new Scenario("kestrel", "h1log", "restart") }
     .Select(s => runs.FirstOrDefault(r => r.Scenario == s)).OfType<RunResult>().ToList();
-await File.WriteAllTextAsync(Path.Combine(docs, "benchmarks-timeline.svg"), Timeline.Svg(pictured));
-await File.WriteAllTextAsync(Path.Combine(docs, "benchmarks.md"), Report.Markdown(runs, machine, command, "benchmarks-timeline.svg"));
-Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks.md, docs/benchmarks-timeline.svg");
+await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-timeline.svg"), Timeline.Svg(pictured));
+await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}.md"), Report.Markdown(runs, machine, command, $"benchmarks{suffix}-timeline.svg"));
+Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks{suffix}.md, docs/benchmarks{suffix}-timeline.svg");
 Directory.Delete(work, recursive: true);
 return 0;
 
@@ -95,5 +99,6 @@ static async Task<string> MachineAsync()
         $"dotnet: {Environment.Version} runtime; {await Version("dotnet", "--version")} SDK",
         $"nginx: {await Version("nginx", "-v")}",
         $"wrk: {await Version("wrk", "-v")}",
-        $"h2load: {await Version("h2load", "--version")}");
+        $"h2load: {await Version("h2load", "--version")}",
+        $"go: {await Version("go", "version")}");
 }

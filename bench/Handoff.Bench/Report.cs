@@ -19,7 +19,7 @@ internal static class Report
         text.AppendLine(machine.TrimEnd());
         text.AppendLine("```");
         text.AppendLine();
-        text.AppendLine("Servers: **kestrel** is HelloSleep without Handoff (`--HelloSleep:NoHandoff=true`), its action a naive restart (SIGTERM, wait, start). **handoff** is HelloSleep with `UseHandoff()`, its action `kill -USR2`. **nginx** is Debian's nginx, one worker, `return 200`, its action the binary upgrade (USR2, wait for the new pid file, WINCH and QUIT to the old master). An action every 2 s; none in the first 2 s and the last 4 s of a run.");
+        text.AppendLine("Servers: **kestrel** is HelloSleep without Handoff (`--HelloSleep:NoHandoff=true`), its action a naive restart (SIGTERM, wait, start). **handoff** is HelloSleep with `UseHandoff()`, its action `kill -USR2`. **nginx** is Debian's nginx, one worker, `return 200`, its action the binary upgrade (USR2, wait for the new pid file, WINCH and QUIT to the old master). The Go systems the project grew from, built from Debian's packages and serving the same endpoint (bench/go): **grace** is facebookgo/grace's gracehttp, its action `kill -USR2` (the new process sends SIGTERM to the old one once it listens); **tableflip** is cloudflare/tableflip, its action `kill -HUP` (the old one shuts down once the new one is ready); **shutdown** is the second article's net/http `Shutdown` demo, its action `kill -HUP` (the old one starts a new one with the listener at fd 3 and shuts down at once, 20 s at most). An action every 2 s; none in the first 2 s and the last 4 s of a run.");
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"![requests/s and p99 latency over time, actions marked]({svgName})");
         text.AppendLine();
@@ -72,8 +72,8 @@ internal static class Report
     public static string Headline(IReadOnlyList<RunResult> runs)
     {
         var text = new StringBuilder();
-        text.AppendLine("| load | kestrel restart: failed per action | nginx upgrade: failed per action | **handoff upgrade: failed per action** | handoff upgrades | handoff req/s vs kestrel, steady |");
-        text.AppendLine("|---|---|---|---|---|---|");
+        text.AppendLine("| load | kestrel restart: failed per action | nginx upgrade: failed per action | grace upgrade: failed per action | tableflip upgrade: failed per action | net/http Shutdown demo: failed per action | **handoff upgrade: failed per action** | handoff upgrades | handoff req/s vs kestrel, steady |");
+        text.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (string load in LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l)))
         {
             string PerAction(string server, string action)
@@ -87,7 +87,7 @@ internal static class Report
             double handoff = Median(runs.Where(r => r.Scenario == new Scenario("handoff", load, "none")).Select(r => r.Load.RequestsPerSecond));
             int upgrades = runs.Where(r => r.Scenario == new Scenario("handoff", load, "upgrade")).Sum(r => r.Actions.Count);
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {load} | {PerAction("kestrel", "restart")} | {PerAction("nginx", "upgrade")} | **{PerAction("handoff", "upgrade")}** | {upgrades} | {(kestrel > 0 && handoff > 0 ? (handoff / kestrel).ToString("0.000", CultureInfo.InvariantCulture) : "-")} |"));
+                $"| {load} | {PerAction("kestrel", "restart")} | {PerAction("nginx", "upgrade")} | {PerAction("grace", "upgrade")} | {PerAction("tableflip", "upgrade")} | {PerAction("shutdown", "upgrade")} | **{PerAction("handoff", "upgrade")}** | {upgrades} | {(kestrel > 0 && handoff > 0 ? (handoff / kestrel).ToString("0.000", CultureInfo.InvariantCulture) : "-")} |"));
         }
 
         text.AppendLine();

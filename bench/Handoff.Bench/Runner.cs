@@ -20,6 +20,7 @@ internal static class Runner
         await using BenchServer server = scenario.Server switch
         {
             "nginx" => new NginxBenchServer(directory, port, http2),
+            "grace" or "tableflip" or "shutdown" => new GoBenchServer(scenario.Server, directory, port),
             "handoff" => new HelloSleepBenchServer(handoff: true, directory, port, http2),
             _ => new HelloSleepBenchServer(handoff: false, directory, port, http2),
         };
