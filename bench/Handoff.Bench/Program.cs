@@ -69,6 +69,15 @@ await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-timeline.sv
 await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}.md"), Report.Markdown(runs, machine, command, $"benchmarks{suffix}-timeline.svg"));
 Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks{suffix}.md, docs/benchmarks{suffix}-timeline.svg");
 Directory.Delete(work, recursive: true);
+
+// An upgrade or restart in which no new process took over fails the run (it is in the report).
+var failedActions = runs.Where(r => r.Actions.Any(a => !a.Succeeded)).Select(r => $"{r.Scenario} #{r.Repeat}: {r.Actions.Count(a => !a.Succeeded)} of {r.Actions.Count}").ToList();
+if (failedActions.Count > 0)
+{
+    Console.Error.WriteLine("actions in which no new process took over: " + string.Join("; ", failedActions));
+    return 1;
+}
+
 return 0;
 
 string? Option(string name)

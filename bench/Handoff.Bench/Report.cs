@@ -28,8 +28,8 @@ internal static class Report
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## {load}: {LoadGenerator.Descriptions[load]}");
             text.AppendLine();
-            text.AppendLine("| server | action | runs | actions | req/s | vs kestrel | failed | failed per action | failures by kind | p50 ms | p99 ms | p99.9 ms | max ms | p99 ms, 1 s after action | p99 ms, steady | signal to ready ms | ready to old gone ms | peak RSS MiB start, end | fds start, end |");
-            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            text.AppendLine("| server | action | runs | actions | succeeded | req/s | vs kestrel | failed | failed per action | failures by kind | p50 ms | p99 ms | p99.9 ms | max ms | p99 ms, 1 s after action | p99 ms, steady | signal to ready ms | ready to old gone ms | peak RSS MiB start, end | fds start, end |");
+            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             double baseline = Median(runs.Where(r => r.Scenario is { Server: "kestrel", Action: "none" } && r.Scenario.Load == load).Select(r => r.Load.RequestsPerSecond));
             foreach (var group in runs.Where(r => r.Scenario.Load == load).GroupBy(r => r.Scenario))
             {
@@ -43,6 +43,7 @@ internal static class Report
                     group.Key.Action,
                     g.Count.ToString(CultureInfo.InvariantCulture),
                     actionCount.ToString(CultureInfo.InvariantCulture),
+                    actionCount > 0 ? Succeeded(g) : "-",
                     Range(g.Select(r => r.Load.RequestsPerSecond), "0"),
                     baseline > 0 ? (rps / baseline).ToString("0.000", CultureInfo.InvariantCulture) : "-",
                     failed.ToString(CultureInfo.InvariantCulture),
@@ -64,7 +65,7 @@ internal static class Report
             text.AppendLine();
         }
 
-        text.AppendLine("Columns: *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run.");
+        text.AppendLine("Columns: *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run.");
         return text.ToString();
     }
 
@@ -72,7 +73,7 @@ internal static class Report
     public static string Headline(IReadOnlyList<RunResult> runs)
     {
         var text = new StringBuilder();
-        text.AppendLine("| load | kestrel restart: failed per action | nginx upgrade: failed per action | grace upgrade: failed per action | tableflip upgrade: failed per action | net/http Shutdown demo: failed per action | **handoff upgrade: failed per action** | handoff upgrades | handoff req/s vs kestrel, steady |");
+        text.AppendLine("| load | kestrel restart: failed per action | nginx upgrade: failed per action | grace upgrade: failed per action | tableflip upgrade: failed per action | net/http Shutdown demo: failed per action | **handoff upgrade: failed per action** | handoff upgrades succeeded | handoff req/s vs kestrel, steady |");
         text.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (string load in LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l)))
         {
@@ -85,13 +86,21 @@ internal static class Report
 
             double kestrel = Median(runs.Where(r => r.Scenario == new Scenario("kestrel", load, "none")).Select(r => r.Load.RequestsPerSecond));
             double handoff = Median(runs.Where(r => r.Scenario == new Scenario("handoff", load, "none")).Select(r => r.Load.RequestsPerSecond));
-            int upgrades = runs.Where(r => r.Scenario == new Scenario("handoff", load, "upgrade")).Sum(r => r.Actions.Count);
+            var upgradeRuns = runs.Where(r => r.Scenario == new Scenario("handoff", load, "upgrade")).ToList();
+            string upgrades = upgradeRuns.Sum(r => r.Actions.Count) > 0 ? Succeeded(upgradeRuns) : "0";
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {load} | {PerAction("kestrel", "restart")} | {PerAction("nginx", "upgrade")} | {PerAction("grace", "upgrade")} | {PerAction("tableflip", "upgrade")} | {PerAction("shutdown", "upgrade")} | **{PerAction("handoff", "upgrade")}** | {upgrades} | {(kestrel > 0 && handoff > 0 ? (handoff / kestrel).ToString("0.000", CultureInfo.InvariantCulture) : "-")} |"));
         }
 
         text.AppendLine();
         return text.ToString();
+    }
+
+    /// <summary>Actions in which a new process took over, of all: "51/51".</summary>
+    internal static string Succeeded(IEnumerable<RunResult> runs)
+    {
+        var actions = runs.SelectMany(r => r.Actions).ToList();
+        return string.Create(CultureInfo.InvariantCulture, $"{actions.Count(a => a.Succeeded)}/{actions.Count}");
     }
 
     internal static double Median(IEnumerable<double> values)
