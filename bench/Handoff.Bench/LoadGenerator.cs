@@ -16,7 +16,7 @@ internal static class LoadGenerator
         ["keepalive"] = $"HTTP/1.1 keep-alive, wrk -t2 -c{Connections}",
         ["close"] = $"a new connection per request, wrk -t2 -c{Connections} -H \"Connection: close\"",
         ["h1log"] = $"HTTP/1.1 keep-alive, h2load --h1 -t2 -c{Connections} with a per-request log (latency after each action, timeline)",
-        ["h2c"] = $"HTTP/2 cleartext, h2load -t2 -c{Connections} -m1 with a per-request log",
+        ["h2c"] = $"HTTP/2 cleartext, {Connections} connections of the harness's own client (Handoff.Testing's Http2LoadClient: one stream at a time per connection, a new connection after GOAWAY, never a retry; every refused or reset stream, lost connection and failed connect counts), with a per-request log. h2load, used before, opens no new connection after GOAWAY, so its load collapsed at the first upgrade",
         ["longmix"] = $"wrk -t2 -c{Connections} keep-alive plus wrk -t1 -c8 on /?sleep=1 (requests in flight at every action)",
     };
 
@@ -40,18 +40,47 @@ internal static class LoadGenerator
                 var main = BenchProcess.RunAsync("wrk", [.. wrk, url], limit);
                 var slow = BenchProcess.RunAsync("wrk", ["-t1", "-c8", $"-d{seconds}s", "--timeout", "10s", "-s", script, url + "?sleep=1"], limit);
                 return Combine(WrkOutput.Parse((await main).Output), WrkOutput.Parse((await slow).Output));
-            case "h1log":
             case "h2c":
+                return await Http2LoadAsync(port, duration);
+            case "h1log":
                 string log = Path.Combine(directory, $"h2load-{Guid.NewGuid():N}.log");
                 string[] h2load = ["-t2", $"-c{Connections}", "-m1", "-D", seconds, $"--log-file={log}"];
-                string[] protocol = load == "h1log" ? ["--h1"] : [];
-                var (_, output) = await BenchProcess.RunAsync("h2load", [.. h2load, .. protocol, url], limit);
+                var (_, output) = await BenchProcess.RunAsync("h2load", [.. h2load, "--h1", url], limit);
                 var result = H2loadOutput.Parse(output, File.Exists(log) ? File.ReadLines(log) : []);
                 File.Delete(log);
                 return result;
             default:
                 throw new ArgumentException($"unknown load '{load}'; known: {string.Join(", ", Descriptions.Keys)}", nameof(load));
         }
+    }
+
+    private static async Task<LoadResult> Http2LoadAsync(int port, TimeSpan duration)
+    {
+        var samples = new System.Collections.Concurrent.ConcurrentQueue<(DateTime Start, double LatencyMs)>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var client = new Handoff.Testing.Http2LoadClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), Connections, tls: false, sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
+        await Task.Delay(duration);
+        var report = await client.StopAsync();
+        double seconds = clock.Elapsed.TotalSeconds;
+
+        // Failures read "HH:mm:ss.fff connect: ...", "HH:mm:ss.fff stream N: status 503" or
+        // "HH:mm:ss.fff stream N: <refused, reset, connection lost>".
+        long connect = report.Failures.Count(f => f.Contains(" connect: ", StringComparison.Ordinal));
+        long status = report.Failures.Count(f => f.Contains(": status ", StringComparison.Ordinal));
+        double[] sorted = [.. samples.Select(s => s.LatencyMs).Order()];
+        return new LoadResult
+        {
+            Requests = report.Succeeded + status,
+            DurationSeconds = seconds,
+            ConnectErrors = connect,
+            Non2xx = status,
+            StreamErrors = report.Failures.Count - connect - status,
+            P50Ms = H2loadOutput.Percentile(sorted, 50),
+            P99Ms = H2loadOutput.Percentile(sorted, 99),
+            P999Ms = H2loadOutput.Percentile(sorted, 99.9),
+            MaxMs = sorted.Length > 0 ? sorted[^1] : 0,
+            Samples = [.. samples],
+        };
     }
 
     /// <summary>Checks that "Connection: close" really closes: the response must say so.</summary>

@@ -27,15 +27,23 @@ public sealed class Http2LoadClient : ILoad
     private readonly ConcurrentQueue<string> _failures = new();
     private readonly ConcurrentDictionary<int, bool> _pids = new();
     private readonly Task[] _workers;
+    private readonly Action<DateTime, TimeSpan>? _sampled;
     private long _succeeded;
     private long _connections;
     private long _goAways;
 
-    public Http2LoadClient(IPEndPoint endPoint, int connections, bool tls, string path = "/?sleep=0")
+    /// <param name="endPoint">The server.</param>
+    /// <param name="connections">How many connections run at once.</param>
+    /// <param name="tls">h2 over TLS (any certificate accepted), else h2c with prior knowledge.</param>
+    /// <param name="path">What to GET.</param>
+    /// <param name="sampled">Called with each successful request's start and duration (the
+    /// benchmark's per-request log).</param>
+    public Http2LoadClient(IPEndPoint endPoint, int connections, bool tls, string path = "/?sleep=0", Action<DateTime, TimeSpan>? sampled = null)
     {
         _endPoint = endPoint;
         _tls = tls;
         _path = path;
+        _sampled = sampled;
         _workers = [.. Enumerable.Range(0, connections).Select(_ => Task.Run(RunAsync))];
     }
 
@@ -98,6 +106,8 @@ public sealed class Http2LoadClient : ILoad
                 {
                     using var timeout = new CancellationTokenSource(RequestTimeout);
                     int stream = connection.NextStream();
+                    var start = DateTime.UtcNow;
+                    long startTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
                     try
                     {
                         await connection.SendRequestAsync(stream, _path, _tls, timeout.Token);
@@ -106,6 +116,7 @@ public sealed class Http2LoadClient : ILoad
                         {
                             Interlocked.Increment(ref _succeeded);
                             _pids.TryAdd(pid, true);
+                            _sampled?.Invoke(start, System.Diagnostics.Stopwatch.GetElapsedTime(startTimestamp));
                         }
                         else
                         {
