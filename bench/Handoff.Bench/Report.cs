@@ -35,6 +35,7 @@ internal static class Report
             {
                 var g = group.ToList();
                 int actionCount = g.Sum(r => r.Actions.Count);
+                string collapsedNote = g.Count(r => r.LoadCollapsed == true) is > 0 and var n ? $"load collapsed ({n} of {g.Count} runs)" : "";
                 long failed = g.Sum(r => r.Load.Failed);
                 double rps = Median(g.Select(r => r.Load.RequestsPerSecond));
                 text.AppendLine(string.Join(" | ", new[]
@@ -44,10 +45,10 @@ internal static class Report
                     g.Count.ToString(CultureInfo.InvariantCulture),
                     actionCount.ToString(CultureInfo.InvariantCulture),
                     actionCount > 0 ? Succeeded(g) : "-",
-                    Range(g.Select(r => r.Load.RequestsPerSecond), "0"),
-                    baseline > 0 ? (rps / baseline).ToString("0.000", CultureInfo.InvariantCulture) : "-",
+                    collapsedNote.Length > 0 ? collapsedNote : Range(g.Select(r => r.Load.RequestsPerSecond), "0"),
+                    collapsedNote.Length > 0 ? "-" : baseline > 0 ? (rps / baseline).ToString("0.000", CultureInfo.InvariantCulture) : "-",
                     failed.ToString(CultureInfo.InvariantCulture),
-                    actionCount > 0 ? ((double)failed / actionCount).ToString("0.00", CultureInfo.InvariantCulture) : "-",
+                    collapsedNote.Length > 0 ? collapsedNote : actionCount > 0 ? ((double)failed / actionCount).ToString("0.00", CultureInfo.InvariantCulture) : "-",
                     Kinds(g),
                     Range(g.Select(r => r.Load.P50Ms), "0.00"),
                     Range(g.Select(r => r.Load.P99Ms), "0.00"),
@@ -65,7 +66,7 @@ internal static class Report
             text.AppendLine();
         }
 
-        text.AppendLine("Columns: *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run.");
+        text.AppendLine("Columns: *load collapsed*: the load's rate in its last 2 s fell below half its rate before the first action, so the load generator had stopped loading; such runs are not averaged into figures (per-request logs only: h1log, h2c). *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run.");
         return text.ToString();
     }
 
@@ -81,6 +82,11 @@ internal static class Report
             {
                 var g = runs.Where(r => r.Scenario == new Scenario(server, load, action)).ToList();
                 int actions = g.Sum(r => r.Actions.Count);
+                if (g.Any(r => r.LoadCollapsed == true))
+                {
+                    return "load collapsed";
+                }
+
                 return actions == 0 ? "-" : ((double)g.Sum(r => r.Load.Failed) / actions).ToString("0.00", CultureInfo.InvariantCulture);
             }
 

@@ -11,6 +11,11 @@ internal sealed record RunResult
 
     public IReadOnlyList<ActionTiming> Actions { get; init; } = [];
 
+    /// <summary>True when the load's rate in its last 2 s fell below half its rate before the
+    /// first action: the load generator stopped loading (h2load after GOAWAY did), and the run's
+    /// figures describe an almost empty load. Null without a per-request log.</summary>
+    public bool? LoadCollapsed { get; init; }
+
     /// <summary>p99 of the requests started within 1 s after an action (per-request logs only).</summary>
     public double? P99AfterActionMs { get; init; }
 

@@ -77,9 +77,18 @@ internal static class Runner
     internal static RunResult Summarize(Scenario scenario, int repeat, LoadResult load, IReadOnlyList<ActionTiming> actions)
     {
         double? after = null, steady = null;
+        bool? collapsed = null;
         var timeline = new List<TimelineBin>();
         if (load.Samples.Count > 0)
         {
+            // Before the first action (Lead, less a ramp-up) against the run's last 2 s, which
+            // come after the last action's settling (Tail).
+            var start = load.Samples.Min(s => s.Start);
+            var end = start + TimeSpan.FromSeconds(load.DurationSeconds);
+            double Rate(DateTime from, DateTime to) => load.Samples.Count(s => s.Start >= from && s.Start < to) / (to - from).TotalSeconds;
+            double before = Rate(start + TimeSpan.FromSeconds(0.5), start + Lead);
+            collapsed = before > 0 && Rate(end - TimeSpan.FromSeconds(2), end) < before / 2;
+
             bool AfterAction(DateTime t) => actions.Any(a => t >= a.At && t < a.At + TimeSpan.FromSeconds(1));
             var inside = load.Samples.Where(s => AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
             var outside = load.Samples.Where(s => !AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
@@ -100,6 +109,7 @@ internal static class Runner
             Repeat = repeat,
             Load = load with { Samples = [] },
             Actions = actions,
+            LoadCollapsed = collapsed,
             P99AfterActionMs = after,
             P99SteadyMs = steady,
             Timeline = timeline,

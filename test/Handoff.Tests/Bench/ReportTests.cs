@@ -30,4 +30,30 @@ public sealed class ReportTests
             Actions = [.. succeeded.Select(ok => new ActionTiming(at, 100, 50, ok))],
         };
     }
+
+    [Theory]
+    [InlineData(1000, 1000, false)] // a load that stays a load
+    [InlineData(1000, 400, true)]   // below half its rate before the first action: collapsed
+    [InlineData(1000, 0, true)]     // h2load after GOAWAY: nothing at all at the end
+    public void Summarize_RateAtTheEndAgainstBeforeTheFirstAction_TellsACollapsedLoad(int perSecondBefore, int perSecondAfter, bool collapsed)
+    {
+        var origin = new DateTime(2026, 11, 22, 12, 0, 0, DateTimeKind.Utc);
+        var samples = new List<(DateTime, double)>();
+        for (int second = 0; second < 12; second++)
+        {
+            int count = second < 3 ? perSecondBefore : perSecondAfter;
+            for (int i = 0; i < count; i++)
+            {
+                samples.Add((origin.AddSeconds(second + ((double)i / Math.Max(count, 1))), 1.0));
+            }
+        }
+
+        var load = new LoadResult { Requests = samples.Count, DurationSeconds = 12, Samples = samples };
+        var run = Runner.Summarize(new Scenario("handoff", "h2c", "upgrade"), 1, load, [new ActionTiming(origin.AddSeconds(2), 500, 100, true)]);
+        string report = Report.Markdown([run], "machine", "bench/run", "timeline.svg");
+
+        Assert.Equal(collapsed, run.LoadCollapsed);
+        Assert.Equal(collapsed, report.Contains("load collapsed (1 of 1 runs)", StringComparison.Ordinal));
+        Assert.Equal(collapsed, Report.Headline([run]).Contains("load collapsed", StringComparison.Ordinal));
+    }
 }
