@@ -35,6 +35,10 @@ internal abstract class BenchServer : IAsyncDisposable
 
     public abstract Task<ActionTiming> ActAsync();
 
+    /// <summary>Bytes the serving process allocates per keep-alive request, measured over a fixed
+    /// number of requests on one connection; null where the server cannot say (not .NET).</summary>
+    public virtual Task<double?> AllocatedBytesPerRequestAsync() => Task.FromResult<double?>(null);
+
     public abstract ValueTask DisposeAsync();
 
     protected static double Since(DateTime start) => (DateTime.UtcNow - start).TotalMilliseconds;

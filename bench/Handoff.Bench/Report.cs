@@ -28,8 +28,8 @@ internal static class Report
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## {load}: {LoadGenerator.Descriptions[load]}");
             text.AppendLine();
-            text.AppendLine("| server | action | runs | actions | succeeded | req/s | vs kestrel | failed | failed per action | failures by kind | p50 ms | p99 ms | p99.9 ms | max ms | p99 ms, 1 s after action | p99 ms, steady | signal to ready ms | ready to old gone ms | peak RSS MiB start, end | fds start, end |");
-            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            text.AppendLine("| server | action | runs | actions | succeeded | req/s | vs kestrel | failed | failed per action | failures by kind | p50 ms | p99 ms | p99.9 ms | max ms | p99 ms, 1 s after action | p99 ms, steady | signal to ready ms | ready to old gone ms | peak RSS MiB start, end | fds start, end | allocated B per request |");
+            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             double baseline = Median(runs.Where(r => r.Scenario is { Server: "kestrel", Action: "none" } && r.Scenario.Load == load).Select(r => r.Load.RequestsPerSecond));
             foreach (var group in runs.Where(r => r.Scenario.Load == load).GroupBy(r => r.Scenario))
             {
@@ -59,14 +59,15 @@ internal static class Report
                     actionCount > 0 ? Range(g.SelectMany(r => r.Actions).Select(a => a.ToReadyMs), "0") : "-",
                     actionCount > 0 ? Range(g.SelectMany(r => r.Actions).Select(a => a.ToOldGoneMs), "0") : "-",
                     $"{Median(g.Select(r => r.RssPeakStartMiB)):0}, {Median(g.Select(r => r.RssPeakEndMiB)):0}",
-                    $"{Median(g.Select(r => (double)r.FdsStart)):0}, {Median(g.Select(r => (double)r.FdsEnd)):0} |",
+                    $"{Median(g.Select(r => (double)r.FdsStart)):0}, {Median(g.Select(r => (double)r.FdsEnd)):0}",
+                    g.Any(r => r.AllocatedBytesPerRequest is not null) ? Range(g.Where(r => r.AllocatedBytesPerRequest is not null).Select(r => r.AllocatedBytesPerRequest!.Value), "0") + " |" : "- |",
                 }));
             }
 
             text.AppendLine();
         }
 
-        text.AppendLine("Columns: *load collapsed*: the load's rate in its last 2 s fell below half its rate before the first action, so the load generator had stopped loading; such runs are not averaged into figures (per-request logs only: h1log, h2c). *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run.");
+        text.AppendLine("Columns: *load collapsed*: the load's rate in its last 2 s fell below half its rate before the first action, so the load generator had stopped loading; such runs are not averaged into figures (per-request logs only: h1log, h2c). *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run. *allocated B per request*: what the .NET server allocated (`GC.GetTotalAllocatedBytes(precise: true)`) over 10,000 keep-alive requests on one connection after a steady run, a deterministic cost beside the noisy requests/s.");
         return text.ToString();
     }
 

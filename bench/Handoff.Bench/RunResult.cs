@@ -30,6 +30,10 @@ internal sealed record RunResult
 
     public int FdsEnd { get; init; }
 
+    /// <summary>Bytes the server allocated per keep-alive request, measured after a run without
+    /// actions (.NET servers only).</summary>
+    public double? AllocatedBytesPerRequest { get; init; }
+
     /// <summary>When the first logged request started: the zero of <see cref="Timeline"/>.</summary>
     public DateTime? TimelineOrigin { get; init; }
 

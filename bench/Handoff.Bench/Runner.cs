@@ -64,8 +64,13 @@ internal static class Runner
         double rssEnd = BenchProcess.Memory(pidAtEnd).PeakMiB;
         int fdsEnd = BenchProcess.OpenFds(pidAtEnd);
         var result = await load;
+
+        // Deterministic, unlike throughput: what the server allocates per request, once the
+        // load is over (a steady run only; an upgrade run's process is new).
+        double? allocated = scenario.Action == "none" && !http2 ? await server.AllocatedBytesPerRequestAsync() : null;
         return Summarize(scenario, repeat, result, actions) with
         {
+            AllocatedBytesPerRequest = allocated,
             RssPeakStartMiB = rssStart == 0 ? rssEnd : rssStart,
             RssPeakEndMiB = rssEnd,
             FdsStart = fdsStart,

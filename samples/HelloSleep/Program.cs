@@ -26,7 +26,8 @@
 // that close), /sse (server-sent events, "data: pid:<pid>" once a second, ending when this
 // generation drains), /native-env?name=X (the native environment's value), /healthz (Handoff's
 // health check: 200 while this generation serves, 503 once it hands over, is superseded or
-// shuts down), /metrics (what the meter "Handoff" measured in this process, as text;
+// shuts down), /allocated (bytes this process allocated so far), /metrics (what the meter
+// "Handoff" measured in this process, as text;
 // HELLOSLEEP_METRICS_LOG=/path also appends each recorded measurement to that file).
 // Try the zero-loss termination by hand: --Handoff:ShutdownDelay=5s, then kill -TERM <pid>
 // while polling /healthz.
@@ -114,6 +115,10 @@ app.MapGet("/", async (HttpContext context, double? sleep, CancellationToken abo
     await context.Response.Body.WriteAsync(body, aborted);
 });
 app.MapGet("/native-env", (string name) => Native.GetEnvironmentVariable(name) ?? "(unset)");
+
+// Bytes this process has allocated so far, exactly: the benchmark reads it before and after a
+// fixed number of requests to report allocated bytes per request.
+app.MapGet("/allocated", () => GC.GetTotalAllocatedBytes(precise: true).ToString(CultureInfo.InvariantCulture));
 async Task EchoWebSocket(HttpContext context)
 {
     if (!context.WebSockets.IsWebSocketRequest)
