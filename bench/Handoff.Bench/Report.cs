@@ -48,7 +48,7 @@ internal static class Report
                     collapsedNote.Length > 0 ? collapsedNote : Range(g.Select(r => r.Load.RequestsPerSecond), "0"),
                     collapsedNote.Length > 0 ? "-" : baseline > 0 ? (rps / baseline).ToString("0.000", CultureInfo.InvariantCulture) : "-",
                     failed.ToString(CultureInfo.InvariantCulture),
-                    collapsedNote.Length > 0 ? collapsedNote : actionCount > 0 ? ((double)failed / actionCount).ToString("0.00", CultureInfo.InvariantCulture) : "-",
+                    collapsedNote.Length > 0 ? collapsedNote : actionCount > 0 ? PerAction(g) : "-",
                     Kinds(g),
                     Range(g.Select(r => r.Load.P50Ms), "0.00"),
                     Range(g.Select(r => r.Load.P99Ms), "0.00"),
@@ -67,7 +67,7 @@ internal static class Report
             text.AppendLine();
         }
 
-        text.AppendLine("Columns: *load collapsed*: the load's rate in its last 2 s fell below half its rate before the first action, so the load generator had stopped loading; such runs are not averaged into figures (per-request logs only: h1log, h2c). *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run. *allocated B per request*: what the .NET server allocated (`GC.GetTotalAllocatedBytes(precise: true)`) over 10,000 keep-alive requests on one connection after a steady run, a deterministic cost beside the noisy requests/s.");
+        text.AppendLine("Columns: *load collapsed*: the load's rate in its last 2 s fell below half its rate before the first action, so the load generator had stopped loading; such runs are not averaged into figures (per-request logs only: h1log, h2c). *succeeded*: the actions in which a new process took over (a run with one that did not fails `bench/run`). *failed* counts every request that did not get a complete 2xx/3xx response: connect, read and write errors, timeouts, non-2xx, HTTP/2 stream errors. *failed per action* for a restart is the requests lost (sent and not answered: read errors, timeouts, error statuses) and the downtime (signal until the restarted process accepts): the connects refused and writes failed meanwhile are in *failures by kind*, but they count wrk's immediate retries, not requests. *p99 1 s after action* and *steady* come from the per-request logs (h2load loads only). *signal to ready*: from the signal until the new process accepts (kestrel: until the restarted one accepts). *ready to old gone*: until the old process has exited. RSS and fds are those of the serving process (nginx: its worker) at the start and the end of the run. *allocated B per request*: what the .NET server allocated (`GC.GetTotalAllocatedBytes(precise: true)`) over 10,000 keep-alive requests on one connection after a steady run, a deterministic cost beside the noisy requests/s.");
         return text.ToString();
     }
 
@@ -82,13 +82,12 @@ internal static class Report
             string PerAction(string server, string action)
             {
                 var g = runs.Where(r => r.Scenario == new Scenario(server, load, action)).ToList();
-                int actions = g.Sum(r => r.Actions.Count);
                 if (g.Any(r => r.LoadCollapsed == true))
                 {
                     return "load collapsed";
                 }
 
-                return actions == 0 ? "-" : ((double)g.Sum(r => r.Load.Failed) / actions).ToString("0.00", CultureInfo.InvariantCulture);
+                return g.Sum(r => r.Actions.Count) == 0 ? "-" : Report.PerAction(g);
             }
 
             double kestrel = Median(runs.Where(r => r.Scenario == new Scenario("kestrel", load, "none")).Select(r => r.Load.RequestsPerSecond));
@@ -101,6 +100,25 @@ internal static class Report
 
         text.AppendLine();
         return text.ToString();
+    }
+
+    /// <summary>
+    /// Failed requests per action. For a restart, the requests lost (those sent and not
+    /// answered: read errors, timeouts, error statuses) and the downtime, not the connects refused
+    /// and writes failed meanwhile: wrk tries again at once, so their number measures its loop,
+    /// not requests ("48.00 lost, 497 ms down").
+    /// </summary>
+    internal static string PerAction(IReadOnlyList<RunResult> runs)
+    {
+        int actions = runs.Sum(r => r.Actions.Count);
+        if (runs.All(r => r.Scenario.Action != "restart"))
+        {
+            return ((double)runs.Sum(r => r.Load.Failed) / actions).ToString("0.00", CultureInfo.InvariantCulture);
+        }
+
+        double lost = (double)runs.Sum(r => r.Load.Failed - r.Load.ConnectErrors - r.Load.WriteErrors) / actions;
+        double down = Median(runs.SelectMany(r => r.Actions).Select(a => a.ToReadyMs));
+        return string.Create(CultureInfo.InvariantCulture, $"{lost:0.00} lost, {down:0} ms down");
     }
 
     /// <summary>Actions in which a new process took over, of all: "51/51".</summary>

@@ -56,4 +56,21 @@ public sealed class ReportTests
         Assert.Equal(collapsed, report.Contains("load collapsed (1 of 1 runs)", StringComparison.Ordinal));
         Assert.Equal(collapsed, Report.Headline([run]).Contains("load collapsed", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public void PerAction_NaiveRestart_RequestsLostAndDowntimeNotRefusedConnects()
+    {
+        var at = DateTime.UtcNow;
+        var restart = new RunResult
+        {
+            Scenario = new Scenario("kestrel", "keepalive", "restart"),
+            Load = new LoadResult { Requests = 100_000, DurationSeconds = 12, ConnectErrors = 58_130, WriteErrors = 97_037, ReadErrors = 10 },
+            Actions = [new ActionTiming(at, 800, 0, true), new ActionTiming(at, 900, 0, true)],
+        };
+        var upgrade = restart with { Scenario = new Scenario("handoff", "keepalive", "upgrade") };
+
+        Assert.Equal("5.00 lost, 850 ms down", Report.PerAction([restart]));
+        Assert.Equal("77588.50", Report.PerAction([upgrade])); // an upgrade that refuses connects fails requests
+        Assert.Contains("| keepalive | 5.00 lost, 850 ms down |", Report.Headline([restart, upgrade]), StringComparison.Ordinal);
+    }
 }
