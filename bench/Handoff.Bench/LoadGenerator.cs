@@ -1,4 +1,8 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
+using System.Net;
+using Handoff.Testing;
 
 namespace Handoff.Bench;
 
@@ -56,9 +60,9 @@ internal static class LoadGenerator
 
     private static async Task<LoadResult> Http2LoadAsync(int port, TimeSpan duration)
     {
-        var samples = new System.Collections.Concurrent.ConcurrentQueue<(DateTime Start, double LatencyMs)>();
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        var client = new Handoff.Testing.Http2LoadClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), Connections, tls: false, sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
+        var samples = new ConcurrentQueue<(DateTime Start, double LatencyMs)>();
+        var clock = Stopwatch.StartNew();
+        var client = new Http2LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, tls: false, sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
         await Task.Delay(duration);
         var report = await client.StopAsync();
         double seconds = clock.Elapsed.TotalSeconds;

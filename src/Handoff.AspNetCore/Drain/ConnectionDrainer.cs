@@ -49,6 +49,10 @@ internal sealed partial class ConnectionDrainer
     private volatile bool _restarting = true;
     private volatile bool _abort;
 
+    // Connections marked Draining by a reload and not closed yet. An over-count (a connection
+    // that closed while being marked) only costs the middleware a lookup per request.
+    private int _reloadDraining;
+
     public ConnectionDrainer(ILogger<ConnectionDrainer> logger)
         : this(TimeProvider.System, logger)
     {
@@ -63,6 +67,10 @@ internal sealed partial class ConnectionDrainer
 
     /// <summary>True from the start of the drain: responses get <c>Connection: close</c>.</summary>
     public bool IsDraining => _draining;
+
+    /// <summary>True while some connection drains alone (its endpoint is being reloaded): only
+    /// then must a response look at its own connection.</summary>
+    public bool AnyConnectionDraining => Volatile.Read(ref _reloadDraining) > 0;
 
     public int Count => _connections.Count;
 
@@ -88,6 +96,10 @@ internal sealed partial class ConnectionDrainer
         {
             var tracked = (TrackedConnection)state!;
             tracked.Drainer._connections.TryRemove(tracked.Id, out _);
+            if (tracked.Draining)
+            {
+                Interlocked.Decrement(ref tracked.Drainer._reloadDraining);
+            }
         }, tracked);
 
         if (_draining)
@@ -215,7 +227,12 @@ internal sealed partial class ConnectionDrainer
         {
             if (connection.Owner == owner)
             {
-                connection.Draining = true;
+                if (!connection.Draining)
+                {
+                    Interlocked.Increment(ref _reloadDraining);
+                    connection.Draining = true;
+                }
+
                 count++;
             }
         }

@@ -76,7 +76,8 @@ internal sealed class DrainMiddleware
 
         // Not on 101 Switching Protocols: the connection becomes a WebSocket (or another
         // protocol) and "close" would replace "Upgrade", failing the handshake.
-        if ((_drainer.IsDraining || ConnectionDrainer.Find(context)?.Draining == true) && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
+        // The connection's own flag is looked up only while a reload drains some connections.
+        if ((_drainer.IsDraining || (_drainer.AnyConnectionDraining && ConnectionDrainer.Find(context)?.Draining == true)) && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
         {
             response.Headers[HeaderNames.Connection] = "close";
         }
