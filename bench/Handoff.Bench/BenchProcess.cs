@@ -16,7 +16,7 @@ internal static class BenchProcess
     {
         var info = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         info.ArgumentList.Add("-c");
-        info.ArgumentList.Add($"exec \"$0\" \"$@\" >>'{logPath}' 2>&1 </dev/null");
+        info.ArgumentList.Add($"exec {Pinned} \"$0\" \"$@\" >>'{logPath}' 2>&1 </dev/null");
         info.ArgumentList.Add(program);
         foreach (string argument in arguments)
         {
@@ -30,6 +30,17 @@ internal static class BenchProcess
 
         return Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}");
     }
+
+    /// <summary>The cpus servers run on (taskset's list, e.g. "1"), or null: not pinned. Every
+    /// later generation inherits the affinity from the process that starts it.</summary>
+    public static string? ServerCpus { get; set; }
+
+    /// <summary>What to put before a server's command line: "taskset -c LIST" or nothing.</summary>
+    public static string Pinned => ServerCpus is { } cpus ? $"taskset -c {cpus}" : "";
+
+    /// <summary>The cpus this process may run on (and the load generators it starts).</summary>
+    public static IEnumerable<string> OwnCpus() =>
+        File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal))?.Split(':', 2)[1].Trim().Split(',') ?? [];
 
     /// <summary>Runs a command to its end and returns its exit code and output.</summary>
     public static async Task<(int ExitCode, string Output)> RunAsync(string program, IEnumerable<string> arguments, TimeSpan timeout)

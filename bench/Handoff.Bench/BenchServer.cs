@@ -1,3 +1,5 @@
+using Handoff.Testing;
+
 namespace Handoff.Bench;
 
 /// <summary>How long an action took, as seen from outside the server.</summary>
@@ -10,11 +12,12 @@ internal sealed record ActionTiming(DateTime At, double ToReadyMs, double ToOldG
 /// <summary>A server under benchmark: one of plain Kestrel, Handoff, nginx.</summary>
 internal abstract class BenchServer : IAsyncDisposable
 {
-    protected BenchServer(string directory, int port, bool http2)
+    protected BenchServer(string directory, int port, bool http2, bool tls = false)
     {
         Directory = directory;
         Port = port;
         Http2 = http2;
+        Tls = tls;
     }
 
     public abstract string Name { get; }
@@ -28,6 +31,9 @@ internal abstract class BenchServer : IAsyncDisposable
 
     public bool Http2 { get; }
 
+    /// <summary>Serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with a self-signed certificate.</summary>
+    public bool Tls { get; }
+
     /// <summary>The process that serves requests now (nginx: its worker).</summary>
     public abstract int ServingPid { get; }
 
@@ -40,6 +46,18 @@ internal abstract class BenchServer : IAsyncDisposable
     public virtual Task<double?> AllocatedBytesPerRequestAsync() => Task.FromResult<double?>(null);
 
     public abstract ValueTask DisposeAsync();
+
+    /// <summary>Writes a self-signed certificate for 127.0.0.1 into the server's directory, as
+    /// PKCS#12 (server.pfx, for Kestrel) and PEM (server.crt and server.key, for nginx).</summary>
+    protected string WriteCertificate()
+    {
+        string pfx = TestCertificate.WritePfxIn(Directory);
+        using var certificate = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12FromFile(pfx, TestCertificate.Password, System.Security.Cryptography.X509Certificates.X509KeyStorageFlags.Exportable);
+        using var key = System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions.GetECDsaPrivateKey(certificate)!;
+        File.WriteAllText(Path.Combine(Directory, "server.crt"), certificate.ExportCertificatePem());
+        File.WriteAllText(Path.Combine(Directory, "server.key"), key.ExportPkcs8PrivateKeyPem());
+        return pfx;
+    }
 
     protected static double Since(DateTime start) => (DateTime.UtcNow - start).TotalMilliseconds;
 }

@@ -24,7 +24,7 @@ internal sealed class GoBenchServer : BenchServer
     private int _serving;
 
     public GoBenchServer(string system, string directory, int port)
-        : base(directory, port, http2: false)
+        : base(directory, port, http2: false, tls: false)
     {
         _system = Systems.Contains(system) ? system : throw new ArgumentException($"unknown Go system '{system}'", nameof(system));
     }

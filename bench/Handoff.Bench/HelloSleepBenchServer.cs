@@ -1,27 +1,52 @@
 using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
 using Handoff.Testing;
 
 namespace Handoff.Bench;
 
+/// <summary>How HelloSleep runs in a benchmark.</summary>
+internal enum HelloSleepMode
+{
+    /// <summary>With Handoff; action: upgrade by SIGUSR2.</summary>
+    Handoff,
+
+    /// <summary>Plain Kestrel; action: a naive restart (SIGTERM, wait, start), for contrast.</summary>
+    Plain,
+
+    /// <summary>Plain Kestrel under socket activation: the harness holds the listening socket, as
+    /// systemd does for a socket unit, and passes it at fd 3 with LISTEN_FDS and LISTEN_PID
+    /// (Kestrel's UseSystemd()); action: the same restart, but connections wait in the socket's
+    /// queue instead of being refused. The fair plain-Kestrel baseline.</summary>
+    SocketActivated,
+}
+
 /// <summary>
-/// HelloSleep, with Handoff (action: upgrade by SIGUSR2) or as plain Kestrel (action: naive
-/// restart, SIGTERM then start again, for contrast).
+/// HelloSleep in one of its <see cref="HelloSleepMode"/>s.
 /// </summary>
 internal sealed class HelloSleepBenchServer : BenchServer
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
     private readonly bool _handoff;
+    private readonly HelloSleepMode _mode;
     private readonly HashSet<int> _pids = [];
     private readonly HashSet<int> _startedHere = [];
     private Process? _current;
+    private Socket? _activationSocket;
 
-    public HelloSleepBenchServer(bool handoff, string directory, int port, bool http2)
-        : base(directory, port, http2)
+    public HelloSleepBenchServer(HelloSleepMode mode, string directory, int port, bool http2, bool tls)
+        : base(directory, port, http2, tls)
     {
-        _handoff = handoff;
+        _mode = mode;
+        _handoff = mode == HelloSleepMode.Handoff;
     }
 
-    public override string Name => _handoff ? "handoff" : "kestrel";
+    public override string Name => _mode switch
+    {
+        HelloSleepMode.Handoff => "handoff",
+        HelloSleepMode.Plain => "kestrel",
+        _ => "kestrel-socket",
+    };
 
     public override string ActionName => _handoff ? "upgrade" : "restart";
 
@@ -33,11 +58,24 @@ internal sealed class HelloSleepBenchServer : BenchServer
     {
         var arguments = new List<string>
         {
-            "--urls", $"http://127.0.0.1:{Port}",
             "--Handoff:PidFile=" + PidFilePath,
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:Handoff=Information",
         };
+        if (Tls)
+        {
+            string pfx = File.Exists(Path.Combine(Directory, "server.pfx")) ? Path.Combine(Directory, "server.pfx") : WriteCertificate();
+            arguments.AddRange([
+                $"--Kestrel:Endpoints:Https:Url=https://127.0.0.1:{Port}",
+                "--Kestrel:Endpoints:Https:Certificate:Path=" + pfx,
+                "--Kestrel:Endpoints:Https:Certificate:Password=" + TestCertificate.Password,
+                "--Kestrel:Endpoints:Https:Protocols=Http1AndHttp2"]);
+        }
+        else if (_mode != HelloSleepMode.SocketActivated)
+        {
+            arguments.AddRange(["--urls", $"http://127.0.0.1:{Port}"]);
+        }
+
         if (!_handoff)
         {
             arguments.Add("--HelloSleep:NoHandoff=true");
@@ -48,7 +86,43 @@ internal sealed class HelloSleepBenchServer : BenchServer
             arguments.Add("--Kestrel:EndpointDefaults:Protocols=Http2");
         }
 
-        _current = BenchProcess.Start(TestAssets.HelloSleepAppHost, arguments, Path.Combine(Directory, "server.log"));
+        string log = Path.Combine(Directory, "server.log");
+        if (_mode == HelloSleepMode.SocketActivated)
+        {
+            if (Tls)
+            {
+                throw new InvalidOperationException("the socket-activated baseline serves plain HTTP only");
+            }
+
+            // The socket stays with the harness across restarts, as with systemd. The child gets
+            // it at fd 3 (bash moves it there) with LISTEN_PID set to its own pid ($$ before exec).
+            if (_activationSocket is null)
+            {
+                _activationSocket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                _activationSocket.Bind(new IPEndPoint(IPAddress.Loopback, Port));
+                _activationSocket.Listen(4096);
+            }
+
+            int fd = (int)_activationSocket.Handle;
+            Interop.Libc.SetCloseOnExec(fd, false);
+            try
+            {
+                _current = BenchProcess.Start(
+                    "/bin/bash",
+                    ["-c", $"exec 3<&{fd}- && LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" \"$@\"", TestAssets.HelloSleepAppHost, .. arguments],
+                    log);
+            }
+            finally
+            {
+                Interop.Libc.SetCloseOnExec(fd, true);
+            }
+
+            _startedHere.Add(_current.Id);
+            await WaitAnsweredAsync();
+            return;
+        }
+
+        _current = BenchProcess.Start(TestAssets.HelloSleepAppHost, arguments, log);
         _startedHere.Add(_current.Id);
         if (_handoff)
         {
@@ -100,13 +174,41 @@ internal sealed class HelloSleepBenchServer : BenchServer
         return new ActionTiming(at, Since(at), 0, true);
     }
 
+    /// <summary>Waits until the new process answers a request. Under socket activation a connect
+    /// succeeds while no process accepts (it waits in the queue), so only an answer says ready.</summary>
+    private async Task WaitAnsweredAsync()
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (true)
+        {
+            try
+            {
+                var response = await HttpProbe.GetAsync(new IPEndPoint(IPAddress.Loopback, Port), "/", deadline - DateTime.UtcNow);
+                if (response.Status == 200 && response.Pid == _current!.Id)
+                {
+                    return;
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or OperationCanceledException && DateTime.UtcNow < deadline)
+            {
+            }
+
+            if (_current!.HasExited || DateTime.UtcNow > deadline)
+            {
+                throw new InvalidOperationException($"{Name} did not answer; see {Path.Combine(Directory, "server.log")}");
+            }
+
+            await Task.Delay(5);
+        }
+    }
+
     public override async Task<double?> AllocatedBytesPerRequestAsync()
     {
         // GC.GetTotalAllocatedBytes(precise) before and after 10,000 requests on one connection,
         // after as many to warm up; the two /allocated requests themselves are in the count.
         const int Requests = 10_000;
         using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(120));
-        using var probe = await HttpProbe.ConnectAsync(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, Port), limit.Token);
+        using var probe = await HttpProbe.ConnectAsync(new IPEndPoint(IPAddress.Loopback, Port), limit.Token, Tls);
         for (int i = 0; i < Requests; i++)
         {
             await probe.GetAsync("/", keepAlive: true, limit.Token);
@@ -135,5 +237,7 @@ internal sealed class HelloSleepBenchServer : BenchServer
             await current.WaitForExitAsync();
             current.Dispose();
         }
+
+        _activationSocket?.Dispose();
     }
 }

@@ -14,6 +14,9 @@ internal static class LoadGenerator
 {
     public const int Connections = 64;
 
+    /// <summary>The idle load's connections.</summary>
+    public const int IdleConnections = 10_000;
+
     /// <summary>The names of the loads, with what they are.</summary>
     public static readonly IReadOnlyDictionary<string, string> Descriptions = new Dictionary<string, string>
     {
@@ -22,13 +25,31 @@ internal static class LoadGenerator
         ["h1log"] = $"HTTP/1.1 keep-alive, h2load --h1 -t2 -c{Connections} with a per-request log (latency after each action, timeline)",
         ["h2c"] = $"HTTP/2 cleartext, {Connections} connections of the harness's own client (Handoff.Testing's Http2LoadClient: one stream at a time per connection, a new connection after GOAWAY, never a retry; every refused or reset stream, lost connection and failed connect counts), with a per-request log. h2load, used before, opens no new connection after GOAWAY, so its load collapsed at the first upgrade",
         ["longmix"] = $"wrk -t2 -c{Connections} keep-alive plus wrk -t1 -c8 on /?sleep=1 (requests in flight at every action)",
+        ["https"] = $"HTTPS keep-alive (HTTP/1.1 over TLS, self-signed certificate), wrk -t2 -c{Connections}",
+        ["h2tls"] = $"HTTP/2 over TLS (ALPN h2), {Connections} connections of the harness's HTTP/2 client, as h2c",
+        ["ws"] = $"WebSockets, {Connections} connections of the harness's client (System.Net.WebSockets) on HelloSleep's /ws, each sending a 5-byte message and waiting for its echo, again and again. A close frame with 1012 (Service Restart) or 1001 is answered and followed by a new connection (a reconnect, never a resend); every failed connect or handshake, connection lost without a close frame, other close status and echo timeout counts",
+        ["idle"] = $"{IdleConnections:N0} idle keep-alive connections of the harness's client: each sends one request and waits; when the server closes it, the client opens a new connection and sends one request there, then waits again. Every failed connect, reset request and non-200 counts",
     };
 
     public static bool IsHttp2(string load) => load == "h2c";
 
-    public static async Task<LoadResult> RunAsync(string load, int port, TimeSpan duration, string directory)
+    public static bool IsTls(string load) => load is "https" or "h2tls";
+
+    /// <summary>Starts the load and returns once it is under way (the idle load: once every
+    /// connection is open and idle); the task it returns ends with the load, after the duration.</summary>
+    public static async Task<Task<LoadResult>> StartAsync(string load, int port, TimeSpan duration, string directory)
     {
-        string url = $"http://127.0.0.1:{port}/";
+        if (load == "idle")
+        {
+            return await IdleLoad.StartAsync(port, IdleConnections, duration);
+        }
+
+        return RunAsync(load, port, duration, directory);
+    }
+
+    private static async Task<LoadResult> RunAsync(string load, int port, TimeSpan duration, string directory)
+    {
+        string url = $"{(IsTls(load) ? "https" : "http")}://127.0.0.1:{port}/";
         string seconds = ((int)duration.TotalSeconds).ToString(CultureInfo.InvariantCulture);
         string script = Path.Combine(directory, "report.lua");
         File.WriteAllText(script, WrkOutput.ReportScript);
@@ -36,7 +57,7 @@ internal static class LoadGenerator
         var limit = duration + TimeSpan.FromSeconds(60);
         switch (load)
         {
-            case "keepalive":
+            case "keepalive" or "https":
                 return WrkOutput.Parse((await BenchProcess.RunAsync("wrk", [.. wrk, url], limit)).Output);
             case "close":
                 return WrkOutput.Parse((await BenchProcess.RunAsync("wrk", [.. wrk, "-H", "Connection: close", url], limit)).Output);
@@ -44,8 +65,10 @@ internal static class LoadGenerator
                 var main = BenchProcess.RunAsync("wrk", [.. wrk, url], limit);
                 var slow = BenchProcess.RunAsync("wrk", ["-t1", "-c8", $"-d{seconds}s", "--timeout", "10s", "-s", script, url + "?sleep=1"], limit);
                 return Combine(WrkOutput.Parse((await main).Output), WrkOutput.Parse((await slow).Output));
-            case "h2c":
-                return await Http2LoadAsync(port, duration);
+            case "h2c" or "h2tls":
+                return await Http2LoadAsync(port, duration, tls: load == "h2tls");
+            case "ws":
+                return await WebSocketLoad.RunAsync(port, Connections, duration);
             case "h1log":
                 string log = Path.Combine(directory, $"h2load-{Guid.NewGuid():N}.log");
                 string[] h2load = ["-t2", $"-c{Connections}", "-m1", "-D", seconds, $"--log-file={log}"];
@@ -58,11 +81,11 @@ internal static class LoadGenerator
         }
     }
 
-    private static async Task<LoadResult> Http2LoadAsync(int port, TimeSpan duration)
+    private static async Task<LoadResult> Http2LoadAsync(int port, TimeSpan duration, bool tls)
     {
         var samples = new ConcurrentQueue<(DateTime Start, double LatencyMs)>();
         var clock = Stopwatch.StartNew();
-        var client = new Http2LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, tls: false, sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
+        var client = new Http2LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, tls, sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
         await Task.Delay(duration);
         var report = await client.StopAsync();
         double seconds = clock.Elapsed.TotalSeconds;
@@ -71,7 +94,6 @@ internal static class LoadGenerator
         // "HH:mm:ss.fff stream N: <refused, reset, connection lost>".
         long connect = report.Failures.Count(f => f.Contains(" connect: ", StringComparison.Ordinal));
         long status = report.Failures.Count(f => f.Contains(": status ", StringComparison.Ordinal));
-        double[] sorted = [.. samples.Select(s => s.LatencyMs).Order()];
         return new LoadResult
         {
             Requests = report.Succeeded + status,
@@ -79,12 +101,7 @@ internal static class LoadGenerator
             ConnectErrors = connect,
             Non2xx = status,
             StreamErrors = report.Failures.Count - connect - status,
-            P50Ms = H2loadOutput.Percentile(sorted, 50),
-            P99Ms = H2loadOutput.Percentile(sorted, 99),
-            P999Ms = H2loadOutput.Percentile(sorted, 99.9),
-            MaxMs = sorted.Length > 0 ? sorted[^1] : 0,
-            Samples = [.. samples],
-        };
+        }.WithSamples(samples);
     }
 
     /// <summary>Checks that "Connection: close" really closes: the response must say so.</summary>

@@ -20,6 +20,14 @@ internal sealed record LoadResult
     /// <summary>h2load's "errored": streams that ended with an error (reset, refused, closed).</summary>
     public long StreamErrors { get; init; }
 
+    /// <summary>New connections after the server closed one between requests (idle and
+    /// WebSocket loads): the expected way across an action, not failures.</summary>
+    public long Reconnects { get; init; }
+
+    /// <summary>WebSocket load: messages in flight when the server's 1012/1001 close frame came,
+    /// which RFC 6455 lets the server leave unanswered. Not failures; reported beside them.</summary>
+    public long UnansweredAtClose { get; init; }
+
     public double P50Ms { get; init; }
 
     public double P99Ms { get; init; }
@@ -33,8 +41,39 @@ internal sealed record LoadResult
     [System.Text.Json.Serialization.JsonIgnore]
     public IReadOnlyList<(DateTime Start, double LatencyMs)> Samples { get; init; } = [];
 
+    /// <summary>Idle load: when the server closed each idle connection.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<DateTime> Closes { get; init; } = [];
+
     [System.Text.Json.Serialization.JsonInclude]
     public long Failed => ConnectErrors + ReadErrors + WriteErrors + Timeouts + Non2xx + StreamErrors;
+
+    /// <summary>This result with the per-request samples and the percentiles taken from them.</summary>
+    public LoadResult WithSamples(IReadOnlyCollection<(DateTime Start, double LatencyMs)> samples)
+    {
+        double[] sorted = [.. samples.Select(s => s.LatencyMs).Order()];
+        return this with
+        {
+            P50Ms = H2loadOutput.Percentile(sorted, 50),
+            P99Ms = H2loadOutput.Percentile(sorted, 99),
+            P999Ms = H2loadOutput.Percentile(sorted, 99.9),
+            MaxMs = sorted.Length > 0 ? sorted[^1] : 0,
+            Samples = [.. samples],
+        };
+    }
+
+    /// <summary>After a failed connect, 10 ms before the next (in-process loads), so that a
+    /// refusing server does not turn the load into a connect loop, as wrk's does.</summary>
+    public static async Task PauseAfterFailedConnectAsync(CancellationToken stop)
+    {
+        try
+        {
+            await Task.Delay(10, stop);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
 
     public double RequestsPerSecond => DurationSeconds > 0 ? (Requests - Non2xx) / DurationSeconds : 0;
 }

@@ -2,16 +2,24 @@
 // with a real load generator that never retries, and writes bench/results/<date>.json,
 // docs/benchmarks.md and docs/benchmarks-timeline.svg.
 //
-//   Handoff.Bench [--quick] [--repeats N] [--duration SECONDS] [--only TEXT] [--root DIR]
+//   Handoff.Bench [--quick] [--repeats N] [--duration SECONDS] [--pairs N] [--steady-duration SECONDS]
+//                 [--only TEXT] [--root DIR] [--server-cpus LIST]
 //                 [--merge bench/results/DATE.json]  (rerun some scenarios into an earlier run)
+// Runs with an action (upgrade, restart) repeat --repeats times; runs without one (plain Kestrel
+// against Kestrel with Handoff) come in --pairs pairs, back to back, the order alternating.
 using System.Globalization;
 using System.Text.Json;
 using Handoff.Bench;
 using Handoff.Testing;
 
 bool quick = args.Contains("--quick");
-int repeats = int.Parse(Option("--repeats") ?? (quick ? "1" : "3"), CultureInfo.InvariantCulture);
-var duration = TimeSpan.FromSeconds(int.Parse(Option("--duration") ?? (quick ? "12" : "40"), CultureInfo.InvariantCulture));
+int repeats = int.Parse(Option("--repeats") ?? (quick ? "1" : "2"), CultureInfo.InvariantCulture);
+var duration = TimeSpan.FromSeconds(int.Parse(Option("--duration") ?? (quick ? "12" : "20"), CultureInfo.InvariantCulture));
+int pairs = int.Parse(Option("--pairs") ?? (quick || Option("--only") is not null ? "1" : "4"), CultureInfo.InvariantCulture);
+var steadyDuration = TimeSpan.FromSeconds(int.Parse(Option("--steady-duration") ?? "10", CultureInfo.InvariantCulture));
+// bench/run pins this process (and so the load generators it starts) to some cores and passes
+// the others here: every server generation is started on those.
+BenchProcess.ServerCpus = Option("--server-cpus");
 string root = Path.GetFullPath(Option("--root") ?? Directory.GetCurrentDirectory());
 string? only = Option("--only");
 // --only takes comma-separated parts of "server/load/action"; a scenario matching any runs.
@@ -21,8 +29,11 @@ var scenarios = (quick ? Scenario.Quick : Scenario.Full)
 
 _ = ProcessTable.State(Environment.ProcessId); // loads the helpers: this process reaps the servers' generations
 string work = Directory.CreateTempSubdirectory("handoff-bench-").FullName;
-string shown = string.Join(' ', args.Where((a, i) => a != "--root" && (i == 0 || args[i - 1] != "--root")));
-var command = $"bench/run {shown}  ({scenarios.Count} scenarios x {repeats} repeats x {duration.TotalSeconds:0} s)";
+string[] hidden = ["--root", "--server-cpus"]; // shown in the machine block instead
+string shown = string.Join(' ', args.Where((a, i) => !hidden.Contains(a) && (i == 0 || !hidden.Contains(args[i - 1]))));
+var acting = scenarios.Where(s => !s.Steady).ToList();
+var steady = scenarios.Where(s => s.Steady).ToList();
+var command = $"bench/run {shown}  ({acting.Count} scenarios with actions x {repeats} repeats x {duration.TotalSeconds:0} s; {steady.Count} steady scenarios x {pairs} pairs x {steadyDuration.TotalSeconds:0} s)";
 Console.WriteLine(command);
 
 // --merge FILE: keep the runs of an earlier results file except those of the scenarios run now.
@@ -39,13 +50,28 @@ if (merge is not null)
 
 for (int repeat = 1; repeat <= repeats; repeat++)
 {
-    foreach (var scenario in scenarios)
+    foreach (var scenario in acting)
     {
-        var run = await Runner.RunAsync(scenario, repeat, duration, work);
-        runs.Add(run);
-        string ready = run.Actions.Count > 0 ? string.Create(CultureInfo.InvariantCulture, $", signal to ready {Report.Median(run.Actions.Select(a => a.ToReadyMs)):0} ms") : "";
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{scenario,-28} #{repeat}: {run.Load.RequestsPerSecond,8:0} req/s, {run.Load.Failed,5} failed, {run.Actions.Count,2} actions, p99 {run.Load.P99Ms,7:0.00} ms{ready}"));
+        await RunAsync(scenario, repeat, duration);
+    }
+}
+
+// The steady comparison in pairs: the two servers back to back under the same load, the one
+// that goes first alternating, so that drift (thermal, other tenants) falls on both.
+for (int pair = 1; pair <= pairs; pair++)
+{
+    foreach (var group in steady.GroupBy(s => s.Load))
+    {
+        var ordered = group.OrderBy(s => s.Server == "kestrel" ? 0 : 1).ToList();
+        if (pair % 2 == 0)
+        {
+            ordered.Reverse();
+        }
+
+        foreach (var scenario in ordered)
+        {
+            await RunAsync(scenario, pair, steadyDuration);
+        }
     }
 }
 
@@ -63,11 +89,18 @@ await File.WriteAllTextAsync(Path.Combine(results, date + ".json"), JsonSerializ
 
 string docs = Path.Combine(root, "docs");
 Directory.CreateDirectory(docs);
-var pictured = new[] { new Scenario("handoff", "h1log", "upgrade"), new Scenario("nginx", "h1log", "upgrade"), new Scenario("kestrel", "h1log", "restart") }
+// The timeline pictures the loads with a per-request log, for Handoff and whom it replaces.
+var pictured = new[]
+    {
+        new Scenario("handoff", "h1log", "upgrade"), new Scenario("nginx", "h1log", "upgrade"), new Scenario("grace", "h1log", "upgrade"),
+        new Scenario("kestrel-socket", "h1log", "restart"), new Scenario("kestrel", "h1log", "restart"),
+        new Scenario("handoff", "h2tls", "upgrade"), new Scenario("handoff", "ws", "upgrade"), new Scenario("handoff", "idle", "upgrade"),
+    }
     .Select(s => runs.FirstOrDefault(r => r.Scenario == s)).OfType<RunResult>().ToList();
 await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-timeline.svg"), Timeline.Svg(pictured));
-await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}.md"), Report.Markdown(runs, machine, command, $"benchmarks{suffix}-timeline.svg"));
-Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks{suffix}.md, docs/benchmarks{suffix}-timeline.svg");
+await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-failed.svg"), FailureChart.Svg(runs));
+await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}.md"), Report.Markdown(runs, machine, command, $"benchmarks{suffix}-timeline.svg", $"benchmarks{suffix}-failed.svg"));
+Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks{suffix}.md, docs/benchmarks{suffix}-timeline.svg, docs/benchmarks{suffix}-failed.svg");
 Directory.Delete(work, recursive: true);
 
 // An upgrade or restart in which no new process took over fails the run (it is in the report).
@@ -79,6 +112,15 @@ if (failedActions.Count > 0)
 }
 
 return 0;
+
+async Task RunAsync(Scenario scenario, int repeat, TimeSpan length)
+{
+    var run = await Runner.RunAsync(scenario, repeat, length, work);
+    runs.Add(run);
+    string ready = run.Actions.Count > 0 ? string.Create(CultureInfo.InvariantCulture, $", signal to ready {Report.Median(run.Actions.Select(a => a.ToReadyMs)):0} ms") : "";
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"{scenario,-32} #{repeat}: {run.Load.RequestsPerSecond,8:0} req/s, {run.Load.Failed,5} failed, {run.Actions.Count,2} actions{(run.Actions.Any(a => !a.Succeeded) ? " (some failed)" : "")}, p99 {run.Load.P99Ms,7:0.00} ms{ready}{(run.LoadCollapsed == true ? ", load collapsed" : "")}"));
+}
 
 string? Option(string name)
 {
@@ -103,8 +145,12 @@ static async Task<string> MachineAsync()
         }
     }
 
+    string pinning = BenchProcess.ServerCpus is { } serverCpus
+        ? $"pinning: load generators and harness on cpu {string.Join(',', BenchProcess.OwnCpus())}, servers on cpu {serverCpus} (taskset)"
+        : "pinning: none";
     return string.Join('\n',
-        $"machine: {Environment.ProcessorCount} cores ({cpu}), {memory} memory, kernel {Environment.OSVersion.Version}",
+        $"machine: {File.ReadLines("/proc/cpuinfo").Count(l => l.StartsWith("processor", StringComparison.Ordinal))} cores ({cpu}), {memory} memory, kernel {Environment.OSVersion.Version}",
+        pinning,
         $"dotnet: {Environment.Version} runtime; {await Version("dotnet", "--version")} SDK",
         $"nginx: {await Version("nginx", "-v")}",
         $"wrk: {await Version("wrk", "-v")}",

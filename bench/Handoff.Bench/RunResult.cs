@@ -22,6 +22,10 @@ internal sealed record RunResult
     /// <summary>p99 of the requests started outside those windows (per-request logs only).</summary>
     public double? P99SteadyMs { get; init; }
 
+    /// <summary>Idle load: for each action, from the signal to the last idle connection the
+    /// server closed before the next action.</summary>
+    public IReadOnlyList<double> LastCloseAfterActionMs { get; init; } = [];
+
     public double RssPeakStartMiB { get; init; }
 
     public double RssPeakEndMiB { get; init; }

@@ -17,12 +17,14 @@ internal static class Runner
         Directory.CreateDirectory(directory);
         int port = BenchProcess.FreePort();
         bool http2 = LoadGenerator.IsHttp2(scenario.Load);
+        bool tls = LoadGenerator.IsTls(scenario.Load);
         await using BenchServer server = scenario.Server switch
         {
-            "nginx" => new NginxBenchServer(directory, port, http2),
+            "nginx" => new NginxBenchServer(directory, port, http2, tls),
             "grace" or "tableflip" or "shutdown" => new GoBenchServer(scenario.Server, directory, port),
-            "handoff" => new HelloSleepBenchServer(handoff: true, directory, port, http2),
-            _ => new HelloSleepBenchServer(handoff: false, directory, port, http2),
+            "handoff" => new HelloSleepBenchServer(HelloSleepMode.Handoff, directory, port, http2, tls),
+            "kestrel-socket" => new HelloSleepBenchServer(HelloSleepMode.SocketActivated, directory, port, http2, tls),
+            _ => new HelloSleepBenchServer(HelloSleepMode.Plain, directory, port, http2, tls),
         };
         await server.StartAsync();
         if (scenario.Load == "close" && !await LoadGenerator.ServerClosesOnRequestAsync(port))
@@ -31,8 +33,8 @@ internal static class Runner
         }
 
         int pidAtStart = server.ServingPid;
+        var load = await LoadGenerator.StartAsync(scenario.Load, port, duration, directory);
         var started = DateTime.UtcNow;
-        var load = LoadGenerator.RunAsync(scenario.Load, port, duration, directory);
         var actions = new List<ActionTiming>();
 
         // Open fds are read under load at both ends (so both count the load's connections).
@@ -67,7 +69,7 @@ internal static class Runner
 
         // Deterministic, unlike throughput: what the server allocates per request, once the
         // load is over (a steady run only; an upgrade run's process is new).
-        double? allocated = scenario.Action == "none" && !http2 ? await server.AllocatedBytesPerRequestAsync() : null;
+        double? allocated = scenario.Action == "none" && !http2 && scenario.Load is not ("ws" or "idle") ? await server.AllocatedBytesPerRequestAsync() : null;
         return Summarize(scenario, repeat, result, actions) with
         {
             AllocatedBytesPerRequest = allocated,
@@ -92,7 +94,8 @@ internal static class Runner
             var end = start + TimeSpan.FromSeconds(load.DurationSeconds);
             double Rate(DateTime from, DateTime to) => load.Samples.Count(s => s.Start >= from && s.Start < to) / (to - from).TotalSeconds;
             double before = Rate(start + TimeSpan.FromSeconds(0.5), start + Lead);
-            collapsed = before > 0 && Rate(end - TimeSpan.FromSeconds(2), end) < before / 2;
+            // The idle load has no rate to keep: its requests come only at (re)connects.
+            collapsed = scenario.Load == "idle" ? null : before > 0 && Rate(end - TimeSpan.FromSeconds(2), end) < before / 2;
 
             bool AfterAction(DateTime t) => actions.Any(a => t >= a.At && t < a.At + TimeSpan.FromSeconds(1));
             var inside = load.Samples.Where(s => AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
@@ -101,15 +104,33 @@ internal static class Runner
             steady = H2loadOutput.Percentile(outside, 99);
 
             var origin = load.Samples.Min(s => s.Start);
-            foreach (var bin in load.Samples.GroupBy(s => (int)((s.Start - origin).TotalMilliseconds / 100)).OrderBy(g => g.Key))
+            // Every 100 ms slice, also the empty ones (a sparse load's quiet, an outage): a slice
+            // without requests has no p99 (NaN, not drawn).
+            var bins = load.Samples.GroupBy(s => (int)((s.Start - origin).TotalMilliseconds / 100)).ToDictionary(g => g.Key, g => g.Select(s => s.LatencyMs).Order().ToList());
+            for (int key = 0; key <= bins.Keys.Max(); key++)
             {
-                var latencies = bin.Select(s => s.LatencyMs).Order().ToList();
-                timeline.Add(new TimelineBin(bin.Key / 10.0, latencies.Count, H2loadOutput.Percentile(latencies, 99)));
+                timeline.Add(bins.TryGetValue(key, out var latencies)
+                    ? new TimelineBin(key / 10.0, latencies.Count, H2loadOutput.Percentile(latencies, 99))
+                    : new TimelineBin(key / 10.0, 0, double.NaN));
+            }
+        }
+
+        // Idle load: when the last connection the server closed after each action was let go.
+        var lastClose = new List<double>();
+        for (int i = 0; i < actions.Count && load.Closes.Count > 0; i++)
+        {
+            var from = actions[i].At;
+            var to = i + 1 < actions.Count ? actions[i + 1].At : DateTime.MaxValue;
+            var closes = load.Closes.Where(c => c >= from && c < to).ToList();
+            if (closes.Count > 0)
+            {
+                lastClose.Add((closes.Max() - from).TotalMilliseconds);
             }
         }
 
         return new RunResult
         {
+            LastCloseAfterActionMs = lastClose,
             Scenario = scenario,
             Repeat = repeat,
             Load = load with { Samples = [] },

@@ -5,33 +5,60 @@ internal sealed record Scenario(string Server, string Load, string Action)
 {
     public override string ToString() => $"{Server}/{Load}/{Action}";
 
-    /// <summary>Every scenario of a full run.</summary>
+    /// <summary>The systems of the headline, in its order, with their action and what they are
+    /// called there.</summary>
+    public static IReadOnlyList<(string Server, string Action, string Title)> Systems { get; } =
+    [
+        ("handoff", "upgrade", "**Handoff** (Kestrel, `kill -USR2`)"),
+        ("nginx", "upgrade", "nginx binary upgrade"),
+        ("tableflip", "upgrade", "cloudflare/tableflip"),
+        ("grace", "upgrade", "facebookgo/grace"),
+        ("shutdown", "upgrade", "net/http Shutdown demo"),
+        ("kestrel-socket", "restart", "Kestrel restart, socket-activated"),
+        ("kestrel", "restart", "Kestrel restart, naive"),
+    ];
+
+    /// <summary>The loads each system serves (the Go demos and nginx's `return 200` have no
+    /// WebSocket endpoint; the Go demos serve no TLS or h2c; a plain Kestrel restart waits up to
+    /// its ShutdownTimeout for open WebSockets, so it is not measured with them).</summary>
+    public static IReadOnlyDictionary<string, string[]> LoadsOf { get; } = new Dictionary<string, string[]>
+    {
+        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "https", "longmix", "ws", "idle"],
+        ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "https", "idle"],
+        ["tableflip"] = ["keepalive", "close", "h1log", "longmix", "idle"],
+        ["grace"] = ["keepalive", "close", "h1log", "longmix", "idle"],
+        ["shutdown"] = ["keepalive", "close", "h1log", "longmix", "idle"],
+        ["kestrel-socket"] = ["keepalive", "close", "h1log", "h2c", "idle"],
+        ["kestrel"] = ["keepalive", "close", "h1log", "h2c"],
+    };
+
+    /// <summary>The loads of the steady comparison: plain Kestrel and Kestrel with Handoff, no
+    /// action, in pairs.</summary>
+    public static IReadOnlyList<string> SteadyLoads { get; } = ["keepalive", "close", "h1log", "h2c", "h2tls", "https", "longmix"];
+
+    /// <summary>Every scenario of a full run: each system under each load it serves, with its
+    /// action; then the steady pairs.</summary>
     public static IReadOnlyList<Scenario> Full { get; } =
     [
-        .. new[] { "keepalive", "close", "h1log", "h2c", "longmix" }.Select(l => new Scenario("kestrel", l, "none")),
-        .. new[] { "keepalive", "close", "h1log" }.Select(l => new Scenario("kestrel", l, "restart")),
-        .. new[] { "keepalive", "close", "h1log", "h2c", "longmix" }.SelectMany(l => new[] { new Scenario("handoff", l, "none"), new Scenario("handoff", l, "upgrade") }),
-        .. new[] { "keepalive", "close", "h1log", "h2c" }.SelectMany(l => new[] { new Scenario("nginx", l, "none"), new Scenario("nginx", l, "upgrade") }),
-
-        // The Go systems the project grew from, over HTTP/1.1 (their demos serve no h2c).
-        .. GoBenchServer.Systems.SelectMany(system => new[] { "keepalive", "close", "h1log", "longmix" }.Select(l => new Scenario(system, l, "upgrade"))),
+        .. Systems.SelectMany(s => LoadsOf[s.Server].Select(load => new Scenario(s.Server, load, s.Action))),
+        .. SteadyLoads.SelectMany(load => new[] { new Scenario("kestrel", load, "none"), new Scenario("handoff", load, "none") }),
     ];
 
-    /// <summary>The scenarios of a quick run (about two minutes).</summary>
+    /// <summary>The scenarios of a quick run (a few minutes).</summary>
     public static IReadOnlyList<Scenario> Quick { get; } =
     [
-        new("kestrel", "keepalive", "none"),
-        new("kestrel", "keepalive", "restart"),
-        new("handoff", "keepalive", "none"),
         new("handoff", "keepalive", "upgrade"),
-        new("handoff", "close", "upgrade"),
-        new("handoff", "h1log", "upgrade"),
-        new("handoff", "h2c", "upgrade"),
+        new("handoff", "h2tls", "upgrade"),
+        new("handoff", "ws", "upgrade"),
+        new("handoff", "idle", "upgrade"),
         new("nginx", "keepalive", "upgrade"),
-        new("nginx", "h1log", "upgrade"),
-        new("kestrel", "h1log", "restart"),
         new("grace", "keepalive", "upgrade"),
-        new("tableflip", "keepalive", "upgrade"),
-        new("shutdown", "keepalive", "upgrade"),
+        new("kestrel-socket", "keepalive", "restart"),
+        new("kestrel", "keepalive", "restart"),
+        new("kestrel", "keepalive", "none"),
+        new("handoff", "keepalive", "none"),
     ];
+
+    /// <summary>A run without an action, measured in pairs.</summary>
+    public bool Steady => Action == "none";
 }

@@ -10,7 +10,7 @@ internal static class Timeline
     private const int Width = 900;
     private const int PanelHeight = 170;
     private const int Left = 60;
-    private const int Right = 60;
+    private const int Right = 90;
 
     public static string Svg(IReadOnlyList<RunResult> panels)
     {
@@ -27,14 +27,29 @@ internal static class Timeline
         return svg.ToString();
     }
 
+    /// <summary>Why the requests stop before the run's end, or null when they do not.</summary>
+    internal static string? EndsEarly(RunResult run)
+    {
+        var bins = run.Timeline;
+        double last = bins.Count == 0 ? 0 : bins[^1].OffsetSeconds; // the last slice with requests
+        if (run.Load.DurationSeconds - last < 1.5)
+        {
+            return run.LoadCollapsed == true ? "the load collapsed: its rate fell below half its rate before the first action" : null;
+        }
+
+        return run.LoadCollapsed == true
+            ? string.Create(CultureInfo.InvariantCulture, $"requests stop at {last:0.0} s: the load generator stopped loading (load collapsed)")
+            : string.Create(CultureInfo.InvariantCulture, $"requests stop at {last:0.0} s of {run.Load.DurationSeconds:0} s: no request started later completed");
+    }
+
     private static void Panel(StringBuilder svg, RunResult run, int top)
     {
         var bins = run.Timeline;
         // The axis spans the whole run, also when the load generator stopped early.
         double lastAction = run.TimelineOrigin is { } start && run.Actions.Count > 0 ? (run.Actions[^1].At - start).TotalSeconds + 2 : 0;
-        double seconds = Math.Max(Math.Max(1, lastAction), bins.Count == 0 ? 1 : bins[^1].OffsetSeconds + 0.1);
+        double seconds = Math.Max(Math.Max(Math.Max(1, lastAction), run.Load.DurationSeconds), bins.Count == 0 ? 1 : bins[^1].OffsetSeconds + 0.1);
         double maxRate = Math.Max(1, bins.Count == 0 ? 1 : bins.Max(b => b.Requests * 10.0));
-        double maxP99 = Math.Max(1, bins.Count == 0 ? 1 : bins.Max(b => b.P99Ms));
+        double maxP99 = Math.Max(1, bins.Where(b => !double.IsNaN(b.P99Ms)).Select(b => b.P99Ms).DefaultIfEmpty(1).Max());
         int plotWidth = Width - Left - Right;
         string X(double t) => (Left + (t / seconds * plotWidth)).ToString("0.0", CultureInfo.InvariantCulture);
         string Y(double v, double max) => (top + PanelHeight - (v / max * PanelHeight)).ToString("0.0", CultureInfo.InvariantCulture);
@@ -53,9 +68,16 @@ internal static class Timeline
         }
 
         string rate = string.Join(" ", bins.Select(b => $"{X(b.OffsetSeconds)},{Y(b.Requests * 10.0, maxRate)}"));
-        string p99 = string.Join(" ", bins.Select(b => $"{X(b.OffsetSeconds)},{Y(b.P99Ms, maxP99)}"));
+        string p99 = string.Join(" ", bins.Where(b => !double.IsNaN(b.P99Ms)).Select(b => $"{X(b.OffsetSeconds)},{Y(b.P99Ms, maxP99)}"));
         svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#2a6\" stroke-width=\"1.2\" points=\"{rate}\"/>");
         svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1\" points=\"{p99}\"/>");
+        // A curve that ends before the run did says why, instead of leaving the reader to guess.
+        if (EndsEarly(run) is { } why)
+        {
+            double end = bins.Count == 0 ? 0 : bins[^1].OffsetSeconds;
+            svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{X(end)}\" y=\"{top + (PanelHeight / 2)}\" fill=\"#d33\" text-anchor=\"{(end > seconds / 2 ? "end" : "start")}\">{why}</text>");
+        }
+
         svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"4\" y=\"{top + 10}\" fill=\"#2a6\">{F(maxRate)} req/s</text>");
         svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"4\" y=\"{top + PanelHeight}\" fill=\"#2a6\">0</text>");
         svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{Width - Right + 4}\" y=\"{top + 10}\" fill=\"#36c\">p99 {maxP99.ToString("0.0", CultureInfo.InvariantCulture)} ms</text>");

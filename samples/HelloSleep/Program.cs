@@ -9,7 +9,9 @@
 //   HelloSleep:FailStart      throw during start-up (a broken build)
 //   HelloSleep:NeverReady     warm-up that never finishes (a build that hangs)
 //   HelloSleep:FailWarmUp     warm-up that throws
-//   HelloSleep:NoHandoff      plain Kestrel without Handoff (the benchmarks' baseline)
+//   HelloSleep:NoHandoff      plain Kestrel without Handoff (the benchmarks' baseline); with
+//                             LISTEN_FDS/LISTEN_PID set, Kestrel's UseSystemd() takes the
+//                             socket-activated listener at fd 3 (the socket-activated baseline)
 //   HelloSleep:HttpsInCode    a PKCS#12 file: listen on 127.0.0.1 (dynamic port) with
 //                             ListenOptions.UseHttps in code (password HelloSleep:HttpsPassword)
 // HTTPS from configuration is Kestrel's usual: --Kestrel:Endpoints:Https:Url=https://127.0.0.1:8443
@@ -58,6 +60,12 @@ if (handoff)
 {
     builder.WebHost.UseHandoff(ConfigureHandoff);
     builder.Services.AddHealthChecks().AddHandoff();
+}
+else if (Environment.GetEnvironmentVariable("LISTEN_FDS") is { Length: > 0 })
+{
+    // Plain Kestrel under socket activation: the socket outlives every restart, so connections
+    // wait in its queue while no process accepts (how systemd restarts a socket-activated unit).
+    builder.WebHost.ConfigureKestrel(kestrel => kestrel.UseSystemd());
 }
 
 builder.Services.AddSingleton<HandoffMetricsText>();

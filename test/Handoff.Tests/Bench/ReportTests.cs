@@ -21,7 +21,9 @@ public sealed class ReportTests
         Assert.Equal("3/4", Report.Succeeded(runs.Take(2)));
         Assert.Contains("| handoff | upgrade | 2 | 4 | 3/4 |", report, StringComparison.Ordinal);
         Assert.Contains("| grace | upgrade | 1 | 1 | 1/1 |", report, StringComparison.Ordinal);
-        Assert.Contains("| **0.00** | 3/4 |", report, StringComparison.Ordinal);
+        // The headline: one row per system, its time to ready and its actions' success.
+        Assert.Contains("| **Handoff** (Kestrel, `kill -USR2`) | **0.00** | 100 [100–100] | 3/4 |", report, StringComparison.Ordinal);
+        Assert.Contains("| facebookgo/grace | 0.00 | 100 | 1/1 |", report, StringComparison.Ordinal);
 
         RunResult Run(Scenario scenario, params bool[] succeeded) => new()
         {
@@ -54,7 +56,7 @@ public sealed class ReportTests
 
         Assert.Equal(collapsed, run.LoadCollapsed);
         Assert.Equal(collapsed, report.Contains("load collapsed (1 of 1 runs)", StringComparison.Ordinal));
-        Assert.Equal(collapsed, Report.Headline([run]).Contains("load collapsed", StringComparison.Ordinal));
+        Assert.Equal(collapsed, Report.Headline([run]).Contains("| load collapsed |", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -71,6 +73,85 @@ public sealed class ReportTests
 
         Assert.Equal("5.00 lost, 850 ms down", Report.PerAction([restart]));
         Assert.Equal("77588.50", Report.PerAction([upgrade])); // an upgrade that refuses connects fails requests
-        Assert.Contains("| keepalive | 5.00 lost, 850 ms down |", Report.Headline([restart, upgrade]), StringComparison.Ordinal);
+        string headline = Report.Headline([restart, upgrade]);
+        Assert.Contains("| Kestrel restart, naive | 5.00 lost, 850 ms down | 850 [800–900] | 2/2 |", headline, StringComparison.Ordinal);
+        Assert.Contains("| **Handoff** (Kestrel, `kill -USR2`) | **77588.50** |", headline, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void SteadyTable_RatiosArePerPair_WithTheirRange()
+    {
+        // Pair 1: handoff 10 % slower; pair 2 (the order reversed): 10 % faster. Unpaired medians
+        // would say -21 % (75 against 95); the pairs say the difference is noise.
+        var runs = new[]
+        {
+            Steady("kestrel", 1, 100_000), Steady("handoff", 1, 90_000),
+            Steady("handoff", 2, 55_000), Steady("kestrel", 2, 50_000),
+        };
+
+        string table = Report.SteadyTable(runs);
+
+        Assert.Contains("| keepalive | 2 | 75000 [50000–100000] | 72500 [55000–90000] | +0 % [−10 … +10] |", table, StringComparison.Ordinal);
+        Assert.Equal("−3 %", Report.Percent([-0.031]));
+
+        RunResult Steady(string server, int pair, long requests) => new()
+        {
+            Scenario = new Scenario(server, "keepalive", "none"),
+            Repeat = pair,
+            Load = new LoadResult { Requests = requests, DurationSeconds = 1 },
+        };
+    }
+
+    [Fact]
+    public void Summarize_IdleLoad_IsNeverCollapsed_AndTimesTheLastCloseAfterEachAction()
+    {
+        // The idle load sends only at (re)connects, so its rate says nothing of a collapse.
+        var origin = new DateTime(2026, 11, 22, 12, 0, 0, DateTimeKind.Utc);
+        var samples = Enumerable.Range(0, 1000).Select(i => (origin.AddMilliseconds(i), 1.0)).ToList();
+        var actions = new[] { new ActionTiming(origin.AddSeconds(3), 500, 2000, true), new ActionTiming(origin.AddSeconds(7), 500, 2000, true) };
+        var load = new LoadResult
+        {
+            Requests = 1000,
+            DurationSeconds = 12,
+            Samples = samples,
+            Closes = [origin.AddSeconds(4), origin.AddSeconds(5.5), origin.AddSeconds(8), origin.AddSeconds(9.25)],
+        };
+
+        var run = Runner.Summarize(new Scenario("handoff", "idle", "upgrade"), 1, load, actions);
+
+        Assert.Null(run.LoadCollapsed);
+        Assert.Equal([2500.0, 2250.0], run.LastCloseAfterActionMs);
+    }
+
+    [Fact]
+    public void Timeline_ACurveThatEndsEarly_SaysWhy()
+    {
+        var origin = new DateTime(2026, 11, 22, 12, 0, 0, DateTimeKind.Utc);
+        var samples = Enumerable.Range(0, 3000).Select(i => (origin.AddMilliseconds(i), 1.0)).ToList();
+        var load = new LoadResult { Requests = 3000, DurationSeconds = 12, Samples = samples };
+        var run = Runner.Summarize(new Scenario("nginx", "h1log", "upgrade"), 1, load, [new ActionTiming(origin.AddSeconds(2), 10, 10, true)]);
+
+        // Nothing after 3 s of 12: the load collapsed, and the picture says so where the curve ends.
+        Assert.Equal(30, run.Timeline.Count);
+        Assert.True(run.LoadCollapsed);
+        Assert.Contains("requests stop at 2.9 s: the load generator stopped loading (load collapsed)", Timeline.Svg([run]), StringComparison.Ordinal);
+        Assert.Equal("requests stop at 2.9 s of 12 s: no request started later completed", Timeline.EndsEarly(run with { LoadCollapsed = false }));
+        Assert.Null(Timeline.EndsEarly(run with { LoadCollapsed = false, Load = load with { DurationSeconds = 3.5 } }));
+    }
+
+    [Fact]
+    public void Markdown_WebSocketMessagesUnansweredAtClose_AreShownButNotFailures()
+    {
+        var run = new RunResult
+        {
+            Scenario = new Scenario("handoff", "ws", "upgrade"),
+            Load = new LoadResult { Requests = 1000, DurationSeconds = 10, Reconnects = 128, UnansweredAtClose = 128 },
+            Actions = [new ActionTiming(DateTime.UtcNow, 100, 50, true), new ActionTiming(DateTime.UtcNow, 100, 50, true)],
+        };
+
+        string report = Report.Markdown([run], "machine", "bench/run", "timeline.svg");
+
+        Assert.Contains("| 0.00 | none (and 128 unanswered at close, not failures) | 128 |", report, StringComparison.Ordinal);
+        Assert.Contains("| **0.00** |", Report.Headline([run]), StringComparison.Ordinal);
     }
 }
