@@ -103,6 +103,8 @@ internal sealed class HelloSleepBenchServer : BenchServer
                 _activationSocket.Listen(4096);
             }
 
+            arguments.Add("--Logging:LogLevel:Microsoft.Hosting.Lifetime=Information");
+            long logOffset = File.Exists(log) ? new FileInfo(log).Length : 0;
             int fd = (int)_activationSocket.Handle;
             Interop.Libc.SetCloseOnExec(fd, false);
             try
@@ -118,7 +120,7 @@ internal sealed class HelloSleepBenchServer : BenchServer
             }
 
             _startedHere.Add(_current.Id);
-            await WaitAnsweredAsync();
+            await WaitStartedAsync(logOffset);
             return;
         }
 
@@ -171,31 +173,31 @@ internal sealed class HelloSleepBenchServer : BenchServer
         await previous.WaitForExitAsync();
         previous.Dispose();
         await StartAsync();
-        return new ActionTiming(at, Since(at), 0, true);
+        return new ActionTiming(at, Since(at), 0, true); // a restart: until the new process accepts
     }
 
-    /// <summary>Waits until the new process answers a request. Under socket activation a connect
-    /// succeeds while no process accepts (it waits in the queue), so only an answer says ready.</summary>
-    private async Task WaitAnsweredAsync()
+    /// <summary>Waits until the new process logs that it started (Kestrel accepts by then).
+    /// Under socket activation a connect succeeds while no process accepts (it waits in the
+    /// queue), so the port cannot say; and a probe request would wait behind the load's.</summary>
+    private async Task WaitStartedAsync(long logOffset)
     {
         var deadline = DateTime.UtcNow + Patience;
+        string log = Path.Combine(Directory, "server.log");
         while (true)
         {
-            try
+            if (File.Exists(log))
             {
-                var response = await HttpProbe.GetAsync(new IPEndPoint(IPAddress.Loopback, Port), "/", deadline - DateTime.UtcNow);
-                if (response.Status == 200 && response.Pid == _current!.Id)
+                await using var stream = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                stream.Seek(Math.Min(logOffset, stream.Length), SeekOrigin.Begin);
+                if ((await new StreamReader(stream).ReadToEndAsync()).Contains("Application started", StringComparison.Ordinal))
                 {
                     return;
                 }
             }
-            catch (Exception e) when (e is IOException or SocketException or OperationCanceledException && DateTime.UtcNow < deadline)
-            {
-            }
 
             if (_current!.HasExited || DateTime.UtcNow > deadline)
             {
-                throw new InvalidOperationException($"{Name} did not answer; see {Path.Combine(Directory, "server.log")}");
+                throw new InvalidOperationException($"{Name} did not start; see {log}");
             }
 
             await Task.Delay(5);

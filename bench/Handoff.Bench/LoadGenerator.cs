@@ -22,7 +22,7 @@ internal static class LoadGenerator
     {
         ["keepalive"] = $"HTTP/1.1 keep-alive, wrk -t2 -c{Connections}",
         ["close"] = $"a new connection per request, wrk -t2 -c{Connections} -H \"Connection: close\"",
-        ["h1log"] = $"HTTP/1.1 keep-alive, h2load --h1 -t2 -c{Connections} with a per-request log (latency after each action, timeline)",
+        ["h1log"] = $"HTTP/1.1 keep-alive, {Connections} connections of the harness's own client (Handoff.Testing's LoadClient: the next request as soon as the last answered, a new connection after `Connection: close` or a failure, never a retry; a request sent on a connection the server closed counts, as with wrk), with a per-request log (latency after each action, timeline). h2load --h1, used before, drops a connection the server closed and opens none, so its load collapsed at the first upgrade of every system",
         ["h2c"] = $"HTTP/2 cleartext, {Connections} connections of the harness's own client (Handoff.Testing's Http2LoadClient: one stream at a time per connection, a new connection after GOAWAY, never a retry; every refused or reset stream, lost connection and failed connect counts), with a per-request log. h2load, used before, opens no new connection after GOAWAY, so its load collapsed at the first upgrade",
         ["longmix"] = $"wrk -t2 -c{Connections} keep-alive plus wrk -t1 -c8 on /?sleep=1 (requests in flight at every action)",
         ["https"] = $"HTTPS keep-alive (HTTP/1.1 over TLS, self-signed certificate), wrk -t2 -c{Connections}",
@@ -70,15 +70,35 @@ internal static class LoadGenerator
             case "ws":
                 return await WebSocketLoad.RunAsync(port, Connections, duration);
             case "h1log":
-                string log = Path.Combine(directory, $"h2load-{Guid.NewGuid():N}.log");
-                string[] h2load = ["-t2", $"-c{Connections}", "-m1", "-D", seconds, $"--log-file={log}"];
-                var (_, output) = await BenchProcess.RunAsync("h2load", [.. h2load, "--h1", url], limit);
-                var result = H2loadOutput.Parse(output, File.Exists(log) ? File.ReadLines(log) : []);
-                File.Delete(log);
-                return result;
+                return await Http1LoadAsync(port, duration);
             default:
                 throw new ArgumentException($"unknown load '{load}'; known: {string.Join(", ", Descriptions.Keys)}", nameof(load));
         }
+    }
+
+    private static async Task<LoadResult> Http1LoadAsync(int port, TimeSpan duration)
+    {
+        var samples = new ConcurrentQueue<(DateTime Start, double LatencyMs)>();
+        var clock = Stopwatch.StartNew();
+        var client = new LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, keepAlive: true, path: "/", sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
+        await Task.Delay(duration);
+        var report = await client.StopAsync();
+        double seconds = clock.Elapsed.TotalSeconds;
+
+        // Failures read "HTTP 503" or "HH:mm:ss.fff SocketException: Connection refused" and the
+        // like: a refused connect, else an error or timeout on a request sent.
+        long status = report.Failures.Count(f => f.StartsWith("HTTP ", StringComparison.Ordinal));
+        long connect = report.Failures.Count(f => f.Contains("Connection refused", StringComparison.Ordinal));
+        long timeouts = report.Failures.Count(f => f.Contains("OperationCanceledException", StringComparison.Ordinal));
+        return new LoadResult
+        {
+            Requests = report.Succeeded + status,
+            DurationSeconds = seconds,
+            ConnectErrors = connect,
+            Non2xx = status,
+            Timeouts = timeouts,
+            ReadErrors = report.Failures.Count - status - connect - timeouts,
+        }.WithSamples(samples);
     }
 
     private static async Task<LoadResult> Http2LoadAsync(int port, TimeSpan duration, bool tls)

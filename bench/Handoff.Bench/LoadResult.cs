@@ -17,7 +17,7 @@ internal sealed record LoadResult
 
     public long Non2xx { get; init; }
 
-    /// <summary>h2load's "errored": streams that ended with an error (reset, refused, closed).</summary>
+    /// <summary>HTTP/2 streams that ended with an error (refused, reset, lost with their connection).</summary>
     public long StreamErrors { get; init; }
 
     /// <summary>New connections after the server closed one between requests (idle and
@@ -36,7 +36,7 @@ internal sealed record LoadResult
 
     public double MaxMs { get; init; }
 
-    /// <summary>Per-request (start, latency) samples, when the generator logs them (h2load).
+    /// <summary>Per-request (start, latency) samples, when the load logs them (the harness's own clients).
     /// Summarized into <see cref="RunResult"/> and not written to the results file.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public IReadOnlyList<(DateTime Start, double LatencyMs)> Samples { get; init; } = [];
@@ -54,9 +54,9 @@ internal sealed record LoadResult
         double[] sorted = [.. samples.Select(s => s.LatencyMs).Order()];
         return this with
         {
-            P50Ms = H2loadOutput.Percentile(sorted, 50),
-            P99Ms = H2loadOutput.Percentile(sorted, 99),
-            P999Ms = H2loadOutput.Percentile(sorted, 99.9),
+            P50Ms = Percentile(sorted, 50),
+            P99Ms = Percentile(sorted, 99),
+            P999Ms = Percentile(sorted, 99.9),
             MaxMs = sorted.Length > 0 ? sorted[^1] : 0,
             Samples = [.. samples],
         };
@@ -73,6 +73,18 @@ internal sealed record LoadResult
         catch (OperationCanceledException)
         {
         }
+    }
+
+    /// <summary>The nearest-rank percentile of values sorted in ascending order (0 when none).</summary>
+    public static double Percentile(IReadOnlyList<double> ascending, double percentile)
+    {
+        if (ascending.Count == 0)
+        {
+            return 0;
+        }
+
+        int rank = (int)Math.Ceiling(percentile / 100 * ascending.Count);
+        return ascending[Math.Clamp(rank - 1, 0, ascending.Count - 1)];
     }
 
     public double RequestsPerSecond => DurationSeconds > 0 ? (Requests - Non2xx) / DurationSeconds : 0;

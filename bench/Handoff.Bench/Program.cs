@@ -154,6 +154,5 @@ static async Task<string> MachineAsync()
         $"dotnet: {Environment.Version} runtime; {await Version("dotnet", "--version")} SDK",
         $"nginx: {await Version("nginx", "-v")}",
         $"wrk: {await Version("wrk", "-v")}",
-        $"h2load: {await Version("h2load", "--version")}",
         $"go: {await Version("go", "version")}");
 }

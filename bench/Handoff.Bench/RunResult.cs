@@ -12,7 +12,7 @@ internal sealed record RunResult
     public IReadOnlyList<ActionTiming> Actions { get; init; } = [];
 
     /// <summary>True when the load's rate in its last 2 s fell below half its rate before the
-    /// first action: the load generator stopped loading (h2load after GOAWAY did), and the run's
+    /// first action: the load generator stopped loading (h2load did, after GOAWAY or a closed connection), and the run's
     /// figures describe an almost empty load. Null without a per-request log.</summary>
     public bool? LoadCollapsed { get; init; }
 

@@ -100,8 +100,8 @@ internal static class Runner
             bool AfterAction(DateTime t) => actions.Any(a => t >= a.At && t < a.At + TimeSpan.FromSeconds(1));
             var inside = load.Samples.Where(s => AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
             var outside = load.Samples.Where(s => !AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
-            after = actions.Count > 0 ? H2loadOutput.Percentile(inside, 99) : null;
-            steady = H2loadOutput.Percentile(outside, 99);
+            after = actions.Count > 0 ? LoadResult.Percentile(inside, 99) : null;
+            steady = LoadResult.Percentile(outside, 99);
 
             var origin = load.Samples.Min(s => s.Start);
             // Every 100 ms slice, also the empty ones (a sparse load's quiet, an outage): a slice
@@ -110,7 +110,7 @@ internal static class Runner
             for (int key = 0; key <= bins.Keys.Max(); key++)
             {
                 timeline.Add(bins.TryGetValue(key, out var latencies)
-                    ? new TimelineBin(key / 10.0, latencies.Count, H2loadOutput.Percentile(latencies, 99))
+                    ? new TimelineBin(key / 10.0, latencies.Count, LoadResult.Percentile(latencies, 99))
                     : new TimelineBin(key / 10.0, 0, double.NaN));
             }
         }

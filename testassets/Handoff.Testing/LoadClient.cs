@@ -37,6 +37,7 @@ public sealed class LoadClient : ILoad
     private readonly bool _tls;
     private readonly string _path;
     private readonly TimeSpan _pause;
+    private readonly Action<DateTime, TimeSpan>? _sampled;
     private readonly ConcurrentDictionary<string, bool> _certificates = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentQueue<string> _failures = new();
@@ -52,8 +53,11 @@ public sealed class LoadClient : ILoad
     /// <param name="pause">How long each client waits between a response and its next request,
     /// give or take a fifth (zero: none). A keep-alive client does not look whether the server
     /// closed the connection meanwhile: a request sent on a connection closed under it fails.</param>
-    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0", bool tls = false, TimeSpan pause = default)
+    /// <param name="sampled">Called with each successful request's start and duration (the
+    /// benchmark's per-request log).</param>
+    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0", bool tls = false, TimeSpan pause = default, Action<DateTime, TimeSpan>? sampled = null)
     {
+        _sampled = sampled;
         _endPoint = endPoint;
         _keepAlive = keepAlive;
         _tls = tls;
@@ -113,6 +117,8 @@ public sealed class LoadClient : ILoad
                         }
                     }
 
+                    var start = DateTime.UtcNow;
+                    long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     var response = await connection.GetAsync(_path, _keepAlive, timeout.Token);
                     if (response.Status != 200)
                     {
@@ -122,6 +128,7 @@ public sealed class LoadClient : ILoad
                     {
                         Interlocked.Increment(ref _succeeded);
                         _pids.TryAdd(response.Pid, true);
+                        _sampled?.Invoke(start, System.Diagnostics.Stopwatch.GetElapsedTime(started));
                     }
 
                     if (!_keepAlive || response.ConnectionClose)
