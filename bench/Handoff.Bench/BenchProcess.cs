@@ -135,7 +135,8 @@ internal static class BenchProcess
     /// orphan re-parented here. Never pass a process started with <see cref="Process"/>: .NET
     /// reaps those itself and fails fast ("Error while reaping child. errno = 10") if someone
     /// else did.</summary>
-    public static async Task WaitGoneAsync(int pid, TimeSpan timeout)
+    /// <returns>Whether it is gone.</returns>
+    public static async Task<bool> WaitGoneAsync(int pid, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (ProcessTable.IsRunning(pid) && DateTime.UtcNow < deadline)
@@ -144,9 +145,84 @@ internal static class BenchProcess
         }
 
         _ = Interop.Libc.WaitPid(pid, out _, Interop.Libc.WNOHANG);
+        return !ProcessTable.IsRunning(pid);
     }
 
-    public static void Signal(int pid, int signal) => _ = Interop.Libc.Kill(pid, signal);
+    /// <summary>Waits until <paramref name="pid"/> is gone, bounded; <paramref name="startedHere"/>
+    /// is the <see cref="Process"/> this process started, when it is that one (the runtime reaps
+    /// it, and a waitpid here would race with it). Returns whether it is gone.</summary>
+    public static async Task<bool> WaitGoneAsync(int pid, Process? startedHere, TimeSpan timeout)
+    {
+        if (startedHere is null || startedHere.Id != pid)
+        {
+            return await WaitGoneAsync(pid, timeout);
+        }
+
+        using var limit = new CancellationTokenSource(timeout);
+        try
+        {
+            await startedHere.WaitForExitAsync(limit.Token);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        return startedHere.HasExited;
+    }
+
+    /// <summary>Stops what a scenario left: SIGTERM, and SIGKILL to whatever is still there after
+    /// <paramref name="grace"/>, so that no generation keeps running into the next scenario.</summary>
+    public static async Task StopAllAsync(IEnumerable<int> pids, Process? startedHere, TimeSpan grace)
+    {
+        var all = ProcessTable.SignalTrees([.. pids.Where(p => p > 0)], 15);
+        var gone = await Task.WhenAll(all.Select(async pid => (pid, await WaitGoneAsync(pid, startedHere, grace))));
+        foreach (var (pid, _) in gone.Where(g => !g.Item2))
+        {
+            Console.Error.WriteLine($"pid {pid} did not exit {grace.TotalSeconds:0} s after SIGTERM; SIGKILL");
+            Signal(pid, 9);
+            _ = await WaitGoneAsync(pid, startedHere, TimeSpan.FromSeconds(10));
+        }
+    }
+
+    /// <summary>Sends a signal; never to 0 or a negative pid (which would reach a process group,
+    /// this one's included).</summary>
+    public static void Signal(int pid, int signal)
+    {
+        if (pid > 0)
+        {
+            _ = Interop.Libc.Kill(pid, signal);
+        }
+    }
+
+    /// <summary>User and system CPU time the process used so far, in seconds (from
+    /// /proc/PID/stat, in clock ticks of 1/100 s); 0 when it is gone.</summary>
+    public static double CpuSeconds(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            // The command name (field 2) may contain spaces; the fields after its ')' are fixed.
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>The cpus a process may run on (its Cpus_allowed_list), or "?" when it is gone.</summary>
+    public static string CpusOf(int pid)
+    {
+        try
+        {
+            return File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "?";
+        }
+        catch (IOException)
+        {
+            return "?";
+        }
+    }
 
     private static double Kilobytes(string line) =>
         double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);

@@ -5,10 +5,10 @@ namespace Handoff.Bench;
 
 /// <summary>Draws failed requests per action by system and load: one small panel per load, a
 /// bar per system on a logarithmic scale (0 has no bar and says "0"), so that 0.01 and 64 fit
-/// in one picture.</summary>
+/// in one picture; a restart's label adds its downtime.</summary>
 internal static class FailureChart
 {
-    private const int PanelWidth = 290;
+    private const int PanelWidth = 330;
     private const int BarHeight = 14;
     private const int LabelWidth = 95;
     private const int Columns = 3;
@@ -44,25 +44,33 @@ internal static class FailureChart
                 {
                     label = "not served";
                 }
-                else if (g.Any(r => r.LoadCollapsed == true))
-                {
-                    label = "load collapsed";
-                }
                 else
                 {
+                    // A restart's downtime beside its lost requests; a collapse said, its failures kept.
                     double value = Failed(g);
                     label = value == 0 ? "0" : value.ToString(value >= 10 ? "0" : "0.##", CultureInfo.InvariantCulture);
+                    if (systems[j].Action == "restart")
+                    {
+                        label += string.Create(CultureInfo.InvariantCulture, $" lost, {Report.Median(g.SelectMany(r => r.Actions).Select(a => a.ToReadyMs)):0} ms down");
+                    }
+
+                    if (g.Any(r => r.LoadCollapsed == true))
+                    {
+                        label += " (load collapsed)";
+                    }
+
                     if (value > 0)
                     {
                         double length = Math.Max(2, (Math.Log10(Math.Max(value, 0.01)) + 2) / decades * barWidth);
-                        string color = systems[j].Server == "handoff" ? "#2a6" : "#c44";
+                        const string color = "#c44";
                         svg.AppendLine(CultureInfo.InvariantCulture, $"<rect x=\"{left + LabelWidth}\" y=\"{y}\" width=\"{length:0.0}\" height=\"{BarHeight}\" fill=\"{color}\"/>");
                         svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{left + LabelWidth + length + 3:0.0}\" y=\"{y + 11}\">{label}</text>");
                         continue;
                     }
                 }
 
-                svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{left + LabelWidth}\" y=\"{y + 11}\" fill=\"{(label == "0" ? "#2a6" : "#888")}\" font-weight=\"{(label == "0" ? "bold" : "normal")}\">{label}</text>");
+                bool zero = label.StartsWith('0');
+                svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{left + LabelWidth}\" y=\"{y + 11}\" fill=\"{(zero ? "#2a6" : "#888")}\" font-weight=\"{(zero ? "bold" : "normal")}\">{label}</text>");
             }
         }
 

@@ -82,33 +82,14 @@ internal sealed class GoBenchServer : BenchServer
         var ready = DateTime.UtcNow;
         _serving = next;
         _pids.Add(next);
-        if (old == _first?.Id)
-        {
-            // The runtime reaps the process it started; a waitpid here would race with it (and
-            // an ECHILD there ends this process).
-            using var limit = new CancellationTokenSource(Patience);
-            await _first.WaitForExitAsync(limit.Token);
-        }
-        else
-        {
-            await BenchProcess.WaitGoneAsync(old, Patience);
-        }
-        return new ActionTiming(at, toReady, Since(ready), next != old && next != 0);
+        bool gone = await BenchProcess.WaitGoneAsync(old, _first, Patience);
+        return new ActionTiming(at, toReady, Since(ready), gone && next != old && next > 0);
     }
 
     public override async ValueTask DisposeAsync()
     {
-        var all = ProcessTable.SignalTrees([.. _pids], 15);
-        foreach (int pid in all.Where(p => p != _first?.Id))
-        {
-            await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(40));
-        }
-
-        if (_first is { } first)
-        {
-            await first.WaitForExitAsync();
-            first.Dispose();
-        }
+        await BenchProcess.StopAllAsync([.. _pids], _first, TimeSpan.FromSeconds(40));
+        _first?.Dispose();
     }
 
     private async Task<int> ProbePidAsync()

@@ -145,7 +145,6 @@ internal sealed class HelloSleepBenchServer : BenchServer
         {
             int old = ServingPid;
             BenchProcess.Signal(old, 12);
-            bool mayReap = !_startedHere.Contains(old);
             var deadline = at + Patience;
             while ((ServingPid == old || ServingPid == 0) && DateTime.UtcNow < deadline)
             {
@@ -153,27 +152,33 @@ internal sealed class HelloSleepBenchServer : BenchServer
             }
 
             double toReady = Since(at);
-            bool ok = ServingPid != old;
-            _pids.Add(ServingPid);
+            int next = ServingPid;
+            _pids.Add(next);
             var ready = DateTime.UtcNow;
-            if (mayReap)
+            bool gone = await BenchProcess.WaitGoneAsync(old, _current, Patience);
+            if (gone && old != _current?.Id)
             {
-                await BenchProcess.WaitGoneAsync(old, Patience);
-            }
-            else
-            {
-                await _current!.WaitForExitAsync();
+                _pids.Remove(old); // gone: its pid may be reused by anyone
             }
 
-            return new ActionTiming(at, toReady, Since(ready), ok);
+            // Took over: the old process is gone and the pid file still names the new one (a
+            // rollback within RollbackWindow rewrites it to the old pid, which then stays).
+            return new ActionTiming(at, toReady, Since(ready), gone && next > 0 && next != old && ServingPid == next);
         }
 
         var previous = _current!;
         BenchProcess.Signal(previous.Id, 15);
-        await previous.WaitForExitAsync();
+        bool stopped = await BenchProcess.WaitGoneAsync(previous.Id, previous, Patience);
+        if (!stopped)
+        {
+            BenchProcess.Signal(previous.Id, 9);
+            await previous.WaitForExitAsync();
+        }
+
+        _startedHere.Remove(previous.Id); // gone: its pid may be reused by anyone
         previous.Dispose();
         await StartAsync();
-        return new ActionTiming(at, Since(at), 0, true); // a restart: until the new process accepts
+        return new ActionTiming(at, Since(at), 0, stopped); // a restart: until the new process accepts
     }
 
     /// <summary>Waits until the new process logs that it started (Kestrel accepts by then).
@@ -228,18 +233,8 @@ internal sealed class HelloSleepBenchServer : BenchServer
 
     public override async ValueTask DisposeAsync()
     {
-        var all = ProcessTable.SignalTrees([.. _pids, .. _startedHere, ServingPid], 15);
-        foreach (int pid in all.Except(_startedHere))
-        {
-            await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(40));
-        }
-
-        if (_current is { } current)
-        {
-            await current.WaitForExitAsync();
-            current.Dispose();
-        }
-
+        await BenchProcess.StopAllAsync([.. _pids, .. _startedHere, ServingPid], _current, TimeSpan.FromSeconds(40));
+        _current?.Dispose();
         _activationSocket?.Dispose();
     }
 }

@@ -107,8 +107,8 @@ internal sealed class NginxBenchServer : BenchServer
         var ready = DateTime.UtcNow;
         BenchProcess.Signal(old, 28); // WINCH
         BenchProcess.Signal(old, 3);  // QUIT
-        await BenchProcess.WaitGoneAsync(old, Patience);
-        return new ActionTiming(at, toReady, Since(ready), next != old);
+        bool gone = await BenchProcess.WaitGoneAsync(old, Patience);
+        return new ActionTiming(at, toReady, Since(ready), gone && next != old && next > 0 && ProcessTable.Descendants(next).Any());
     }
 
     public override async ValueTask DisposeAsync()
@@ -126,7 +126,11 @@ internal sealed class NginxBenchServer : BenchServer
 
         foreach (int pid in all)
         {
-            await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(30));
+            if (!await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(30)))
+            {
+                BenchProcess.Signal(pid, 9); // not gone after a graceful QUIT: never into the next scenario
+                _ = await BenchProcess.WaitGoneAsync(pid, TimeSpan.FromSeconds(10));
+            }
         }
     }
 }

@@ -48,6 +48,16 @@ if (merge is not null)
     repeats = earlier.Repeats;
 }
 
+// Only a full run (or a merge into one) writes the full report: a quick or partial run writes
+// its own files and never overwrites the report people read first.
+bool partial = merge is null && (quick || only is not null);
+string suffix = partial ? "-quick" : "";
+string machine = await MachineAsync();
+string date = merge is not null ? Path.GetFileNameWithoutExtension(merge) : DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture) + suffix;
+string results = Path.Combine(root, "bench", "results");
+Directory.CreateDirectory(results);
+var broken = new List<string>();
+
 for (int repeat = 1; repeat <= repeats; repeat++)
 {
     foreach (var scenario in acting)
@@ -75,18 +85,7 @@ for (int pair = 1; pair <= pairs; pair++)
     }
 }
 
-// Only a full run (or a merge into one) writes the full report: a quick or partial run writes
-// its own files and never overwrites the report people read first.
-bool partial = merge is null && (quick || only is not null);
-string suffix = partial ? "-quick" : "";
-string machine = await MachineAsync();
-string date = merge is not null ? Path.GetFileNameWithoutExtension(merge) : DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture) + suffix;
-string results = Path.Combine(root, "bench", "results");
-Directory.CreateDirectory(results);
-await File.WriteAllTextAsync(Path.Combine(results, date + ".json"), JsonSerializer.Serialize(
-    new ResultsFile(command, machine, duration.TotalSeconds, repeats, [.. runs.Select(r => r with { Timeline = [] })]),
-    new JsonSerializerOptions { WriteIndented = true }));
-
+await SaveAsync();
 string docs = Path.Combine(root, "docs");
 Directory.CreateDirectory(docs);
 // The timeline pictures the loads with a per-request log, for Handoff and whom it replaces.
@@ -96,27 +95,55 @@ var pictured = new[]
         new Scenario("kestrel-socket", "h1log", "restart"), new Scenario("kestrel", "h1log", "restart"),
         new Scenario("handoff", "h2tls", "upgrade"), new Scenario("handoff", "ws", "upgrade"), new Scenario("handoff", "idle", "upgrade"),
     }
-    .Select(s => runs.FirstOrDefault(r => r.Scenario == s)).OfType<RunResult>().ToList();
-await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-timeline.svg"), Timeline.Svg(pictured));
+    .Select(s => runs.Where(r => r.Scenario == s).MaxBy(r => r.Timeline.Count)).OfType<RunResult>().ToList();
+if (pictured.Any(r => r.Timeline.Count > 0))
+{
+    // (A --merge that ran nothing new has no per-request timelines: the picture is left as it was.)
+    await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-timeline.svg"), Timeline.Svg(pictured));
+}
+
 await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-failed.svg"), FailureChart.Svg(runs));
 await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}.md"), Report.Markdown(runs, machine, command, $"benchmarks{suffix}-timeline.svg", $"benchmarks{suffix}-failed.svg"));
 Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks{suffix}.md, docs/benchmarks{suffix}-timeline.svg, docs/benchmarks{suffix}-failed.svg");
 Directory.Delete(work, recursive: true);
 
-// An upgrade or restart in which no new process took over fails the run (it is in the report).
+// An upgrade or restart in which no new process took over fails the run (it is in the report),
+// and so does a scenario that could not run.
 var failedActions = runs.Where(r => r.Actions.Any(a => !a.Succeeded)).Select(r => $"{r.Scenario} #{r.Repeat}: {r.Actions.Count(a => !a.Succeeded)} of {r.Actions.Count}").ToList();
 if (failedActions.Count > 0)
 {
     Console.Error.WriteLine("actions in which no new process took over: " + string.Join("; ", failedActions));
-    return 1;
 }
 
-return 0;
+if (broken.Count > 0)
+{
+    Console.Error.WriteLine("scenarios that could not run: " + string.Join("; ", broken));
+}
+
+return failedActions.Count > 0 || broken.Count > 0 ? 1 : 0;
+
+// The results so far, after every run: a run cut short keeps what it measured.
+async Task SaveAsync() => await File.WriteAllTextAsync(Path.Combine(results, date + ".json"), JsonSerializer.Serialize(
+    new ResultsFile(command, machine, duration.TotalSeconds, repeats, [.. runs.Select(r => r with { Timeline = [] })]),
+    new JsonSerializerOptions { WriteIndented = true }));
 
 async Task RunAsync(Scenario scenario, int repeat, TimeSpan length)
 {
-    var run = await Runner.RunAsync(scenario, repeat, length, work);
+    RunResult run;
+    try
+    {
+        run = await Runner.RunAsync(scenario, repeat, length, work);
+    }
+    catch (Exception e) when (e is InvalidOperationException or IOException or TimeoutException or System.Net.Sockets.SocketException or FormatException or OperationCanceledException)
+    {
+        // Said, not hidden: the run goes on with the next scenario and exits 1 at the end.
+        Console.Error.WriteLine($"{scenario} #{repeat} could not run: {e.Message}");
+        broken.Add($"{scenario} #{repeat}: {e.Message}");
+        return;
+    }
+
     runs.Add(run);
+    await SaveAsync();
     string ready = run.Actions.Count > 0 ? string.Create(CultureInfo.InvariantCulture, $", signal to ready {Report.Median(run.Actions.Select(a => a.ToReadyMs)):0} ms") : "";
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"{scenario,-32} #{repeat}: {run.Load.RequestsPerSecond,8:0} req/s, {run.Load.Failed,5} failed, {run.Actions.Count,2} actions{(run.Actions.Any(a => !a.Succeeded) ? " (some failed)" : "")}, p99 {run.Load.P99Ms,7:0.00} ms{ready}{(run.LoadCollapsed == true ? ", load collapsed" : "")}"));

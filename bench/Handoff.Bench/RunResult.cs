@@ -26,6 +26,17 @@ internal sealed record RunResult
     /// server closed before the next action.</summary>
     public IReadOnlyList<double> LastCloseAfterActionMs { get; init; } = [];
 
+    /// <summary>Requests that took 1 s or more (per-request logs): at a reconnect, a SYN dropped
+    /// by a full accept queue is sent again after 1 s.</summary>
+    public int SlowRequests { get; init; }
+
+    /// <summary>The server's CPU time (user and system) per request, in µs (steady runs).</summary>
+    public double? ServerCpuMicrosecondsPerRequest { get; init; }
+
+    /// <summary>The cpus the serving process at the end of the run was allowed (its affinity),
+    /// to show the pinning held.</summary>
+    public string? ServerCpus { get; init; }
+
     public double RssPeakStartMiB { get; init; }
 
     public double RssPeakEndMiB { get; init; }

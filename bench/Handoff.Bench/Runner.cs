@@ -34,6 +34,7 @@ internal static class Runner
 
         int pidAtStart = server.ServingPid;
         var load = await LoadGenerator.StartAsync(scenario.Load, port, duration, directory);
+        double cpuStart = BenchProcess.CpuSeconds(pidAtStart);
         var started = DateTime.UtcNow;
         var actions = new List<ActionTiming>();
 
@@ -65,13 +66,24 @@ internal static class Runner
         double rssStart = pidAtStart == pidAtEnd ? 0 : BenchProcess.Memory(pidAtStart).PeakMiB;
         double rssEnd = BenchProcess.Memory(pidAtEnd).PeakMiB;
         int fdsEnd = BenchProcess.OpenFds(pidAtEnd);
+        string serverCpus = BenchProcess.CpusOf(pidAtEnd);
         var result = await load;
 
-        // Deterministic, unlike throughput: what the server allocates per request, once the
-        // load is over (a steady run only; an upgrade run's process is new).
-        double? allocated = scenario.Action == "none" && !http2 && scenario.Load is not ("ws" or "idle") ? await server.AllocatedBytesPerRequestAsync() : null;
+        // The server's CPU time per request over the run: beside requests/s, which on this
+        // machine may be bounded by the load generator rather than the server (steady runs
+        // only: one process serves from start to end).
+        double? cpu = scenario.Steady && pidAtStart == pidAtEnd && result.Requests > 0
+            ? (BenchProcess.CpuSeconds(pidAtEnd) - cpuStart) * 1e6 / result.Requests
+            : null;
+
+        // Deterministic, unlike throughput: what the server allocates per keep-alive HTTP/1.1
+        // request on one connection, once the load is over (a steady run; an upgrade run's
+        // process is new). Measured after the loads that are such requests, with or without TLS.
+        double? allocated = scenario.Steady && scenario.Load is ("keepalive" or "https") ? await server.AllocatedBytesPerRequestAsync() : null;
         return Summarize(scenario, repeat, result, actions) with
         {
+            ServerCpuMicrosecondsPerRequest = cpu,
+            ServerCpus = serverCpus,
             AllocatedBytesPerRequest = allocated,
             RssPeakStartMiB = rssStart == 0 ? rssEnd : rssStart,
             RssPeakEndMiB = rssEnd,
@@ -85,6 +97,7 @@ internal static class Runner
     {
         double? after = null, steady = null;
         bool? collapsed = null;
+        int slow = 0;
         var timeline = new List<TimelineBin>();
         if (load.Samples.Count > 0)
         {
@@ -100,6 +113,7 @@ internal static class Runner
             bool AfterAction(DateTime t) => actions.Any(a => t >= a.At && t < a.At + TimeSpan.FromSeconds(1));
             var inside = load.Samples.Where(s => AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
             var outside = load.Samples.Where(s => !AfterAction(s.Start)).Select(s => s.LatencyMs).Order().ToList();
+            slow = load.Samples.Count(s => s.LatencyMs >= 1000);
             after = actions.Count > 0 ? LoadResult.Percentile(inside, 99) : null;
             steady = LoadResult.Percentile(outside, 99);
 
@@ -131,6 +145,7 @@ internal static class Runner
         return new RunResult
         {
             LastCloseAfterActionMs = lastClose,
+            SlowRequests = slow,
             Scenario = scenario,
             Repeat = repeat,
             Load = load with { Samples = [] },
