@@ -8,7 +8,7 @@ namespace Handoff.Bench;
 /// in one picture; a restart's label adds its downtime.</summary>
 internal static class FailureChart
 {
-    private const int PanelWidth = 330;
+    private const int PanelWidth = 360;
     private const int BarHeight = 14;
     private const int LabelWidth = 95;
     private const int Columns = 3;
@@ -32,7 +32,7 @@ internal static class FailureChart
             int left = 10 + ((i % Columns) * PanelWidth);
             int top = 40 + ((i / Columns) * panelHeight);
             svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{left}\" y=\"{top + 10}\" font-weight=\"bold\">{loads[i]}</text>");
-            int barWidth = PanelWidth - LabelWidth - 45;
+            int barWidth = PanelWidth - LabelWidth - 130; // room for the longest label after the bar
             for (int j = 0; j < systems.Count; j++)
             {
                 int y = top + 18 + (j * (BarHeight + 4));
@@ -42,7 +42,7 @@ internal static class FailureChart
                 string label;
                 if (g.Sum(r => r.Actions.Count) == 0)
                 {
-                    label = "not served";
+                    label = "not measured";
                 }
                 else
                 {
@@ -52,6 +52,11 @@ internal static class FailureChart
                     if (systems[j].Action == "restart")
                     {
                         label += string.Create(CultureInfo.InvariantCulture, $" lost, {Report.Median(g.SelectMany(r => r.Actions).Select(a => a.ToReadyMs)):0} ms down");
+                    }
+
+                    if (g.Sum(r => r.Load.UnansweredAtClose) is > 0 and var unanswered)
+                    {
+                        label += string.Create(CultureInfo.InvariantCulture, $" ({(double)unanswered / g.Sum(r => r.Actions.Count):0} unanswered at close)");
                     }
 
                     if (g.Any(r => r.LoadCollapsed == true))

@@ -22,7 +22,7 @@ internal static class LoadGenerator
     {
         ["keepalive"] = $"HTTP/1.1 keep-alive, wrk -t2 -c{Connections}",
         ["close"] = $"a new connection per request, wrk -t2 -c{Connections} -H \"Connection: close\"",
-        ["h1log"] = $"HTTP/1.1 keep-alive, {Connections} connections of the harness's own client (Handoff.Testing's LoadClient: the next request as soon as the last answered, a new connection after `Connection: close` or a failure, never a retry; a request sent on a connection the server closed counts, as with wrk), with a per-request log (latency after each action, timeline). h2load --h1, used before, drops a connection the server closed and opens none, so its load collapsed at the first upgrade of every system",
+        ["h1log"] = $"HTTP/1.1 keep-alive, {Connections} connections of the harness's own client (Handoff.Testing's LoadClient: the next request as soon as the last answered, a new connection after `Connection: close` or a failure, never a retry; a request sent on a connection the server closed counts, as with wrk), with a per-request log (latency after each action, timeline). h2load --h1, used before, reconnects after a response with `Connection: close` but not after a server closes a keep-alive connection without one, so its load collapsed at the first upgrade of nginx, grace and a Kestrel restart",
         ["h2c"] = $"HTTP/2 cleartext, {Connections} connections of the harness's own client (Handoff.Testing's Http2LoadClient: one stream at a time per connection, a new connection after GOAWAY, never a retry; every refused or reset stream, lost connection and failed connect counts), with a per-request log. h2load, used before, opens no new connection after GOAWAY, so its load collapsed at the first upgrade",
         ["longmix"] = $"wrk -t2 -c{Connections} keep-alive plus wrk -t1 -c8 on /?sleep=1 (requests in flight at every action)",
         ["https"] = $"HTTPS keep-alive (HTTP/1.1 over TLS, self-signed certificate), wrk -t2 -c{Connections}",
@@ -32,6 +32,10 @@ internal static class LoadGenerator
     };
 
     public static bool IsHttp2(string load) => load == "h2c";
+
+    /// <summary>Whether the load is one of the harness's own clients, which log each request
+    /// (latency after actions, timeline, collapse detection); wrk's loads do not.</summary>
+    public static bool LogsEachRequest(string load) => load is "h1log" or "h2c" or "h2tls" or "ws" or "idle";
 
     public static bool IsTls(string load) => load is "https" or "h2tls";
 

@@ -5,6 +5,8 @@
 //   Handoff.Bench [--quick] [--repeats N] [--duration SECONDS] [--pairs N] [--steady-duration SECONDS]
 //                 [--only TEXT] [--root DIR] [--server-cpus LIST]
 //                 [--merge bench/results/DATE.json]  (rerun some scenarios into an earlier run)
+//   Handoff.Bench --report bench/results/DATE.json     (rewrite the report and its pictures from
+//                 a results file, without running anything)
 // Runs with an action (upgrade, restart) repeat --repeats times; runs without one (plain Kestrel
 // against Kestrel with Handoff) come in --pairs pairs, back to back, the order alternating.
 using System.Globalization;
@@ -22,6 +24,23 @@ var steadyDuration = TimeSpan.FromSeconds(int.Parse(Option("--steady-duration") 
 BenchProcess.ServerCpus = Option("--server-cpus");
 string root = Path.GetFullPath(Option("--root") ?? Directory.GetCurrentDirectory());
 string? only = Option("--only");
+
+if (Option("--report") is { } reportFile)
+{
+    var stored = JsonSerializer.Deserialize<ResultsFile>(await File.ReadAllTextAsync(reportFile), ResultsFile.JsonOptions)!;
+    var storedPictured = Timeline.Pictured.Select(s => stored.Runs.Where(r => r.Scenario == s).MaxBy(r => r.Timeline.Count)).OfType<RunResult>().ToList();
+    if (storedPictured.Any(r => r.Timeline.Count > 0))
+    {
+        await File.WriteAllTextAsync(Path.Combine(root, "docs", $"benchmarks{(reportFile.Contains("-quick", StringComparison.Ordinal) ? "-quick" : "")}-timeline.svg"), Timeline.Svg(storedPictured));
+    }
+
+    string storedSuffix = Path.GetFileNameWithoutExtension(reportFile).EndsWith("-quick", StringComparison.Ordinal) ? "-quick" : "";
+    string storedDocs = Path.Combine(root, "docs");
+    await File.WriteAllTextAsync(Path.Combine(storedDocs, $"benchmarks{storedSuffix}-failed.svg"), FailureChart.Svg(stored.Runs));
+    await File.WriteAllTextAsync(Path.Combine(storedDocs, $"benchmarks{storedSuffix}.md"), Report.Markdown(stored.Runs, stored.Machine, stored.Command, $"benchmarks{storedSuffix}-timeline.svg", $"benchmarks{storedSuffix}-failed.svg"));
+    Console.WriteLine($"wrote docs/benchmarks{storedSuffix}.md and docs/benchmarks{storedSuffix}-failed.svg from {reportFile}");
+    return 0;
+}
 // --only takes comma-separated parts of "server/load/action"; a scenario matching any runs.
 var scenarios = (quick ? Scenario.Quick : Scenario.Full)
     .Where(s => only is null || only.Split(',').Any(part => s.ToString().Contains(part, StringComparison.Ordinal)))
@@ -41,7 +60,7 @@ string? merge = Option("--merge");
 var runs = new List<RunResult>();
 if (merge is not null)
 {
-    var earlier = JsonSerializer.Deserialize<ResultsFile>(await File.ReadAllTextAsync(merge))!;
+    var earlier = JsonSerializer.Deserialize<ResultsFile>(await File.ReadAllTextAsync(merge), ResultsFile.JsonOptions)!;
     runs.AddRange(earlier.Runs.Where(r => !scenarios.Contains(r.Scenario)));
     command = earlier.Command + $"; then {command} merged";
     duration = TimeSpan.FromSeconds(earlier.DurationSeconds);
@@ -88,13 +107,7 @@ for (int pair = 1; pair <= pairs; pair++)
 await SaveAsync();
 string docs = Path.Combine(root, "docs");
 Directory.CreateDirectory(docs);
-// The timeline pictures the loads with a per-request log, for Handoff and whom it replaces.
-var pictured = new[]
-    {
-        new Scenario("handoff", "h1log", "upgrade"), new Scenario("nginx", "h1log", "upgrade"), new Scenario("grace", "h1log", "upgrade"),
-        new Scenario("kestrel-socket", "h1log", "restart"), new Scenario("kestrel", "h1log", "restart"),
-        new Scenario("handoff", "h2tls", "upgrade"), new Scenario("handoff", "ws", "upgrade"), new Scenario("handoff", "idle", "upgrade"),
-    }
+var pictured = Timeline.Pictured
     .Select(s => runs.Where(r => r.Scenario == s).MaxBy(r => r.Timeline.Count)).OfType<RunResult>().ToList();
 if (pictured.Any(r => r.Timeline.Count > 0))
 {
@@ -123,9 +136,11 @@ if (broken.Count > 0)
 return failedActions.Count > 0 || broken.Count > 0 ? 1 : 0;
 
 // The results so far, after every run: a run cut short keeps what it measured.
+// The file keeps the timelines of the runs the picture shows (so --report and --merge can draw it
+// again), not those of every run.
 async Task SaveAsync() => await File.WriteAllTextAsync(Path.Combine(results, date + ".json"), JsonSerializer.Serialize(
-    new ResultsFile(command, machine, duration.TotalSeconds, repeats, [.. runs.Select(r => r with { Timeline = [] })]),
-    new JsonSerializerOptions { WriteIndented = true }));
+    new ResultsFile(command, machine, duration.TotalSeconds, repeats, [.. runs.Select(r => Timeline.Pictured.Contains(r.Scenario) && r.Repeat == 1 ? r : r with { Timeline = [] })]),
+    ResultsFile.JsonOptions));
 
 async Task RunAsync(Scenario scenario, int repeat, TimeSpan length)
 {

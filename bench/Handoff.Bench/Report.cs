@@ -67,7 +67,7 @@ internal static class Report
                     actionCount == 0 ? "-" : collapsedNote.Length > 0 ? $"{collapsedNote}: {PerAction(g)}" : PerAction(g),
                     Kinds(g),
                     g.Sum(r => r.Load.Reconnects).ToString(CultureInfo.InvariantCulture),
-                    g.Any(r => r.Timeline.Count > 0 || r.SlowRequests > 0) ? g.Sum(r => r.SlowRequests).ToString(CultureInfo.InvariantCulture) : "-",
+                    LoadGenerator.LogsEachRequest(load) ? g.Sum(r => r.SlowRequests).ToString(CultureInfo.InvariantCulture) : "-",
                     Range(g.Select(r => r.Load.P50Ms), "0.00"),
                     Range(g.Select(r => r.Load.P99Ms), "0.00"),
                     Range(g.Select(r => r.Load.P999Ms), "0.00"),

@@ -8,6 +8,15 @@ namespace Handoff.Bench;
 internal static class Timeline
 {
     private const int Width = 900;
+
+    /// <summary>The runs the picture shows: loads with a per-request log, Handoff and whom it
+    /// replaces (the first run of each).</summary>
+    public static IReadOnlyList<Scenario> Pictured { get; } =
+    [
+        new("handoff", "h1log", "upgrade"), new("nginx", "h1log", "upgrade"), new("grace", "h1log", "upgrade"),
+        new("kestrel-socket", "h1log", "restart"), new("kestrel", "h1log", "restart"),
+        new("handoff", "h2tls", "upgrade"), new("handoff", "ws", "upgrade"), new("handoff", "idle", "upgrade"),
+    ];
     private const int PanelHeight = 170;
     private const int Left = 60;
     private const int Right = 90;
@@ -31,6 +40,11 @@ internal static class Timeline
     internal static string? EndsEarly(RunResult run)
     {
         var bins = run.Timeline;
+        if (!run.LoadCollapsed.HasValue && run.Scenario.Load == "idle")
+        {
+            return null; // idle connections send only when they reconnect: quiet is their normal
+        }
+
         double last = bins.Count == 0 ? 0 : bins[^1].OffsetSeconds; // the last slice with requests
         if (run.Load.DurationSeconds - last < 1.5)
         {
@@ -68,9 +82,28 @@ internal static class Timeline
         }
 
         string rate = string.Join(" ", bins.Select(b => $"{X(b.OffsetSeconds)},{Y(b.Requests * 10.0, maxRate)}"));
-        string p99 = string.Join(" ", bins.Where(b => !double.IsNaN(b.P99Ms)).Select(b => $"{X(b.OffsetSeconds)},{Y(b.P99Ms, maxP99)}"));
+        // p99 is drawn only where a slice had requests: a gap breaks the line.
+        var segments = new List<List<TimelineBin>> { new() };
+        foreach (var bin in bins)
+        {
+            if (double.IsNaN(bin.P99Ms))
+            {
+                if (segments[^1].Count > 0)
+                {
+                    segments.Add([]);
+                }
+            }
+            else
+            {
+                segments[^1].Add(bin);
+            }
+        }
         svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#2a6\" stroke-width=\"1.2\" points=\"{rate}\"/>");
-        svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1\" points=\"{p99}\"/>");
+        foreach (var segment in segments.Where(g => g.Count > 0))
+        {
+            string p99 = string.Join(" ", segment.Select(b => $"{X(b.OffsetSeconds)},{Y(b.P99Ms, maxP99)}"));
+            svg.AppendLine(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1\" points=\"{p99}\"/>");
+        }
         // A curve that ends before the run did says why, instead of leaving the reader to guess.
         if (EndsEarly(run) is { } why)
         {

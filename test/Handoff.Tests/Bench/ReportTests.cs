@@ -173,4 +173,24 @@ public sealed class ReportTests
         Assert.Equal(0, BenchProcess.CpuSeconds(int.MaxValue));
         Assert.NotEqual("?", BenchProcess.CpusOf(Environment.ProcessId));
     }
+
+    [Fact]
+    public void ResultsFile_KeepsATimelineWithEmptySlices_SoTheReportCanDrawItAgain()
+    {
+        var run = new RunResult
+        {
+            Scenario = new Scenario("handoff", "idle", "upgrade"),
+            Load = new LoadResult { Requests = 3, DurationSeconds = 12 },
+            Timeline = [new TimelineBin(0, 2, 1.5), new TimelineBin(0.1, 0, double.NaN), new TimelineBin(0.2, 1, 3)],
+        };
+
+        string json = System.Text.Json.JsonSerializer.Serialize(new ResultsFile("bench/run", "machine", 12, 1, [run]), ResultsFile.JsonOptions);
+        var back = System.Text.Json.JsonSerializer.Deserialize<ResultsFile>(json, ResultsFile.JsonOptions)!;
+
+        Assert.Equal(3, back.Runs[0].Timeline.Count);
+        Assert.True(double.IsNaN(back.Runs[0].Timeline[1].P99Ms));
+        // An idle load is quiet between reconnects: its curve ending is no news.
+        Assert.Null(Timeline.EndsEarly(back.Runs[0]));
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(Timeline.Svg([back.Runs[0]]), "stroke=\"#36c\""));
+    }
 }
