@@ -139,12 +139,19 @@ internal static class BenchProcess
     public static async Task<bool> WaitGoneAsync(int pid, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while (ProcessTable.IsRunning(pid) && DateTime.UtcNow < deadline)
+        while (DateTime.UtcNow < deadline)
         {
+            // Not running (a zombie, or /proc no longer shows it): reap it if it is a child of
+            // this process (the subreaper of every generation). waitpid says 0 while the child
+            // is still exiting, so ask again rather than leave a zombie behind.
+            if (!ProcessTable.IsRunning(pid) && Interop.Libc.WaitPid(pid, out _, Interop.Libc.WNOHANG) != 0)
+            {
+                return true; // reaped, or not a child of this process (ECHILD): gone for us
+            }
+
             await Task.Delay(5);
         }
 
-        _ = Interop.Libc.WaitPid(pid, out _, Interop.Libc.WNOHANG);
         return !ProcessTable.IsRunning(pid);
     }
 
