@@ -82,12 +82,7 @@ internal static class LoadGenerator
 
     private static async Task<LoadResult> Http1LoadAsync(int port, TimeSpan duration)
     {
-        var samples = new ConcurrentQueue<(DateTime Start, double LatencyMs)>();
-        var clock = Stopwatch.StartNew();
-        var client = new LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, keepAlive: true, path: "/", sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
-        await Task.Delay(duration);
-        var report = await client.StopAsync();
-        double seconds = clock.Elapsed.TotalSeconds;
+        var (report, seconds, samples) = await RunSampledAsync(sampled => new LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, keepAlive: true, path: "/", sampled: sampled), duration);
 
         // Failures read "HTTP 503" or "HH:mm:ss.fff SocketException: Connection refused" and the
         // like: a refused connect, else an error or timeout on a request sent.
@@ -107,12 +102,7 @@ internal static class LoadGenerator
 
     private static async Task<LoadResult> Http2LoadAsync(int port, TimeSpan duration, bool tls)
     {
-        var samples = new ConcurrentQueue<(DateTime Start, double LatencyMs)>();
-        var clock = Stopwatch.StartNew();
-        var client = new Http2LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, tls, sampled: (start, elapsed) => samples.Enqueue((start, elapsed.TotalMilliseconds)));
-        await Task.Delay(duration);
-        var report = await client.StopAsync();
-        double seconds = clock.Elapsed.TotalSeconds;
+        var (report, seconds, samples) = await RunSampledAsync(sampled => new Http2LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, tls, sampled: sampled), duration);
 
         // Failures read "HH:mm:ss.fff connect: ...", "HH:mm:ss.fff stream N: status 503" or
         // "HH:mm:ss.fff stream N: <refused, reset, connection lost>".
@@ -126,6 +116,19 @@ internal static class LoadGenerator
             Non2xx = status,
             StreamErrors = report.Failures.Count - connect - status,
         }.WithSamples(samples);
+    }
+
+    /// <summary>Runs one of Handoff.Testing's load clients for the duration with a per-request
+    /// log, and returns its report, how long it ran (stopping included) and the log.</summary>
+    private static async Task<(LoadReport Report, double Seconds, ConcurrentQueue<(DateTime Start, double LatencyMs)> Samples)> RunSampledAsync(
+        Func<Action<DateTime, TimeSpan>, ILoad> start, TimeSpan duration)
+    {
+        var samples = new ConcurrentQueue<(DateTime Start, double LatencyMs)>();
+        var clock = Stopwatch.StartNew();
+        var client = start((at, elapsed) => samples.Enqueue((at, elapsed.TotalMilliseconds)));
+        await Task.Delay(duration);
+        var report = await client.StopAsync();
+        return (report, clock.Elapsed.TotalSeconds, samples);
     }
 
     /// <summary>Checks that "Connection: close" really closes: the response must say so.</summary>

@@ -28,19 +28,12 @@ string? only = Option("--only");
 if (Option("--report") is { } reportFile)
 {
     var stored = JsonSerializer.Deserialize<ResultsFile>(await File.ReadAllTextAsync(reportFile), ResultsFile.JsonOptions)!;
-    var storedPictured = Timeline.Pictured.Select(s => stored.Runs.Where(r => r.Scenario == s).MaxBy(r => r.Timeline.Count)).OfType<RunResult>().ToList();
-    if (storedPictured.Any(r => r.Timeline.Count > 0))
-    {
-        await File.WriteAllTextAsync(Path.Combine(root, "docs", $"benchmarks{(reportFile.Contains("-quick", StringComparison.Ordinal) ? "-quick" : "")}-timeline.svg"), Timeline.Svg(storedPictured));
-    }
-
     string storedSuffix = Path.GetFileNameWithoutExtension(reportFile).EndsWith("-quick", StringComparison.Ordinal) ? "-quick" : "";
-    string storedDocs = Path.Combine(root, "docs");
-    await File.WriteAllTextAsync(Path.Combine(storedDocs, $"benchmarks{storedSuffix}-failed.svg"), FailureChart.Svg(stored.Runs));
-    await File.WriteAllTextAsync(Path.Combine(storedDocs, $"benchmarks{storedSuffix}.md"), Report.Markdown(stored.Runs, stored.Machine, stored.Command, $"benchmarks{storedSuffix}-timeline.svg", $"benchmarks{storedSuffix}-failed.svg"));
-    Console.WriteLine($"wrote docs/benchmarks{storedSuffix}.md and docs/benchmarks{storedSuffix}-failed.svg from {reportFile}");
+    await WriteReportAsync(stored.Runs, stored.Machine, stored.Command, storedSuffix);
+    Console.WriteLine($"wrote docs/benchmarks{storedSuffix}.md and its pictures from {reportFile}");
     return 0;
 }
+
 // --only takes comma-separated parts of "server/load/action"; a scenario matching any runs.
 var scenarios = (quick ? Scenario.Quick : Scenario.Full)
     .Where(s => only is null || only.Split(',').Any(part => s.ToString().Contains(part, StringComparison.Ordinal)))
@@ -105,18 +98,7 @@ for (int pair = 1; pair <= pairs; pair++)
 }
 
 await SaveAsync();
-string docs = Path.Combine(root, "docs");
-Directory.CreateDirectory(docs);
-var pictured = Timeline.Pictured
-    .Select(s => runs.Where(r => r.Scenario == s).MaxBy(r => r.Timeline.Count)).OfType<RunResult>().ToList();
-if (pictured.Any(r => r.Timeline.Count > 0))
-{
-    // (A --merge that ran nothing new has no per-request timelines: the picture is left as it was.)
-    await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-timeline.svg"), Timeline.Svg(pictured));
-}
-
-await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}-failed.svg"), FailureChart.Svg(runs));
-await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{suffix}.md"), Report.Markdown(runs, machine, command, $"benchmarks{suffix}-timeline.svg", $"benchmarks{suffix}-failed.svg"));
+await WriteReportAsync(runs, machine, command, suffix);
 Console.WriteLine($"wrote bench/results/{date}.json, docs/benchmarks{suffix}.md, docs/benchmarks{suffix}-timeline.svg, docs/benchmarks{suffix}-failed.svg");
 Directory.Delete(work, recursive: true);
 
@@ -134,6 +116,22 @@ if (broken.Count > 0)
 }
 
 return failedActions.Count > 0 || broken.Count > 0 ? 1 : 0;
+
+// The report and its pictures. The timeline is drawn from the runs that kept theirs (a results
+// file keeps only the pictured runs'); without any, the picture is left as it was.
+async Task WriteReportAsync(IReadOnlyList<RunResult> all, string machineText, string commandText, string fileSuffix)
+{
+    string docs = Path.Combine(root, "docs");
+    Directory.CreateDirectory(docs);
+    var pictured = Timeline.Pictured.Select(s => all.Where(r => r.Scenario == s).MaxBy(r => r.Timeline.Count)).OfType<RunResult>().ToList();
+    if (pictured.Any(r => r.Timeline.Count > 0))
+    {
+        await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{fileSuffix}-timeline.svg"), Timeline.Svg(pictured));
+    }
+
+    await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{fileSuffix}-failed.svg"), FailureChart.Svg(all));
+    await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{fileSuffix}.md"), Report.Markdown(all, machineText, commandText, $"benchmarks{fileSuffix}-timeline.svg", $"benchmarks{fileSuffix}-failed.svg"));
+}
 
 // The results so far, after every run: a run cut short keeps what it measured.
 // The file keeps the timelines of the runs the picture shows (so --report and --merge can draw it
