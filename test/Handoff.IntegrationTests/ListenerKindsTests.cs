@@ -63,7 +63,7 @@ public sealed class ListenerKindsTests
         var (_, next, _) = await server.UpgradeAsync();
 
         Assert.Equal(next, await server.GetPidAsync(endPoint: unix));
-        Assert.Contains($"The Unix socket path {socketPath} of inherited listener", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"The Unix socket path {socketPath} of inherited listener");
 
         HelloSleepServer.Signal(next, 15);
         Assert.Equal(0, await server.WaitForExitAsync(next, TimeSpan.FromSeconds(30)));
@@ -97,7 +97,7 @@ public sealed class ListenerKindsTests
 
         Assert.Equal(0, exit);
         Assert.Equal(newPid, await server.GetPidAsync());
-        Assert.Contains($"Adopted inherited listener {server.EndPoint}", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"Adopted inherited listener {server.EndPoint}");
         Assert.NotEqual(oldPid, newPid);
     }
 

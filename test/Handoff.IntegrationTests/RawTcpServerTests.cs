@@ -26,7 +26,7 @@ public sealed partial class RawTcpServerTests
         int second = await server.UpgradeAsync(first);
         Assert.Equal(0, await server.ExitCodeAsync(first));
         Assert.Equal($"pid:{second} again", await AskAsync(server.EndPoint, "again"));
-        Assert.Contains($"pid {second} generation 2 listening on {server.EndPoint}", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"pid {second} generation 2 listening on {server.EndPoint}");
 
         HelloSleepServer.Signal(second, 15);
         Assert.Equal(0, await server.ExitCodeAsync(second));
@@ -72,7 +72,7 @@ public sealed partial class RawTcpServerTests
 
         Assert.Equal(0, await server.ExitCodeAsync(first));
         Assert.Equal(0, await server.ExitCodeAsync(second));
-        Assert.Contains($"pid {first} exits: 1 connections finished, 0 aborted", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"pid {first} exits: 1 connections finished, 0 aborted");
         server.Track(third);
     }
 
@@ -90,8 +90,8 @@ public sealed partial class RawTcpServerTests
         HelloSleepServer.Signal(pid, 15);
 
         Assert.Equal(0, await server.ExitCodeAsync(pid));
-        Assert.Contains($"pid {pid} draining 1 connections (at most 2 s)", server.Output, StringComparison.Ordinal);
-        Assert.Contains($"pid {pid} exits: 0 connections finished, 1 aborted at the drain timeout", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"pid {pid} draining 1 connections (at most 2 s)");
+        await server.WaitForOutputAsync($"pid {pid} exits: 0 connections finished, 1 aborted at the drain timeout");
         Assert.False(File.Exists(server.PidFile));
 
         // Reset, not a clean end: the connection was aborted.
@@ -203,6 +203,12 @@ public sealed partial class RawTcpServerTests
             await WaitUntilAsync(() => Process.HasExited, $"pid {pid} to exit");
             return Process.ExitCode;
         }
+
+        /// <summary>Waits for <paramref name="text"/> in the output. A line written just before
+        /// an exit may still be in the pipe when the exit is seen, so a line is awaited, never
+        /// asserted at once.</summary>
+        public Task WaitForOutputAsync(string text) =>
+            WaitUntilAsync(() => Output.Contains(text, StringComparison.Ordinal), $"'{text}' in the output");
 
         public void Track(int pid)
         {

@@ -56,7 +56,7 @@ public sealed class TlsTests
         Assert.Equal(socket, ProcessTable.ListeningSocketInode(server.EndPoint.Port));
         Assert.Equal(pid, server.CurrentPid);
         Assert.DoesNotContain("address already in use", server.Output, StringComparison.OrdinalIgnoreCase);
-        Assert.Contains($"Pid {pid} drained the connections of 127.0.0.1:{server.EndPoint.Port} in", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"Pid {pid} drained the connections of 127.0.0.1:{server.EndPoint.Port} in");
     }
 
     [Fact]

@@ -50,7 +50,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
         Assert.All(results, r => Assert.Equal(newPid, r.NewPid));
         output.WriteLine($"50 WebSockets: last close {latest:0.000} s, old generation gone {goneAfter:0.000} s after the new generation was ready");
         Assert.True(goneAfter < 2, $"the old generation exited {goneAfter:0.000} s after the new one was ready");
-        Assert.Contains($"Pid {old} closes 50 WebSockets with status 1012", server.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync($"Pid {old} closes 50 WebSockets with status 1012");
     }
 
     [Fact]
