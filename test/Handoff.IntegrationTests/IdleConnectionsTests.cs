@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
+using System.Text.RegularExpressions;
 using Handoff.Testing;
 using Xunit.Abstractions;
 
@@ -110,6 +111,75 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         }
 
         Assert.True(report.Failures.Count == 0, report.ToString());
+    }
+
+    [Fact]
+    public async Task Upgrade_NewGenerationStallsWithItsAcceptQueueHalfFull_OldHoldsItsIdleConnectionsUntilItAccepts()
+    {
+        // The new generation stops accepting right after it reported ready (a long GC pause, a
+        // starved CPU) while new clients fill its queue. Clients of idle connections closed now
+        // would find that queue full, their SYNs dropped: the old generation keeps serving them
+        // instead, until the queue has room again.
+        const int Idle = 100, Queued = 300; // Kestrel's backlog is 512: the queue is more than half full
+        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=3s", "--Handoff:DrainTimeout=40s"]);
+        int first = server.CurrentPid;
+        var idle = new List<Socket>();
+        var queued = new List<Socket>();
+        int second = 0;
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            for (int i = 0; i < Idle; i++)
+            {
+                idle.Add(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+                await idle[i].ConnectAsync(server.EndPoint, limit.Token);
+                Assert.Equal(first, await RequestAsync(idle[i], keepAlive: true, limit.Token));
+            }
+
+            HelloSleepServer.Signal(first, 12);
+            second = await server.WaitForSpawnAsync(2);
+            await server.WaitForOutputAsync($"generation 2 (pid {second}) is ready. This generation stopped accepting and drains");
+            HelloSleepServer.Signal(second, 19); // SIGSTOP
+            for (int i = 0; i < Queued; i++)
+            {
+                // The kernel completes the handshake; the connection waits in the queue.
+                queued.Add(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+                await queued[i].ConnectAsync(server.EndPoint, limit.Token);
+            }
+
+            // DrainIdleTimeout passes: the closes are due, and held back.
+            var held = await server.WaitForOutputAsync(new Regex($@"Pid {first} closes idle connections no faster than the new generation accepts them: the accept queue of 127\.0\.0\.1:{server.EndPoint.Port} holds (\d+) of 512 connections"));
+            Assert.True(int.Parse(held.Groups[1].Value, CultureInfo.InvariantCulture) >= Queued);
+            int progress = server.CountOf($"Pid {first} draining: ");
+            await server.WaitForOutputAsync($"Pid {first} draining: ", progress + 2); // two more seconds of the drain
+            Assert.All(idle, socket => Assert.False(socket.Poll(0, SelectMode.SelectRead), "an idle connection was closed while the queue was full"));
+
+            // It accepts again: the queued clients are served by it, the idle connections closed
+            // in good order, the old generation exits 0, nothing aborted.
+            HelloSleepServer.Signal(second, 18); // SIGCONT
+            foreach (var socket in queued)
+            {
+                Assert.Equal(second, await RequestAsync(socket, keepAlive: false, limit.Token));
+            }
+
+            foreach (var socket in idle)
+            {
+                Assert.Equal(0, await socket.ReceiveAsync(new byte[1], SocketFlags.None, limit.Token));
+            }
+
+            Assert.Equal(0, await server.WaitForExitAsync(first, HelloSleepServer.StartTimeout));
+            await server.WaitForOutputAsync($"Pid {first} drained all connections");
+            Assert.Equal(0, server.CountOf("aborting"));
+        }
+        finally
+        {
+            if (second != 0)
+            {
+                _ = Interop.Libc.Kill(second, 18); // never leave it stopped
+            }
+
+            idle.Concat(queued).ToList().ForEach(s => s.Dispose());
+        }
     }
 
     private static async Task<int> RequestAsync(Socket socket, bool keepAlive, CancellationToken token)

@@ -16,7 +16,8 @@ namespace Handoff.AspNetCore;
 /// a steady keep-alive load this loses one request per connection (docs/platform-notes.md). The
 /// drain here instead answers the next request on each HTTP/1.x connection with
 /// <c>Connection: close</c> (<see cref="DrainMiddleware"/>), closes a connection only after it
-/// has been idle for <see cref="HandoffOptions.DrainIdleTimeout"/>, sends HTTP/2 connections
+/// has been idle for <see cref="HandoffOptions.DrainIdleTimeout"/> (paced by time and by the room
+/// in the accept queue their clients reconnect to), sends HTTP/2 connections
 /// GOAWAY, and aborts what is left at <see cref="HandoffOptions.DrainTimeout"/>.
 /// </remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The drain's CancellationTokenSource is disposed when the drain ends; a singleton that lives as long as the process.")]
@@ -30,7 +31,10 @@ internal sealed partial class ConnectionDrainer
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
 
     // Idle connections are closed over this many ticks (about a second), at least this many a
-    // tick: 10,000 keep-alive clients reconnect over a second rather than in one burst.
+    // tick: 10,000 keep-alive clients reconnect over a second rather than in one burst. That is
+    // the fastest pace; in the drain's first half, a tick also closes no more than the accept
+    // queue their clients reconnect to has room for (AcceptQueuePacing), so a new generation
+    // that accepts more slowly than that (a cold process on a busy core) sets the pace.
     internal const int PacingTicks = 20;
     internal const int MinClosesPerTick = 100;
 
@@ -42,6 +46,7 @@ internal sealed partial class ConnectionDrainer
     private readonly ConcurrentDictionary<WebSocketDrainStream, byte> _webSockets = new();
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly Func<IAcceptQueuePacing> _pacing;
     private readonly Lock _lock = new();
     private Task<bool>? _drain;
     private CancellationTokenSource? _undrain;
@@ -59,10 +64,11 @@ internal sealed partial class ConnectionDrainer
     }
 
     // For testing.
-    internal ConnectionDrainer(TimeProvider time, ILogger logger)
+    internal ConnectionDrainer(TimeProvider time, ILogger logger, Func<IAcceptQueuePacing>? pacing = null)
     {
         _time = time;
         _logger = logger;
+        _pacing = pacing ?? (static () => new AcceptQueuePacing());
     }
 
     /// <summary>True from the start of the drain: responses get <c>Connection: close</c>.</summary>
@@ -269,6 +275,9 @@ internal sealed partial class ConnectionDrainer
         long start = _time.GetTimestamp();
         long lastProgress = start;
         int budget = ClosesPerTick(_connections.Count);
+        using var pacing = _pacing();
+        bool pacedByQueue = true;
+        bool heldBack = false;
         Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
         while (!_connections.IsEmpty)
         {
@@ -293,7 +302,23 @@ internal sealed partial class ConnectionDrainer
                 return false;
             }
 
-            CloseIdle(start, now, idleTimeout, budget: budget, maxWait: timeout / 2);
+            // In the drain's first half the closes wait for room in the accept queues; then they
+            // go at the time-based pace alone, so that every idle connection is closed in good
+            // order before the timeout would abort it.
+            var queues = pacedByQueue && _time.GetElapsedTime(start, now) < timeout / 2 && pacing.Refresh() ? pacing : null;
+            if (pacedByQueue && queues is null && pacing is AcceptQueuePacing { Error: { } error })
+            {
+                Log.AcceptQueuesUnreadable(_logger, Environment.ProcessId, error);
+            }
+
+            pacedByQueue = queues is not null;
+            CloseIdle(start, now, idleTimeout, budget: budget, maxWait: timeout / 2, queues: queues);
+            if (!heldBack && pacing.FirstHeldBack is { } held)
+            {
+                heldBack = true;
+                Log.HeldBack(_logger, Environment.ProcessId, held.Address, held.Queue.Queued, held.Queue.Capacity);
+            }
+
             if (_time.GetElapsedTime(lastProgress, now) >= ProgressInterval)
             {
                 lastProgress = now;
@@ -319,8 +344,9 @@ internal sealed partial class ConnectionDrainer
         Metrics?.DrainEnded(_time.GetElapsedTime(start), result, _restarting ? "upgrade" : "shutdown", aborted);
 
     /// <summary>One tick's work: HTTP/2 connections get their shutdown, idle HTTP/1.x connections
-    /// are closed, at most <paramref name="budget"/> of them; returns how many were closed.</summary>
-    internal int CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false, int budget = int.MaxValue, TimeSpan maxWait = default)
+    /// are closed, at most <paramref name="budget"/> of them, and no more than
+    /// <paramref name="queues"/> has room for; returns how many were closed.</summary>
+    internal int CloseIdle(long drainStart, long now, TimeSpan idleTimeout, object? owner = null, bool http2Only = false, int budget = int.MaxValue, TimeSpan maxWait = default, IAcceptQueuePacing? queues = null)
     {
         // Idle means: no request running, and none ended within idleTimeout, counting the drain's
         // start as the last activity of connections that were idle before it.
@@ -350,7 +376,7 @@ internal sealed partial class ConnectionDrainer
             {
                 connection.ShutdownHttp2(http, now, acknowledgeLimit);
             }
-            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks))))))
+            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks))))) && (queues?.TryTake(connection.Owner) ?? true))
             {
                 connection.RequestClose();
                 closed++;
@@ -407,6 +433,12 @@ internal sealed partial class ConnectionDrainer
 
         [LoggerMessage(39, LogLevel.Warning, "Pid {Pid}: {Count} connections of {Address} still open {LimitSeconds} s after a configuration reload; Kestrel closes them.", EventName = "EndpointDrainTimedOut")]
         public static partial void EndpointDrainTimedOut(ILogger logger, int pid, string address, int count, double limitSeconds);
+
+        [LoggerMessage(51, LogLevel.Information, "Pid {Pid} closes idle connections no faster than the new generation accepts them: the accept queue of {Address} holds {Queued} of {Capacity} connections.", EventName = "DrainHeldBack")]
+        public static partial void HeldBack(ILogger logger, int pid, string address, int queued, int capacity);
+
+        [LoggerMessage(52, LogLevel.Debug, "Pid {Pid} cannot read the accept queues ({Error}); idle connections are closed at a fixed pace.", EventName = "AcceptQueuesUnreadable")]
+        public static partial void AcceptQueuesUnreadable(ILogger logger, int pid, string error);
 
         [LoggerMessage(34, LogLevel.Debug, "Connection {ConnectionId} was accepted as the listener closed; draining it too.", EventName = "LateConnection")]
         public static partial void LateConnection(ILogger logger, string connectionId);

@@ -52,6 +52,9 @@ internal sealed class HandoffConnectionListener : IConnectionListener
 
     public EndPoint EndPoint => _listener.EndPoint;
 
+    /// <summary>The socket this accepts from (the drain watches its accept queue).</summary>
+    internal Listener Listener => _listener;
+
     public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);

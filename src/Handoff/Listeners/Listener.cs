@@ -32,6 +32,18 @@ public sealed class Listener
         EndPoint = endPoint;
         IsInherited = inherited;
         IsActivated = activated;
+        if (endPoint is IPEndPoint)
+        {
+            try
+            {
+                // Kept: the socket is known by it after this process has closed its descriptor.
+                SocketInode = (uint)Inheritance.Identity(fd);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Not readable here (no /proc): the accept queue cannot be watched.
+            }
+        }
     }
 
     /// <summary>The address the socket is bound to, as the kernel reports it (a port of 0 in the
@@ -60,6 +72,10 @@ public sealed class Listener
     }
 
     internal bool IsClosed => FileDescriptor < 0;
+
+    /// <summary>The TCP socket's inode number, by which <see cref="AcceptQueues"/> finds its
+    /// queue; null for a Unix socket.</summary>
+    internal uint? SocketInode { get; }
 
     /// <summary>Whether the generation accepts; set by the registry.</summary>
     internal AcceptGate Gate { get; set; } = new();

@@ -244,6 +244,66 @@ public sealed class ConnectionDrainerTests
     }
 
     [Fact]
+    public void CloseIdle_AcceptQueueHasRoomForSome_ClosesOnlyThoseOfThatListener()
+    {
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        object crowded = new(), roomy = new();
+        var mine = Enumerable.Range(0, 200).Select(_ => Connect(drainer, crowded)).ToList();
+        var theirs = Enumerable.Range(0, 20).Select(_ => Connect(drainer, roomy)).ToList();
+        long start = _time.GetTimestamp();
+        _time.Advance(Idle);
+        using var pacing = new FakePacing { Room = { [crowded] = 30 } };
+        pacing.Refresh();
+
+        int closed = drainer.CloseIdle(start, _time.GetTimestamp(), Idle, budget: 100, queues: pacing);
+
+        // The budget allows 100; the crowded queue has room for 30, the other is not watched.
+        Assert.Equal(50, closed);
+        Assert.Equal(30, mine.Count(c => c.CloseRequests == 1));
+        Assert.All(theirs, c => Assert.Equal(1, c.CloseRequests));
+    }
+
+    [Fact]
+    public async Task DrainAsync_AcceptQueueStaysFull_WaitsInTheFirstHalfOfTheTimeoutThenClosesByTime()
+    {
+        // The drainer's clock moves only when told; its ticks come every 50 ms of real time.
+        using var pacing = new FakePacing { Room = { [Owner] = 0 } };
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance, () => pacing);
+        var connections = Enumerable.Range(0, 50).Select(_ => Connect(drainer, Owner, closesWhenAsked: true)).ToList();
+        var drain = drainer.DrainAsync(TimeSpan.FromSeconds(4), Idle, CancellationToken.None);
+        await UpgraderTestExtensions.WaitUntilAsync(() => pacing.Refreshes > 0); // the drain's clock started
+
+        // Idle long enough, in the first half: the full queue holds every close back.
+        _time.Advance(TimeSpan.FromSeconds(1.1));
+        int refreshes = pacing.Refreshes;
+        await UpgraderTestExtensions.WaitUntilAsync(() => pacing.Refreshes >= refreshes + 3);
+        Assert.All(connections, c => Assert.Equal(0, c.CloseRequests));
+        Assert.True(pacing.Refused > 0);
+
+        // Past half the timeout: closed in good order at the time-based pace, none aborted.
+        _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(await drain.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.All(connections, c => Assert.False(c.Aborted));
+    }
+
+    [Fact]
+    public async Task DrainAsync_AcceptQueuesUnreadable_ClosesByTimeFromTheStart()
+    {
+        using var pacing = new FakePacing { Readable = false, Room = { [Owner] = 0 } };
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance, () => pacing);
+        var connections = Enumerable.Range(0, 50).Select(_ => Connect(drainer, Owner, closesWhenAsked: true)).ToList();
+        var drain = drainer.DrainAsync(TimeSpan.FromSeconds(4), Idle, CancellationToken.None);
+        await UpgraderTestExtensions.WaitUntilAsync(() => pacing.Refreshes > 0);
+
+        _time.Advance(TimeSpan.FromSeconds(1.1));
+
+        Assert.True(await drain.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, pacing.Refused);
+        Assert.Equal(1, pacing.Refreshes); // tried once, then not again
+        Assert.True(pacing.Disposed);
+    }
+
+    [Fact]
     public void CloseIdle_TenThousandConnections_AllocatesNothingInProportionToThem()
     {
         var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
@@ -269,9 +329,11 @@ public sealed class ConnectionDrainerTests
         public System.IO.Pipelines.PipeWriter Output { get; } = output;
     }
 
-    private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null)
+    private static readonly object Owner = new();
+
+    private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null, bool closesWhenAsked = false)
     {
-        var connection = new FakeConnection();
+        var connection = new FakeConnection { ClosesWhenAsked = closesWhenAsked };
         drainer.Track(connection.Context, owner);
         return connection;
     }
@@ -297,7 +359,16 @@ public sealed class ConnectionDrainerTests
 
         public CancellationToken ConnectionClosedRequested { get; set; }
 
-        public void RequestClose() => CloseRequests++;
+        public bool ClosesWhenAsked { get; init; }
+
+        public void RequestClose()
+        {
+            CloseRequests++;
+            if (ClosesWhenAsked)
+            {
+                Close();
+            }
+        }
 
         public void Close() => _closed.Cancel();
     }
@@ -305,6 +376,56 @@ public sealed class ConnectionDrainerTests
     private sealed class AbortRecordingContext(FakeConnection owner) : DefaultConnectionContext(Guid.NewGuid().ToString("N"))
     {
         public override void Abort(ConnectionAbortedException abortReason) => owner.Aborted = true;
+    }
+
+    /// <summary>Accept queues with a set room per owner, each tick; owners not listed are not
+    /// watched.</summary>
+    private sealed class FakePacing : IAcceptQueuePacing
+    {
+        private readonly Dictionary<object, int> _left = [];
+
+        public Dictionary<object, int> Room { get; } = [];
+
+        public bool Readable { get; init; } = true;
+
+        public int Refreshes { get; private set; }
+
+        public int Refused { get; private set; }
+
+        public bool Disposed { get; private set; }
+
+        public (string Address, AcceptQueue Queue)? FirstHeldBack => Refused > 0 ? ("127.0.0.1:1", new AcceptQueue(256, 512)) : null;
+
+        public bool Refresh()
+        {
+            Refreshes++;
+            _left.Clear();
+            foreach (var (owner, room) in Room)
+            {
+                _left[owner] = room;
+            }
+
+            return Readable;
+        }
+
+        public bool TryTake(object? owner)
+        {
+            if (owner is null || !_left.TryGetValue(owner, out int left))
+            {
+                return true;
+            }
+
+            if (left == 0)
+            {
+                Refused++;
+                return false;
+            }
+
+            _left[owner] = left - 1;
+            return true;
+        }
+
+        public void Dispose() => Disposed = true;
     }
 
     /// <summary>A clock that moves only when told to.</summary>

@@ -1,0 +1,95 @@
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// Paces a drain's closes of idle connections by the accept queue their clients reconnect to:
+/// a tick closes no more of a listener's connections than would fill its queue to half, so
+/// the clients of closed connections never find it full (the kernel would drop their SYNs, and
+/// each would wait a second for its SYN to be sent again). The seam for tests.
+/// </summary>
+internal interface IAcceptQueuePacing : IDisposable
+{
+    /// <summary>Reads the queues for the coming tick; false when they cannot be read (the
+    /// tick then paces by time alone).</summary>
+    bool Refresh();
+
+    /// <summary>Takes one close from the room left in the queue that the clients of
+    /// <paramref name="owner"/>'s connections reconnect to; false when none is left this tick.
+    /// True when that queue is unknown (a Unix socket, a socket no longer open anywhere).</summary>
+    bool TryTake(object? owner);
+
+    /// <summary>The first queue found too full this drain, for the log; null if none was.</summary>
+    (string Address, AcceptQueue Queue)? FirstHeldBack { get; }
+}
+
+/// <summary>The accept queues of the listeners' sockets, read from the kernel.</summary>
+internal sealed class AcceptQueuePacing : IAcceptQueuePacing
+{
+    private readonly Dictionary<uint, AcceptQueue> _queues = [];
+    private readonly Dictionary<object, int> _room = [];
+    private AcceptQueues? _reader;
+    private bool _unavailable;
+
+    /// <summary>Why the queues could not be read, once they could not.</summary>
+    public string? Error { get; private set; }
+
+    public (string Address, AcceptQueue Queue)? FirstHeldBack { get; private set; }
+
+    public bool Refresh()
+    {
+        _room.Clear();
+        if (_unavailable)
+        {
+            return false;
+        }
+
+        string? error = null;
+        _reader ??= AcceptQueues.TryOpen(out error);
+        if (_reader is null || !_reader.TryRead(_queues, out error))
+        {
+            // Not again this drain: the drain paces by time, as it would without this.
+            _unavailable = true;
+            Error = error;
+            return false;
+        }
+
+        return true;
+    }
+
+    public bool TryTake(object? owner) =>
+        owner is not HandoffConnectionListener handoff || TryTake(handoff, handoff.Listener);
+
+    /// <summary><see cref="TryTake(object?)"/> for the connections of <paramref name="owner"/>,
+    /// which accepts from <paramref name="listener"/>.</summary>
+    internal bool TryTake(object owner, Listener listener)
+    {
+        if (!_room.TryGetValue(owner, out int room))
+        {
+            if (listener.SocketInode is not { } inode || !_queues.TryGetValue(inode, out var queue))
+            {
+                return true;
+            }
+
+            room = (queue.Capacity / 2) - queue.Queued;
+        }
+
+        if (room <= 0)
+        {
+            _room[owner] = 0;
+            if (FirstHeldBack is null && listener.SocketInode is { } held)
+            {
+                FirstHeldBack = (ListenerAddress.Format(listener.EndPoint), _queues[held]);
+            }
+
+            return false;
+        }
+
+        _room[owner] = room - 1;
+        return true;
+    }
+
+    public void Dispose()
+    {
+        _reader?.Dispose();
+        _reader = null;
+    }
+}
