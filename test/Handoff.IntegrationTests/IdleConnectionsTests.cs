@@ -58,14 +58,16 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
             Assert.Equal(0, server.CountOf("aborting"));
 
             // The old generation's own measure of its drain (the client's clock lags when the
-            // machine is busy): DrainIdleTimeout (1 s), then the closes paced over 20 ticks of
-            // 50 ms, at least 0.95 s more; not all in one instant, and not much longer either.
+            // machine is busy): DrainIdleTimeout (1 s), then the closes paced over at least 20
+            // ticks of 50 ms, 0.95 s more; not all in one instant. Slower when the new generation
+            // accepts more slowly (the closes wait for room in its accept queue), but only in the
+            // first half of DrainTimeout (30 s): then the time-based pace alone, a second at most.
             string drainLine = File.ReadAllLines(metricsLog).Single(l => l.StartsWith($"{first} handoff.drain.duration", StringComparison.Ordinal));
             double drainSeconds = double.Parse(drainLine.Split(' ')[^1], CultureInfo.InvariantCulture);
             output.WriteLine($"{Connections} idle connections: the drain took {drainSeconds:0.000} s; the client saw the closes from {earliest.TotalSeconds:0.000} s to {latest.TotalSeconds:0.000} s after the upgrade signal");
             Assert.Contains("handoff.drain.result=\"completed\"", drainLine, StringComparison.Ordinal);
             Assert.True(drainSeconds >= 1.9, $"the drain took {drainSeconds:0.000} s: the idle connections were not paced");
-            Assert.True(drainSeconds < 6, $"the drain took {drainSeconds:0.000} s");
+            Assert.True(drainSeconds < 16.5, $"the drain took {drainSeconds:0.000} s");
 
             // Every client comes back, on a new connection, to the new generation.
             await Parallel.ForEachAsync(Enumerable.Range(0, Connections), new ParallelOptions { MaxDegreeOfParallelism = Parallelism }, async (i, token) =>

@@ -276,7 +276,11 @@ internal sealed partial class ConnectionDrainer
         long lastProgress = start;
         int budget = ClosesPerTick(_connections.Count);
         using var pacing = _pacing();
-        bool pacedByQueue = true;
+
+        // Only a new generation empties the queue: at a stop, connections that wait there are
+        // nobody's to accept (or a socket unit's, for the next start), and waiting for room
+        // would only delay the exit.
+        bool pacedByQueue = _restarting;
         bool heldBack = false;
         Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
         while (!_connections.IsEmpty)

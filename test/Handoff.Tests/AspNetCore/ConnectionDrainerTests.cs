@@ -287,6 +287,22 @@ public sealed class ConnectionDrainerTests
     }
 
     [Fact]
+    public async Task DrainAsync_StopWithoutNewGeneration_DoesNotWaitForTheAcceptQueue()
+    {
+        using var pacing = new FakePacing { Room = { [Owner] = 0 } };
+        var started = new StartedLogger();
+        var drainer = new ConnectionDrainer(_time, started, () => pacing);
+        var connections = Enumerable.Range(0, 50).Select(_ => Connect(drainer, Owner, closesWhenAsked: true)).ToList();
+        var drain = drainer.DrainAsync(TimeSpan.FromSeconds(4), Idle, CancellationToken.None, restart: false);
+        await started.Started.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the drain's clock started
+
+        _time.Advance(TimeSpan.FromSeconds(1.1));
+
+        Assert.True(await drain.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, pacing.Refreshes);
+    }
+
+    [Fact]
     public async Task DrainAsync_AcceptQueuesUnreadable_ClosesByTimeFromTheStart()
     {
         using var pacing = new FakePacing { Readable = false, Room = { [Owner] = 0 } };
@@ -426,6 +442,25 @@ public sealed class ConnectionDrainerTests
         }
 
         public void Dispose() => Disposed = true;
+    }
+
+    /// <summary>Tells when the drain has begun (it logs that once its clock started).</summary>
+    private sealed class StartedLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (eventId.Name == "DrainStarted")
+            {
+                Started.TrySetResult();
+            }
+        }
     }
 
     /// <summary>A clock that moves only when told to.</summary>
