@@ -142,6 +142,9 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
             second = await server.WaitForSpawnAsync(2);
             await server.WaitForOutputAsync($"generation 2 (pid {second}) is ready. This generation stopped accepting and drains");
             HelloSleepServer.Signal(second, 19); // SIGSTOP
+            // kill() returns before every thread has stopped (one thread takes the stop, then
+            // wakes the others): until they have, the new generation may still accept some.
+            await server.WaitUntilAsync(() => Directory.GetDirectories($"/proc/{second}/task").All(t => File.ReadLines($"{t}/status").Any(l => l.StartsWith("State:\tT", StringComparison.Ordinal))), TimeSpan.FromSeconds(10), $"pid {second} to be stopped");
             for (int i = 0; i < Queued; i++)
             {
                 // The kernel completes the handshake; the connection waits in the queue.

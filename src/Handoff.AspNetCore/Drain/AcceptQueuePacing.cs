@@ -17,7 +17,8 @@ internal interface IAcceptQueuePacing : IDisposable
     /// True when that queue is unknown (a Unix socket, a socket no longer open anywhere).</summary>
     bool TryTake(object? owner);
 
-    /// <summary>The first queue found too full this drain, for the log; null if none was.</summary>
+    /// <summary>The first queue found half full or more this drain (the new generation fell
+    /// behind), for the log; null if none was.</summary>
     (string Address, AcceptQueue Queue)? FirstHeldBack { get; }
 }
 
@@ -25,7 +26,7 @@ internal interface IAcceptQueuePacing : IDisposable
 internal sealed class AcceptQueuePacing : IAcceptQueuePacing
 {
     private readonly Dictionary<uint, AcceptQueue> _queues = [];
-    private readonly Dictionary<object, int> _room = [];
+    private readonly Dictionary<uint, int> _room = []; // by socket inode: owners may share a socket
     private AcceptQueues? _reader;
     private bool _unavailable;
 
@@ -62,28 +63,30 @@ internal sealed class AcceptQueuePacing : IAcceptQueuePacing
     /// which accepts from <paramref name="listener"/>.</summary>
     internal bool TryTake(object owner, Listener listener)
     {
-        if (!_room.TryGetValue(owner, out int room))
+        if (listener.SocketInode is not { } inode || !_queues.TryGetValue(inode, out var queue))
         {
-            if (listener.SocketInode is not { } inode || !_queues.TryGetValue(inode, out var queue))
-            {
-                return true;
-            }
+            return true;
+        }
 
+        if (!_room.TryGetValue(inode, out int room))
+        {
             room = (queue.Capacity / 2) - queue.Queued;
         }
 
         if (room <= 0)
         {
-            _room[owner] = 0;
-            if (FirstHeldBack is null && listener.SocketInode is { } held)
+            _room[inode] = 0;
+            if (queue.Queued >= queue.Capacity / 2)
             {
-                FirstHeldBack = (ListenerAddress.Format(listener.EndPoint), _queues[held]);
+                // The queue itself, not this tick's own closes, holds them back: the new
+                // generation accepts more slowly than clients come.
+                FirstHeldBack ??= (ListenerAddress.Format(listener.EndPoint), queue);
             }
 
             return false;
         }
 
-        _room[owner] = room - 1;
+        _room[inode] = room - 1;
         return true;
     }
 

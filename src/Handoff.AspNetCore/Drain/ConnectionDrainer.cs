@@ -281,6 +281,11 @@ internal sealed partial class ConnectionDrainer
         // nobody's to accept (or a socket unit's, for the next start), and waiting for room
         // would only delay the exit.
         bool pacedByQueue = _restarting;
+
+        // The time-based pace needs up to twice PacingTicks ticks (ticks run late on a busy
+        // machine) to close what the queue held back: leave it that much before the timeout,
+        // or a short DrainTimeout would abort idle connections the time-based pace closes.
+        var queuePacedUntil = TimeSpan.FromTicks(Math.Min((timeout / 2).Ticks, (timeout - (2 * PacingTicks * Tick)).Ticks));
         bool heldBack = false;
         Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
         while (!_connections.IsEmpty)
@@ -306,10 +311,10 @@ internal sealed partial class ConnectionDrainer
                 return false;
             }
 
-            // In the drain's first half the closes wait for room in the accept queues; then they
-            // go at the time-based pace alone, so that every idle connection is closed in good
-            // order before the timeout would abort it.
-            var queues = pacedByQueue && _time.GetElapsedTime(start, now) < timeout / 2 && pacing.Refresh() ? pacing : null;
+            // In the drain's first half (less when the timeout is short) the closes wait for room
+            // in the accept queues; then they go at the time-based pace alone, so that every idle
+            // connection is closed in good order before the timeout would abort it.
+            var queues = pacedByQueue && _time.GetElapsedTime(start, now) < queuePacedUntil && pacing.Refresh() ? pacing : null;
             if (pacedByQueue && queues is null && pacing is AcceptQueuePacing { Error: { } error })
             {
                 Log.AcceptQueuesUnreadable(_logger, Environment.ProcessId, error);

@@ -9,7 +9,7 @@ namespace Handoff.Tests.AspNetCore;
 public sealed class AcceptQueuePacingTests
 {
     [Fact]
-    public async Task TryTake_QueueWithThreeWaiting_AllowsClosesUntilItWouldBeHalfFull()
+    public async Task TryTake_AllowsClosesUntilTheQueueWouldBeHalfFull_AndNamesAQueueHalfFullByItself()
     {
         await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);
         var listener = registry.Listen(new IPEndPoint(IPAddress.Loopback, 0));
@@ -36,11 +36,24 @@ public sealed class AcceptQueuePacingTests
 
             Assert.Equal(253, taken);
             Assert.False(pacing.TryTake(owner, listener));
-            Assert.Equal((ListenerAddress.Format(listener.EndPoint), new AcceptQueue(3, 512)), pacing.FirstHeldBack);
 
-            // The next tick reads the queue again.
+            // Another owner of the same socket (a configuration reload) shares its room.
+            Assert.False(pacing.TryTake(new object(), listener));
+
+            // Held back by this tick's own closes: the new generation is not behind.
+            Assert.Null(pacing.FirstHeldBack);
+
+            // The next tick reads the queue again; now it is more than half full by itself.
+            while (clients.Count < 260)
+            {
+                var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                clients.Add(client);
+                await client.ConnectAsync(listener.EndPoint);
+            }
+
             Assert.True(pacing.Refresh(), pacing.Error);
-            Assert.True(pacing.TryTake(owner, listener));
+            Assert.False(pacing.TryTake(owner, listener));
+            Assert.Equal((ListenerAddress.Format(listener.EndPoint), new AcceptQueue(260, 512)), pacing.FirstHeldBack);
 
             // Connections of something that is not a Handoff listener are never held back.
             Assert.True(pacing.TryTake(new object()));

@@ -303,6 +303,25 @@ public sealed class ConnectionDrainerTests
     }
 
     [Fact]
+    public async Task DrainAsync_ShortTimeout_LeavesTheTimeBasedPaceItsTime()
+    {
+        // DrainTimeout 2 s: the time-based pace needs up to 2 s (twice 20 ticks of 50 ms) to
+        // close what the queue held back, so the queue paces nothing; 4 s: the first 2 s.
+        using var pacing = new FakePacing { Room = { [Owner] = 0 } };
+        var started = new StartedLogger();
+        var drainer = new ConnectionDrainer(_time, started, () => pacing);
+        var connections = Enumerable.Range(0, 50).Select(_ => Connect(drainer, Owner, closesWhenAsked: true)).ToList();
+        var drain = drainer.DrainAsync(TimeSpan.FromSeconds(2), TimeSpan.FromMilliseconds(500), CancellationToken.None);
+        await started.Started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        _time.Advance(TimeSpan.FromSeconds(0.6));
+
+        Assert.True(await drain.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, pacing.Refreshes);
+        Assert.All(connections, c => Assert.False(c.Aborted));
+    }
+
+    [Fact]
     public async Task DrainAsync_AcceptQueuesUnreadable_ClosesByTimeFromTheStart()
     {
         using var pacing = new FakePacing { Readable = false, Room = { [Owner] = 0 } };
