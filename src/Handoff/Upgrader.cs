@@ -870,6 +870,15 @@ public sealed partial class Upgrader : IDisposable
         Log.Superseded(_logger, pid, Generation, child.Pid, next);
         OnStateChanged(GenerationState.Superseded);
         FireToken(_superseded, nameof(Superseded));
+        if (why is not null && !exited.Task.IsCompleted)
+        {
+            // Both are stopping (a stop of the whole service during the handover). The new
+            // generation may have looked at the pid file before this one wrote its pid there,
+            // and found nothing of its own to remove: wait for its exit, so that this
+            // generation's stop finds it gone and removes the file instead.
+            await Task.WhenAny(exited.Task, Task.Delay(_options.DrainTimeout + _options.TerminateTimeout)).ConfigureAwait(false);
+        }
+
         return result;
     }
 

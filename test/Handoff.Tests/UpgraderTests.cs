@@ -159,6 +159,43 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task StopAsync_DuringHandoverWhileTheNewGenerationStopsToo_RemovesThePidFileOnceItIsGone()
+    {
+        // A stop of the whole service as the handover begins: the new generation may have looked
+        // at the pid file (and found this process's pid) just before this one wrote the new pid.
+        using var process = System.Diagnostics.Process.Start("sleep", "600"); // the new generation
+        try
+        {
+            using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+            await upgrader.ReadyAsync();
+            var child = new FakeGeneration(pid: process.Id, readyResult: null) { LateWithdrawal = "it began stopping" };
+            _launcher.Next = child;
+            var upgrade = upgrader.UpgradeAsync();
+            await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+            Assert.Equal(process.Id, PidFile.Read(PidPath));
+
+            var stop = upgrader.StopAsync();
+            await UpgraderTestExtensions.WaitUntilAsync(() => upgrader.State is GenerationState.Superseded or GenerationState.Stopped);
+
+            // It waits for the new generation to exit before it cleans up.
+            Assert.False(upgrade.IsCompleted);
+            process.Kill();
+            await process.WaitForExitAsync();
+            child.Exit("exit code 0");
+            await stop.WaitAsync(TimeSpan.FromSeconds(30));
+
+            Assert.False(File.Exists(PidPath), "the pid file names a process that is gone");
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+        }
+    }
+
+    [Fact]
     public async Task UpgradeAsync_NewGenerationDiesWithinRollbackWindow_ResumesAndFails()
     {
         using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
