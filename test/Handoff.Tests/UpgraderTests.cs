@@ -142,20 +142,31 @@ public sealed class UpgraderTests : IDisposable
     [Fact]
     public async Task StopAsync_AfterReadyWasRead_TheUpgradeStands()
     {
-        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
-        await upgrader.ReadyAsync();
-        var child = new FakeGeneration(pid: 77, readyResult: null);
-        _launcher.Next = child;
+        // A running process plays the new generation: the stop leaves the pid file to a
+        // successor that runs (a pid nobody has would count as gone, and the file as stale).
+        using var process = System.Diagnostics.Process.Start("sleep", "600");
+        try
+        {
+            using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+            await upgrader.ReadyAsync();
+            var child = new FakeGeneration(pid: process.Id, readyResult: null);
+            _launcher.Next = child;
 
-        var upgrade = upgrader.UpgradeAsync();
-        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
-        await upgrader.StopAsync();
-        var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+            var upgrade = upgrader.UpgradeAsync();
+            await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+            await upgrader.StopAsync();
+            var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
 
-        Assert.True(result.Succeeded, result.Error);
-        Assert.False(child.Terminated);
-        Assert.Equal(77, PidFile.Read(PidPath));
-        Assert.Equal(GenerationState.Stopped, upgrader.State);
+            Assert.True(result.Succeeded, result.Error);
+            Assert.False(child.Terminated);
+            Assert.Equal(process.Id, PidFile.Read(PidPath));
+            Assert.Equal(GenerationState.Stopped, upgrader.State);
+        }
+        finally
+        {
+            process.Kill();
+            await process.WaitForExitAsync();
+        }
     }
 
     [Fact]
