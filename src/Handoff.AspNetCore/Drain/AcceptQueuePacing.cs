@@ -20,6 +20,9 @@ internal interface IAcceptQueuePacing : IDisposable
     /// <summary>The first queue found half full or more this drain (the new generation fell
     /// behind), for the log; null if none was.</summary>
     (string Address, AcceptQueue Queue)? FirstHeldBack { get; }
+
+    /// <summary>Why the queues could not be read, once they could not; for the log.</summary>
+    string? Error { get; }
 }
 
 /// <summary>The accept queues of the listeners' sockets, read from the kernel.</summary>
@@ -30,7 +33,6 @@ internal sealed class AcceptQueuePacing : IAcceptQueuePacing
     private AcceptQueues? _reader;
     private bool _unavailable;
 
-    /// <summary>Why the queues could not be read, once they could not.</summary>
     public string? Error { get; private set; }
 
     public (string Address, AcceptQueue Queue)? FirstHeldBack { get; private set; }

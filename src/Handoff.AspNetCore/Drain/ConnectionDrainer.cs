@@ -315,7 +315,7 @@ internal sealed partial class ConnectionDrainer
             // in the accept queues; then they go at the time-based pace alone, so that every idle
             // connection is closed in good order before the timeout would abort it.
             var queues = pacedByQueue && _time.GetElapsedTime(start, now) < queuePacedUntil && pacing.Refresh() ? pacing : null;
-            if (pacedByQueue && queues is null && pacing is AcceptQueuePacing { Error: { } error })
+            if (pacedByQueue && queues is null && pacing.Error is { } error)
             {
                 Log.AcceptQueuesUnreadable(_logger, Environment.ProcessId, error);
             }

@@ -9,12 +9,6 @@ internal static partial class Interop
         internal const int AF_NETLINK = 16;
         internal const int NETLINK_SOCK_DIAG = 4;
 
-        [LibraryImport(LibraryName, EntryPoint = "send", SetLastError = true)]
-        private static unsafe partial nint SendCore(int fd, byte* buffer, nuint length, int flags);
-
-        [LibraryImport(LibraryName, EntryPoint = "recv", SetLastError = true)]
-        private static unsafe partial nint ReceiveCore(int fd, byte* buffer, nuint length, int flags);
-
         /// <summary>A netlink socket of <paramref name="protocol"/> with FD_CLOEXEC set, or -1
         /// with the errno in <paramref name="errno"/> (a sandbox may forbid netlink).</summary>
         internal static int NetlinkSocket(int protocol, out int errno)
@@ -24,7 +18,7 @@ internal static partial class Interop
             return fd;
         }
 
-        /// <summary>send(2) of one message on a socket that needs no address (a netlink socket
+        /// <summary>write(2) of one message on a socket that needs no address (a netlink socket
         /// sends to the kernel); returns 0 or the errno.</summary>
         internal static unsafe int Send(int fd, ReadOnlySpan<byte> message)
         {
@@ -33,14 +27,14 @@ internal static partial class Interop
                 nint sent;
                 do
                 {
-                    sent = SendCore(fd, data, (nuint)message.Length, MSG_NOSIGNAL);
+                    sent = Write(fd, data, (nuint)message.Length);
                 }
                 while (sent < 0 && Marshal.GetLastPInvokeError() == EINTR);
                 return sent < 0 ? Marshal.GetLastPInvokeError() : 0;
             }
         }
 
-        /// <summary>recv(2) of one message; returns its length, or the negated errno.</summary>
+        /// <summary>read(2) of one message; returns its length, or the negated errno.</summary>
         internal static unsafe int Receive(int fd, Span<byte> buffer)
         {
             fixed (byte* data = buffer)
@@ -48,7 +42,7 @@ internal static partial class Interop
                 nint received;
                 do
                 {
-                    received = ReceiveCore(fd, data, (nuint)buffer.Length, 0);
+                    received = Read(fd, data, (nuint)buffer.Length);
                 }
                 while (received < 0 && Marshal.GetLastPInvokeError() == EINTR);
                 return received < 0 ? -Marshal.GetLastPInvokeError() : (int)received;

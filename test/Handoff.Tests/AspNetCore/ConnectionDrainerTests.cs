@@ -423,6 +423,8 @@ public sealed class ConnectionDrainerTests
 
         public bool Readable { get; init; } = true;
 
+        public string? Error => Readable ? null : "unreadable";
+
         public int Refreshes { get; private set; }
 
         public int Refused { get; private set; }
