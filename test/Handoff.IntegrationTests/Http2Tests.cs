@@ -6,10 +6,17 @@ namespace Handoff.IntegrationTests;
 /// GOAWAY and never retries a stream.</summary>
 public sealed class Http2Tests
 {
+    /// <summary>Under the project's own client and under Node's http2 client, which is nghttp2:
+    /// nghttp2 refuses (REFUSED_STREAM, never sent) a request it had queued when any GOAWAY
+    /// arrived, so a client that sends its next request as a response ends lost some per
+    /// upgrade until the first GOAWAY went just before a response's end. The project's own
+    /// client never queues and never saw it.</summary>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Upgrade_TenTimesUnderHttp2Load_NoStreamRefusedOrFailed(bool tls)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public async Task Upgrade_TenTimesUnderHttp2Load_NoStreamRefusedOrFailed(bool tls, bool nghttp2)
     {
         string directory = TestAssets.CreateTempDirectory();
         string[] arguments = tls
@@ -19,15 +26,18 @@ public sealed class Http2Tests
         // A short rollback window: ten upgrades in less time, the same handovers.
         arguments = [.. arguments, "--Handoff:RollbackWindow=500ms"];
         await using var server = await HelloSleepServer.StartAsync(urls: tls ? "" : null, arguments: arguments, directory: directory, removeDirectory: true);
-        var load = new Http2LoadClient(server.EndPoint, connections: 32, tls);
-        var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 10);
+        var own = nghttp2 ? null : new Http2LoadClient(server.EndPoint, connections: 32, tls);
+        await using var node = nghttp2 ? NodeHttp2Load.Start(server.EndPoint, connections: 32, tls) : null;
+        var (report, pids) = await server.UpgradeUnderLoadAsync((ILoad?)own ?? node!, times: 10);
+        long goAways = own?.GoAways ?? node!.GoAways;
+        long connections = own?.Connections ?? node!.Connections;
 
-        Assert.True(report.Failures.Count == 0, $"{report}\n{load.GoAways} GOAWAY frames, {load.Connections} connections");
+        Assert.True(report.Failures.Count == 0, $"{report}\n{goAways} GOAWAY frames, {connections} connections");
 
         // The load really crossed the upgrades: the drains sent GOAWAY and the clients
         // reconnected to the newest generation.
-        Assert.True(load.GoAways >= 32 * 10, $"{load.GoAways} GOAWAY frames");
-        Assert.True(load.Connections >= 32 * 11, $"{load.Connections} connections");
+        Assert.True(goAways >= 32 * 10, $"{goAways} GOAWAY frames");
+        Assert.True(connections >= 32 * 11, $"{connections} connections");
         Assert.Contains(pids[^1], report.Pids);
     }
 

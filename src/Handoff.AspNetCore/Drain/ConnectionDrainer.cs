@@ -152,6 +152,15 @@ internal sealed partial class ConnectionDrainer
             // HTTP/2's first GOAWAY goes out before anything else of the drain, the WebSocket
             // closes below in particular: a client told to reconnect must already know that its
             // HTTP/2 connection takes no new stream, or it reconnects on it, to this generation.
+            // Elsewhere it waits for a stream's end (CloseIdle).
+            foreach (var webSocket in _webSockets.Keys)
+            {
+                if (webSocket.Connection is { } carrier)
+                {
+                    carrier.SendHttp2ShutdownNow = true;
+                }
+            }
+
             CloseIdle(_time.GetTimestamp(), _time.GetTimestamp(), idleTimeout, http2Only: true);
             _drain = Task.Run(() => RunAsync(timeout, idleTimeout, undrain));
         }
@@ -189,12 +198,19 @@ internal sealed partial class ConnectionDrainer
 
             // An HTTP/2 client that got the first GOAWAY opens no stream on its connection any
             // more, and the drain's ticks that would have closed it have stopped: close it now.
+            // One still waiting for a stream's end was told nothing and stays open.
             foreach (var (_, connection) in _connections)
             {
                 if (connection.Http is { IsHttp2: true } http && connection.Http2ShutdownBegun && !connection.IsCloseRequested)
                 {
-                    http.AbandonShutdown();
-                    connection.RequestClose();
+                    if (http.AbandonShutdown())
+                    {
+                        connection.RequestClose();
+                    }
+                    else
+                    {
+                        connection.ResetHttp2Shutdown();
+                    }
                 }
             }
         }
@@ -364,9 +380,7 @@ internal sealed partial class ConnectionDrainer
 
         // A client that pauses between its requests sends the next one after a pause like those:
         // answered with "Connection: close" it goes to the new generation safely, whereas closing
-        // the connection under it loses that request if it is already on its way. So a
-        // connection whose client paused before waits twice its longest pause (at most maxWait)
-        // before it counts as idle.
+        // the connection under it loses that request if it is already on its way (IsIdle).
         long maxWaitTicks = (long)(maxWait.TotalSeconds * _time.TimestampFrequency);
         long acknowledgeLimit = (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency);
         int closed = 0;
@@ -380,12 +394,16 @@ internal sealed partial class ConnectionDrainer
             }
 
             // HTTP/2 has a graceful close that races with nothing once the client has seen a first
-            // GOAWAY: begin it at once.
+            // GOAWAY: it begins at once, the GOAWAY going just before the next response's end
+            // (a client that opens its next stream when one ends has not queued it yet). Where
+            // no stream ends, it goes when HTTP/1.1 would close: once the connection is idle, or,
+            // if a stream runs on (a long request, a gRPC or WebSocket stream), after idleTimeout.
             if (connection.Http is { IsHttp2: true } http)
             {
-                connection.ShutdownHttp2(http, now, acknowledgeLimit);
+                bool sendNow = drainStart <= idleBefore && (connection.HasActiveRequest || IsIdle(connection, now, idleTicks, maxWaitTicks));
+                connection.ShutdownHttp2(http, now, acknowledgeLimit, sendNow || connection.SendHttp2ShutdownNow);
             }
-            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks))))) && (queues?.TryTake(connection.Owner) ?? true))
+            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && IsIdle(connection, now, idleTicks, maxWaitTicks))) && (queues?.TryTake(connection.Owner) ?? true))
             {
                 connection.RequestClose();
                 closed++;
@@ -394,6 +412,11 @@ internal sealed partial class ConnectionDrainer
 
         return closed;
     }
+
+    // A client that pauses between its requests sends the next one after a pause like those, so
+    // a connection whose client paused before waits twice its longest pause (at most maxWait).
+    private static bool IsIdle(TrackedConnection connection, long now, long idleTicks, long maxWaitTicks) =>
+        connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks)));
 
     /// <summary>How many idle connections a tick may close: all of them over about
     /// <see cref="PacingTicks"/> ticks, so that their clients do not all reconnect to the new

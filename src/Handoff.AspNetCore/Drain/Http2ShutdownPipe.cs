@@ -14,6 +14,13 @@ namespace Handoff.AspNetCore;
 /// GOAWAY, asked for then, refuses none.
 /// </summary>
 /// <remarks>
+/// <para>Where the GOAWAY goes matters as much. nghttp2 (under curl, h2load, nghttpx and Node's
+/// <c>http2</c>) refuses, with REFUSED_STREAM and without sending it, every request it holds
+/// queued when any GOAWAY arrives, even one that allows every stream. A client that sends its
+/// next request when a response ends has one queued just after that end: a GOAWAY arriving
+/// then refuses it. So the first phase can wait for the next frame that ends a stream and go
+/// just before it, in the same write: the client learns of the GOAWAY before the response
+/// ends, and opens its next stream elsewhere.</para>
 /// Any other protocol (HTTP/1.x, a TLS handshake underneath) is told apart by its first bytes
 /// and from then on every call goes straight to the inner pipe: one field read more, no
 /// allocation, no copy. Kestrel answers a PING ACK it did not ask for by ignoring it.
@@ -25,6 +32,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     private const int Http2 = 2;
 
     private const int FrameHeaderLength = 9;
+    private const byte EndStream = 0x1;
     private const byte EndHeaders = 0x4;
     private const int ShutdownFramesLength = 2 * (FrameHeaderLength + 8);
 
@@ -41,6 +49,9 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     private int _shutdown;
     private ulong _pingData;
     private Action? _acknowledged;
+
+    // The pending shutdown waits for the next frame that ends a stream, to go just before it.
+    private bool _beforeStreamEnd;
 
     // Output framing, guarded by _lock: whether Kestrel holds a buffer it has not advanced,
     // how much of the current frame is still to come, how much of its header has been seen.
@@ -79,9 +90,11 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     public bool ShutdownAcknowledged => Volatile.Read(ref _shutdown) == State.Acknowledged;
 
     /// <summary>Sends GOAWAY (2^31-1, NO_ERROR) and a PING at the next frame boundary, at once
-    /// if Kestrel is not writing; <paramref name="acknowledged"/> runs on the thread pool when
-    /// the client's PING ACK arrives. Returns false when the connection is not HTTP/2.</summary>
-    public bool BeginShutdown(Action acknowledged)
+    /// if Kestrel is not writing, or, with <paramref name="beforeStreamEnd"/>, just before the
+    /// next frame that ends a stream (until <see cref="SendShutdownNow"/>);
+    /// <paramref name="acknowledged"/> runs on the thread pool when the client's PING ACK
+    /// arrives. Returns false when the connection is not HTTP/2.</summary>
+    public bool BeginShutdown(Action acknowledged, bool beforeStreamEnd = false)
     {
         lock (_lock)
         {
@@ -97,6 +110,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
 
             _pingData = BinaryPrimitives.ReadUInt64LittleEndian(RandomNumberGenerator.GetBytes(8));
             _acknowledged = acknowledged;
+            _beforeStreamEnd = beforeStreamEnd;
             _shutdown = State.Pending;
         }
 
@@ -104,16 +118,37 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         return true;
     }
 
-    /// <summary>Gives up on the first phase before Kestrel's own close: frames not written yet
-    /// never will be (a GOAWAY after Kestrel's final one would raise its last stream id, which
-    /// RFC 9113 forbids), and the input is no longer searched for the acknowledgement.</summary>
-    public void AbandonShutdown()
+    /// <summary>Stops waiting for a stream's end: the shutdown frames go at the next frame
+    /// boundary, at once if Kestrel is not writing.</summary>
+    public void SendShutdownNow()
     {
         lock (_lock)
         {
-            if (_shutdown is State.Pending or State.Sent)
+            _beforeStreamEnd = false;
+        }
+
+        TryWriteShutdown();
+    }
+
+    /// <summary>Gives up on the first phase before Kestrel's own close: frames not written yet
+    /// never will be (a GOAWAY after Kestrel's final one would raise its last stream id, which
+    /// RFC 9113 forbids), and the input is no longer searched for the acknowledgement. Returns
+    /// true when the client was sent the GOAWAY (it opens no stream here any more); when it
+    /// was not, a later <see cref="BeginShutdown"/> starts over.</summary>
+    public bool AbandonShutdown()
+    {
+        lock (_lock)
+        {
+            switch (_shutdown)
             {
-                Volatile.Write(ref _shutdown, State.Abandoned);
+                case State.Pending:
+                    Volatile.Write(ref _shutdown, State.None);
+                    return false;
+                case State.Sent:
+                    Volatile.Write(ref _shutdown, State.Abandoned);
+                    return true;
+                default:
+                    return _shutdown == State.Acknowledged;
             }
         }
     }
@@ -124,7 +159,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     {
         lock (_lock)
         {
-            if (_shutdown != State.Pending || _lentOut || !AtFrameBoundary || _innerFlushing || _ownFlush is not null)
+            if (_shutdown != State.Pending || _beforeStreamEnd || _lentOut || !AtFrameBoundary || _innerFlushing || _ownFlush is not null)
             {
                 return;
             }
@@ -354,14 +389,27 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
             {
                 if (pipe._lentOut)
                 {
-                    pipe.Frame(pipe._lent.Span[..bytes]);
                     pipe._lentOut = false;
+                    var written = pipe._lent.Span[..bytes];
+                    if (pipe._shutdown == State.Pending && pipe._beforeStreamEnd)
+                    {
+                        int streamEnd = pipe.Frame(written, stopAtStreamEnd: true);
+                        if (streamEnd >= 0)
+                        {
+                            pipe.WriteShutdownBefore(written, streamEnd);
+                            return;
+                        }
+                    }
+                    else
+                    {
+                        pipe.Frame(written, stopAtStreamEnd: false);
+                    }
                 }
 
                 _inner.Advance(bytes);
 
                 // Kestrel flushes what it has written; the shutdown frames go with it.
-                if (pipe._shutdown == State.Pending && pipe.AtFrameBoundary && !pipe._innerFlushing)
+                if (pipe._shutdown == State.Pending && !pipe._beforeStreamEnd && pipe.AtFrameBoundary && !pipe._innerFlushing)
                 {
                     pipe.WriteShutdownFrames();
                 }
@@ -461,25 +509,49 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         }
     }
 
+    // Kestrel has written `written` into the inner buffer, not yet advanced, and a frame that ends
+    // a stream begins at `at`: the bytes before it go first, then the shutdown frames, then the
+    // rest (copied out first, since the shutdown frames take the place it was written to).
+    private void WriteShutdownBefore(ReadOnlySpan<byte> written, int at)
+    {
+        var rest = written[at..];
+        byte[] copy = ArrayPool<byte>.Shared.Rent(rest.Length);
+        rest.CopyTo(copy);
+        _inner.Output.Advance(at);
+        WriteShutdownFrames();
+        var moved = copy.AsSpan(0, rest.Length);
+        _inner.Output.Write(moved);
+        Frame(moved, stopAtStreamEnd: false);
+        ArrayPool<byte>.Shared.Return(copy);
+    }
+
     // Follows Kestrel's output frame by frame: a 9-byte header (a 3-byte payload length, the
     // type, the flags, the stream), then the payload. Only the header is read, so this is a
     // jump per frame. A header block (HEADERS or PUSH_PROMISE without END_HEADERS, then
     // CONTINUATION frames up to one with END_HEADERS) admits no other frame in between
-    // (RFC 9113 §6.10): no boundary inside it.
-    private void Frame(ReadOnlySpan<byte> written)
+    // (RFC 9113 §6.10): no boundary inside it. With stopAtStreamEnd, stops before the first
+    // frame that ends a stream whose whole header is in `written`, and returns where it begins
+    // (-1 when there is none): its header is then not counted yet.
+    private int Frame(ReadOnlySpan<byte> written, bool stopAtStreamEnd)
     {
-        while (!written.IsEmpty)
+        int offset = 0;
+        int headerStart = -1;
+        while (offset < written.Length)
         {
             if (_payloadLeft > 0)
             {
-                int skip = (int)Math.Min(_payloadLeft, written.Length);
+                int skip = (int)Math.Min(_payloadLeft, written.Length - offset);
                 _payloadLeft -= skip;
-                written = written[skip..];
+                offset += skip;
                 continue;
             }
 
-            byte b = written[0];
-            written = written[1..];
+            if (_headerSeen == 0)
+            {
+                headerStart = offset;
+            }
+
+            byte b = written[offset++];
             switch (_headerSeen++)
             {
                 case < 3:
@@ -492,6 +564,13 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
                     _headerFlags = b;
                     break;
                 case FrameHeaderLength - 1:
+                    if (stopAtStreamEnd && headerStart >= 0 && !_inHeaderBlock && EndsStream(_headerType, _headerFlags))
+                    {
+                        _headerSeen = 0;
+                        _headerLength = 0;
+                        return headerStart;
+                    }
+
                     _payloadLeft = _headerLength;
                     _headerSeen = 0;
                     _headerLength = 0;
@@ -506,11 +585,19 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
                     break; // the stream id
             }
         }
+
+        return -1;
     }
+
+    // DATA or HEADERS with END_STREAM, or RST_STREAM.
+    private static bool EndsStream(byte type, byte flags) =>
+        type == FrameType.RstStream || ((type is FrameType.Data or FrameType.Headers) && (flags & EndStream) != 0);
 
     private static class FrameType
     {
+        public const byte Data = 0x0;
         public const byte Headers = 0x1;
+        public const byte RstStream = 0x3;
         public const byte PushPromise = 0x5;
         public const byte Continuation = 0x9;
     }

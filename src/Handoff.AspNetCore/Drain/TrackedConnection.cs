@@ -14,7 +14,8 @@ internal sealed class TrackedConnection
     private int _served;
     private int _closeRequested;
     private bool _shutdownBegun;
-    private long _shutdownStarted;
+    private bool _shutdownSeenSent;
+    private long _shutdownSent;
 
     public TrackedConnection(ConnectionContext connection, long now, object? owner, ConnectionDrainer drainer)
     {
@@ -92,31 +93,55 @@ internal sealed class TrackedConnection
     /// <summary>True once <see cref="ShutdownHttp2"/> began the first phase.</summary>
     public bool Http2ShutdownBegun => _shutdownBegun;
 
+    /// <summary>Set for a connection that carries a WebSocket when the drain closes it: the
+    /// client must know that the connection takes no new stream before it reconnects.</summary>
+    public bool SendHttp2ShutdownNow { get; set; }
+
+    /// <summary>Forgets a first phase that was given up before anything was sent (the generation
+    /// accepts again): the next drain begins it anew.</summary>
+    public void ResetHttp2Shutdown()
+    {
+        _shutdownBegun = false;
+        _shutdownSeenSent = false;
+        SendHttp2ShutdownNow = false;
+    }
+
+    /// <summary>True while a request runs on the connection.</summary>
+    public bool HasActiveRequest => Volatile.Read(ref _activeRequests) > 0;
+
     /// <summary>
     /// The HTTP/2 drain, called on every tick of the drain: first GOAWAY(2^31-1) and a PING
-    /// (<see cref="Http2ShutdownPipe"/>), then, once the client acknowledged the PING or after
-    /// <paramref name="acknowledgeLimit"/>, Kestrel's graceful close with its final GOAWAY.
+    /// (<see cref="Http2ShutdownPipe"/>), just before the next frame that ends a stream until
+    /// <paramref name="sendNow"/>, then, once the client acknowledged the PING or
+    /// <paramref name="acknowledgeLimit"/> after the GOAWAY went, Kestrel's graceful close with
+    /// its final GOAWAY.
     /// </summary>
-    public void ShutdownHttp2(Http2ShutdownPipe pipe, long now, long acknowledgeLimit)
+    public void ShutdownHttp2(Http2ShutdownPipe pipe, long now, long acknowledgeLimit, bool sendNow)
     {
         if (!_shutdownBegun)
         {
             _shutdownBegun = true;
-            _shutdownStarted = now;
-            if (!pipe.BeginShutdown(RequestClose))
+            if (!pipe.BeginShutdown(RequestClose, beforeStreamEnd: !sendNow))
             {
                 RequestClose();
+                return;
             }
-
-            return;
         }
-
-        if (!pipe.ShutdownSent)
+        else if (sendNow && !pipe.ShutdownSent)
         {
-            pipe.TryWriteShutdown();
+            pipe.SendShutdownNow();
         }
 
-        if (now - _shutdownStarted >= acknowledgeLimit)
+        // The client's time to acknowledge runs from the first tick that sees the GOAWAY sent.
+        if (!_shutdownSeenSent)
+        {
+            if (pipe.ShutdownSent)
+            {
+                _shutdownSeenSent = true;
+                _shutdownSent = now;
+            }
+        }
+        else if (now - _shutdownSent >= acknowledgeLimit)
         {
             pipe.AbandonShutdown();
             RequestClose();

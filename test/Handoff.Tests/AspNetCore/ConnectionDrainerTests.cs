@@ -165,6 +165,66 @@ public sealed class ConnectionDrainerTests
         // After a rollback the drain's ticks stop; a client that got GOAWAY(2^31-1) opens no
         // stream there any more and, without an answer to the PING, would wait forever.
         var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var (fake, connection, _) = await Http2ConnectionAsync(drainer);
+
+        // Idle: the GOAWAY goes once the connection stayed idle for the idle timeout.
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
+        await UpgraderTestExtensions.WaitUntilAsync(() => connection.Http!.ShutdownSent);
+
+        Assert.True(connection.Http!.ShutdownSent);
+        Assert.Equal(0, fake.CloseRequests);
+        drainer.EndDrain();
+
+        Assert.Equal(1, fake.CloseRequests);
+    }
+
+    [Fact]
+    public async Task Drain_Http2WithAStreamRunning_GoAwayGoesJustBeforeTheStreamEnds()
+    {
+        // A client that sends its next request as a response ends must learn of the GOAWAY
+        // before that end: nghttp2 refuses a request it queued when a GOAWAY arrives.
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var (_, connection, toClient) = await Http2ConnectionAsync(drainer);
+        var tracked = (TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!;
+        tracked.RequestStarted(TimeProvider.System.GetTimestamp());
+
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+        await Task.Delay(300); // several of the drain's ticks
+        Assert.False(connection.Http!.ShutdownSent);
+
+        byte[] end = [0, 0, 1, 0x0, 0x1, 0, 0, 0, 1, 0x61]; // DATA, END_STREAM, stream 1
+        await connection.Transport.Output.WriteAsync(end);
+        Assert.True(connection.Http.ShutdownSent);
+        var sent = await toClient.Reader.ReadAtLeastAsync(9 + 34 + end.Length);
+        byte[] bytes = System.Buffers.BuffersExtensions.ToArray(sent.Buffer);
+        Assert.Equal(0x7, bytes[9 + 3]); // GOAWAY after the SETTINGS, then the PING,
+        Assert.Equal(0x6, bytes[9 + 17 + 3]);
+        Assert.Equal(end, bytes[(9 + 34)..]); // then the stream's end
+    }
+
+    [Fact]
+    public async Task EndDrain_Http2StillWaitingForAStreamEnd_StaysOpen_TheNextDrainBeginsAgain()
+    {
+        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var (fake, connection, _) = await Http2ConnectionAsync(drainer);
+        var tracked = (TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!;
+        tracked.RequestStarted(TimeProvider.System.GetTimestamp());
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+        await Task.Delay(120);
+
+        // The client was told nothing: the connection goes on serving as before.
+        drainer.EndDrain();
+        Assert.Equal(0, fake.CloseRequests);
+        Assert.False(connection.Http!.ShutdownSent);
+
+        // The next upgrade's drain: a request still running after the idle timeout (a long
+        // stream) gets the GOAWAY then.
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
+        await UpgraderTestExtensions.WaitUntilAsync(() => connection.Http.ShutdownSent);
+    }
+
+    private static async Task<(FakeConnection Fake, DrainableConnection Connection, System.IO.Pipelines.Pipe ToClient)> Http2ConnectionAsync(ConnectionDrainer drainer)
+    {
         var fromClient = new System.IO.Pipelines.Pipe();
         var toClient = new System.IO.Pipelines.Pipe();
         var fake = new FakeConnection();
@@ -175,15 +235,7 @@ public sealed class ConnectionDrainerTests
         var preface = await connection.Transport.Input.ReadAsync();
         connection.Transport.Input.AdvanceTo(preface.Buffer.End);
         await connection.Transport.Output.WriteAsync(new byte[] { 0, 0, 0, 0x4, 0, 0, 0, 0, 0 }); // SETTINGS
-
-        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
-        await UpgraderTestExtensions.WaitUntilAsync(() => connection.Http.ShutdownSent);
-
-        Assert.True(connection.Http.ShutdownSent);
-        Assert.Equal(0, fake.CloseRequests);
-        drainer.EndDrain();
-
-        Assert.Equal(1, fake.CloseRequests);
+        return (fake, connection, toClient);
     }
 
     [Theory]

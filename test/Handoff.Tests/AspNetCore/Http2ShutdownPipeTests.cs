@@ -182,6 +182,119 @@ public sealed class Http2ShutdownPipeTests
     }
 
     [Fact]
+    public async Task BeforeStreamEnd_GoesJustBeforeTheFrameThatEndsAStream()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        Assert.True(_pipe.BeginShutdown(Acknowledged, beforeStreamEnd: true));
+
+        // Idle, then a response's HEADERS without END_STREAM: nothing yet. An nghttp2 client
+        // that gets a GOAWAY now refuses the request it has just queued.
+        _pipe.TryWriteShutdown();
+        byte[] headers = Frame(type: 0x1, flags: 0x4, stream: 1, payload: 3);
+        await ServerWritesAsync(headers, flush: true);
+        Assert.False(_pipe.ShutdownSent);
+
+        // As Kestrel writes a DATA frame: the header, then the payload, in two advances.
+        byte[] data = Frame(type: 0x0, flags: 0x1, stream: 1, payload: 5);
+        await ServerWritesAsync(data[..9], flush: false);
+        Assert.True(_pipe.ShutdownSent);
+        await ServerWritesAsync(data[9..], flush: true);
+
+        var frames = await ClientReadsAsync(Settings.Length + headers.Length + 34 + data.Length);
+        int at = Settings.Length + headers.Length;
+        Assert.Equal(Settings.Concat(headers), frames[..at]);
+        AssertShutdownFrames(frames.AsSpan(at, 34));
+        Assert.Equal(data, frames[(at + 34)..]);
+    }
+
+    [Theory]
+    [InlineData(0x0, 0x1)] // DATA, END_STREAM
+    [InlineData(0x1, 0x5)] // HEADERS (trailers), END_STREAM | END_HEADERS
+    [InlineData(0x3, 0x0)] // RST_STREAM
+    public async Task BeforeStreamEnd_InsideOneWrite_SplitsItWhereTheStreamEnds(byte type, byte flags)
+    {
+        await StartHttp2Async();
+        _pipe.BeginShutdown(Acknowledged, beforeStreamEnd: true);
+
+        // A write holding several frames (Kestrel's output buffered while a flush was running):
+        // SETTINGS, a DATA frame that ends no stream, the one that ends stream 3, a WINDOW_UPDATE.
+        byte[] other = Frame(type: 0x0, flags: 0x0, stream: 3, payload: 700);
+        byte[] end = Frame(type, flags, stream: 3, payload: 4);
+        byte[] after = Frame(type: 0x8, flags: 0x0, stream: 0, payload: 4);
+        byte[] write = [.. Settings, .. other, .. end, .. after];
+        await ServerWritesAsync(write, flush: true);
+
+        var frames = await ClientReadsAsync(write.Length + 34);
+        int at = Settings.Length + other.Length;
+        Assert.Equal(write[..at], frames[..at]);
+        AssertShutdownFrames(frames.AsSpan(at, 34));
+        Assert.Equal(write[at..], frames[(at + 34)..]);
+
+        // The frames after it are followed as frames still: a later shutdown of this kind would
+        // find its boundaries (here: none is pending, nothing more is written).
+        await ServerWritesAsync(end, flush: true);
+        Assert.Equal(end, await ClientReadsAsync(end.Length));
+    }
+
+    [Fact]
+    public async Task BeforeStreamEnd_SendShutdownNow_GoesAtOnce()
+    {
+        await StartHttp2Async();
+        await ServerWritesAsync(Settings, flush: true);
+        _pipe.BeginShutdown(Acknowledged, beforeStreamEnd: true);
+        Assert.False(_pipe.ShutdownSent);
+
+        // No stream ends (idle, or a long stream): the drain sends it anyway after a while.
+        _pipe.SendShutdownNow();
+
+        var frames = await ClientReadsAsync(Settings.Length + 34);
+        AssertShutdownFrames(frames.AsSpan(Settings.Length));
+        Assert.True(_pipe.ShutdownSent);
+    }
+
+    [Fact]
+    public async Task BeforeStreamEnd_Abandoned_IsNeverWritten_AndCanBeginAgain()
+    {
+        await StartHttp2Async();
+        _pipe.BeginShutdown(Acknowledged, beforeStreamEnd: true);
+
+        // The generation accepts again (a failed handover): nothing was sent, so the
+        // connection stays as it was.
+        Assert.False(_pipe.AbandonShutdown());
+        byte[] end = Frame(type: 0x0, flags: 0x1, stream: 1, payload: 2);
+        await ServerWritesAsync(end, flush: true);
+        Assert.Equal(end, await ClientReadsAsync(end.Length));
+        Assert.False(_pipe.ShutdownSent);
+
+        // The next drain begins anew.
+        Assert.True(_pipe.BeginShutdown(Acknowledged, beforeStreamEnd: true));
+        await ServerWritesAsync(end, flush: true);
+        var frames = await ClientReadsAsync(34 + end.Length);
+        AssertShutdownFrames(frames.AsSpan(0, 34));
+        Assert.True(_pipe.AbandonShutdown());
+    }
+
+    [Fact]
+    public async Task BeforeStreamEnd_AHeaderSplitAcrossWrites_IsNotCutInto()
+    {
+        await StartHttp2Async();
+        _pipe.BeginShutdown(Acknowledged, beforeStreamEnd: true);
+        byte[] end = Frame(type: 0x0, flags: 0x1, stream: 1, payload: 2);
+
+        // Half a header, then the rest: the frames cannot go inside it; they go before the next.
+        await ServerWritesAsync(end[..4], flush: false);
+        await ServerWritesAsync(end[4..], flush: true);
+        Assert.False(_pipe.ShutdownSent);
+        byte[] next = Frame(type: 0x1, flags: 0x5, stream: 3, payload: 1);
+        await ServerWritesAsync(next, flush: true);
+
+        var frames = await ClientReadsAsync(end.Length + 34 + next.Length);
+        Assert.Equal(end, frames[..end.Length]);
+        AssertShutdownFrames(frames.AsSpan(end.Length, 34));
+    }
+
+    [Fact]
     public async Task Http1_ReadsAndWritesThroughThePipe_AllocateNothing()
     {
         // What an HTTP/1.1 connection pays for the HTTP/2 drain: a field read per call.
@@ -237,6 +350,23 @@ public sealed class Http2ShutdownPipeTests
         // PING: length 8, type 6, no ACK, stream 0.
         Assert.Equal(new byte[] { 0, 0, 8, 0x6, 0, 0, 0, 0, 0 }, frames[17..26].ToArray());
         Assert.Equal(34, frames.Length);
+    }
+
+    private static byte[] Frame(byte type, byte flags, int stream, int payload)
+    {
+        var frame = new byte[9 + payload];
+        frame[0] = (byte)(payload >> 16);
+        frame[1] = (byte)(payload >> 8);
+        frame[2] = (byte)payload;
+        frame[3] = type;
+        frame[4] = flags;
+        BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(5), stream);
+        for (int i = 9; i < frame.Length; i++)
+        {
+            frame[i] = (byte)(i * 7);
+        }
+
+        return frame;
     }
 
     private static PipeReader NewReader(string text) => PipeReader.Create(new ReadOnlySequence<byte>(Encoding.ASCII.GetBytes(text)));
