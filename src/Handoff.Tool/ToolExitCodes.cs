@@ -7,8 +7,14 @@ internal static class ToolExitCodes
     /// <summary>The upgrade succeeded (or the status was shown).</summary>
     public const int Success = 0;
 
-    /// <summary>The upgrade failed or was refused; the server is unchanged and serves.</summary>
+    /// <summary>The upgrade failed: a new generation was started and did not take over (the
+    /// build is broken: it will most likely fail again). The server is unchanged and serves.</summary>
     public const int UpgradeFailed = 1;
+
+    /// <summary>The upgrade was refused before anything was started: the server cannot upgrade
+    /// now (not ready yet, shutting down, too many generations draining). It is unchanged;
+    /// asking again later may succeed.</summary>
+    public const int UpgradeRefused = 4;
 
     /// <summary>The server could not be asked: no server, permission denied, or a usage error.</summary>
     public const int CouldNotAsk = 2;

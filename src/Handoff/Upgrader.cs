@@ -49,6 +49,13 @@ public sealed partial class Upgrader : IDisposable
     private readonly DateTimeOffset _startedAt = DateTimeOffset.UtcNow;
     private Task<UpgradeResult>? _upgrade;
     private long _upgradeStartedAt;
+
+    // An upgrade asked for while this generation could not begin one (its own upgrade runs, or
+    // its parent can still roll back): at most one waits, later requests join it, and it runs
+    // as soon as that ends, here or, if this generation was superseded meanwhile, in its
+    // successor (_forward). Nothing asked for is dropped.
+    private TaskCompletionSource<UpgradeResult>? _queued;
+    private Task? _forward;
     private Task? _stop;
     private bool _ownsPidFile;
     private int _disposed;
@@ -217,6 +224,9 @@ public sealed partial class Upgrader : IDisposable
 
     internal HandoffOptions Options => _options;
 
+    /// <summary>kill(2), behind a seam: a test's new generations have made-up pids.</summary>
+    internal Func<int, int, int> SendSignal { get; set; } = Interop.Libc.Kill;
+
     /// <summary>Handoff's instruments; the drains report to them too.</summary>
     internal HandoffMetrics Metrics { get; }
 
@@ -361,25 +371,38 @@ public sealed partial class Upgrader : IDisposable
         int next = Generation + 1;
         string? refusal;
         string refusalType;
+        string? waitsFor;
         bool answersSystemd;
+        bool watchParent = false;
         Task<UpgradeResult> upgrade;
         lock (_lock)
         {
             // Only the main process may speak for the service (a new generation whose parent
             // can still roll back is not, and would be refused by systemd).
             answersSystemd = _state == GenerationState.Ready && IsMainLocked();
+            waitsFor = _state switch
+            {
+                GenerationState.Upgrading => InProgress,
+                GenerationState.HandingOver => "this generation is handing over to a new one",
+                GenerationState.Ready when _inheritance.ReadyPipe is { } pipe && !pipe.IsParentCommitted() =>
+                    $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow)",
+                _ => null,
+            };
             (refusalType, refusal) = _state switch
             {
+                _ when waitsFor is not null => ("", null),
                 GenerationState.Starting => ("not_ready", "this generation is not ready yet"),
-                GenerationState.Upgrading => ("in_progress", InProgress),
-                GenerationState.HandingOver => ("handing_over", "this generation is handing over to a new one"),
                 GenerationState.Superseded => ("superseded", $"this generation was already superseded by pid {SupersededBy?.NewPid}"),
                 GenerationState.Stopping or GenerationState.Stopped => ("shutting_down", "this generation is shutting down"),
-                _ when _inheritance.ReadyPipe is { } pipe && !pipe.IsParentCommitted() =>
-                    ("rollback_pending", $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow); try again in a moment"),
                 _ => ("too_many_draining", DrainingBoundRefusal()),
             };
-            if (refusal is null)
+            if (waitsFor is not null)
+            {
+                watchParent = _queued is null && _state == GenerationState.Ready;
+                _queued ??= new TaskCompletionSource<UpgradeResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+                upgrade = _queued.Task;
+            }
+            else if (refusal is null)
             {
                 _state = GenerationState.Upgrading;
                 _upgradeStartedAt = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -391,15 +414,22 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
+        if (waitsFor is not null)
+        {
+            Log.UpgradeQueued(_logger, Environment.ProcessId, Generation, waitsFor);
+            if (watchParent)
+            {
+                _ = Task.Run(RunQueuedAfterParentCommitsAsync);
+            }
+
+            return upgrade;
+        }
+
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
             Metrics.UpgradeEnded(HandoffMetrics.Refused, refusalType, null);
-            if (refusal != InProgress)
-            {
-                // The upgrade in progress reports its own outcome.
-                _lastUpgrade = new LastUpgrade("refused", DateTimeOffset.UtcNow, refusal);
-            }
+            _lastUpgrade = new LastUpgrade("refused", DateTimeOffset.UtcNow, refusal);
 
             if (answersSystemd && _notifier.IsEnabled)
             {
@@ -436,6 +466,12 @@ public sealed partial class Upgrader : IDisposable
                 // must say "shutting down" from the signal on.
                 var (was, main) = BeginStopLocked();
                 _stop = Task.Run(() => StopCoreAsync(was, main));
+                if (was is not (GenerationState.HandingOver or GenerationState.Superseded))
+                {
+                    // A queued upgrade is refused now; one waiting for the handover is passed on
+                    // (or refused) when the handover ends.
+                    _ = Task.Run(RunQueued);
+                }
             }
 
             return _stop;
@@ -563,6 +599,20 @@ public sealed partial class Upgrader : IDisposable
             }
         }
 
+        Task? forward;
+        lock (_lock)
+        {
+            // A queued upgrade passed on to the successor, or about to be (the handover's end
+            // passes it on, and may come after this point): its outcome goes to whoever asked
+            // here, over this generation's control connection.
+            forward = _forward ?? _queued?.Task;
+        }
+
+        if (forward is not null)
+        {
+            await forward.WaitAsync(_options.UpgradeTimeout + _options.RollbackWindow + BarrierTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
         if (_control is not null)
         {
             // Lets the client of the upgrade that superseded this generation read its outcome.
@@ -660,6 +710,19 @@ public sealed partial class Upgrader : IDisposable
     // UpgradeAsync never throws and StopAsync must always finish: an unexpected exception
     // (a throwing StateChanged handler, say) is logged and resolved the way the state says.
     private async Task<UpgradeResult> RunUpgradeGuardedAsync(int next)
+    {
+        try
+        {
+            return await RunUpgradeCatchingAsync(next).ConfigureAwait(false);
+        }
+        finally
+        {
+            // After this upgrade's own caller has its outcome.
+            _ = Task.Run(RunQueued);
+        }
+    }
+
+    private async Task<UpgradeResult> RunUpgradeCatchingAsync(int next)
     {
         try
         {
@@ -882,6 +945,94 @@ public sealed partial class Upgrader : IDisposable
         return result;
     }
 
+    /// <summary>Runs the queued upgrade, if any, now that what it waited for has ended: here
+    /// when this generation serves, in the successor when it was superseded, refused when it is
+    /// shutting down.</summary>
+    private void RunQueued()
+    {
+        TaskCompletionSource<UpgradeResult>? queued;
+        GenerationState state;
+        lock (_lock)
+        {
+            state = _state;
+            queued = _queued;
+            if (queued is null || state is GenerationState.Upgrading or GenerationState.HandingOver)
+            {
+                return;
+            }
+
+            _queued = null;
+            if (state == GenerationState.Superseded)
+            {
+                _forward = ForwardQueuedAsync(queued, SupersededBy!);
+                return;
+            }
+        }
+
+        if (state == GenerationState.Ready)
+        {
+            Log.QueuedUpgradeStarts(_logger, Environment.ProcessId, Generation);
+            _ = UpgradeAsync().ContinueWith(static (t, q) => ((TaskCompletionSource<UpgradeResult>)q!).TrySetResult(t.Result), queued, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+        else
+        {
+            var refusal = UpgradeResult.Refusal(Generation + 1, "this generation began shutting down before the upgrade asked for could run");
+            Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!);
+            Metrics.UpgradeEnded(HandoffMetrics.Refused, "shutting_down", null);
+            queued.TrySetResult(refusal);
+        }
+    }
+
+    // A new generation asked to upgrade while its parent can still roll back: the request runs
+    // once the parent committed (it closes the ready pipe) or this generation stops.
+    private async Task RunQueuedAfterParentCommitsAsync()
+    {
+        while (State == GenerationState.Ready && _inheritance.ReadyPipe?.IsParentCommitted() == false)
+        {
+            try
+            {
+                await Task.Delay(ParentCommitPoll, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+
+        RunQueued();
+    }
+
+    /// <summary>Passes an upgrade asked for during the handover on to the generation that took
+    /// over: it starts the build on disk now, which may be newer than the one that just took
+    /// over. Over the control socket the outcome comes back to whoever asked here; without one,
+    /// the successor gets the upgrade signal and the outcome is in its log.</summary>
+    private async Task ForwardQueuedAsync(TaskCompletionSource<UpgradeResult> queued, UpgradeResult successor)
+    {
+        int pid = Environment.ProcessId;
+        UpgradeResult result;
+        if (_controlSocket is not null)
+        {
+            Log.QueuedUpgradeForwarded(_logger, pid, Generation, successor.NewPid, "over the control socket " + _controlSocket);
+            result = await ControlRequest.UpgradeAsync(_controlSocket, successor.Generation + 1, _options.UpgradeTimeout + _options.RollbackWindow + BarrierTimeout).ConfigureAwait(false);
+            Log.QueuedUpgradeEnded(_logger, pid, Generation, result.ToString());
+        }
+        else if (_upgradeSignals.Count > 0)
+        {
+            var signal = _upgradeSignals[0];
+            Log.QueuedUpgradeForwarded(_logger, pid, Generation, successor.NewPid, "with " + UpgradeSignalNames.Format(signal));
+            result = SendSignal(successor.NewPid, UpgradeSignalNames.ToNumber(signal)) == 0
+                ? successor
+                : UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover could not be passed on to pid {successor.NewPid}: it is gone");
+        }
+        else
+        {
+            result = UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover cannot be passed on to pid {successor.NewPid}: there is neither a control socket nor an upgrade signal; ask it again");
+            Log.UpgradeRefused(_logger, pid, Generation, result.Error!);
+        }
+
+        queued.TrySetResult(result);
+    }
+
     /// <param name="newPid">The new generation's pid, 0 when none was started.</param>
     /// <param name="reason">What the log, the status and the caller are told.</param>
     /// <param name="errorType">The failure's kind for metrics (<c>error.type</c>, docs/metrics.md).</param>
@@ -985,6 +1136,10 @@ public sealed partial class Upgrader : IDisposable
     private static string Clock(DateTimeOffset? at = null) => (at ?? DateTimeOffset.UtcNow).ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
 
     private const string InProgress = "an upgrade is already in progress";
+
+    // How often a queued upgrade looks whether the parent committed; the rollback window it
+    // waits for is seconds long.
+    private static readonly TimeSpan ParentCommitPoll = TimeSpan.FromMilliseconds(50);
 
     /// <summary>The last upgrade's outcome as status reports show it.</summary>
     internal sealed record LastUpgrade(string Outcome, DateTimeOffset At, string Detail)
@@ -1185,6 +1340,18 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(12, LogLevel.Information, "Generation {Generation} (pid {Pid}) received {Signal}: starting an upgrade.", EventName = "UpgradeSignal")]
         public static partial void SignalReceived(ILogger logger, int pid, int generation, string signal);
+
+        [LoggerMessage(75, LogLevel.Information, "Generation {Generation} (pid {Pid}): upgrade asked for while {Reason}; it runs as soon as that ends (one waits at most: later requests join it).", EventName = "UpgradeQueued")]
+        public static partial void UpgradeQueued(ILogger logger, int pid, int generation, string reason);
+
+        [LoggerMessage(76, LogLevel.Information, "Generation {Generation} (pid {Pid}) starts the upgrade that was asked for while it could not begin one.", EventName = "QueuedUpgradeStarts")]
+        public static partial void QueuedUpgradeStarts(ILogger logger, int pid, int generation);
+
+        [LoggerMessage(77, LogLevel.Information, "Generation {Generation} (pid {Pid}) was superseded with an upgrade asked for meanwhile: pid {NewPid} runs it, asked {How}.", EventName = "QueuedUpgradeForwarded")]
+        public static partial void QueuedUpgradeForwarded(ILogger logger, int pid, int generation, int newPid, string how);
+
+        [LoggerMessage(78, LogLevel.Information, "Generation {Generation} (pid {Pid}): the upgrade it passed on ended: {Outcome}.", EventName = "QueuedUpgradeEnded")]
+        public static partial void QueuedUpgradeEnded(ILogger logger, int pid, int generation, string outcome);
 
         [LoggerMessage(14, LogLevel.Warning, "Generation {Generation} (pid {Pid}) refused an upgrade: {Reason}.", EventName = "UpgradeRefused")]
         public static partial void UpgradeRefused(ILogger logger, int pid, int generation, string reason);

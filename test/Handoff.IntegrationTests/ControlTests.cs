@@ -73,8 +73,10 @@ public sealed class ControlTests
     }
 
     [Fact]
-    public async Task Upgrade_TwoAtOnce_TheSecondIsReportedInProgress_TheFirstSucceeds()
+    public async Task Upgrade_TwoAtOnce_TheSecondWaitsForTheFirst_ThenRunsInItsSuccessor()
     {
+        // Two deploys a moment apart: the second build must serve, and its caller must hear
+        // how its own upgrade ended.
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
         string hold = Path.Combine(dir.Path, "hold");
@@ -85,15 +87,37 @@ public sealed class ControlTests
         var first = ToolRun.RunAsync(["upgrade", "--control", control]);
         await server.WaitForSpawnAsync(2);
 
-        var second = await ToolRun.RunAsync(["upgrade", "--control", control]);
+        var second = ToolRun.RunAsync(["upgrade", "--control", control]);
+        await server.WaitForOutputAsync("upgrade asked for while an upgrade is already in progress");
         File.Delete(hold);
         var firstRun = await first;
+        var secondRun = await second;
 
-        Assert.True(second.ExitCode == 1, second.ToString());
-        Assert.Contains("upgrade refused: an upgrade is already in progress", second.Error, StringComparison.Ordinal);
         Assert.True(firstRun.ExitCode == 0, firstRun.ToString());
         Assert.Contains("generation 2", firstRun.Output, StringComparison.Ordinal);
+        Assert.True(secondRun.ExitCode == 0, secondRun.ToString());
+        Assert.Contains("generation 3", secondRun.Output, StringComparison.Ordinal);
+        await server.WaitForOutputAsync("the upgrade it passed on ended: upgrade succeeded: generation 3");
+        var status = await StatusAsync(control);
+        Assert.Equal(3, status.GetProperty("generation").GetInt32());
         server.Track(server.CurrentPid);
+        Assert.Equal(server.CurrentPid, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task Upgrade_WhileShuttingDown_IsRefused_ExitFour()
+    {
+        // "Try again later" must be told apart from "the build is broken" (exit 1).
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}", "--Handoff:ShutdownDelay=30s"]);
+        HelloSleepServer.Signal(server.CurrentPid, 15);
+        await server.WaitForOutputAsync("Handoff:ShutdownDelay");
+
+        var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
+
+        Assert.True(run.ExitCode == 4, run.ToString());
+        Assert.Contains("upgrade refused: this generation is shutting down", run.Error, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -166,23 +166,14 @@ public sealed partial class RawTcpServerTests
             }
         }
 
-        /// <summary>SIGUSR2 to <paramref name="current"/>, again every half second while it
-        /// refuses (a generation refuses while its parent can still roll back); returns the new
+        /// <summary>SIGUSR2 to <paramref name="current"/> (once: a signal that comes while its
+        /// parent can still roll back waits for that, it is not dropped); returns the new
         /// generation's pid.</summary>
         public async Task<int> UpgradeAsync(int current)
         {
-            long signalAt = 0;
+            HelloSleepServer.Signal(current, 12);
             await WaitUntilAsync(
-                () =>
-                {
-                    if (Environment.TickCount64 >= signalAt)
-                    {
-                        HelloSleepServer.Signal(current, 12);
-                        signalAt = Environment.TickCount64 + 500;
-                    }
-
-                    return Handoff.PidFile.Read(PidFile) is { } pid && pid != current;
-                },
+                () => Handoff.PidFile.Read(PidFile) is { } pid && pid != current,
                 $"a generation after pid {current}");
             int next = Handoff.PidFile.Read(PidFile)!.Value;
             Track(next);

@@ -77,21 +77,111 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
-    public async Task UpgradeAsync_WhileOneIsRunning_IsRefused()
+    public async Task UpgradeAsync_WhileOneIsRunning_WaitsForIt_AndIsPassedOnWhenItSucceeds()
     {
+        // Two deploys a moment apart: the second build must serve, not be dropped.
         using var upgrader = CreateUpgrader();
+        var signals = new List<(int Pid, int Signal)>();
+        upgrader.SendSignal = (pid, signal) => { lock (signals) { signals.Add((pid, signal)); } return 0; };
         await upgrader.ReadyAsync();
         var slow = new FakeGeneration(pid: 5, readyResult: null, holdReady: true);
         _launcher.Next = slow;
 
         var first = upgrader.UpgradeAsync();
-        var second = await upgrader.UpgradeAsync();
-        slow.Release();
+        await slow.Waiting;
+        var second = upgrader.UpgradeAsync();
+        var third = upgrader.UpgradeAsync();
 
-        Assert.False(second.Succeeded);
-        Assert.Equal("an upgrade is already in progress", second.Error);
+        // One waits at most; the third joins it.
+        Assert.Same(second, third);
+        Assert.False(second.IsCompleted);
+        slow.Release();
         Assert.True((await first).Succeeded);
+
+        // Superseded meanwhile: without a control socket the successor gets the upgrade signal.
+        var passed = await second.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(5, passed.NewPid);
+        Assert.Equal([(5, 12)], signals);
         Assert.Single(_launcher.Started);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_WhileOneIsRunning_RunsHereWhenThatOneFails()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        var broken = new FakeGeneration(pid: 7, readyResult: "it exited (exit code 1) before reporting ready", holdReady: true);
+        _launcher.Next = broken;
+        var first = upgrader.UpgradeAsync();
+        await broken.Waiting;
+
+        // The fixed build is deployed and asked for while the broken one still starts.
+        var second = upgrader.UpgradeAsync();
+        _launcher.Next = new FakeGeneration(pid: 8, readyResult: null);
+        broken.Release();
+
+        Assert.False((await first).Succeeded);
+        var fixedUp = await second.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(fixedUp.Succeeded, fixedUp.Error);
+        Assert.Equal(8, fixedUp.NewPid);
+        Assert.Equal(8, PidFile.Read(PidPath));
+        Assert.Equal(2, _launcher.Started.Count);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_Queued_WhenTheGenerationStops_IsRefusedNotLost()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        var slow = new FakeGeneration(pid: 9, readyResult: null, holdReady: true);
+        _launcher.Next = slow;
+        var first = upgrader.UpgradeAsync();
+        await slow.Waiting;
+        var second = upgrader.UpgradeAsync();
+
+        await upgrader.StopAsync();
+
+        Assert.False((await first).Succeeded);
+        var refused = await second.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(UpgradeFailureKind.Refused, refused.FailureKind);
+        Assert.Contains("shutting down", refused.Error, StringComparison.Ordinal);
+        Assert.Single(_launcher.Started);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_InANewGenerationWhoseParentCanRollBack_RunsOnceTheParentCommits()
+    {
+        // The pid file names the new generation as soon as it reported ready, which is what a
+        // deploy script waits for; its parent can still roll back for RollbackWindow.
+        var (read, write) = Interop.Libc.CreatePipe();
+        var inheritance = Inheritance.ForTesting(generation: 2, parentPid: Environment.ProcessId, older: [], readyPipe: new ReadyPipe(write));
+        using var upgrader = new Upgrader(new HandoffOptions { RollbackWindow = TimeSpan.Zero }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance);
+        try
+        {
+            await upgrader.ReadyAsync();
+            _launcher.Next = new FakeGeneration(pid: 10, readyResult: null);
+
+            var upgrade = upgrader.UpgradeAsync();
+            await Task.Delay(200);
+            Assert.False(upgrade.IsCompleted);
+            Assert.Empty(_launcher.Started);
+
+            // The parent commits: it closes its end of the ready pipe.
+            Interop.Libc.Close(read);
+            read = -1;
+            var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(10));
+
+            Assert.True(result.Succeeded, result.Error);
+            Assert.Equal(10, result.NewPid);
+            Assert.Equal(3, result.Generation);
+        }
+        finally
+        {
+            if (read >= 0)
+            {
+                Interop.Libc.Close(read);
+            }
+        }
     }
 
     [Fact]
@@ -183,7 +273,9 @@ public sealed class UpgraderTests : IDisposable
             _launcher.Next = child;
             var upgrade = upgrader.UpgradeAsync();
             await upgrader.WaitForStateAsync(GenerationState.HandingOver);
-            Assert.Equal(process.Id, PidFile.Read(PidPath));
+
+            // Written just after the state changed (a read at once may come first).
+            await UpgraderTestExtensions.WaitUntilAsync(() => PidFile.Read(PidPath) == process.Id);
 
             var stop = upgrader.StopAsync();
             await UpgraderTestExtensions.WaitUntilAsync(() => upgrader.State is GenerationState.Superseded or GenerationState.Stopped);

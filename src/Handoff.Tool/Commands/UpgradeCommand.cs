@@ -27,8 +27,14 @@ internal static class UpgradeCommand
           --timeout T      how long to wait for the outcome (default 120s)
           --json           print the server's answer as JSON
 
-          Exit codes: 0 upgraded, 1 failed or refused (the server is unchanged),
-          2 could not ask (no server, permission denied, usage), 3 timed out waiting.
+          An upgrade asked for while another one runs (or while the generation that just
+          took over can still roll back) waits for it and then runs: the build on disk then
+          is what serves. Its outcome is reported.
+
+          Exit codes: 0 upgraded, 1 failed (the new build did not take over; the server is
+          unchanged), 2 could not ask (no server, permission denied, usage), 3 timed out
+          waiting, 4 refused (nothing was started: the server cannot upgrade now, e.g. it is
+          shutting down; it is unchanged, try again later).
         """;
 
     private static readonly string[] Targets = ["control", "pid-file", "pid"];
@@ -124,7 +130,12 @@ internal static class UpgradeCommand
             Console.Error.WriteLine(serving ? $"handoff: the server is unchanged: {old} serves." : $"handoff: {old} is shutting down: it was asked to stop.");
         }
 
-        return outcome == ControlProtocol.Upgraded ? ToolExitCodes.Success : ToolExitCodes.UpgradeFailed;
+        return outcome switch
+        {
+            ControlProtocol.Upgraded => ToolExitCodes.Success,
+            ControlProtocol.Refused => ToolExitCodes.UpgradeRefused,
+            _ => ToolExitCodes.UpgradeFailed,
+        };
     }
 
     /// <summary>Whether <paramref name="pid"/> has a handler for <paramref name="signal"/>
@@ -188,15 +199,23 @@ internal static class UpgradeCommand
             {
                 // The old generation names the new one as soon as it reported ready, and names
                 // itself again if the new one dies within the rollback window (default 2 s).
+                // Another new pid meanwhile is a further upgrade (one asked for while this one
+                // ran, which waited for it): the newest is the outcome.
                 long readyAt = started.ElapsedMilliseconds;
                 await Task.Delay(RollbackWatch).ConfigureAwait(false);
-                if (PidFile.Read(pidFile) == current && GenerationProcess.IsRunning(current))
+                int? now = PidFile.Read(pidFile);
+                if (now == current && GenerationProcess.IsRunning(current))
                 {
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"upgraded: pid {pid} -> {current} (seen in {pidFile} after {readyAt} ms)"));
                     return ToolExitCodes.Success;
                 }
 
-                throw new ToolException(ToolExitCodes.UpgradeFailed, $"pid {current} took over and then went away; {pidFile} names pid {PidFile.Read(pidFile)} again (the server's log says why).");
+                if (now is { } newer && newer != pid && GenerationProcess.IsRunning(newer))
+                {
+                    continue;
+                }
+
+                throw new ToolException(ToolExitCodes.UpgradeFailed, $"pid {current} took over and then went away; {pidFile} names pid {now} again (the server's log says why).");
             }
 
             if (pidFile is null && !old.Value.IsAlive())

@@ -72,23 +72,25 @@ public sealed class ControlServerTests : IDisposable
     }
 
     [Fact]
-    public async Task Upgrade_WhileAnotherRuns_IsRefusedAtOnce_AsInProgress()
+    public async Task Upgrade_WhileAnotherRuns_WaitsItsTurn_AndAnswersWithItsOwnOutcome()
     {
         using var upgrader = Create();
         await upgrader.ReadyAsync();
-        var slow = new FakeGeneration(pid: 5, readyResult: null, holdReady: true);
-        _launcher.Next = slow;
+        var broken = new FakeGeneration(pid: 5, readyResult: "it exited (exit code 1) before reporting ready", holdReady: true);
+        _launcher.Next = broken;
         var first = upgrader.UpgradeAsync();
-        await slow.Waiting;
+        await broken.Waiting;
 
-        var answers = await RequestAsync("upgrade\n");
-        slow.Release();
-        await first;
+        var answering = RequestAsync("upgrade\n");
+        await Task.Delay(100);
+        Assert.False(answering.IsCompleted);
+        _launcher.Next = new FakeGeneration(pid: 6, readyResult: null);
+        broken.Release();
+        Assert.False((await first).Succeeded);
 
-        var result = Assert.Single(answers);
-        Assert.Equal("refused", result.GetProperty("outcome").GetString());
-        Assert.Equal("an upgrade is already in progress", result.GetProperty("reason").GetString());
-        Assert.Equal(0, result.GetProperty("newPid").GetInt32());
+        var result = (await answering.WaitAsync(TimeSpan.FromSeconds(10)))[^1];
+        Assert.Equal("upgraded", result.GetProperty("outcome").GetString());
+        Assert.Equal(6, result.GetProperty("newPid").GetInt32());
     }
 
     [Theory]

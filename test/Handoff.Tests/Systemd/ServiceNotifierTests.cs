@@ -111,9 +111,11 @@ public sealed class ServiceNotifierTests : IDisposable
         {
             using var upgrader = CreateUpgrader(inheritance: Inheritance.ForTesting(2, Interop.Libc.GetParentPid(), [], new ReadyPipe(childEnd)));
             await upgrader.ReadyAsync();
-            var refused = await upgrader.UpgradeAsync();
+            // An upgrade asked for now waits for the parent to commit; stopping refuses it.
+            var waiting = upgrader.UpgradeAsync();
             await upgrader.StopAsync();
-            Assert.Contains("can still roll back", refused.Error, StringComparison.Ordinal);
+            var refused = await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Contains("shutting down", refused.Error, StringComparison.Ordinal);
 
             // A marker after everything the generation sent: the socket keeps datagrams in order.
             using (var marker = new ServiceNotifier(_systemd.Path, null, NullLogger.Instance))

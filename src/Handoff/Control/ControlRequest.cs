@@ -1,0 +1,74 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+
+namespace Handoff;
+
+/// <summary>
+/// The generation's own client of the control socket: a superseded generation asks its
+/// successor, which accepts on the same socket now, for the upgrade that was asked of it
+/// during the handover, and reports the outcome to whoever asked.
+/// </summary>
+internal static class ControlRequest
+{
+    /// <summary>Asks for an upgrade at <paramref name="path"/> and waits for its outcome;
+    /// never throws.</summary>
+    /// <param name="path">The control socket.</param>
+    /// <param name="generation">The generation the upgrade would create, for results that do not say.</param>
+    /// <param name="timeout">How long to wait for the outcome.</param>
+    public static async Task<UpgradeResult> UpgradeAsync(string path, int generation, TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), deadline.Token).ConfigureAwait(false);
+            await socket.SendAsync(Encoding.ASCII.GetBytes(ControlProtocol.Upgrade + "\n"), SocketFlags.None, deadline.Token).ConfigureAwait(false);
+            using var stream = new NetworkStream(socket, ownsSocket: false);
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            while (await reader.ReadLineAsync(deadline.Token).ConfigureAwait(false) is { } line)
+            {
+                using var answer = JsonDocument.Parse(line);
+                var root = answer.RootElement;
+                switch (Text(root, "type"))
+                {
+                    case ControlProtocol.ResultType:
+                        return Parse(root, generation);
+                    case ControlProtocol.ErrorType:
+                        return UpgradeResult.Refusal(generation, $"the successor refused the request: {Text(root, "error")}");
+                    default:
+                        break; // "upgrading": the outcome follows.
+                }
+            }
+
+            return UpgradeResult.Failure(0, generation, $"the successor closed the control socket {path} without saying how the upgrade ended (see its log)");
+        }
+        catch (OperationCanceledException)
+        {
+            return UpgradeResult.Failure(0, generation, $"no outcome from the successor within {timeout.TotalSeconds:0.#} s; the upgrade may still finish (see its log)");
+        }
+        catch (Exception e) when (e is SocketException or IOException or JsonException or InvalidOperationException)
+        {
+            return UpgradeResult.Refusal(generation, $"the successor could not be asked over the control socket {path}: {e.Message}");
+        }
+    }
+
+    private static UpgradeResult Parse(JsonElement result, int generation)
+    {
+        int newPid = Number(result, "newPid");
+        int resultGeneration = Number(result, "generation") is > 0 and var g ? g : generation;
+        string reason = Text(result, "reason") ?? "no reason given";
+        return Text(result, "outcome") switch
+        {
+            ControlProtocol.Upgraded => UpgradeResult.Success(newPid, resultGeneration, TimeSpan.FromMilliseconds(Number(result, "timeToReadyMs"))),
+            ControlProtocol.Refused => UpgradeResult.Refusal(resultGeneration, reason),
+            _ => UpgradeResult.Failure(newPid, resultGeneration, reason),
+        };
+    }
+
+    private static string? Text(JsonElement element, string name) =>
+        element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+
+    private static int Number(JsonElement element, string name) =>
+        element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out double d) ? (int)Math.Round(d, MidpointRounding.AwayFromZero) : 0;
+}
