@@ -30,13 +30,18 @@ public sealed class ShutdownDelayTests(ITestOutputHelper output)
             await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
             slow = await server.StartSlowRequestAsync(4); // runs into the drain
 
+            // "At once" is measured on the server's state, not on a probe's latency (a busy
+            // machine delays the probe, not the state): the generation turns unhealthy before it
+            // logs that it is shutting down, so every probe sent after that line was seen must
+            // get 503. A 200 before it is the signal still on its way.
             var signalled = Stopwatch.StartNew();
             HelloSleepServer.Signal(pid, 15);
             while (true)
             {
+                bool announced = server.CountOf("(Handoff:ShutdownDelay)") > 0;
                 var sent = signalled.Elapsed;
                 var health = await HttpProbe.GetAsync(server.EndPoint, "/healthz", TimeSpan.FromSeconds(30));
-                probes.Add($"{health.Status} sent at {sent.TotalMilliseconds:0} ms, answered at {signalled.Elapsed.TotalMilliseconds:0} ms");
+                probes.Add($"{health.Status} sent at {sent.TotalMilliseconds:0} ms{(announced ? " (after the log line)" : "")}, answered at {signalled.Elapsed.TotalMilliseconds:0} ms");
                 if (health.Status == 503)
                 {
                     unhealthyAfter = signalled.Elapsed;
@@ -44,8 +49,13 @@ public sealed class ShutdownDelayTests(ITestOutputHelper output)
                 }
 
                 Assert.Equal(200, health.Status);
+                Assert.False(announced, $"healthy after the server logged that it is shutting down; probes: {string.Join("; ", probes)}");
                 Assert.True(signalled.Elapsed < TimeSpan.FromSeconds(10), "the health check never failed");
             }
+
+            // And it stays unhealthy.
+            await server.WaitForOutputAsync("(Handoff:ShutdownDelay)");
+            Assert.Equal(503, (await HttpProbe.GetAsync(server.EndPoint, "/healthz", TimeSpan.FromSeconds(30))).Status);
 
             // Still accepting and serving: the load balancer has not caught up yet.
             // The load balancer takes a moment to react: the load goes on for more requests
@@ -59,10 +69,9 @@ public sealed class ShutdownDelayTests(ITestOutputHelper output)
             report = await load.StopAsync();
         }
 
-        output.WriteLine($"{report}; {servedAfterSignal} served after the check failed; probes: {string.Join("; ", probes)}");
+        output.WriteLine($"{report}; unhealthy seen {unhealthyAfter.TotalMilliseconds:0} ms after SIGTERM; {servedAfterSignal} served after the check failed; probes: {string.Join("; ", probes)}");
         Assert.True(report.Failures.Count == 0, report.ToString());
         Assert.True(servedAfterSignal >= 200, $"{servedAfterSignal} requests served after the check failed");
-        Assert.True(unhealthyAfter < TimeSpan.FromMilliseconds(100), $"the health check failed {unhealthyAfter.TotalMilliseconds:0} ms after SIGTERM; probes: {string.Join("; ", probes)}");
         Assert.Equal(pid, await slow.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(0, await server.WaitForExitAsync(pid, TimeSpan.FromSeconds(30)));
         Assert.Equal(1, server.CountOf("Handoff:ShutdownDelay"));
