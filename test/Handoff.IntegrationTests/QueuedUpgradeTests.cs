@@ -29,7 +29,7 @@ public sealed class QueuedUpgradeTests
             await Task.Delay(TimeSpan.FromSeconds(1));
         }
 
-        int last = await WaitForGenerationStartedAfterAsync(() => server.CurrentPid, lastSignal, server.Track, server.Output);
+        int last = await WaitForGenerationStartedAfterAsync(() => server.CurrentPid, lastSignal, server.Track, () => server.Output);
         await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
         var report = await load.StopAsync();
 
@@ -54,7 +54,7 @@ public sealed class QueuedUpgradeTests
             await Task.Delay(TimeSpan.FromSeconds(1));
         }
 
-        int last = await WaitForGenerationStartedAfterAsync(() => ServingPid(server), lastSignal, _ => { }, server.Output);
+        int last = await WaitForGenerationStartedAfterAsync(() => ServingPid(server), lastSignal, _ => { }, () => server.Output);
         await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
         var report = await load.StopAsync();
 
@@ -64,8 +64,9 @@ public sealed class QueuedUpgradeTests
     }
 
     // Waits until the serving generation was started after the last request (so it runs the
-    // build on disk then) and stays the serving one past a rollback window: nothing more runs.
-    private static async Task<int> WaitForGenerationStartedAfterAsync(Func<int> serving, double uptime, Action<int> track, string output)
+    // build on disk then) and serves for good: its parent logged that it is superseded by it,
+    // which it does only once the rollback window has passed.
+    private static async Task<int> WaitForGenerationStartedAfterAsync(Func<int> serving, double uptime, Action<int> track, Func<string> output)
     {
         var deadline = DateTime.UtcNow + Settle;
         while (DateTime.UtcNow < deadline)
@@ -74,20 +75,16 @@ public sealed class QueuedUpgradeTests
             if (pid > 0)
             {
                 track(pid);
-                if (ProcessTable.IsRunning(pid) && StartedAt(pid) > uptime)
+                if (ProcessTable.IsRunning(pid) && StartedAt(pid) > uptime && output().Contains($"(pid {pid}) serves", StringComparison.Ordinal))
                 {
-                    await Task.Delay(TimeSpan.FromSeconds(3));
-                    if (serving() == pid && ProcessTable.IsRunning(pid))
-                    {
-                        return pid;
-                    }
+                    return pid;
                 }
             }
 
             await Task.Delay(100);
         }
 
-        throw new TimeoutException($"no generation started after the last signal serves within {Settle.TotalSeconds} s (serving: pid {serving()}):\n{output}");
+        throw new TimeoutException($"no generation started after the last signal serves within {Settle.TotalSeconds} s (serving: pid {serving()}):\n{output()}");
     }
 
     private static int ServingPid(SupervisedServer server)
