@@ -118,7 +118,8 @@ if (broken.Count > 0)
 return failedActions.Count > 0 || broken.Count > 0 ? 1 : 0;
 
 // The report and its pictures. The timeline is drawn from the runs that kept theirs (a results
-// file keeps only the pictured runs'); without any, the picture is left as it was.
+// file keeps only the pictured runs'); without any, the picture is left as it was. The report's
+// hand-written section is carried over from the file it replaces.
 async Task WriteReportAsync(IReadOnlyList<RunResult> all, string machineText, string commandText, string fileSuffix)
 {
     string docs = Path.Combine(root, "docs");
@@ -130,7 +131,9 @@ async Task WriteReportAsync(IReadOnlyList<RunResult> all, string machineText, st
     }
 
     await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{fileSuffix}-failed.svg"), FailureChart.Svg(all));
-    await File.WriteAllTextAsync(Path.Combine(docs, $"benchmarks{fileSuffix}.md"), Report.Markdown(all, machineText, commandText, $"benchmarks{fileSuffix}-timeline.svg", $"benchmarks{fileSuffix}-failed.svg"));
+    string report = Path.Combine(docs, $"benchmarks{fileSuffix}.md");
+    string? notes = Report.Notes(File.Exists(report) ? await File.ReadAllTextAsync(report) : null);
+    await File.WriteAllTextAsync(report, Report.Markdown(all, machineText, commandText, $"benchmarks{fileSuffix}-timeline.svg", $"benchmarks{fileSuffix}-failed.svg", notes));
 }
 
 // The results so far, after every run: a run cut short keeps what it measured.

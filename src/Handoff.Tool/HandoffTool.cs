@@ -1,3 +1,5 @@
+using System.Reflection;
+
 [assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
 
 namespace Handoff.Tool;
@@ -14,15 +16,33 @@ internal static class HandoffTool
           status    show the serving generation, its listeners, connections and last upgrade
           run       run a server under a supervisor with a stable pid (containers, process managers)
 
-        'handoff <command> --help' shows a command's options.
+        options:
+          -h, --help      this text; 'handoff <command> --help' shows a command's options
+          -V, --version   the tool's version
         """;
 
-    public static async Task<int> RunAsync(string[] args)
+    // What a misspelt command is compared with.
+    private static readonly string[] Commands = ["upgrade", "status", "run", "--help", "--version"];
+
+    /// <summary>The tool's version as built: the package version and, from SourceLink, the commit.</summary>
+    public static string Version { get; } =
+        typeof(HandoffTool).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+
+    public static Task<int> RunAsync(string[] args) => RunAsync(args, Console.Out, Console.Error);
+
+    // For testing: the commands themselves still write to the console.
+    internal static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error)
     {
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
-            Console.Out.Write(Usage);
+            output.WriteLine(Usage);
             return args.Length == 0 ? ToolExitCodes.CouldNotAsk : ToolExitCodes.Success;
+        }
+
+        if (args[0] is "-V" or "--version")
+        {
+            output.WriteLine($"handoff {Version}");
+            return ToolExitCodes.Success;
         }
 
         string command = args[0];
@@ -37,7 +57,7 @@ internal static class HandoffTool
 
         if (rest.TakeWhile(a => a != "--").Any(a => a is "-h" or "--help"))
         {
-            Console.Out.Write(usage);
+            output.WriteLine(usage);
             return ToolExitCodes.Success;
         }
 
@@ -46,27 +66,27 @@ internal static class HandoffTool
             int code = await run(rest).ConfigureAwait(false);
             if (code == -1)
             {
-                throw new UsageException($"unknown command '{command}'");
+                throw new UsageException($"unknown command '{command}'{Arguments.DidYouMean(command, Commands)}");
             }
 
             return code;
         }
         catch (UsageException e)
         {
-            Console.Error.WriteLine($"handoff: {e.Message}");
-            Console.Error.Write(usage);
+            error.WriteLine($"handoff: {e.Message}");
+            error.WriteLine(usage);
             return ToolExitCodes.CouldNotAsk;
         }
         catch (ToolException e)
         {
-            Console.Error.WriteLine($"handoff: {e.Message}");
+            error.WriteLine($"handoff: {e.Message}");
             return e.ExitCode;
         }
 #pragma warning disable CA1031 // The last resort: one line and a defined exit code, never a stack trace.
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            Console.Error.WriteLine($"handoff: {command} failed unexpectedly: {e.GetType().Name}: {e.Message}");
+            error.WriteLine($"handoff: {command} failed unexpectedly: {e.GetType().Name}: {e.Message}");
             return ToolExitCodes.CouldNotAsk;
         }
     }

@@ -117,7 +117,14 @@ public sealed partial class Upgrader : IDisposable
         _ = UpgradeSignalNames.TryParse(options.UpgradeSignals, out var signals, out _);
         _upgradeSignals = signals;
         Listeners = new ListenerRegistry(inheritance.Listeners, new AcceptGate(), loggerFactory.CreateLogger("Handoff.Listeners"));
-        Log.Started(_logger, Environment.ProcessId, Generation, inheritance.ParentPid, inheritance.Listeners.Count);
+        if (IsInherited)
+        {
+            Log.Started(_logger, Environment.ProcessId, Generation, inheritance.ParentPid, inheritance.Listeners.Count);
+        }
+        else
+        {
+            Log.FirstStarted(_logger, Environment.ProcessId, Generation, inheritance.Listeners.Count);
+        }
         if (IsInherited && !inheritance.ParentAlive)
         {
             Log.Orphaned(_logger, Environment.ProcessId, Generation, inheritance.ParentPid);
@@ -1334,6 +1341,10 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(10, LogLevel.Information, "Generation {Generation} started as pid {Pid} (parent pid {ParentPid}, {InheritedCount} inherited listeners).", EventName = "GenerationStarted")]
         public static partial void Started(ILogger logger, int pid, int generation, int parentPid, int inheritedCount);
+
+        // Its own id: event 10's template names a parent pid, which the first generation has not.
+        [LoggerMessage(79, LogLevel.Information, "Generation {Generation} started as pid {Pid}: the first generation, no parent ({InheritedCount} inherited listeners).", EventName = "FirstGenerationStarted")]
+        public static partial void FirstStarted(ILogger logger, int pid, int generation, int inheritedCount);
 
         [LoggerMessage(11, LogLevel.Information, "Generation {Generation} (pid {Pid}) is ready, serving on {ListenerCount} listeners.", EventName = "GenerationReady")]
         public static partial void Ready(ILogger logger, int pid, int generation, int listenerCount);

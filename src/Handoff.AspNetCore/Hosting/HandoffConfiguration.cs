@@ -8,7 +8,7 @@ namespace Handoff.AspNetCore;
 /// so that a mistake is reported rather than guessed at: durations must say their unit
 /// (<c>30s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c>) or be written as <c>00:00:30</c> (a bare
 /// <c>30</c> is 30 days to TimeSpan's parser and is refused), and a key that is not an option
-/// (a misspelling) is reported as a warning.
+/// (a misspelling) is reported as a warning that names the option it is closest to.
 /// </summary>
 internal static class HandoffConfiguration
 {
@@ -68,8 +68,9 @@ internal static class HandoffConfiguration
             }
             else
             {
-                string known = string.Join(", ", Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)));
-                warnings.Add($"{key} is not a Handoff option and is ignored (misspelt?). The options are: {known}. WarmUp can be set in code only.");
+                var known = Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)).ToList();
+                string guess = Spelling.Closest(child.Key, known) is { } option ? $"did you mean '{option}'?" : "misspelt?";
+                warnings.Add($"{key} is not a Handoff option and is ignored ({guess}). The options are: {string.Join(", ", known)}. WarmUp can be set in code only.");
             }
         }
 

@@ -49,12 +49,17 @@ internal sealed class Arguments
             }
             else
             {
-                throw new UsageException($"unknown option '{arg}'");
+                throw new UsageException($"unknown option '{arg}'{DidYouMean(name, valued.Concat(flags), "--")}");
             }
         }
 
         return parsed;
     }
+
+    /// <summary><c> (did you mean '--json'?)</c> when <paramref name="word"/> is close to one of
+    /// <paramref name="known"/>, else empty.</summary>
+    public static string DidYouMean(string word, IEnumerable<string> known, string prefix = "") =>
+        Spelling.Closest(word, known) is { } name ? $" (did you mean '{prefix}{name}'?)" : "";
 
     public bool Has(string name) => _values.ContainsKey(name);
 

@@ -58,4 +58,21 @@ public sealed class HandoffConfigurationTests
         Assert.Contains("Handoff:UpgradeTimeout '30': has no unit", Assert.Single(errors), StringComparison.Ordinal);
         Assert.Contains("Handoff:DrainTimout is not a Handoff option", Assert.Single(warnings), StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("DrainTimout", "(did you mean 'DrainTimeout'?)")]
+    [InlineData("drainidletimeuot", "(did you mean 'DrainIdleTimeout'?)")]
+    [InlineData("PidFiles", "(did you mean 'PidFile'?)")]
+    [InlineData("Signals", "(did you mean 'UpgradeSignals'?)")]
+    [InlineData("ControlSocketPath", "(did you mean 'ControlSocket'?)")]
+    [InlineData("Verbose", "(misspelt?)")]
+    public void Bind_UnknownKey_SuggestsTheClosestOption(string key, string expected)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { [$"Handoff:{key}"] = "5s" }).Build();
+
+        var (errors, warnings) = HandoffConfiguration.Bind(configuration.GetSection("Handoff"), new HandoffOptions());
+
+        Assert.Empty(errors);
+        Assert.StartsWith($"Handoff:{key} is not a Handoff option and is ignored {expected}.", Assert.Single(warnings), StringComparison.Ordinal);
+    }
 }

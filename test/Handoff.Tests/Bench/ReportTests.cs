@@ -193,4 +193,20 @@ public sealed class ReportTests
         Assert.Null(Timeline.EndsEarly(back.Runs[0]));
         Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(Timeline.Svg([back.Runs[0]]), "stroke=\"#36c\""));
     }
+
+    [Fact]
+    public void Markdown_KeepsTheHandWrittenSectionOfTheReportItReplaces()
+    {
+        var run = new RunResult { Scenario = new Scenario("handoff", "keepalive", "upgrade"), Load = new LoadResult { Requests = 3, DurationSeconds = 12 } };
+        string notes = $"{Report.NotesStart}\n## What the figures show\n\nRead by hand.\n{Report.NotesEnd}";
+        string first = Report.Markdown([run], "machine", "bench/run", "timeline.svg", notes: notes);
+
+        string second = Report.Markdown([run], "machine", "bench/run", "timeline.svg", notes: Report.Notes(first));
+
+        Assert.Equal(first, second);
+        Assert.Contains(notes + "\n\n## Timeline", second.ReplaceLineEndings("\n"), StringComparison.Ordinal);
+        Assert.Contains("except the section *What the figures show*", second, StringComparison.Ordinal);
+        Assert.Null(Report.Notes(Report.Markdown([run], "machine", "bench/run", "timeline.svg")));
+        Assert.Null(Report.Notes(Report.NotesStart + " no end"));
+    }
 }

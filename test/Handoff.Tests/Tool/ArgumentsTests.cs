@@ -20,6 +20,8 @@ public sealed class ArgumentsTests
 
     [Theory]
     [InlineData("unknown option '--bogus'", "--bogus")]
+    [InlineData("unknown option '--jsno' (did you mean '--json'?)", "--jsno")]
+    [InlineData("unknown option '--controll=/a' (did you mean '--control'?)", "--controll=/a")]
     [InlineData("--control needs a value", "--control")]
     [InlineData("--json takes no value", "--json=yes")]
     [InlineData("unexpected argument 'upgrade'", "upgrade")]
