@@ -654,7 +654,11 @@ public sealed partial class Upgrader : IDisposable
         FireToken(fire, nameof(Draining));
     }
 
-    // Every state change goes out through here: first the Draining token, then the event.
+    // Every state change goes out through here: first the event, then the Draining token. The
+    // event begins the connections' drain (HandoffHostedService): an HTTP/2 connection then has
+    // its first GOAWAY waiting for the next stream's end, so a long response that the
+    // application ends on Draining (a gRPC stream, server-sent events) carries it, and the
+    // client's next request goes to a new connection, not back to this generation.
     private void OnStateChanged(GenerationState state, bool drain = true)
     {
         CancellationTokenSource? fire = null;
@@ -674,14 +678,14 @@ public sealed partial class Upgrader : IDisposable
 
         try
         {
+            StateChanged?.Invoke(state);
+        }
+        finally
+        {
             if (fire is not null)
             {
                 FireToken(fire, nameof(Draining));
             }
-        }
-        finally
-        {
-            StateChanged?.Invoke(state);
         }
     }
 

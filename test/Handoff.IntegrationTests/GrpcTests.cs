@@ -74,7 +74,7 @@ public sealed class GrpcTests(Xunit.Abstractions.ITestOutputHelper output)
                 }
                 catch (RpcException e)
                 {
-                    failures.Enqueue($"{e.StatusCode}: {e.Status.Detail}");
+                    failures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} watcher {watcher}, last served by pid {Volatile.Read(ref lastPids[watcher])}: {e.StatusCode}: {e.Status.Detail}");
                 }
             }
         }
@@ -100,7 +100,7 @@ public sealed class GrpcTests(Xunit.Abstractions.ITestOutputHelper output)
         }
 
         output.WriteLine($"{unavailable} streams ended with UNAVAILABLE and were called again; {failures.Count} failed");
-        Assert.True(failures.IsEmpty, string.Join("\n", failures));
+        Assert.True(failures.IsEmpty, string.Join("\n", failures) + "\nServer output:\n" + server.Output);
 
         // Every stream was ended by each drain rather than held until Handoff:DrainTimeout.
         Assert.True(unavailable >= Watchers * 3, $"{unavailable} streams ended with UNAVAILABLE");

@@ -46,10 +46,15 @@ public sealed class SignalRTests(ITestOutputHelper output)
     private sealed class SignalRLoad : WorkerLoad, IAsyncDisposable
     {
         private readonly HubConnection[] _connections;
+        private readonly int[] _reconnectsOf;
         private int _reconnects;
         private int _closes;
 
-        private SignalRLoad(HubConnection[] connections) => _connections = connections;
+        private SignalRLoad(HubConnection[] connections)
+        {
+            _connections = connections;
+            _reconnectsOf = new int[connections.Length];
+        }
 
         public int Reconnects => Volatile.Read(ref _reconnects);
 
@@ -61,10 +66,13 @@ public sealed class SignalRTests(ITestOutputHelper output)
                 .Select(_ => new HubConnectionBuilder().WithUrl(hub).WithAutomaticReconnect().Build())
                 .ToArray();
             var load = new SignalRLoad(connections);
-            foreach (var connection in connections)
+            for (int i = 0; i < clients; i++)
             {
+                var connection = connections[i];
+                int index = i;
                 connection.Reconnected += _ =>
                 {
+                    Interlocked.Increment(ref load._reconnectsOf[index]);
                     Interlocked.Increment(ref load._reconnects);
                     return Task.CompletedTask;
                 };
@@ -83,29 +91,28 @@ public sealed class SignalRTests(ITestOutputHelper output)
 
         protected override async Task RunAsync(int worker)
         {
+            // As an app does: invoke while connected; after a failure, wait for the reconnect
+            // (the state may still say Connected for a moment after the close failed it).
             var connection = _connections[worker];
-            if (connection.State != HubConnectionState.Connected)
-            {
-                // Reconnecting: an app waits for Reconnected rather than invoke into the void.
-                try
-                {
-                    await Task.Delay(5, Stopping);
-                }
-                catch (OperationCanceledException)
-                {
-                }
-
-                return;
-            }
-
+            int epoch = Volatile.Read(ref _reconnectsOf[worker]);
             try
             {
-                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-                Served(await connection.InvokeAsync<int>("Pid", worker % 4, timeout.Token));
+                if (connection.State == HubConnectionState.Connected)
+                {
+                    using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                    Served(await connection.InvokeAsync<int>("Pid", worker % 4, timeout.Token));
+                    return;
+                }
             }
-            catch (Exception e) when (e is HubException or InvalidOperationException or OperationCanceledException or IOException or WebSocketException or TaskCanceledException)
+            catch (Exception e) when (e is HubException or InvalidOperationException or OperationCanceledException or IOException or WebSocketException)
             {
                 Failed($"{e.GetType().Name}: {e.Message}");
+            }
+
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (Volatile.Read(ref _reconnectsOf[worker]) == epoch && DateTime.UtcNow < deadline && !Stopping.IsCancellationRequested)
+            {
+                await Task.Delay(5);
             }
         }
 

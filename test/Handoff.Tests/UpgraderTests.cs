@@ -346,6 +346,39 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task Draining_FiresAfterTheHandoverEvent_SoTheConnectionsDrainBeforeTheApplicationEndsItsStreams()
+    {
+        // The event begins the connections' drain (HTTP/2's first GOAWAY waits for a stream's
+        // end); a stream the application ends on Draining must find it armed.
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var draining = upgrader.Draining;
+        bool? cancelledAtEvent = null;
+        bool eventBeforeToken = false;
+        upgrader.StateChanged += s =>
+        {
+            if (s == GenerationState.HandingOver)
+            {
+                cancelledAtEvent = draining.IsCancellationRequested;
+            }
+        };
+        var fired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        draining.Register(() =>
+        {
+            eventBeforeToken = cancelledAtEvent == false;
+            fired.TrySetResult();
+        });
+        _launcher.Next = new FakeGeneration(pid: 88, readyResult: null);
+
+        _ = upgrader.UpgradeAsync();
+        await fired.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(cancelledAtEvent);
+        Assert.True(eventBeforeToken);
+        await upgrader.StopAsync();
+    }
+
+    [Fact]
     public async Task UpgradeAsync_ApplicationCallbacksOnTheTokensThrow_TheUpgradeAndTheStopGoOn()
     {
         using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(100));

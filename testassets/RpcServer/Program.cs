@@ -39,21 +39,26 @@ internal sealed class PidService(Upgrader upgrader) : Pids.PidsBase
     {
         // A stream never ends by itself: it would hold this generation until
         // Handoff:DrainTimeout. It ends when the generation drains instead, with UNAVAILABLE,
-        // which tells the client to call again (it reaches the new generation).
+        // which tells the client to call again (it reaches the new generation); a call that
+        // arrives while this generation drains gets UNAVAILABLE at once. The drain's token goes
+        // to the wait only, never to WriteAsync: gRPC resets a stream whose write token is
+        // cancelled with RST_STREAM(CANCEL), which the client reports as CANCELLED, before any
+        // status could tell it to call again.
         var draining = upgrader.Draining;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, draining);
         try
         {
-            while (true)
+            while (!draining.IsCancellationRequested)
             {
-                await responseStream.WriteAsync(new PidReply { Pid = Environment.ProcessId }, stop.Token);
+                await responseStream.WriteAsync(new PidReply { Pid = Environment.ProcessId }, context.CancellationToken);
                 await Task.Delay(Math.Max(1, request.IntervalMs), stop.Token);
             }
         }
         catch (OperationCanceledException) when (draining.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
         {
-            throw new RpcException(new Status(StatusCode.Unavailable, "this server is restarting; call again"));
         }
+
+        throw new RpcException(new Status(StatusCode.Unavailable, "this server is restarting; call again"));
     }
 }
 
