@@ -63,6 +63,115 @@ public sealed class QueuedUpgradeTests
         Assert.DoesNotContain("refused an upgrade", server.Output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task HandoffUpgradeWithPidFile_TwoDeploysAMomentApart_TheSecondRunsAfterTheRollbackWindow_AndEachReportsWhatItCaused()
+    {
+        // The deploy script the README shows, started again as soon as the pid file changed:
+        // the second signal reaches the new generation while its parent can still roll back
+        // (2 s by default); it waits, runs, and the second tool follows the pid file to the
+        // generation it caused.
+        await using var server = await HelloSleepServer.StartAsync();
+        int first = server.CurrentPid;
+
+        var one = ToolRun.RunAsync(["upgrade", "--pid-file", server.PidFile]);
+        await server.WaitUntilAsync(() => server.CurrentPid != first && server.CurrentPid != 0, HelloSleepServer.StartTimeout, "the first upgrade's new pid");
+        int second = server.CurrentPid;
+        server.Track(second);
+        var two = await ToolRun.RunAsync(["upgrade", "--pid-file", server.PidFile]);
+        var oneRun = await one;
+
+        Assert.True(two.ExitCode == 0, two.ToString());
+        Assert.True(oneRun.ExitCode == 0, oneRun.ToString());
+        int third = server.CurrentPid;
+        server.Track(third);
+        Assert.NotEqual(second, third);
+        Assert.Contains($"(pid {second}): upgrade asked for while", server.Output, StringComparison.Ordinal);
+        Assert.Contains($"upgraded: pid {second} -> {third}", two.Output, StringComparison.Ordinal);
+        // The first tool reports the second generation or, had the third taken over while it
+        // watched the rollback window, the third: either way the newest it saw stand.
+        Assert.Matches($@"upgraded: pid {first} -> ({second}|{third}) ", oneRun.Output);
+        Assert.Equal(third, await server.GetPidAsync());
+    }
+
+    [Fact]
+    public async Task Queued_TheGenerationHoldingItIsKilled_TheOldOneServesOn_AndTheCallerIsToldItDoesNotKnow()
+    {
+        // The new generation holds a request that waits for its parent's commit, and dies
+        // (SIGKILL) in the rollback window: the parent takes over again, as after any death
+        // there. The waiting request died with the process; its caller must not hang for its
+        // timeout or hear "upgraded", and nothing may be left running.
+        using var dir = new TempDirectory();
+        var (server, control, first, second, upgrading, waiting) = await QueueAnUpgradeInTheRollbackWindowAsync(dir.Path, "60s");
+        await using var _ = server;
+        HelloSleepServer.Signal(second, 9);
+        var run = await waiting;
+        var upgraded = await upgrading;
+
+        // The first upgrade failed (its new generation died in the window); the second was lost
+        // with the process that held it, and its caller is told the connection closed.
+        Assert.True(upgraded.ExitCode == 1, upgraded.ToString());
+        Assert.True(run.ExitCode == 3, run.ToString());
+        Assert.Contains("the server closed the connection", run.Error, StringComparison.Ordinal);
+        await server.WaitUntilAsync(() => server.CurrentPid == first, TimeSpan.FromSeconds(30), $"pid {first} to serve again");
+        Assert.Equal(first, await server.GetPidAsync());
+        Assert.False(ProcessTable.IsRunning(second));
+        Assert.DoesNotContain("started generation 3", server.Output, StringComparison.Ordinal);
+
+        // And the control socket is the old generation's again.
+        var status = await ToolRun.RunAsync(["status", "--control", control]);
+        Assert.True(status.ExitCode == 0, status.ToString());
+        Assert.Contains($"pid {first}", status.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Queued_TheOldGenerationIsKilledInTheRollbackWindow_TheWaitingUpgradeRunsAtOnce()
+    {
+        // The request waits for a commit that can no longer be withdrawn once the parent is
+        // dead (SIGKILL, an OOM kill): it must run then, not wait out RollbackWindow.
+        using var dir = new TempDirectory();
+        var (server, _, first, second, upgrading, waiting) = await QueueAnUpgradeInTheRollbackWindowAsync(dir.Path, "20s");
+        await using var __ = server;
+        HelloSleepServer.Signal(first, 9);
+
+        // Long before the 20 s window would have ended (it takes well under a second); its
+        // caller hears the outcome when generation 3's own window has passed.
+        await server.WaitForOutputAsync("started generation 3", timeout: TimeSpan.FromSeconds(15));
+        var run = await waiting;
+        await upgrading; // its server was killed: whatever it says, it ends
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("generation 3", run.Output, StringComparison.Ordinal);
+        int third = server.CurrentPid;
+        server.Track(third);
+        Assert.NotEqual(second, third);
+        Assert.Equal(third, await server.GetPidAsync());
+    }
+
+    // A server with a control socket upgraded once by `handoff upgrade` (whose outcome comes
+    // when the window ends), and a second `handoff upgrade` waiting in the new generation for
+    // its parent's commit.
+    private static async Task<(HelloSleepServer Server, string Control, int First, int Second, Task<ToolRun> Upgrading, Task<ToolRun> Waiting)> QueueAnUpgradeInTheRollbackWindowAsync(string directory, string rollbackWindow)
+    {
+        string control = Path.Combine(directory, "control.sock");
+        var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}", $"--Handoff:RollbackWindow={rollbackWindow}"]);
+        try
+        {
+            int first = server.CurrentPid;
+            var upgrading = ToolRun.RunAsync(["upgrade", "--control", control, "--timeout", "100s"]);
+            await server.WaitUntilAsync(() => server.CurrentPid is not 0 && server.CurrentPid != first, HelloSleepServer.StartTimeout, "the new generation to take over");
+            int second = server.CurrentPid;
+            server.Track(second);
+            var waiting = ToolRun.RunAsync(["upgrade", "--control", control, "--timeout", "100s"]);
+            await server.WaitForOutputAsync($"(pid {second}): upgrade asked for while");
+            return (server, control, first, second, upgrading, waiting);
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+    }
+
     // Waits until the serving generation was started after the last request (so it runs the
     // build on disk then) and serves for good: its parent logged that it is superseded by it,
     // which it does only once the rollback window has passed.
