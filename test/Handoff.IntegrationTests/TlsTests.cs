@@ -10,12 +10,12 @@ public sealed class TlsTests
     private const int SIGUSR2 = 12;
 
     [Fact]
-    public async Task Upgrade_TenTimesUnderHttpsKeepAliveLoad_ZeroFailedRequests()
+    public async Task Upgrade_FiveTimesUnderHttpsKeepAliveLoad_ZeroFailedRequests()
     {
         string directory = TestAssets.CreateTempDirectory();
         string pfx = TestCertificate.WritePfxIn(directory);
         await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory, removeDirectory: true);
-        var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 10);
+        var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 5); // ten: bench/run's https
 
         Assert.True(report.Failures.Count == 0, report.ToString());
         Assert.Contains(pids[^1], report.Pids);
