@@ -315,18 +315,22 @@ public sealed class FaultTests : IDisposable
         // setsid: the server leads its own process group, as a service or a shell job does.
         await using var server = await HelloSleepServer.StartAsync(command: ["setsid", TestAssets.HelloSleepAppHost]);
         int group = server.FirstPid;
-        for (int generation = 2; generation <= 4; generation++)
+        for (int generation = 2; generation <= 4; generation += 2)
         {
             int old = server.CurrentPid;
             HelloSleepServer.Signal(-group, SIGUSR2);
             int child = await server.WaitForSpawnAsync(generation);
 
-            // The same group signal again while the new generation starts up.
+            // The same group signal again while the new generation starts up: it reaches the
+            // starting one too, which must survive it. The upgrading one remembers it as an
+            // upgrade asked for meanwhile, which the new generation runs once it serves for good.
             HelloSleepServer.Signal(-group, SIGUSR2);
 
-            await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, $"generation {generation}");
-            await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60));
-            Assert.Equal(child, await server.GetPidAsync());
+            int grandchild = await server.WaitForSpawnAsync(generation + 1);
+            await server.WaitUntilAsync(() => server.CurrentPid == grandchild, HelloSleepServer.StartTimeout, $"generation {generation + 1}");
+            Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60)));
+            Assert.Equal(0, await server.WaitForExitAsync(child, TimeSpan.FromSeconds(60)));
+            Assert.Equal(grandchild, await server.GetPidAsync());
         }
 
         Assert.DoesNotContain("failed", server.Output, StringComparison.Ordinal);
