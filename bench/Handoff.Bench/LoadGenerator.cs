@@ -27,17 +27,22 @@ internal static class LoadGenerator
         ["longmix"] = $"wrk -t2 -c{Connections} keep-alive plus wrk -t1 -c8 on /?sleep=1 (requests in flight at every action)",
         ["https"] = $"HTTPS keep-alive (HTTP/1.1 over TLS, self-signed certificate), wrk -t2 -c{Connections}",
         ["h2tls"] = $"HTTP/2 over TLS (ALPN h2), {Connections} connections of the harness's HTTP/2 client, as h2c",
+        ["h2c-node"] = $"HTTP/2 cleartext, {Connections} connections of Node.js's http2 client (nghttp2, the library under curl, h2load and nghttpx; Handoff.Testing's node/http2-load.js): the next request as soon as a response ends, a new connection after GOAWAY, never a retry; every stream refused (nghttp2 also refuses, without sending it, a request it had queued when a GOAWAY came) or reset counts. No per-request log",
+        ["h2tls-node"] = $"HTTP/2 over TLS (ALPN h2), {Connections} connections of Node.js's http2 client, as h2c-node",
         ["ws"] = $"WebSockets, {Connections} connections of the harness's client (System.Net.WebSockets) on HelloSleep's /ws, each sending a 5-byte message and waiting for its echo, again and again. A close frame with 1012 (Service Restart) or 1001 is answered and followed by a new connection (a reconnect, never a resend); every failed connect or handshake, connection lost without a close frame, other close status and echo timeout counts",
         ["idle"] = $"{IdleConnections:N0} idle keep-alive connections of the harness's client: each sends one request and waits; when the server closes it, the client opens a new connection and sends one request there, then waits again. Every failed connect, reset request and non-200 counts",
     };
 
-    public static bool IsHttp2(string load) => load == "h2c";
+    public static bool IsHttp2(string load) => load is "h2c" or "h2c-node";
 
     /// <summary>Whether the load is one of the harness's own clients, which log each request
     /// (latency after actions, timeline, collapse detection); wrk's loads do not.</summary>
     public static bool LogsEachRequest(string load) => load is "h1log" or "h2c" or "h2tls" or "ws" or "idle";
 
-    public static bool IsTls(string load) => load is "https" or "h2tls";
+    /// <summary>Whether the load reports latencies (Node's client counts outcomes only).</summary>
+    public static bool MeasuresLatency(string load) => load is not ("h2c-node" or "h2tls-node");
+
+    public static bool IsTls(string load) => load is "https" or "h2tls" or "h2tls-node";
 
     /// <summary>Starts the load and returns once it is under way (the idle load: once every
     /// connection is open and idle); the task it returns ends with the load, after the duration.</summary>
@@ -71,6 +76,8 @@ internal static class LoadGenerator
                 return Combine(WrkOutput.Parse((await main).Output), WrkOutput.Parse((await slow).Output));
             case "h2c" or "h2tls":
                 return await Http2LoadAsync(port, duration, tls: load == "h2tls");
+            case "h2c-node" or "h2tls-node":
+                return await NodeHttp2LoadAsync(port, duration, tls: load == "h2tls-node");
             case "ws":
                 return await WebSocketLoad.RunAsync(port, Connections, duration);
             case "h1log":
@@ -116,6 +123,27 @@ internal static class LoadGenerator
             Non2xx = status,
             StreamErrors = report.Failures.Count - connect - status,
         }.WithSamples(samples);
+    }
+
+    private static async Task<LoadResult> NodeHttp2LoadAsync(int port, TimeSpan duration, bool tls)
+    {
+        var clock = Stopwatch.StartNew();
+        await using var node = NodeHttp2Load.Start(new IPEndPoint(IPAddress.Loopback, port), Connections, tls);
+        await Task.Delay(duration);
+        var report = await node.StopAsync();
+
+        // Failures read "<time> stream N: status 503", "<time> stream N: <code> <message>" (a
+        // refused or reset stream) or "<time> session: <code> ..." (see node/http2-load.js).
+        long status = report.Failures.Count(f => f.Contains(" status ", StringComparison.Ordinal));
+        long connect = report.Failures.Count(f => f.Contains("ECONNREFUSED", StringComparison.Ordinal));
+        return new LoadResult
+        {
+            Requests = report.Succeeded + status,
+            DurationSeconds = clock.Elapsed.TotalSeconds,
+            ConnectErrors = connect,
+            Non2xx = status,
+            StreamErrors = report.Failures.Count - connect - status,
+        };
     }
 
     /// <summary>Runs one of Handoff.Testing's load clients for the duration with a per-request

@@ -23,8 +23,8 @@ internal sealed record Scenario(string Server, string Load, string Action)
     /// its ShutdownTimeout for open WebSockets, so it is not measured with them).</summary>
     public static IReadOnlyDictionary<string, string[]> LoadsOf { get; } = new Dictionary<string, string[]>
     {
-        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "https", "longmix", "ws", "idle"],
-        ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "https", "idle"],
+        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "idle"],
+        ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "idle"],
         ["tableflip"] = ["keepalive", "close", "h1log", "longmix", "idle"],
         ["grace"] = ["keepalive", "close", "h1log", "longmix", "idle"],
         ["shutdown"] = ["keepalive", "close", "h1log", "longmix", "idle"],
@@ -49,6 +49,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
     [
         new("handoff", "keepalive", "upgrade"),
         new("handoff", "h2tls", "upgrade"),
+        new("handoff", "h2c-node", "upgrade"),
         new("handoff", "ws", "upgrade"),
         new("handoff", "idle", "upgrade"),
         new("nginx", "keepalive", "upgrade"),
