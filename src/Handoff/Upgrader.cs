@@ -381,6 +381,7 @@ public sealed partial class Upgrader : IDisposable
         string? waitsFor;
         bool answersSystemd;
         bool watchParent = false;
+        TaskCompletionSource<UpgradeResult>? joining = null;
         Task<UpgradeResult> upgrade;
         lock (_lock)
         {
@@ -414,11 +415,23 @@ public sealed partial class Upgrader : IDisposable
                 _state = GenerationState.Upgrading;
                 _upgradeStartedAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 upgrade = _upgrade = Task.Run(() => RunUpgradeGuardedAsync(next));
+
+                // One still waiting (the moment it waited for has just ended, and its own start
+                // had not come yet) is answered by this upgrade, which starts after it was asked
+                // for: a second would upgrade again to the same build.
+                joining = _queued;
+                _queued = null;
             }
             else
             {
                 upgrade = Task.FromResult(UpgradeResult.Refusal(next, refusal));
             }
+        }
+
+        if (joining is not null)
+        {
+            Log.QueuedUpgradeStarts(_logger, Environment.ProcessId, Generation);
+            _ = upgrade.ContinueWith(static (t, q) => ((TaskCompletionSource<UpgradeResult>)q!).TrySetResult(t.Result), joining, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
 
         if (waitsFor is not null)
@@ -1020,24 +1033,36 @@ public sealed partial class Upgrader : IDisposable
     private async Task ForwardQueuedAsync(TaskCompletionSource<UpgradeResult> queued, UpgradeResult successor)
     {
         int pid = Environment.ProcessId;
-        UpgradeResult result;
+        UpgradeResult? result = null;
+        string unreachable = "";
         if (_controlSocket is not null)
         {
             Log.QueuedUpgradeForwarded(_logger, pid, Generation, successor.NewPid, "over the control socket " + _controlSocket);
-            result = await ControlRequest.UpgradeAsync(_controlSocket, successor.Generation + 1, _options.UpgradeTimeout + _options.RollbackWindow + BarrierTimeout).ConfigureAwait(false);
-            Log.QueuedUpgradeEnded(_logger, pid, Generation, result.ToString());
+            var (answer, asked) = await ControlRequest.UpgradeAsync(_controlSocket, successor.Generation + 1, _options.UpgradeTimeout + _options.RollbackWindow + BarrierTimeout).ConfigureAwait(false);
+            if (asked)
+            {
+                result = answer;
+                Log.QueuedUpgradeEnded(_logger, pid, Generation, answer.ToString());
+            }
+            else
+            {
+                // Its path was removed or replaced meanwhile: the signal still reaches the
+                // successor, though the outcome then is only in its log.
+                unreachable = $" ({answer.Error})";
+            }
         }
-        else if (_upgradeSignals.Count > 0)
+
+        if (result is null && _upgradeSignals.Count > 0)
         {
             var signal = _upgradeSignals[0];
-            Log.QueuedUpgradeForwarded(_logger, pid, Generation, successor.NewPid, "with " + UpgradeSignalNames.Format(signal));
+            Log.QueuedUpgradeForwarded(_logger, pid, Generation, successor.NewPid, "with " + UpgradeSignalNames.Format(signal) + unreachable);
             result = SendSignal(successor.NewPid, UpgradeSignalNames.ToNumber(signal)) == 0
                 ? successor
                 : UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover could not be passed on to pid {successor.NewPid}: it is gone");
         }
-        else
+        else if (result is null)
         {
-            result = UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover cannot be passed on to pid {successor.NewPid}: there is neither a control socket nor an upgrade signal; ask it again");
+            result = UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover cannot be passed on to pid {successor.NewPid}: {(unreachable.Length > 0 ? unreachable.Trim(' ', '(', ')') + ", and there is no upgrade signal" : "there is neither a control socket nor an upgrade signal")}; ask it again");
             Log.UpgradeRefused(_logger, pid, Generation, result.Error!);
         }
 
@@ -1150,7 +1175,7 @@ public sealed partial class Upgrader : IDisposable
 
     // How often a queued upgrade looks whether the parent committed; the rollback window it
     // waits for is seconds long.
-    private static readonly TimeSpan ParentCommitPoll = TimeSpan.FromMilliseconds(50);
+    internal TimeSpan ParentCommitPoll { get; set; } = TimeSpan.FromMilliseconds(50);
 
     /// <summary>The last upgrade's outcome as status reports show it.</summary>
     internal sealed record LastUpgrade(string Outcome, DateTimeOffset At, string Detail)

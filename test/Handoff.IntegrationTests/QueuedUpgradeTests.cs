@@ -147,6 +147,44 @@ public sealed class QueuedUpgradeTests
         Assert.Equal(third, await server.GetPidAsync());
     }
 
+    [Fact]
+    public async Task Queued_TheControlSocketRemovedMeanwhile_IsPassedOnWithTheSignal()
+    {
+        // A cleanup (tmpfiles, a deploy script) replaces the socket's directory while a request
+        // waits for the handover to end: the generation that took it must still pass it on,
+        // with the upgrade signal, rather than refuse it.
+        using var dir = new TempDirectory();
+        string run = Path.Combine(dir.Path, "run");
+        Directory.CreateDirectory(run);
+        string control = Path.Combine(run, "control.sock");
+        string hold = Path.Combine(dir.Path, "hold");
+        await using var server = await HelloSleepServer.StartAsync(
+            arguments: [$"--Handoff:ControlSocket={control}", "--Handoff:RollbackWindow=5s"],
+            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = hold });
+        int first = server.CurrentPid;
+        File.WriteAllText(hold, "");
+        var upgrading = ToolRun.RunAsync(["upgrade", "--control", control]);
+        int second = await server.WaitForSpawnAsync(2);
+        var waiting = ToolRun.RunAsync(["upgrade", "--control", control]);
+        await server.WaitForOutputAsync("upgrade asked for while an upgrade is already in progress");
+        File.Delete(hold);
+
+        // Generation 2 serves; its parent can roll back for 5 s and passes the request on at
+        // the end of it. Meanwhile the socket's path is gone (the directory itself is back).
+        await server.WaitUntilAsync(() => server.CurrentPid == second, HelloSleepServer.StartTimeout, "generation 2 to take over");
+        Directory.Delete(run, recursive: true);
+        Directory.CreateDirectory(run);
+
+        var upgraded = await upgrading;
+        var run2 = await waiting;
+        Assert.True(upgraded.ExitCode == 0, upgraded.ToString());
+        Assert.True(run2.ExitCode == 0, run2.ToString());
+        int third = await server.WaitForSpawnAsync(3);
+        await server.WaitUntilAsync(() => server.CurrentPid == third, HelloSleepServer.StartTimeout, "generation 3 to serve");
+        Assert.Contains($"(pid {first}) was superseded with an upgrade asked for meanwhile: pid {second} runs it, asked with SIGUSR2 (the successor could not be reached over the control socket {control}: the path no longer exists)", server.Output, StringComparison.Ordinal);
+        Assert.Equal(third, await server.GetPidAsync());
+    }
+
     // A server with a control socket upgraded once by `handoff upgrade` (whose outcome comes
     // when the window ends), and a second `handoff upgrade` waiting in the new generation for
     // its parent's commit.

@@ -185,6 +185,41 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradeAsync_OneWaitsForTheParentsCommit_AnotherStartsFirstOnceItCommitted_OneUpgradeAnswersBoth()
+    {
+        // The parent passes its own waiting request on at its commit, over the control socket;
+        // the one waiting here must join the upgrade that request starts, not run a second.
+        var (read, write) = Interop.Libc.CreatePipe();
+        var inheritance = Inheritance.ForTesting(generation: 2, parentPid: Environment.ProcessId, older: [], readyPipe: new ReadyPipe(write));
+        using var upgrader = new Upgrader(new HandoffOptions { RollbackWindow = TimeSpan.Zero }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance)
+        {
+            ParentCommitPoll = TimeSpan.FromHours(1),
+        };
+        try
+        {
+            await upgrader.ReadyAsync();
+            _launcher.Next = new FakeGeneration(pid: 11, readyResult: null);
+            var waiting = upgrader.UpgradeAsync();
+            Interop.Libc.Close(read);
+            read = -1;
+
+            var passedOn = upgrader.UpgradeAsync();
+            var result = await passedOn.WaitAsync(TimeSpan.FromSeconds(10));
+
+            Assert.True(result.Succeeded, result.Error);
+            Assert.Equal(11, (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).NewPid);
+            Assert.Single(_launcher.Started);
+        }
+        finally
+        {
+            if (read >= 0)
+            {
+                Interop.Libc.Close(read);
+            }
+        }
+    }
+
+    [Fact]
     public async Task UpgradeAsync_AfterSupersededOrDuringShutdown_IsRefused()
     {
         using var upgrader = CreateUpgrader();

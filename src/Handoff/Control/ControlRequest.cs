@@ -12,21 +12,36 @@ namespace Handoff;
 internal static class ControlRequest
 {
     /// <summary>Asks for an upgrade at <paramref name="path"/> and waits for its outcome;
-    /// never throws.</summary>
+    /// never throws. <c>Asked</c> is false when the socket could not be reached at all (its
+    /// path removed, nobody listening): the request was not made, and may go another way.</summary>
     /// <param name="path">The control socket.</param>
     /// <param name="generation">The generation the upgrade would create, for results that do not say.</param>
     /// <param name="timeout">How long to wait for the outcome.</param>
-    public static async Task<UpgradeResult> UpgradeAsync(string path, int generation, TimeSpan timeout)
+    public static async Task<(UpgradeResult Result, bool Asked)> UpgradeAsync(string path, int generation, TimeSpan timeout)
     {
         using var deadline = new CancellationTokenSource(timeout);
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), deadline.Token).ConfigureAwait(false);
-            await socket.SendAsync(Encoding.ASCII.GetBytes(ControlProtocol.Upgrade + "\n"), SocketFlags.None, deadline.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SocketException or IOException or OperationCanceledException)
+        {
+            string why = File.Exists(path) ? e.Message : "the path no longer exists";
+            return (UpgradeResult.Refusal(generation, $"the successor could not be reached over the control socket {path}: {why}"), false);
+        }
+
+        return (await AskAsync(socket, path, generation, timeout, deadline.Token).ConfigureAwait(false), true);
+    }
+
+    private static async Task<UpgradeResult> AskAsync(Socket socket, string path, int generation, TimeSpan timeout, CancellationToken deadline)
+    {
+        try
+        {
+            await socket.SendAsync(Encoding.ASCII.GetBytes(ControlProtocol.Upgrade + "\n"), SocketFlags.None, deadline).ConfigureAwait(false);
             using var stream = new NetworkStream(socket, ownsSocket: false);
             using var reader = new StreamReader(stream, Encoding.UTF8);
-            while (await reader.ReadLineAsync(deadline.Token).ConfigureAwait(false) is { } line)
+            while (await reader.ReadLineAsync(deadline).ConfigureAwait(false) is { } line)
             {
                 using var answer = JsonDocument.Parse(line);
                 var root = answer.RootElement;
