@@ -127,7 +127,9 @@ internal static class UpgradeCommand
             Console.Error.WriteLine($"handoff: upgrade {outcome}: {ControlClient.String(result, "reason")}");
             bool serving = !result.TryGetProperty("oldServing", out var flag) || flag.ValueKind != System.Text.Json.JsonValueKind.False;
             string old = string.Create(CultureInfo.InvariantCulture, $"generation {ControlClient.Number(result, "oldGeneration")} (pid {ControlClient.Number(result, "oldPid")})");
-            Console.Error.WriteLine(serving ? $"handoff: the server is unchanged: {old} serves." : $"handoff: {old} is shutting down: it was asked to stop.");
+            // Not serving: it was asked to stop while the upgrade ran, or it took the request
+            // during a handover and passed it on to the generation that took over.
+            Console.Error.WriteLine(serving ? $"handoff: the server is unchanged: {old} serves." : $"handoff: {old} no longer serves (superseded, or stopping); 'handoff status' tells what does.");
         }
 
         return outcome switch
