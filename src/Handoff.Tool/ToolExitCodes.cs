@@ -23,6 +23,11 @@ internal static class ToolExitCodes
     /// upgrade may still finish: <c>handoff status</c> tells.</summary>
     public const int TimedOut = 3;
 
+    /// <summary><c>handoff run</c>: a server already answers on <c>--control</c> (EX_CONFIG, the
+    /// code the server itself exits with when it finds its control socket in use): most often
+    /// one left serving by an earlier <c>handoff run</c> that was killed.</summary>
+    public const int ControlSocketInUse = 78;
+
     /// <summary><c>handoff run</c>: the command could not be found or started (as a shell says).</summary>
     public const int CommandNotFound = 127;
 }

@@ -138,6 +138,11 @@ public sealed partial class Upgrader : IDisposable
         }
 
         _notifier = new ServiceNotifier(systemd.NotifySocket, systemd.WatchdogInterval, systemdLogger);
+        if (launcher is GenerationLauncher real)
+        {
+            real.ServiceManagerGone = () => _notifier.IsGone;
+        }
+
         if (_notifier.IsEnabled)
         {
             Log.UnderSystemd(systemdLogger, Environment.ProcessId, Generation, systemd.NotifySocket!, systemd.WatchdogInterval?.TotalSeconds ?? 0, inheritance.Listeners.Count(l => l.IsActivated));
@@ -821,6 +826,7 @@ public sealed partial class Upgrader : IDisposable
 
         long spawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         Log.Spawned(_logger, pid, Generation, child.Pid, next);
+        AnnounceSuccessor(child.Pid);
         string? failure;
         bool stopped = false;
         try
@@ -915,12 +921,15 @@ public sealed partial class Upgrader : IDisposable
 
         string? why = exited.Task.IsCompleted ? $"exited ({exited.Task.Result})" : withdrawal;
         bool rollBack;
+        bool takeMainBack = false;
         lock (_lock)
         {
             rollBack = why is not null && _state == GenerationState.HandingOver && !_stopping.IsCancellationRequested;
             if (rollBack)
             {
                 _state = GenerationState.Ready;
+                takeMainBack = _handedMain;
+                _handedMain = false;
             }
             else if (_state == GenerationState.HandingOver)
             {
@@ -935,6 +944,16 @@ public sealed partial class Upgrader : IDisposable
             OnStateChanged(GenerationState.Ready);
             Listeners.Gate.Open();
             WritePidFile(pid);
+            if (takeMainBack)
+            {
+                // MAINPID= named the new generation a moment ago: whoever follows the main pid
+                // must follow this one again. handoff run takes the claim once the new one is
+                // gone; systemd (NotifyAccess=main) refuses it, but a main process that died
+                // stops the unit there anyway. A new generation that withdrew gave it back too.
+                Log.MainPidTakenBack(_logger, pid, Generation, child.Pid);
+                NotifyService(MainPidAssignment(pid), SystemdConstants.Ready);
+            }
+
             string reason = $"new generation {next} (pid {child.Pid}) {why} {Environment.TickCount64 - readyAt} ms after it reported ready; this generation accepts again";
             if (terminate)
             {
@@ -1165,6 +1184,23 @@ public sealed partial class Upgrader : IDisposable
         return !IsInherited || _claimedMain || (_toldParentReady && _inheritance.ReadyPipe?.IsParentCommitted() == true);
     }
 
+    /// <summary>Names the new generation to the service manager as soon as it runs: <c>handoff
+    /// run</c> then counts it as a generation and lets it claim the main pid if this one dies
+    /// before the handover (systemd ignores the assignment).</summary>
+    private void AnnounceSuccessor(int childPid)
+    {
+        bool main;
+        lock (_lock)
+        {
+            main = IsMainLocked();
+        }
+
+        if (main && _notifier.IsEnabled)
+        {
+            _notifier.Notify(string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.Successor}{childPid}"));
+        }
+    }
+
     private static string MainPidAssignment(int pid) => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MainPid}{pid}");
 
     private static string MonotonicAssignment() => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MonotonicUsec}{Interop.Libc.MonotonicMicroseconds()}");
@@ -1268,7 +1304,9 @@ public sealed partial class Upgrader : IDisposable
                 _handedMain = false;
             }
 
-            return $"the notification to {SystemdConstants.NotifySocket} failed; see the log";
+            // Nobody receives any more (the supervisor was killed): nobody follows the main
+            // pid, so there is nothing to hand over and nothing to roll back for.
+            return _notifier.IsGone ? null : $"the notification to {SystemdConstants.NotifySocket} failed; see the log";
         }
 
         _lastUpgrade = last;
@@ -1311,7 +1349,22 @@ public sealed partial class Upgrader : IDisposable
                     continue;
                 }
 
-                var assignments = new List<string>(2);
+                var assignments = new List<string>(3);
+                if (becameMain && IsInherited && !_inheritance.IsParentRunning())
+                {
+                    // The pipe closed because the parent died, not because it committed: it
+                    // never handed the main pid over. Claim it: handoff run takes the claim
+                    // from a generation it was told of once its main one is gone (systemd only
+                    // with NotifyAccess=all; with main it is stopping the unit anyway).
+                    Log.ClaimingMain(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
+                    lock (_lock)
+                    {
+                        _claimedMain = true;
+                    }
+
+                    assignments.Add(MainPidAssignment(Environment.ProcessId));
+                }
+
                 if (watchdog is not null)
                 {
                     assignments.Add(SystemdConstants.Watchdog);
@@ -1419,6 +1472,12 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(22, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the generation that started it (pid {ParentPid}) has exited before it took over; it serves on the sockets it was handed and writes the pid file itself.", EventName = "Orphaned")]
         public static partial void Orphaned(ILogger logger, int pid, int generation, int parentPid);
+
+        [LoggerMessage(81, LogLevel.Warning, "Generation {Generation} (pid {Pid}) rolled back after it had told the service manager that pid {NewPid} is the main process; it claims the main pid back (MAINPID=).", EventName = "MainPidTakenBack")]
+        public static partial void MainPidTakenBack(ILogger logger, int pid, int generation, int newPid);
+
+        [LoggerMessage(80, LogLevel.Warning, "Generation {Generation} (pid {Pid}) is the main generation: the previous one (pid {ParentPid}) died after this one reported ready, before it handed the main pid over; claiming it (MAINPID=).", EventName = "ClaimingMain")]
+        public static partial void ClaimingMain(ILogger logger, int pid, int generation, int parentPid);
 
         [LoggerMessage(23, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) is gone; this generation writes the pid file itself.", EventName = "ParentGone")]
         public static partial void ParentGone(ILogger logger, int pid, int generation, int parentPid);

@@ -873,8 +873,18 @@ public sealed class UpgraderTests : IDisposable
             }
 
             Committed = true;
+            if (ExitAtCommit is { } how)
+            {
+                // Killed between the old generation's MAINPID= and its close of the pipe.
+                Exit(how);
+                return Task.FromResult<string?>(StartedGeneration.PipeClosed);
+            }
+
             return Task.FromResult(LateWithdrawal);
         }
+
+        /// <summary>How the new generation dies at the commit (before the close), or null.</summary>
+        public string? ExitAtCommit { get; set; }
 
         /// <summary>The new generation begins to stop while the old one can roll back.</summary>
         public void Withdraw() => _withdrawn.TrySetResult("it began stopping");

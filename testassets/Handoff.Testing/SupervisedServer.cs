@@ -113,6 +113,20 @@ public sealed partial class SupervisedServer : IAsyncDisposable
     public Task WaitForOutputAsync(string text, int count = 1, TimeSpan? timeout = null) =>
         WaitUntilAsync(() => CountOf(text) >= count, $"'{text}' {count} times in the output", timeout);
 
+    /// <summary>The first match of <paramref name="pattern"/> in the output, once there is one.
+    /// With <paramref name="supervisorGone"/> it keeps waiting after the supervisor exited
+    /// (generations it left behind still write to the same output).</summary>
+    public async Task<Match> WaitForMatchAsync(string pattern, TimeSpan? timeout = null, bool supervisorGone = false)
+    {
+        var regex = new Regex(pattern);
+        await WaitUntilAsync(() => regex.IsMatch(Output), $"/{pattern}/ in the output", timeout, supervisorGone);
+        return regex.Match(Output);
+    }
+
+    /// <summary>The supervisor's exit code once it has exited (without waiting for the output
+    /// to end: generations it left behind may still hold it), or null.</summary>
+    public int? ExitCodeIfExited => _process.HasExited ? _process.ExitCode : null;
+
     public int CountOf(string text)
     {
         string output = Output;
@@ -125,12 +139,12 @@ public sealed partial class SupervisedServer : IAsyncDisposable
         return count;
     }
 
-    public async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan? timeout = null)
+    public async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan? timeout = null, bool supervisorGone = false)
     {
         var deadline = DateTime.UtcNow + (timeout ?? HelloSleepServer.StartTimeout);
         while (!condition())
         {
-            if (DateTime.UtcNow > deadline || _process.HasExited && !condition())
+            if (DateTime.UtcNow > deadline || !supervisorGone && _process.HasExited && !condition())
             {
                 throw new TimeoutException($"Timed out waiting for {what}" + (_process.HasExited ? $" (the supervisor exited with {_process.ExitCode})" : "") + $". Output:\n{Output}");
             }

@@ -23,7 +23,8 @@ internal static class RunCommand
                                  or /tmp); implies --shadow-copy
 
           Exit codes: the last main generation's (128+N if signal N ended it); 127 when the
-          command cannot be started; 2 for a usage error.
+          command cannot be started; 78 when a server already answers on --control; 2 for a
+          usage error.
         """;
 
     public static async Task<int> RunAsync(IReadOnlyList<string> args)
@@ -45,8 +46,41 @@ internal static class RunCommand
             throw new UsageException($"--control '{control}' must be an absolute path");
         }
 
+        if (options.Value("control") is { } path)
+        {
+            await RefuseIfServedAsync(path).ConfigureAwait(false);
+        }
+
         using var supervisor = new Supervisor(new SupervisorOptions(options.Rest, options.Value("control"), signals[0], ShadowCopyParent(options)), new StderrLogger("handoff run"));
         return await supervisor.RunAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>A server that answers on the control socket already (left serving, unsupervised,
+    /// by a <c>handoff run</c> that was killed; or another service given the same path) would make
+    /// generation 1 exit at start: say which and what to do, before starting anything.</summary>
+    private static async Task RefuseIfServedAsync(string path)
+    {
+        if (Interop.Libc.FileType(path) != Interop.Libc.S_IFSOCK || ListenerRegistry.IsStaleUnixSocket(new System.Net.Sockets.UnixDomainSocketEndPoint(path)))
+        {
+            return;
+        }
+
+        string who = "a running server";
+        try
+        {
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            using var client = await ControlClient.ConnectAsync(path, ControlProtocol.Status, deadline.Token).ConfigureAwait(false);
+            if (await client.ReadAsync(deadline.Token).ConfigureAwait(false) is { } status && ControlClient.Number(status.Answer, "pid") is { } pid)
+            {
+                who = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"generation {ControlClient.Number(status.Answer, "generation")} (pid {pid}) of a server");
+            }
+        }
+        catch (Exception e) when (e is ToolException or OperationCanceledException or IOException)
+        {
+            // Who it is stays unknown; that it answers is enough.
+        }
+
+        throw new ToolException(ToolExitCodes.ControlSocketInUse, $"--control {path}: {who} already answers there; nothing was started. If an earlier 'handoff run' was killed, that server went on serving without it: stop it (kill -TERM the pid; 'handoff status --control {path}' shows it) and run this again, or keep it and upgrade it with 'handoff upgrade --control {path}'. Otherwise give this server its own control socket.");
     }
 
     private static string? ShadowCopyParent(Arguments options) =>

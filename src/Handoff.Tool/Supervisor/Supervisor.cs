@@ -33,6 +33,15 @@ internal sealed partial class Supervisor : IDisposable
     private readonly ILogger _log;
     private readonly Lock _lock = new();
     private readonly HashSet<int> _generations = [];
+
+    // New generations a main one announced (X_HANDOFF_SUCCESSOR=) that are not main yet, with
+    // the pid that started each: generations all the same, which must outlive a parent that
+    // dies before its handover.
+    private readonly Dictionary<int, int> _successors = [];
+
+    // Claims of the main pid (MAINPID= their own) from known generations while the main one
+    // still ran: the first live one takes over when it is reaped.
+    private readonly List<int> _claims = [];
     private readonly HashSet<int> _stopSignalled = [];
     private readonly TaskCompletionSource<int> _allGone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly List<PosixSignalRegistration> _signals = [];
@@ -45,6 +54,7 @@ internal sealed partial class Supervisor : IDisposable
     private int _stopSignal;
     private string? _shadowRoot;
     private int _main;
+    private bool _mainGone;
     private int _mainExitCode;
     private bool _ready;
 
@@ -277,16 +287,26 @@ internal sealed partial class Supervisor : IDisposable
             string how = (status & 0x7f) == 0 ? $"exited with code {exitCode}" : $"was killed by signal {status & 0x7f}";
             bool wasMain;
             int left;
+            int claimed = 0;
+            string successors;
             lock (_lock)
             {
                 wasMain = pid == _main;
+                bool generation = _generations.Remove(pid) | _successors.Remove(pid);
+                _claims.Remove(pid);
                 if (wasMain)
                 {
                     _mainExitCode = exitCode;
+                    _mainGone = true;
+                    claimed = _claims.FirstOrDefault(GenerationProcess.IsRunning);
+                    if (claimed != 0)
+                    {
+                        BecomeMainLocked(claimed);
+                    }
                 }
 
-                bool generation = _generations.Remove(pid);
-                left = _generations.Count;
+                left = _generations.Count + _successors.Count;
+                successors = string.Join(", ", _successors.Keys);
                 if (!generation && !wasMain)
                 {
                     Log.ReapedOrphan(_log, pid, how);
@@ -302,6 +322,14 @@ internal sealed partial class Supervisor : IDisposable
             if (wasMain)
             {
                 Log.MainExited(_log, exitCode == 0 || _stopping ? LogLevel.Information : LogLevel.Warning, pid, how, left);
+                if (claimed != 0)
+                {
+                    Log.MainClaimed(_log, claimed, pid);
+                }
+                else if (successors.Length > 0)
+                {
+                    Log.AwaitingSuccessor(_log, pid, successors);
+                }
             }
             else
             {
@@ -388,12 +416,34 @@ internal sealed partial class Supervisor : IDisposable
         var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         var upstream = new List<string>(lines.Length);
         bool becameReady = false;
+        int claimedFrom = 0;
         lock (_lock)
         {
             if (sender != _main)
             {
-                Log.NotificationIgnored(_log, sender, _main);
-                return;
+                // A claim: a generation this process knows names itself the main one, because
+                // the main one died before it handed over (or after it handed over to one that
+                // then died, and rolled back). Taken only once the main one is gone.
+                bool claim = lines.Contains(MainPidLine(sender)) && (_generations.Contains(sender) || _successors.ContainsKey(sender));
+                if (!claim)
+                {
+                    Log.NotificationIgnored(_log, sender, _main);
+                    return;
+                }
+
+                if (!_mainGone && GenerationProcess.IsRunning(_main))
+                {
+                    if (!_claims.Contains(sender))
+                    {
+                        _claims.Add(sender);
+                    }
+
+                    Log.ClaimPending(_log, sender, _main);
+                    return;
+                }
+
+                claimedFrom = _main;
+                BecomeMainLocked(sender);
             }
 
             foreach (string line in lines)
@@ -402,16 +452,24 @@ internal sealed partial class Supervisor : IDisposable
                 {
                     if (int.TryParse(line.AsSpan(SystemdConstants.MainPid.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 && pid != _main)
                     {
-                        Log.MainChanged(_log, pid, sender);
-                        _main = pid;
-                        _generations.Add(pid);
-                        if (_stopping && _stopSignalled.Add(pid))
+                        if (!GenerationProcess.IsRunning(pid))
                         {
-                            // The stop signal reached the generations before this one was
-                            // among them: it gets it now.
-                            Log.ForwardingLate(_log, pid);
-                            _ = Interop.Libc.Kill(pid, _stopSignal);
+                            // As systemd does: a main pid that has exited would be followed
+                            // to nowhere (the next upgrade signal lost, a phantom at stop).
+                            Log.MainPidRefused(_log, pid, sender);
+                            continue;
                         }
+
+                        Log.MainChanged(_log, pid, sender);
+                        BecomeMainLocked(pid);
+                    }
+                }
+                else if (line.StartsWith(SystemdConstants.Successor, StringComparison.Ordinal))
+                {
+                    if (int.TryParse(line.AsSpan(SystemdConstants.Successor.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 && pid != sender && GenerationProcess.IsRunning(pid))
+                    {
+                        _successors[pid] = sender;
+                        Log.SuccessorStarted(_log, sender, pid);
                     }
                 }
                 else if (line == SystemdConstants.Ready)
@@ -432,6 +490,11 @@ internal sealed partial class Supervisor : IDisposable
             }
         }
 
+        if (claimedFrom != 0)
+        {
+            Log.MainClaimed(_log, sender, claimedFrom);
+        }
+
         if (becameReady)
         {
             Log.Ready(_log, sender);
@@ -441,6 +504,24 @@ internal sealed partial class Supervisor : IDisposable
         {
             // This process stays the service's main process: never MAINPID= upwards.
             _upstream.Notify([.. upstream]);
+        }
+    }
+
+    private static string MainPidLine(int pid) => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MainPid}{pid}");
+
+    private void BecomeMainLocked(int pid)
+    {
+        _main = pid;
+        _mainGone = false;
+        _generations.Add(pid);
+        _successors.Remove(pid);
+        _claims.Clear();
+        if (_stopping && _stopSignalled.Add(pid))
+        {
+            // The stop signal reached the generations before this one was among them: it gets
+            // it now.
+            Log.ForwardingLate(_log, pid);
+            _ = Interop.Libc.Kill(pid, _stopSignal);
         }
     }
 
@@ -466,7 +547,9 @@ internal sealed partial class Supervisor : IDisposable
             // Never twice to one process: a generation that has finished its shutdown no longer
             // handles the signal, and its default action would turn its exit code into 143. (A
             // second stop signal to the supervisor reaches only generations that had none yet.)
-            pids = [.. _generations.Where(_stopSignalled.Add)];
+            // A new generation whose parent still runs is stopped by that parent (its upgrade
+            // ends); one whose parent died has nobody else to stop it.
+            pids = [.. _generations.Concat(_successors.Where(s => !GenerationProcess.IsRunning(s.Value)).Select(s => s.Key)).Where(_stopSignalled.Add)];
         }
 
         Log.Forwarding(_log, UpgradeSignalNames.Format(context.Signal), string.Join(", ", pids));
@@ -481,15 +564,20 @@ internal sealed partial class Supervisor : IDisposable
         context.Cancel = true;
         int main;
         bool ready;
+        bool mainGone;
         lock (_lock)
         {
             main = _main;
             ready = _ready;
+            mainGone = _mainGone;
         }
 
-        if (!ready || _stopping)
+        if (!ready || _stopping || mainGone)
         {
-            Log.UpgradeIgnored(_log, UpgradeSignalNames.Format(context.Signal), _stopping ? "this supervisor is stopping" : "generation 1 is not ready yet");
+            string why = _stopping ? "this supervisor is stopping"
+                : mainGone ? $"the main generation, pid {main}, has exited and the new one has not taken over yet"
+                : "generation 1 is not ready yet";
+            Log.UpgradeIgnored(_log, UpgradeSignalNames.Format(context.Signal), why);
             return;
         }
 
@@ -508,7 +596,7 @@ internal sealed partial class Supervisor : IDisposable
         [LoggerMessage(3, LogLevel.Information, "Pid {Pid} is the main generation now (handed over by pid {Sender}).", EventName = "MainChanged")]
         public static partial void MainChanged(ILogger logger, int pid, int sender);
 
-        [LoggerMessage(EventId = 4, Message = "The main generation, pid {Pid}, {How}; {Left} older generations still running.", EventName = "MainExited")]
+        [LoggerMessage(EventId = 4, Message = "The main generation, pid {Pid}, {How}; {Left} other generations still running.", EventName = "MainExited")]
         public static partial void MainExited(ILogger logger, LogLevel level, int pid, string how, int left);
 
         [LoggerMessage(5, LogLevel.Information, "Generation pid {Pid} {How}; {Left} generations still running.", EventName = "GenerationExited")]
@@ -543,6 +631,21 @@ internal sealed partial class Supervisor : IDisposable
 
         [LoggerMessage(16, LogLevel.Information, "Pid {Pid} became the main generation after the stop signal was passed on; passing it to pid {Pid} too.", EventName = "ForwardingLate")]
         public static partial void ForwardingLate(ILogger logger, int pid);
+
+        [LoggerMessage(17, LogLevel.Debug, "The main generation (pid {Sender}) started pid {Pid} as its new generation.", EventName = "SuccessorStarted")]
+        public static partial void SuccessorStarted(ILogger logger, int sender, int pid);
+
+        [LoggerMessage(18, LogLevel.Warning, "Pid {Pid} is the main generation now: it claimed the main pid after pid {Previous} exited without handing it over.", EventName = "MainClaimed")]
+        public static partial void MainClaimed(ILogger logger, int pid, int previous);
+
+        [LoggerMessage(19, LogLevel.Information, "Pid {Pid} claims the main pid while the main generation (pid {Main}) still runs; it takes over if pid {Main} exits first.", EventName = "ClaimPending")]
+        public static partial void ClaimPending(ILogger logger, int pid, int main);
+
+        [LoggerMessage(20, LogLevel.Warning, "The main generation (pid {Pid}) exited before its new generation took over; waiting for pids {Successors} to claim the main pid (they keep serving).", EventName = "AwaitingSuccessor")]
+        public static partial void AwaitingSuccessor(ILogger logger, int pid, string successors);
+
+        [LoggerMessage(21, LogLevel.Warning, "Pid {Sender} named pid {Pid} the main generation, but pid {Pid} has exited; the main generation stays pid {Sender}.", EventName = "MainPidRefused")]
+        public static partial void MainPidRefused(ILogger logger, int pid, int sender);
 
         [LoggerMessage(13, LogLevel.Warning, "{Warning}", EventName = "SystemdWarning")]
         public static partial void SystemdWarning(ILogger logger, string warning);

@@ -38,6 +38,10 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
 
     private readonly SystemdEnvironment _systemd = systemd ?? SystemdEnvironment.None;
 
+    /// <summary>True once nobody receives at the notification socket (set by the
+    /// <see cref="Upgrader"/> from its <see cref="ServiceNotifier"/>).</summary>
+    internal Func<bool> ServiceManagerGone { get; set; } = static () => false;
+
     /// <summary>
     /// Under systemd the new generation is started detached, through <c>setsid --fork</c>: its
     /// parent is then systemd itself (orphans go to PID 1, or to the user manager), so when it
@@ -47,7 +51,9 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
     /// </summary>
     public IStartedGeneration Start(string executable, StartCommand command, IReadOnlyList<Listener> listeners, int generation, IReadOnlyList<GenerationProcess> older, IReadOnlyList<int> blockedSignals, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        bool detached = _systemd.NotifySocket is not null && Setsid is not null;
+        // Once the service manager is gone, the new generation is not told of it either.
+        var systemd = ServiceManagerGone() ? SystemdEnvironment.None : _systemd;
+        bool detached = systemd.NotifySocket is not null && Setsid is not null;
         var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
         var sources = new List<int>();
         StartedGeneration started;
@@ -71,7 +77,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
             pipeInode = Inheritance.Identity(readyWrite);
             var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older, [.. listeners.Select(l => l.IsActivated)], detached);
-            var environment = ChildEnvironment(command, handover, _systemd);
+            var environment = ChildEnvironment(command, handover, systemd);
             started = detached
                 ? StartedGeneration.Detached(Spawn(Setsid!, ["setsid", "--fork", executable, .. command.Arguments.Skip(1)], environment, command.WorkingDirectory, sources, blockedSignals), readyRead)
                 : new StartedGeneration(Spawn(executable, command.Arguments, environment, command.WorkingDirectory, sources, blockedSignals), readyRead);

@@ -101,7 +101,9 @@ internal static partial class Interop
                 nint sent;
                 do
                 {
-                    sent = SendMsgCore(fd, &message, MSG_NOSIGNAL);
+                    // Never blocks: a manager that stopped reading (a stopped handoff run, a
+                    // full queue of net.unix.max_dgram_qlen) gets EAGAIN, not a hung server.
+                    sent = SendMsgCore(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
                 }
                 while (sent < 0 && Marshal.GetLastPInvokeError() == EINTR);
 

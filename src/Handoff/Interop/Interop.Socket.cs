@@ -35,6 +35,8 @@ internal static partial class Interop
 
         internal const int EACCES = 13;
         internal const int EADDRINUSE = 98;
+        internal const int ECONNREFUSED = 111;
+        internal const int ENOENT = 2;
         internal const int EADDRNOTAVAIL = 99;
 
         [LibraryImport(LibraryName, EntryPoint = "bind", SetLastError = true)]

@@ -16,6 +16,7 @@ internal sealed partial class ServiceNotifier : IDisposable
     private readonly Lock _gate = new();
     private int _fd = -1;
     private int _lastError;
+    private volatile bool _gone;
 
     public ServiceNotifier(string? socketPath, TimeSpan? watchdogInterval, ILogger logger)
     {
@@ -24,8 +25,15 @@ internal sealed partial class ServiceNotifier : IDisposable
         _logger = logger;
     }
 
-    /// <summary>True when this process runs as a systemd service with a notification socket.</summary>
-    public bool IsEnabled => _socketPath is not null;
+    /// <summary>True when this process runs as a systemd service with a notification socket,
+    /// until nobody receives there any more (<see cref="IsGone"/>).</summary>
+    public bool IsEnabled => _socketPath is not null && !_gone;
+
+    /// <summary>True once a send found nobody at the socket (ECONNREFUSED, ENOENT): the service
+    /// manager is gone (a <c>handoff run</c> killed with SIGKILL; systemd keeps its socket across
+    /// re-executions). From then on this process is unsupervised: nothing is sent, every call
+    /// returns at once, and new generations are not told of the socket.</summary>
+    public bool IsGone => _gone;
 
     /// <summary>systemd's watchdog interval (<c>WatchdogSec=</c>), or null when it asks for no
     /// keep-alives.</summary>
@@ -35,7 +43,7 @@ internal sealed partial class ServiceNotifier : IDisposable
     /// them together, <c>MAINPID=</c> before <c>READY=1</c>. A failure is logged (once per kind
     /// of error) and returns false; true when sent (or not a service).</summary>
     public bool Notify(params string[] assignments) =>
-        _socketPath is null || Send(string.Join('\n', assignments), passFd: -1);
+        !IsEnabled || Send(string.Join('\n', assignments), passFd: -1);
 
     /// <summary>
     /// Sends <c>BARRIER=1</c> with the write end of a new pipe and waits until systemd closes
@@ -44,7 +52,7 @@ internal sealed partial class ServiceNotifier : IDisposable
     /// </summary>
     public unsafe bool Barrier(TimeSpan timeout)
     {
-        if (_socketPath is null)
+        if (!IsEnabled)
         {
             return true;
         }
@@ -73,7 +81,7 @@ internal sealed partial class ServiceNotifier : IDisposable
 
                 if (ready == 0 || remaining == 0)
                 {
-                    Log.BarrierTimedOut(_logger, _socketPath, timeout.TotalSeconds);
+                    Log.BarrierTimedOut(_logger, _socketPath!, timeout.TotalSeconds);
                     return false;
                 }
             }
@@ -127,6 +135,13 @@ internal sealed partial class ServiceNotifier : IDisposable
                 return true;
             }
 
+            if (error is Interop.Libc.ECONNREFUSED or Interop.Libc.ENOENT)
+            {
+                _gone = true;
+                Log.ManagerGone(_logger, _socketPath!, System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(error), Environment.ProcessId);
+                return false;
+            }
+
             if (error == _lastError)
             {
                 return false;
@@ -143,6 +158,9 @@ internal sealed partial class ServiceNotifier : IDisposable
     {
         [LoggerMessage(60, LogLevel.Warning, "Could not notify systemd through {Socket}: {Error}. Serving goes on.", EventName = "NotifyFailed")]
         public static partial void SendFailed(ILogger logger, string socket, string error);
+
+        [LoggerMessage(82, LogLevel.Warning, "Nobody receives at {Socket} any more ({Error}): the service manager (handoff run, or systemd) is gone. This process serves on unsupervised: it notifies no more, and its upgrades (the upgrade signal to pid {Pid}, or the control socket) start new generations that serve unsupervised too. To supervise the service again, stop it (SIGTERM to the serving generation) and start it under its manager.", EventName = "ServiceManagerGone")]
+        public static partial void ManagerGone(ILogger logger, string socket, string error, int pid);
 
         [LoggerMessage(61, LogLevel.Warning, "systemd did not confirm within {Seconds} s that it processed the notifications sent to {Socket} (BARRIER=1); going on.", EventName = "BarrierTimedOut")]
         public static partial void BarrierTimedOut(ILogger logger, string socket, double seconds);

@@ -58,4 +58,10 @@ internal static class SystemdConstants
 
     /// <summary>The CLOCK_MONOTONIC time of a reload request, in microseconds.</summary>
     public const string MonotonicUsec = "MONOTONIC_USEC=";
+
+    /// <summary>Handoff's own assignment (sd_notify(3) reserves the <c>X_</c> prefix for such
+    /// names; systemd ignores them): the main generation names the new generation it has just
+    /// started, so that <c>handoff run</c> knows it is a generation before it is handed the main
+    /// pid, and does not stop it if its parent dies first.</summary>
+    public const string Successor = "X_HANDOFF_SUCCESSOR=";
 }

@@ -38,16 +38,19 @@ public sealed class ServiceNotifierTests : IDisposable
 
         Assert.True(result.Succeeded, result.Error);
         long after = Interop.Libc.MonotonicMicroseconds();
-        var sent = await _systemd.WaitForCountAsync(4);
-        Assert.Equal(4, sent.Count);
+        var sent = await _systemd.WaitForCountAsync(5);
+        Assert.Equal(5, sent.Count);
         Assert.Equal($"READY=1 MAINPID={Pid}", sent[0]);
         Assert.StartsWith("RELOADING=1 MONOTONIC_USEC=", sent[1], StringComparison.Ordinal);
         long monotonic = long.Parse(sent[1]["RELOADING=1 MONOTONIC_USEC=".Length..], System.Globalization.CultureInfo.InvariantCulture);
         Assert.InRange(monotonic, before, after);
-        Assert.Equal("MAINPID=4321 READY=1", sent[2]);
-        Assert.Equal("BARRIER=1", sent[3]);
-        Assert.Contains("STATUS=Generation 2 (pid 4321) serving", _systemd.Messages[2], StringComparison.Ordinal);
-        Assert.Contains("took over", _systemd.Messages[2], StringComparison.Ordinal);
+
+        // handoff run learns of the new generation as soon as it runs (systemd ignores X_).
+        Assert.Equal("X_HANDOFF_SUCCESSOR=4321", sent[2]);
+        Assert.Equal("MAINPID=4321 READY=1", sent[3]);
+        Assert.Equal("BARRIER=1", sent[4]);
+        Assert.Contains("STATUS=Generation 2 (pid 4321) serving", _systemd.Messages[3], StringComparison.Ordinal);
+        Assert.Contains("took over", _systemd.Messages[3], StringComparison.Ordinal);
     }
 
     [Fact]
@@ -60,12 +63,13 @@ public sealed class ServiceNotifierTests : IDisposable
         var result = await upgrader.UpgradeAsync();
 
         Assert.False(result.Succeeded);
-        var sent = await _systemd.WaitForCountAsync(3);
-        Assert.Equal(3, sent.Count);
+        var sent = await _systemd.WaitForCountAsync(4);
+        Assert.Equal(4, sent.Count);
         Assert.StartsWith("RELOADING=1 MONOTONIC_USEC=", sent[1], StringComparison.Ordinal);
-        Assert.Equal("READY=1", sent[2]);
+        Assert.Equal("X_HANDOFF_SUCCESSOR=1111", sent[2]);
+        Assert.Equal("READY=1", sent[3]);
         Assert.DoesNotContain(sent, m => m.Contains("MAINPID=1111", StringComparison.Ordinal));
-        string status = _systemd.Messages[2].Split('\n').Single(l => l.StartsWith("STATUS=", StringComparison.Ordinal));
+        string status = _systemd.Messages[3].Split('\n').Single(l => l.StartsWith("STATUS=", StringComparison.Ordinal));
         Assert.Contains($"Generation 1 (pid {Pid}) serving", status, StringComparison.Ordinal);
         Assert.Contains("last upgrade: failed at", status, StringComparison.Ordinal);
         Assert.Contains("exit code 3", status, StringComparison.Ordinal);
@@ -192,26 +196,108 @@ public sealed class ServiceNotifierTests : IDisposable
     }
 
     [Fact]
-    public async Task UpgradeAsync_SystemdCannotBeTold_RollsBackAndStopsTheNewGeneration()
+    public async Task UpgradeAsync_ManagerStopsReading_CannotBeTold_RollsBackAndStopsTheNewGeneration_NeverBlocks()
     {
-        // If MAINPID= cannot be sent, systemd would take this generation's exit for the
-        // service's and stop the unit: the upgrade must not stand.
-        string socket = Path.Combine(_directory, "vanishing");
-        var vanishing = new FakeNotifySocket(socket);
-        using var upgrader = CreateUpgrader(socket: socket);
+        // A manager that is alive but reads nothing (a stopped handoff run; a queue full at
+        // net.unix.max_dgram_qlen): MAINPID= cannot be sent, and the manager would take this
+        // generation's exit for the service's. The upgrade must not stand, and no send blocks.
+        string path = Path.Combine(_directory, "stuck");
+        using var stuck = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Unspecified);
+        stuck.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        // Each sender's own buffer fills before the receiver's queue (max_dgram_qlen): fresh
+        // senders until even a first datagram would block.
+        var fillers = new List<System.Net.Sockets.Socket>();
+        try
+        {
+            for (bool full = false; !full && fillers.Count < 100;)
+            {
+                var filler = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Unspecified) { Blocking = false };
+                fillers.Add(filler);
+                filler.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+                for (int i = 0; i < 100_000; i++)
+                {
+                    if (filler.Send("FILL=1"u8, System.Net.Sockets.SocketFlags.None, out var error) <= 0 && error == System.Net.Sockets.SocketError.WouldBlock)
+                    {
+                        full = i == 0;
+                        break;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            fillers.ForEach(f => f.Dispose());
+        }
+
+        using var upgrader = CreateUpgrader(socket: path);
         await upgrader.ReadyAsync();
-        await vanishing.WaitForAsync(m => m.StartsWith("READY=1", StringComparison.Ordinal));
-        vanishing.Dispose(); // systemd's socket is gone
         var child = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
         _launcher.Next = child;
 
-        var result = await upgrader.UpgradeAsync();
+        var result = await upgrader.UpgradeAsync().WaitAsync(TimeSpan.FromSeconds(30));
 
         Assert.False(result.Succeeded);
         Assert.Contains("could not be made the service's main process", result.Error, StringComparison.Ordinal);
         Assert.True(child.Terminated);
         Assert.Equal(GenerationState.Ready, upgrader.State);
         Assert.True(upgrader.Listeners.Gate.IsOpen);
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_ManagerGone_CarriesOnUnsupervised_UpgradeStands_NothingMoreSent()
+    {
+        // Nobody receives at the socket any more (handoff run was killed with SIGKILL): nobody
+        // follows the main pid, so nothing holds the upgrade back; this process stops notifying.
+        string socket = Path.Combine(_directory, "vanishing");
+        var vanishing = new FakeNotifySocket(socket);
+        using var upgrader = CreateUpgrader(socket: socket);
+        await upgrader.ReadyAsync();
+        await vanishing.WaitForAsync(m => m.StartsWith("READY=1", StringComparison.Ordinal));
+        vanishing.Dispose(); // the manager's socket is gone
+        var child = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        _launcher.Next = child;
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.True(result.Succeeded, result.Error);
+        Assert.False(child.Terminated);
+        Assert.Equal(GenerationState.Superseded, upgrader.State);
+
+        // Bound again, the socket hears nothing more from this process.
+        using var again = new FakeNotifySocket(socket);
+        await upgrader.StopAsync();
+        using (var marker = new ServiceNotifier(socket, null, NullLogger.Instance))
+        {
+            marker.Notify("MARKER=1");
+        }
+
+        Assert.Equal(["MARKER=1"], await again.WaitForCountAsync(1));
+    }
+
+    [Fact]
+    public async Task UpgradeAsync_NewGenerationDiesAfterTheMainPidWasHanded_RollsBack_AndClaimsTheMainPidBack()
+    {
+        // The new generation dies after MAINPID= named it and before the close: the old one
+        // accepts again, and whoever follows the main pid must follow it again, not a dead pid.
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null) { ExitAtCommit = "killed by signal 9" };
+
+        var result = await upgrader.UpgradeAsync();
+
+        Assert.False(result.Succeeded);
+        Assert.Contains("killed by signal 9", result.Error, StringComparison.Ordinal);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+        await _systemd.WaitForAsync(m => m.StartsWith($"MAINPID={Pid}", StringComparison.Ordinal) && !m.Contains("X_", StringComparison.Ordinal) && _systemd.Messages.Count > 3);
+        var all = _systemd.Assignments();
+        int handed = all.IndexOf("MAINPID=4321 READY=1");
+        Assert.True(handed > 0, string.Join(" | ", all));
+        Assert.Equal(["BARRIER=1", $"MAINPID={Pid} READY=1"], all[(handed + 1)..(handed + 3)]);
+
+        // It is the main process again: the next upgrade is announced and handed as before.
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 5432, readyResult: null);
+        Assert.True((await upgrader.UpgradeAsync()).Succeeded);
+        await _systemd.WaitForAsync(m => m.StartsWith("MAINPID=5432", StringComparison.Ordinal));
     }
 
     [Fact]
