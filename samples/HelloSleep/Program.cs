@@ -20,6 +20,7 @@
 // exists, so a test can break "the next build" without changing the arguments.
 // Holds, for tests that act at a precise moment of a start:
 //   HELLOSLEEP_HOLD_START=/path   host start waits (before ApplicationStarted) while /path exists
+//   HELLOSLEEP_LISTENERS_FILE=/path  listen on N loopback port-0 sockets, N read from /path at start
 //   HELLOSLEEP_HOLD_WARMUP=/path  Handoff's warm-up waits while /path exists
 //   HELLOSLEEP_SPAWN_AT_START=1   starts "sleep 600" first thing in Main, as apps that start
 //                                 helper processes do; its pid is written to the log
@@ -74,6 +75,20 @@ if (builder.Configuration["HelloSleep:HttpsInCode"] is { Length: > 0 } pfx)
 {
     string? password = builder.Configuration["HelloSleep:HttpsPassword"];
     builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(System.Net.IPAddress.Loopback, 0, listen => listen.UseHttps(pfx, password)));
+}
+
+if (Environment.GetEnvironmentVariable("HELLOSLEEP_LISTENERS_FILE") is { Length: > 0 } listenersFile)
+{
+    // Each generation reads it at its start: a build that listens on fewer ports than the one
+    // before (the ports are port 0 on loopback, each meeting the inherited socket in order).
+    int count = int.Parse(File.ReadAllText(listenersFile).Trim(), CultureInfo.InvariantCulture);
+    builder.WebHost.ConfigureKestrel(kestrel =>
+    {
+        for (int i = 0; i < count; i++)
+        {
+            kestrel.Listen(System.Net.IPAddress.Loopback, 0);
+        }
+    });
 }
 
 if (Environment.GetEnvironmentVariable("HELLOSLEEP_HOLD_START") is { Length: > 0 } holdStart)

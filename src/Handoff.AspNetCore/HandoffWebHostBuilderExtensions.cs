@@ -131,6 +131,11 @@ public static class HandoffWebHostBuilderExtensions
             errors.Add(pidFileError);
         }
 
+        if (errors.Count == 0 && StartCommand.CheckWorkingDirectoryOption(probe.WorkingDirectory) is { } directoryError)
+        {
+            errors.Add(directoryError);
+        }
+
         if (errors.Count == 0 && ControlServer.CheckPath(probe.ResolveControlSocket(Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY")), EarlyStart.Run().ParentPid != 0) is { } controlError)
         {
             errors.Add(controlError);

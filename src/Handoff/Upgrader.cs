@@ -83,6 +83,8 @@ public sealed partial class Upgrader : IDisposable
             new HandoffMetrics(meterFactory))
     {
         var errors = options!.PidFile is { } pidFile ? PidFile.CheckWritable(pidFile) : null;
+        errors ??= StartCommand.CheckWorkingDirectoryOption(options.WorkingDirectory);
+
         if (errors is not null)
         {
             throw new ArgumentException(errors, nameof(options));
@@ -292,7 +294,7 @@ public sealed partial class Upgrader : IDisposable
             return;
         }
 
-        await Listeners.CloseUnclaimedAsync().ConfigureAwait(false);
+        var released = await Listeners.CloseUnclaimedReleasingAsync().ConfigureAwait(false);
         bool parentTold;
         lock (_lock)
         {
@@ -307,7 +309,7 @@ public sealed partial class Upgrader : IDisposable
             Listeners.Gate.Open();
             // Written even when the parent is known to be gone: the write fails (EPIPE) and the
             // pipe is closed, rather than held open for the life of the process.
-            parentTold = _inheritance.ReadyPipe?.ReportReady() == true && _inheritance.ParentAlive;
+            parentTold = _inheritance.ReadyPipe?.ReportReady(released) == true && _inheritance.ParentAlive;
             _toldParentReady = parentTold;
             _state = GenerationState.Ready;
             _ownsPidFile = _options.PidFile is not null;
@@ -786,6 +788,7 @@ public sealed partial class Upgrader : IDisposable
     {
         int pid = Environment.ProcessId;
         IStartedGeneration child;
+        IReadOnlyList<Listener> listeners;
         string? copy = null;
         try
         {
@@ -802,7 +805,7 @@ public sealed partial class Upgrader : IDisposable
 
             command.CheckWorkingDirectory();
             string executable = command.ResolveExecutable();
-            var listeners = Listeners.Listeners;
+            listeners = Listeners.Listeners;
             Log.Spawning(_logger, pid, Generation, executable, listeners.Count);
             var older = DrainingOlder().Prepend(_self ?? new GenerationProcess(pid, 0)).ToList();
             var blocked = _upgradeSignals.Select(UpgradeSignalNames.ToNumber).Union(EarlyStart.AlwaysHandled).ToList();
@@ -839,15 +842,32 @@ public sealed partial class Upgrader : IDisposable
             stopped = true;
         }
 
+        List<Listener> released = [];
         lock (_lock)
         {
             stopped |= _state != GenerationState.Upgrading;
             if (!stopped && failure is null)
             {
-                // The decisive moment: from here on the upgrade stands.
+                // The decisive moment: from here on the upgrade stands. The sockets the new
+                // build no longer listens on keep being served here until the commit (their own
+                // gate stays open): otherwise their connections would wait in the queue, unserved,
+                // and be reset when this generation closes them.
+                released = [.. child.TakeReleased().Where(i => i < listeners.Count).Select(i => listeners[i])];
+                foreach (var listener in released)
+                {
+                    var own = new AcceptGate();
+                    own.Open();
+                    listener.Gate = own;
+                }
+
                 _state = GenerationState.HandingOver;
                 Listeners.Gate.Close();
             }
+        }
+
+        foreach (var listener in released)
+        {
+            Log.ServingReleased(_logger, pid, Generation, ListenerAddress.Format(listener.EndPoint), next);
         }
 
         if (stopped || failure is not null)
@@ -859,10 +879,10 @@ public sealed partial class Upgrader : IDisposable
             return Fail(child.Pid, reason, stopped ? "shutdown" : StartedGeneration.ClassifyFailure(failure!));
         }
 
-        return await HandOverAsync(child, next, System.Diagnostics.Stopwatch.GetElapsedTime(spawnedAt), System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt)).ConfigureAwait(false);
+        return await HandOverAsync(child, next, released, System.Diagnostics.Stopwatch.GetElapsedTime(spawnedAt), System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt)).ConfigureAwait(false);
     }
 
-    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next, TimeSpan timeToReady, TimeSpan triggerToReady)
+    private async Task<UpgradeResult> HandOverAsync(IStartedGeneration child, int next, List<Listener> released, TimeSpan timeToReady, TimeSpan triggerToReady)
     {
         int pid = Environment.ProcessId;
         Log.HandingOver(_logger, pid, Generation, child.Pid, next, _options.RollbackWindow.TotalSeconds);
@@ -943,6 +963,14 @@ public sealed partial class Upgrader : IDisposable
             // off the dead generation reconnect now and must not meet a draining one.
             OnStateChanged(GenerationState.Ready);
             Listeners.Gate.Open();
+            foreach (var listener in released)
+            {
+                // Back under the common gate; closing its own sends its accept loop there.
+                var own = listener.Gate;
+                listener.Gate = Listeners.Gate;
+                own.Close();
+            }
+
             WritePidFile(pid);
             if (takeMainBack)
             {
@@ -1472,6 +1500,9 @@ public sealed partial class Upgrader : IDisposable
 
         [LoggerMessage(22, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the generation that started it (pid {ParentPid}) has exited before it took over; it serves on the sockets it was handed and writes the pid file itself.", EventName = "Orphaned")]
         public static partial void Orphaned(ILogger logger, int pid, int generation, int parentPid);
+
+        [LoggerMessage(83, LogLevel.Information, "Generation {Generation} (pid {Pid}) keeps accepting on {Address} until the handover commits: generation {NewGeneration} does not listen there (its configuration dropped it). Then it closes it, and connections to it are refused.", EventName = "ServingReleased")]
+        public static partial void ServingReleased(ILogger logger, int pid, int generation, string address, int newGeneration);
 
         [LoggerMessage(81, LogLevel.Warning, "Generation {Generation} (pid {Pid}) rolled back after it had told the service manager that pid {NewPid} is the main process; it claims the main pid back (MAINPID=).", EventName = "MainPidTakenBack")]
         public static partial void MainPidTakenBack(ILogger logger, int pid, int generation, int newPid);

@@ -285,6 +285,62 @@ public sealed class ControlTests
         Assert.Equal(next, status.GetProperty("pid").GetInt32());
     }
 
+    [Fact]
+    public async Task ControlPathReplacedByAFile_UpgradesGoOn_TheSocketComesBackOnceItIsRemoved_ASymlinkToTheSocketIsTheSocket()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+
+        // A regular file where the socket was: the new generation cannot bind there and must
+        // not delete it; it serves on (the upgrade succeeds) and says why the path is dead.
+        File.Delete(control);
+        File.WriteAllText(control, "somebody's data");
+        var (_, second, _) = await server.UpgradeAsync();
+        await server.WaitForOutputAsync($"The Unix socket path {control} of inherited listener");
+        Assert.Equal("somebody's data", File.ReadAllText(control));
+        Assert.DoesNotContain("Unhandled exception", server.Output, StringComparison.Ordinal);
+        var notSocket = await ToolRun.RunAsync(["status", "--control", control]);
+        Assert.True(notSocket.ExitCode == 2 && notSocket.Error.Contains("is not a socket but a file", StringComparison.Ordinal), notSocket.ToString());
+
+        // Removed: the next generation binds the socket there again.
+        File.Delete(control);
+        var (_, third, _) = await server.UpgradeAsync();
+        Assert.Equal(third, (await StatusAsync(control)).GetProperty("pid").GetInt32());
+        Assert.NotEqual(second, third);
+
+        // The socket moved and a symlink put in its place: clients reach it through the link,
+        // and so does the tool; the next generation keeps it.
+        string moved = Path.Combine(dir.Path, "moved.sock");
+        File.Move(control, moved);
+        File.CreateSymbolicLink(control, moved);
+        var upgrade = await ToolRun.RunAsync(["upgrade", "--control", control]);
+        Assert.True(upgrade.ExitCode == 0, upgrade.ToString());
+        server.Track(server.CurrentPid);
+        var status = await StatusAsync(control);
+        Assert.Equal(4, status.GetProperty("generation").GetInt32());
+    }
+
+    [Fact]
+    public async Task Start_ControlPathIsAFile_ExitsWithConfigErrorNamingIt_AndLeavesTheFile()
+    {
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        File.WriteAllText(control, "somebody's data");
+        var start = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost, ["--urls", "http://127.0.0.1:0", $"--Handoff:ControlSocket={control}"])
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        })!;
+        var output = start.StandardOutput.ReadToEndAsync();
+        string error = await start.StandardError.ReadToEndAsync();
+        await start.WaitForExitAsync();
+
+        Assert.Equal(78, start.ExitCode);
+        Assert.Contains($"Handoff:ControlSocket '{control}' is a file, not a socket", error + await output, StringComparison.Ordinal);
+        Assert.Equal("somebody's data", File.ReadAllText(control));
+    }
+
     private static async Task<JsonElement> StatusAsync(string control)
     {
         var run = await ToolRun.RunAsync(["status", "--control", control, "--json"]);

@@ -50,6 +50,60 @@ public sealed class ListenerKindsTests
     }
 
     [Fact]
+    public async Task Upgrade_NewBuildDropsAPort_TheOldGenerationServesItUntilTheCommit_ThenItIsRefused()
+    {
+        using var temp = new TempDirectory();
+        string listeners = Path.Combine(temp.Path, "listeners");
+        File.WriteAllText(listeners, "2");
+        await using var server = await HelloSleepServer.StartAsync(
+            arguments: ["--Handoff:RollbackWindow=3s"],
+            environment: new Dictionary<string, string> { ["HELLOSLEEP_LISTENERS_FILE"] = listeners });
+        var ports = System.Text.RegularExpressions.Regex.Matches(server.Output, @"Now listening on: http://127\.0\.0\.1:(\d+)")
+            .Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Distinct().ToList();
+        Assert.Equal(2, ports.Count);
+        var kept = new IPEndPoint(IPAddress.Loopback, ports[0]);
+        var dropped = new IPEndPoint(IPAddress.Loopback, ports[1]);
+        int first = server.CurrentPid;
+        var load = new LoadClient(kept, connections: 4, keepAlive: true);
+        await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
+
+        // The next build listens on the first port only.
+        File.WriteAllText(listeners, "1");
+        HelloSleepServer.Signal(first, 12);
+        await server.WaitForOutputAsync($"keeps accepting on 127.0.0.1:{ports[1]} until the handover commits");
+
+        // Within the rollback window the old generation still serves the dropped port, at
+        // once: new connections neither wait unserved in its queue nor get reset later.
+        var onDropped = new LoadClient(dropped, connections: 2, keepAlive: false);
+        LoadReport droppedReport;
+        try
+        {
+            await onDropped.WaitForProgressAsync(20, TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            droppedReport = await onDropped.StopAsync();
+        }
+
+        Assert.True(droppedReport.Failures.Count == 0, droppedReport.ToString());
+        Assert.Equal([first], droppedReport.Pids);
+
+        // After the commit the port is closed for good: a connection is refused, not queued.
+        await server.WaitForOutputAsync($"(pid {first}) is superseded");
+        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            var refused = await Assert.ThrowsAsync<SocketException>(async () => await probe.ConnectAsync(dropped));
+            Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
+        }
+
+        await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
+        var report = await load.StopAsync();
+        Assert.True(report.Failures.Count == 0, report.ToString());
+        Assert.NotEqual(first, server.CurrentPid);
+        server.Track(server.CurrentPid);
+    }
+
+    [Fact]
     public async Task UnixSocketPath_DeletedByHand_IsBoundAgainAtTheNextUpgradeAndRemovedAtTheFinalStop()
     {
         using var temp = new TempDirectory(); // disposed after the server: declared first

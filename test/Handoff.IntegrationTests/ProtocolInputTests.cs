@@ -50,6 +50,9 @@ public sealed class ProtocolInputTests
     [InlineData("--Handoff:DrainTimeout=30", "Handoff:DrainTimeout '30': has no unit. Write 30s")]
     [InlineData("--Handoff:UpgradeSignals=SIGTERM", "Handoff:UpgradeSignals")]
     [InlineData("--Handoff:PidFile=/nonexistent-handoff-dir/app.pid", "Handoff:PidFile '/nonexistent-handoff-dir/app.pid': the directory '/nonexistent-handoff-dir' does not exist")]
+    [InlineData("--Handoff:WorkingDirectory=/nonexistent-handoff-dir", "Handoff:WorkingDirectory '/nonexistent-handoff-dir' does not exist or is not a directory")]
+    [InlineData("--Handoff=30s", "Handoff is '30s', a single value")]
+    [InlineData("--Handoff:DrainTimeout:x=1", "Handoff:DrainTimeout is a section (it holds Handoff:DrainTimeout:x)")]
     public async Task Start_InvalidOption_ExitsWithCode78NamingTheOption(string argument, string expected)
     {
         var info = new ProcessStartInfo(TestAssets.HelloSleepAppHost)

@@ -25,6 +25,19 @@ public sealed class GenerationLauncherTests : IDisposable
     }
 
     [Fact]
+    public async Task TakeReleased_ReadyWithTheListenersTheChildDoesNotServe_GivesTheirPositions_AndTheWatchIgnoresTheLine()
+    {
+        // One write, as ReadyPipe.ReportReady makes it.
+        var child = Start("printf 'ready\\nreleased 1,3\\n' >&3; exec sleep 30");
+
+        Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal([1, 3], child.TakeReleased());
+        Assert.Empty(child.TakeReleased());
+        using var commit = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        Assert.Null(await child.WatchAsync(commit.Token).WaitAsync(Patience));
+    }
+
+    [Fact]
     public async Task Watch_ChildWritesStoppingAfterReady_IsAWithdrawal()
     {
         var child = Start("echo ready >&3; sleep 0.2; echo stopping >&3; exec sleep 30");

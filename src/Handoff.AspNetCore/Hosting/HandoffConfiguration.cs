@@ -36,10 +36,25 @@ internal static class HandoffConfiguration
     {
         var errors = new List<string>();
         var warnings = new List<string>();
+        if ((section as IConfigurationSection)?.Value is { } single)
+        {
+            // {"Handoff": "30s"} or --Handoff=30s: the binder would ignore it without a word.
+            errors.Add($"{HandoffOptions.SectionName} is '{single}', a single value: its options go under it, e.g. {HandoffOptions.SectionName}:{nameof(HandoffOptions.DrainTimeout)}=30s, or in JSON {{\"{HandoffOptions.SectionName}\": {{\"{nameof(HandoffOptions.DrainTimeout)}\": \"30s\"}}}}.");
+        }
+
         foreach (var child in section.GetChildren())
         {
             string key = $"{HandoffOptions.SectionName}:{child.Key}";
             string? value = child.Value;
+            bool known = Durations.ContainsKey(child.Key) || Strings.ContainsKey(child.Key) || string.Equals(child.Key, nameof(HandoffOptions.MaxDrainingGenerations), StringComparison.OrdinalIgnoreCase);
+            if (known && child.GetChildren().FirstOrDefault() is { } nested)
+            {
+                // {"DrainTimeout": {"x": 1}}: an object where a value belongs (perhaps beside
+                // a value from another source, which would otherwise win without a word).
+                errors.Add($"{key} is a section (it holds {key}:{nested.Key}), not a value: write it as one, e.g. {HandoffOptions.SectionName}:{nameof(HandoffOptions.DrainTimeout)}=30s.");
+                continue;
+            }
+
             if (Durations.TryGetValue(child.Key, out var setDuration))
             {
                 if (TryParseDuration(value, out var duration, out string? error))
@@ -68,9 +83,9 @@ internal static class HandoffConfiguration
             }
             else
             {
-                var known = Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)).ToList();
-                string guess = Spelling.Closest(child.Key, known) is { } option ? $"did you mean '{option}'?" : "misspelt?";
-                warnings.Add($"{key} is not a Handoff option and is ignored ({guess}). The options are: {string.Join(", ", known)}. WarmUp can be set in code only.");
+                var names = Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)).ToList();
+                string guess = Spelling.Closest(child.Key, names) is { } option ? $"did you mean '{option}'?" : "misspelt?";
+                warnings.Add($"{key} is not a Handoff option and is ignored ({guess}). The options are: {string.Join(", ", names)}. WarmUp can be set in code only.");
             }
         }
 

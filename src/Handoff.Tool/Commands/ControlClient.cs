@@ -31,7 +31,8 @@ internal sealed class ControlClient : IDisposable
             throw new ToolException(ToolExitCodes.CouldNotAsk, $"{path} is longer than a Unix socket path can be ({Interop.Libc.UnixPathMax - 1} bytes), so no server can listen there.");
         }
 
-        if (Interop.Libc.FileType(path) is { } type && type != Interop.Libc.S_IFSOCK)
+        // As connect(2) sees it: a symlink to the socket is the socket.
+        if (Interop.Libc.FileType(path, followLinks: true) is { } type && type != Interop.Libc.S_IFSOCK)
         {
             throw new ToolException(ToolExitCodes.CouldNotAsk, $"{path} is not a socket but a {(type == Interop.Libc.S_IFDIR ? "directory" : "file")}: give the server's Handoff:ControlSocket.");
         }
@@ -49,7 +50,7 @@ internal sealed class ControlClient : IDisposable
             throw new ToolException(ToolExitCodes.CouldNotAsk, e.SocketErrorCode switch
             {
                 _ when Interop.Libc.FileType(path) is null =>
-                    $"no control socket at {path}: is the server running, with Handoff:ControlSocket={path}?",
+                    $"no control socket at {path}: no server runs with Handoff:ControlSocket={path}, or it is shutting down (a stopping server closes its control socket, then drains its connections for up to Handoff:DrainTimeout).",
                 SocketError.ConnectionRefused => $"nobody answers at {path}: the server that created it is gone (the file is left over).",
                 SocketError.AccessDenied => $"permission denied at {path}: only the server's user and root may use its control socket.",
                 _ => $"cannot connect to {path}: {e.Message}",

@@ -56,6 +56,12 @@ internal sealed partial class ControlServer
             return $"{key} '{path}': the directory '{directory}' does not exist; create it (writable by this user; under systemd, RuntimeDirectory= does), or set {key} to another path or '{HandoffOptions.NoControlSocket}'.";
         }
 
+        if (!inherited && Interop.Libc.FileType(path, followLinks: true) is { } type && type != Interop.Libc.S_IFSOCK)
+        {
+            // Binding there fails (EADDRINUSE), and it is somebody's data: never deleted.
+            return $"{key} '{path}' is {(type == Interop.Libc.S_IFDIR ? "a directory" : "a file")}, not a socket: remove it, or set {key} to another path.";
+        }
+
         if (!inherited && Interop.Libc.FileType(path) == Interop.Libc.S_IFSOCK && !ListenerRegistry.IsStaleUnixSocket(new UnixDomainSocketEndPoint(path)))
         {
             return $"{key} '{path}' is in use: a running server answers there ('handoff status --control {path}' says which). Give each server its own control socket.";
@@ -178,6 +184,7 @@ internal sealed partial class ControlServer
                 // inherited): nothing to answer.
                 break;
             case TooLong:
+                await DiscardRestOfLineAsync(connection).ConfigureAwait(false);
                 await SendAsync(connection, w => WriteError(w, $"the request is longer than {ControlProtocol.MaxRequestBytes} bytes; send 'status' or 'upgrade' and a newline"), CancellationToken.None).ConfigureAwait(false);
                 break;
             case ControlProtocol.Status:
@@ -369,6 +376,34 @@ internal sealed partial class ControlServer
         }
 
         return TooLong;
+    }
+
+    /// <summary>Reads and drops the rest of an overlong request line, up to its newline or the
+    /// client's FIN, bounded in bytes and by the request timeout: a client still writing a
+    /// long line (64 KB, 1 MiB) would otherwise meet a reset or EPIPE instead of the answer
+    /// that says what is wrong.</summary>
+    private static async Task DiscardRestOfLineAsync(Socket connection)
+    {
+        const int Limit = 16 * 1024 * 1024;
+        using var timeout = new CancellationTokenSource(ControlProtocol.RequestTimeout);
+        byte[] discard = new byte[64 * 1024];
+        try
+        {
+            for (int total = 0; total < Limit;)
+            {
+                int read = await connection.ReceiveAsync(discard, SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                if (read == 0 || Array.IndexOf(discard, (byte)'\n', 0, read) >= 0)
+                {
+                    return;
+                }
+
+                total += read;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException)
+        {
+            // Still writing after all that, or gone: answer (or fail to) now.
+        }
     }
 
     /// <summary>Ends the answer with a FIN and reads what the client still sends (briefly), so

@@ -40,6 +40,12 @@ internal interface IStartedGeneration
     /// null. Does nothing (returns null) once the pipe is closed.</summary>
     Task<string?> CommitAsync();
 
+    /// <summary>Right after a ready report: the positions, in this generation's list of
+    /// listeners at the start, of those the new generation does not serve (its configuration
+    /// no longer asks for them; it closed its copies). Empty when it serves them all, or is a
+    /// build that does not say.</summary>
+    IReadOnlyList<int> TakeReleased() => [];
+
     /// <summary>Reaps the accepted generation whenever it exits while this process runs (so it
     /// never stays a zombie) and then calls <paramref name="exited"/> with how it ended.</summary>
     void ReapWhenExited(Action<string> exited);

@@ -17,6 +17,10 @@ internal sealed class ReadyPipe
     public const string FailedPrefix = "failed ";
     public const string PidPrefix = "pid ";
 
+    // After "ready", in the same write: the inherited listeners (by position) this generation
+    // does not serve. Older parents ignore lines they do not know after "ready".
+    public const string ReleasedPrefix = "released ";
+
     // Longer reasons are cut: the line must fit in one atomic pipe write (PIPE_BUF is 4096).
     public const int MaxLineBytes = 4000;
 
@@ -38,12 +42,17 @@ internal sealed class ReadyPipe
     }
 
     /// <summary>Reports ready and keeps the pipe open; false when nobody read it any more
-    /// (the parent is gone or gave up) or a report was made already.</summary>
-    public bool ReportReady()
+    /// (the parent is gone or gave up) or a report was made already. <paramref name="released"/>:
+    /// the positions of the inherited listeners this generation does not serve, which the
+    /// parent then keeps serving until it commits.</summary>
+    public bool ReportReady(IReadOnlyList<int>? released = null)
     {
+        string report = released is { Count: > 0 }
+            ? ReadyLine + "\n" + ReleasedPrefix + string.Join(',', released.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+            : ReadyLine;
         lock (_gate)
         {
-            if (_reportedReady || !Write(ReadyLine))
+            if (_reportedReady || !Write(report))
             {
                 Close();
                 return false;
@@ -107,6 +116,12 @@ internal sealed class ReadyPipe
             return false;
         }
     }
+
+    /// <summary>The positions in a <see cref="ReleasedPrefix"/> line; nothing it cannot read.</summary>
+    public static IReadOnlyList<int> ParseReleased(string line) =>
+        [.. line[ReleasedPrefix.Length..].Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(part => int.TryParse(part, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i) ? i : -1)
+            .Where(i => i >= 0)];
 
     /// <summary>Parses what the old generation read: null means the line was "ready", anything
     /// else is the reason for failure.</summary>

@@ -47,6 +47,13 @@ internal sealed record StartCommand(IReadOnlyList<string> Arguments, string Work
     /// <summary>Checks that the working directory still exists, before a new generation is
     /// spawned there.</summary>
     /// <exception cref="DirectoryNotFoundException">It does not; the message names it.</exception>
+    /// <summary>Checks <see cref="HandoffOptions.WorkingDirectory"/> at start, rather than at
+    /// the first upgrade, which would fail with it. Returns what is wrong, or null.</summary>
+    public static string? CheckWorkingDirectoryOption(string? directory) =>
+        directory is not null && Path.IsPathFullyQualified(directory) && !Directory.Exists(directory)
+            ? $"{HandoffOptions.SectionName}:{nameof(HandoffOptions.WorkingDirectory)} '{directory}' does not exist or is not a directory: every new generation starts there. Create it, or set it to the directory the service starts in (its logical path, e.g. /srv/app/current)."
+            : null;
+
     public void CheckWorkingDirectory()
     {
         if (!Directory.Exists(WorkingDirectory))

@@ -209,6 +209,24 @@ internal sealed class StartedGeneration : IStartedGeneration
         }
     }
 
+    public IReadOnlyList<int> TakeReleased()
+    {
+        // Written in the same write(2) as the ready line, so read with it; called before the
+        // watch starts reading, so nothing else takes lines meanwhile.
+        string[] lines = Encoding.UTF8.GetString([.. _received]).Split('\n');
+        for (int i = 0; i < lines.Length - 1; i++)
+        {
+            if (lines[i].StartsWith(ReadyPipe.ReleasedPrefix, StringComparison.Ordinal))
+            {
+                _received.Clear();
+                _received.AddRange(Encoding.UTF8.GetBytes(string.Join('\n', lines.Where((_, j) => j != i))));
+                return ReadyPipe.ParseReleased(lines[i]);
+            }
+        }
+
+        return [];
+    }
+
     public void ReapWhenExited(Action<string> exited)
     {
         lock (_gate)

@@ -18,12 +18,13 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
         private static unsafe partial int Statx(int dirFd, string path, int flags, uint mask, byte* buffer);
 
-        /// <summary>The file type bits (S_IFMT) of <paramref name="path"/> itself, not
-        /// following a final symlink; null when it does not exist.</summary>
-        internal static unsafe int? FileType(string path)
+        /// <summary>The file type bits (S_IFMT) of <paramref name="path"/> itself (or, with
+        /// <paramref name="followLinks"/>, of what a final symlink points to, as connect(2)
+        /// sees it); null when it does not exist.</summary>
+        internal static unsafe int? FileType(string path, bool followLinks = false)
         {
             byte* buffer = stackalloc byte[256];
-            if (Statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE, buffer) != 0)
+            if (Statx(AT_FDCWD, path, followLinks ? 0 : AT_SYMLINK_NOFOLLOW, STATX_TYPE, buffer) != 0)
             {
                 return null;
             }

@@ -24,6 +24,7 @@ public sealed class Listener
     private IAsyncDisposable? _parked;
     private IDisposable? _parkedClosing;
     private Socket? _acceptSocket;
+    private AcceptGate _acceptGate = new();
     private int _fd;
 
     internal Listener(int fd, EndPoint endPoint, bool inherited, bool activated = false)
@@ -78,7 +79,9 @@ public sealed class Listener
     internal uint? SocketInode { get; }
 
     /// <summary>Whether the generation accepts; set by the registry.</summary>
-    internal AcceptGate Gate { get; set; } = new();
+    /// <remarks>Swapped while accept loops run (a socket the next generation no longer serves
+    /// gets its own gate during a handover): each loop reads it afresh after its gate closes.</remarks>
+    internal AcceptGate Gate { get => Volatile.Read(ref _acceptGate); set => Volatile.Write(ref _acceptGate, value); }
 
     /// <summary>
     /// Accepts the next connection on this listener as soon as this generation accepts

@@ -16,6 +16,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
     private readonly Lock _gate = new();
     private readonly List<Listener> _unclaimed;
+    private readonly List<Listener> _inherited;
     private readonly List<Listener> _claimed = [];
     private readonly ILogger _logger;
     private Listener? _control;
@@ -23,6 +24,7 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     internal ListenerRegistry(IEnumerable<Listener> inherited, AcceptGate gate, ILogger logger)
     {
         _unclaimed = [.. inherited];
+        _inherited = [.. _unclaimed];
         Gate = gate;
         _logger = logger;
         foreach (var listener in _unclaimed)
@@ -101,19 +103,35 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     private Listener ListenLocked(EndPoint endPoint, UnixFileMode? unixMode)
     {
         var inherited = FindInherited(endPoint);
-        if (inherited?.EndPoint is UnixDomainSocketEndPoint unix && (Interop.Libc.FileType(unix.ToString()) != Interop.Libc.S_IFSOCK || IsStaleUnixSocket(unix)))
+        bool occupied = false;
+        if (inherited?.EndPoint is UnixDomainSocketEndPoint unix)
         {
-            // Someone deleted (or replaced) the path: nobody can connect to the inherited
-            // socket any more. (A socket file nobody listens on is not the inherited socket,
-            // which listens: it was left by a process that bound the path after it was
-            // deleted.) Bind a new one there; the inherited one is closed at ready.
-            Log.UnixPathGone(_logger, unix.ToString(), inherited.FileDescriptor);
-            inherited = null;
+            // As a client's connect(2) sees the path: through a symlink to the live socket, it
+            // still reaches the inherited one.
+            int? type = Interop.Libc.FileType(unix.ToString(), followLinks: true);
+            if (type is not null && type != Interop.Libc.S_IFSOCK)
+            {
+                // Somebody put a file or directory there: binding is impossible (EADDRINUSE)
+                // and deleting it would destroy their data. Serving the inherited socket, which
+                // nobody reaches by the path until it is cleared, loses less than failing
+                // every upgrade from now on.
+                Log.UnixPathOccupied(_logger, unix.ToString(), inherited.FileDescriptor, type == Interop.Libc.S_IFDIR ? "a directory" : "a file");
+                occupied = true;
+            }
+            else if (type is null || IsStaleUnixSocket(unix))
+            {
+                // Someone deleted (or replaced) the path: nobody can connect to the inherited
+                // socket any more. (A socket file nobody listens on is not the inherited socket,
+                // which listens: it was left by a process that bound the path after it was
+                // deleted.) Bind a new one there; the inherited one is closed at ready.
+                Log.UnixPathGone(_logger, unix.ToString(), inherited.FileDescriptor);
+                inherited = null;
+            }
         }
 
         if (inherited is not null)
         {
-            if (unixMode is { } mode)
+            if (unixMode is { } mode && !occupied)
             {
                 // Whatever became of the file's mode meanwhile, it is private again.
                 Interop.Libc.Chmod(inherited.EndPoint.ToString()!, mode);
@@ -176,8 +194,14 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
     /// <summary>Closes the inherited sockets that no configured address asked for, so an
     /// address removed from the configuration stops being served.</summary>
-    public async ValueTask CloseUnclaimedAsync()
+    public async ValueTask CloseUnclaimedAsync() => await CloseUnclaimedReleasingAsync().ConfigureAwait(false);
+
+    /// <summary><see cref="CloseUnclaimedAsync"/>; returns the positions, in the handover, of
+    /// the inherited sockets closed (not those systemd activated): the previous generation
+    /// serves them until it commits (<see cref="ReadyPipe.ReleasedPrefix"/>).</summary>
+    internal async ValueTask<IReadOnlyList<int>> CloseUnclaimedReleasingAsync()
     {
+        var released = new List<int>();
         Listener[] unclaimed;
         lock (_gate)
         {
@@ -195,10 +219,13 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
             else
             {
                 Log.ListenerUnclaimed(_logger, ListenerAddress.Format(listener.EndPoint), listener.FileDescriptor);
+                released.Add(_inherited.IndexOf(listener));
             }
 
             await listener.CloseAsync().ConfigureAwait(false);
         }
+
+        return released;
     }
 
     /// <summary>
@@ -426,6 +453,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
         [LoggerMessage(4, LogLevel.Warning, "The Unix socket path {Path} of inherited listener fd {Fd} was deleted or replaced; binding a new socket there.", EventName = "UnixPathGone")]
         public static partial void UnixPathGone(ILogger logger, string path, int fd);
+
+        [LoggerMessage(14, LogLevel.Warning, "The Unix socket path {Path} of inherited listener fd {Fd} is now {What}, not the socket: somebody replaced it. This generation keeps serving the inherited socket, but nobody can connect to it by that path; remove what is there, and the next generation binds the socket at the path again.", EventName = "UnixPathOccupied")]
+        public static partial void UnixPathOccupied(ILogger logger, string path, int fd, string what);
 
         [LoggerMessage(5, LogLevel.Information, "Removed the Unix socket path {Path}: nobody accepts on it any more.", EventName = "UnixPathRemoved")]
         public static partial void UnixPathRemoved(ILogger logger, string path);

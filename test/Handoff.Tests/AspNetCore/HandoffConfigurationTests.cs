@@ -34,6 +34,22 @@ public sealed class HandoffConfigurationTests
         Assert.Contains(expected, error, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("{\"Handoff\": \"30s\"}", "Handoff is '30s', a single value: its options go under it")]
+    [InlineData("{\"Handoff\": {\"DrainTimeout\": {\"x\": 1}}}", "Handoff:DrainTimeout is a section (it holds Handoff:DrainTimeout:x), not a value")]
+    [InlineData("{\"Handoff\": {\"PidFile\": [\"/run/a.pid\"]}}", "Handoff:PidFile is a section (it holds Handoff:PidFile:0), not a value")]
+    public void Bind_ShapeOfTheSectionWrong_IsAnErrorNamingIt_NotSilentlyIgnored(string json, string expected)
+    {
+        var configuration = new ConfigurationBuilder().AddJsonStream(new MemoryStream(System.Text.Encoding.UTF8.GetBytes(json))).Build();
+        var options = new HandoffOptions();
+
+        var (errors, _) = HandoffConfiguration.Bind(configuration.GetSection("Handoff"), options);
+
+        Assert.Contains(expected, Assert.Single(errors), StringComparison.Ordinal);
+        Assert.Null(options.PidFile);
+        Assert.Equal(new HandoffOptions().DrainTimeout, options.DrainTimeout);
+    }
+
     [Fact]
     public void Bind_KnownKeysUnknownKeysAndBadValues_AreEachReported()
     {
