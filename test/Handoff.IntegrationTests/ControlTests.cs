@@ -121,6 +121,27 @@ public sealed class ControlTests
     }
 
     [Fact]
+    public async Task Upgrade_WhileTheStopDrainsARequest_SaysTheServerMayBeShuttingDown_ExitTwo()
+    {
+        // A stopping server closes its control socket and then drains: the tool must not say
+        // only "is the server running?" while it still runs.
+        using var dir = new TempDirectory();
+        string control = Path.Combine(dir.Path, "control.sock");
+        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        var request = await server.StartSlowRequestAsync(5);
+        HelloSleepServer.Signal(server.CurrentPid, 15);
+        await server.WaitForOutputAsync("draining 1 open connections");
+        await server.WaitUntilAsync(() => Interop.Libc.FileType(control) is null, TimeSpan.FromSeconds(30), "the stopping server to remove its control socket");
+
+        var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
+
+        Assert.True(run.ExitCode == 2, run.ToString());
+        Assert.Contains("or it is shutting down", run.Error, StringComparison.Ordinal);
+        Assert.True(ProcessTable.IsRunning(server.FirstPid));
+        Assert.Equal(server.FirstPid, await request);
+    }
+
+    [Fact]
     public async Task Upgrade_CallerWithAnotherUid_IsRefused_ByTheSocketModeAndByThePeerCheck()
     {
         using var dir = new TempDirectory();

@@ -27,8 +27,9 @@ public sealed class GenerationLauncherTests : IDisposable
     [Fact]
     public async Task TakeReleased_ReadyWithTheListenersTheChildDoesNotServe_GivesTheirPositions_AndTheWatchIgnoresTheLine()
     {
-        // One write, as ReadyPipe.ReportReady makes it.
-        var child = Start("printf 'ready\\nreleased 1,3\\n' >&3; exec sleep 30");
+        // One write, as ReadyPipe.ReportReady makes it (bash's own printf writes each line
+        // apart; coreutils' buffers them).
+        var child = Start("/usr/bin/printf 'ready\\nreleased 1,3\\n' >&3; exec sleep 30");
 
         Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
         Assert.Equal([1, 3], child.TakeReleased());

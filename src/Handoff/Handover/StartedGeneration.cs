@@ -213,18 +213,49 @@ internal sealed class StartedGeneration : IStartedGeneration
     {
         // Written in the same write(2) as the ready line, so read with it; called before the
         // watch starts reading, so nothing else takes lines meanwhile.
-        string[] lines = Encoding.UTF8.GetString([.. _received]).Split('\n');
-        for (int i = 0; i < lines.Length - 1; i++)
+        do
         {
-            if (lines[i].StartsWith(ReadyPipe.ReleasedPrefix, StringComparison.Ordinal))
+            string[] lines = Encoding.UTF8.GetString([.. _received]).Split('\n');
+            for (int i = 0; i < lines.Length - 1; i++)
             {
-                _received.Clear();
-                _received.AddRange(Encoding.UTF8.GetBytes(string.Join('\n', lines.Where((_, j) => j != i))));
-                return ReadyPipe.ParseReleased(lines[i]);
+                if (lines[i].StartsWith(ReadyPipe.ReleasedPrefix, StringComparison.Ordinal))
+                {
+                    _received.Clear();
+                    _received.AddRange(Encoding.UTF8.GetBytes(string.Join('\n', lines.Where((_, j) => j != i))));
+                    return ReadyPipe.ParseReleased(lines[i]);
+                }
             }
         }
+        while (ReadAvailable());
 
         return [];
+    }
+
+    // What the pipe holds now, without waiting; false when nothing (or end-of-file, which the
+    // watch then reads for itself).
+    private unsafe bool ReadAvailable()
+    {
+        int fd;
+        lock (_gate)
+        {
+            fd = _readyFd;
+        }
+
+        var poll = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
+        if (fd < 0 || Interop.Libc.Poll(&poll, 1, 0) <= 0 || (poll.Revents & Interop.Libc.POLLIN) == 0)
+        {
+            return false;
+        }
+
+        byte* buffer = stackalloc byte[512];
+        nint n = Interop.Libc.Read(fd, buffer, 512);
+        if (n <= 0)
+        {
+            return false;
+        }
+
+        _received.AddRange(new ReadOnlySpan<byte>(buffer, (int)n));
+        return true;
     }
 
     public void ReapWhenExited(Action<string> exited)
