@@ -328,7 +328,7 @@ public sealed partial class Upgrader : IDisposable
             // dies first, the file would name a dead process.
             if (_options.PidFile is not null)
             {
-                ParentWatch.Start(_inheritance.ParentPid, ParentExited);
+                ParentWatch.Start(_inheritance.ParentPid, _inheritance.IsParentRunning, ParentExited);
             }
         }
         else if (IsInherited && _inheritance.IsParentRunning())
@@ -1380,10 +1380,12 @@ public sealed partial class Upgrader : IDisposable
                 var assignments = new List<string>(3);
                 if (becameMain && IsInherited && !_inheritance.IsParentRunning())
                 {
-                    // The pipe closed because the parent died, not because it committed: it
-                    // never handed the main pid over. Claim it: handoff run takes the claim
-                    // from a generation it was told of once its main one is gone (systemd only
-                    // with NotifyAccess=all; with main it is stopping the unit anyway).
+                    // The pipe closed and the parent is gone: it committed and exited at once
+                    // (nothing to drain), or it died before it handed the main pid over. The
+                    // claim covers the second and changes nothing in the first (this process is
+                    // the main one then). handoff run takes it from a generation it was told of
+                    // once its main one is gone, and says so; systemd only with NotifyAccess=all
+                    // (with main it is stopping the unit anyway).
                     Log.ClaimingMain(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
                     lock (_lock)
                     {
@@ -1507,7 +1509,7 @@ public sealed partial class Upgrader : IDisposable
         [LoggerMessage(81, LogLevel.Warning, "Generation {Generation} (pid {Pid}) rolled back after it had told the service manager that pid {NewPid} is the main process; it claims the main pid back (MAINPID=).", EventName = "MainPidTakenBack")]
         public static partial void MainPidTakenBack(ILogger logger, int pid, int generation, int newPid);
 
-        [LoggerMessage(80, LogLevel.Warning, "Generation {Generation} (pid {Pid}) is the main generation: the previous one (pid {ParentPid}) died after this one reported ready, before it handed the main pid over; claiming it (MAINPID=).", EventName = "ClaimingMain")]
+        [LoggerMessage(80, LogLevel.Debug, "Generation {Generation} (pid {Pid}) is the main generation and its parent (pid {ParentPid}) has exited; it claims the main pid (MAINPID=) in case the parent died before it handed it over.", EventName = "ClaimingMain")]
         public static partial void ClaimingMain(ILogger logger, int pid, int generation, int parentPid);
 
         [LoggerMessage(23, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) is gone; this generation writes the pid file itself.", EventName = "ParentGone")]

@@ -111,13 +111,54 @@ public sealed class SupervisorFaultTests
             HelloSleepServer.Signal(supervisor, 18); // SIGCONT
         }
 
-        await server.WaitForOutputAsync($"named pid {second} the main generation, but pid {second} has exited");
+        // It reads MAINPID= naming generation 2 (dead), then generation 1's claim back.
+        await server.WaitForOutputAsync($"Pid {first} is the main generation now: it claimed the main pid after pid {second} exited");
         await AssertServesWithoutFailureAsync(server);
 
         // The next upgrade reaches the live generation, and a stop reports no phantom.
         HelloSleepServer.Signal(supervisor, 12);
         await server.WaitForOutputAsync($"asking the main generation (pid {first}) to upgrade");
         await server.WaitForMatchAsync(@"is the main generation now \(handed over by pid " + first.ToString(CultureInfo.InvariantCulture) + @"\)", Long);
+        HelloSleepServer.Signal(supervisor, 15);
+        Assert.Equal(0, await server.WaitForExitAsync(Long));
+    }
+
+    [Fact]
+    public async Task Run_SupervisorStoppedAcrossTwoUpgrades_FollowsTheChainOfHandoversToTheServingGeneration()
+    {
+        // While the supervisor is stopped, generation 1 hands over to 2 and 2 to 3; 1 and 2
+        // exit. Read late, the first MAINPID= names a generation that is gone: the supervisor
+        // must follow the chain to 3, not stop it as something left behind.
+        await using var server = await SupervisedServer.StartAsync(pidNamespace: false, appArguments: ["--Handoff:RollbackWindow=500ms"]);
+        int supervisor = server.SupervisorPid;
+        HelloSleepServer.Signal(supervisor, 19); // SIGSTOP
+        int third;
+        try
+        {
+            for (int i = 0; i < 2; i++)
+            {
+                var upgrade = await ToolRun.RunAsync(["upgrade", "--control", server.ControlSocket, "--timeout", "60s"]);
+                Assert.True(upgrade.ExitCode == 0, upgrade.ToString());
+            }
+
+            var status = await server.StatusAsync();
+            Assert.Equal(3, status.GetProperty("generation").GetInt32());
+            third = status.GetProperty("pid").GetInt32();
+        }
+        finally
+        {
+            HelloSleepServer.Signal(supervisor, 18); // SIGCONT
+        }
+
+        await server.WaitForMatchAsync(@"Pid " + third.ToString(CultureInfo.InvariantCulture) + @" is the main generation now \(handed over by pid \d+\)", Long);
+        await AssertServesWithoutFailureAsync(server);
+        Assert.True(ProcessTable.IsRunning(supervisor));
+        Assert.True(ProcessTable.IsRunning(third));
+        Assert.DoesNotContain("stopping the processes they left behind", server.Output, StringComparison.Ordinal);
+
+        HelloSleepServer.Signal(supervisor, 12);
+        await server.WaitForOutputAsync($"asking the main generation (pid {third}) to upgrade");
+        await server.WaitForMatchAsync(@"Generation 4 \(pid \d+\) is ready", Long);
         HelloSleepServer.Signal(supervisor, 15);
         Assert.Equal(0, await server.WaitForExitAsync(Long));
     }

@@ -19,7 +19,7 @@ namespace Handoff.Tool;
 /// <remarks>
 /// One lock guards the supervisor's state (the main pid, the generations alive, the exit
 /// code); three threads change it: the reaper (waitpid), the notification reader and the signal
-/// handlers. It never uses <see cref="System.Diagnostics.Process"/>, whose own reaping would race
+/// handlers. A second lock keeps notifications in order when the reaper reads the queue itself. It never uses <see cref="System.Diagnostics.Process"/>, whose own reaping would race
 /// with waitpid(-1).
 /// </remarks>
 internal sealed partial class Supervisor : IDisposable
@@ -32,12 +32,17 @@ internal sealed partial class Supervisor : IDisposable
     private readonly SupervisorOptions _options;
     private readonly ILogger _log;
     private readonly Lock _lock = new();
+    private readonly Lock _reading = new();
     private readonly HashSet<int> _generations = [];
 
     // New generations a main one announced (X_HANDOFF_SUCCESSOR=) that are not main yet, with
     // the pid that started each: generations all the same, which must outlive a parent that
     // dies before its handover.
     private readonly Dictionary<int, int> _successors = [];
+
+    // Every announcement (new generation -> the main one that started it): what a MAINPID= read
+    // late (this process was stopped, SIGSTOP) is checked against.
+    private readonly Dictionary<int, int> _announced = [];
 
     // Claims of the main pid (MAINPID= their own) from known generations while the main one
     // still ran: the first live one takes over when it is reaped.
@@ -294,6 +299,7 @@ internal sealed partial class Supervisor : IDisposable
                 wasMain = pid == _main;
                 bool generation = _generations.Remove(pid) | _successors.Remove(pid);
                 _claims.Remove(pid);
+
                 if (wasMain)
                 {
                     _mainExitCode = exitCode;
@@ -314,11 +320,6 @@ internal sealed partial class Supervisor : IDisposable
                 }
             }
 
-            if (left == 0)
-            {
-                EndRemainingProcesses();
-            }
-
             if (wasMain)
             {
                 Log.MainExited(_log, exitCode == 0 || _stopping ? LogLevel.Information : LogLevel.Warning, pid, how, left);
@@ -335,6 +336,42 @@ internal sealed partial class Supervisor : IDisposable
             {
                 Log.GenerationExited(_log, pid, how, left);
             }
+
+            if (left == 0)
+            {
+                // Whatever the generations said before they exited is read first: a supervisor
+                // that was stopped (SIGSTOP) finds handovers queued that name the one serving now.
+                DrainNotifications();
+                lock (_lock)
+                {
+                    left = _generations.Count + _successors.Count;
+                }
+
+                if (left == 0)
+                {
+                    EndRemainingProcesses();
+                }
+            }
+        }
+    }
+
+    private void DrainNotifications()
+    {
+        byte[] buffer = new byte[4096];
+        try
+        {
+            lock (_reading)
+            {
+                int length;
+                while ((length = Interop.Libc.ReceiveDatagram((int)_notify.Handle, buffer, out int sender)) >= 0)
+                {
+                    Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
+                }
+            }
+        }
+        catch (Exception e) when (e is ObjectDisposedException or SocketException or IOException)
+        {
+            Log.NotificationFailed(_log, e.Message);
         }
     }
 
@@ -393,10 +430,15 @@ internal sealed partial class Supervisor : IDisposable
                     continue;
                 }
 
-                int length;
-                while ((length = Interop.Libc.ReceiveDatagram(fd, buffer, out int sender)) >= 0)
+                // One reader at a time, so datagrams are handled in the order sent (the reaper
+                // reads too, before it decides that no generation is left).
+                lock (_reading)
                 {
-                    Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
+                    int length;
+                    while ((length = Interop.Libc.ReceiveDatagram(fd, buffer, out int sender)) >= 0)
+                    {
+                        Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
+                    }
                 }
             }
             catch (Exception e) when (e is ObjectDisposedException or SocketException or IOException)
@@ -452,7 +494,8 @@ internal sealed partial class Supervisor : IDisposable
                 {
                     if (int.TryParse(line.AsSpan(SystemdConstants.MainPid.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 && pid != _main)
                     {
-                        if (!GenerationProcess.IsRunning(pid))
+                        bool running = GenerationProcess.IsRunning(pid);
+                        if (!running && !(_announced.TryGetValue(pid, out int by) && by == sender))
                         {
                             // As systemd does: a main pid that has exited would be followed
                             // to nowhere (the next upgrade signal lost, a phantom at stop).
@@ -460,15 +503,25 @@ internal sealed partial class Supervisor : IDisposable
                             continue;
                         }
 
+                        // One this process was told of and that has exited is followed all the
+                        // same: read late (this process was stopped), its own MAINPID= for the
+                        // generation after it may be next in the queue, or the sender's claim
+                        // back after a rollback.
                         Log.MainChanged(_log, pid, sender);
                         BecomeMainLocked(pid);
                     }
                 }
                 else if (line.StartsWith(SystemdConstants.Successor, StringComparison.Ordinal))
                 {
-                    if (int.TryParse(line.AsSpan(SystemdConstants.Successor.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 && pid != sender && GenerationProcess.IsRunning(pid))
+                    if (int.TryParse(line.AsSpan(SystemdConstants.Successor.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 && pid != sender)
                     {
-                        _successors[pid] = sender;
+                        _announced[pid] = sender;
+                        if (Exists(pid))
+                        {
+                            // Running, or a zombie the reaper will find: not reaped yet.
+                            _successors[pid] = sender;
+                        }
+
                         Log.SuccessorStarted(_log, sender, pid);
                     }
                 }
@@ -507,15 +560,25 @@ internal sealed partial class Supervisor : IDisposable
         }
     }
 
+    // Not reaped yet (running or a zombie): the reaper will see it exit.
+    private static bool Exists(int pid) => Directory.Exists(string.Create(CultureInfo.InvariantCulture, $"/proc/{pid}"));
+
     private static string MainPidLine(int pid) => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MainPid}{pid}");
 
     private void BecomeMainLocked(int pid)
     {
         _main = pid;
-        _mainGone = false;
-        _generations.Add(pid);
         _successors.Remove(pid);
         _claims.Clear();
+        if (!Exists(pid))
+        {
+            // Reaped already: nothing left to wait for; the next claim or MAINPID= takes over.
+            _mainGone = true;
+            return;
+        }
+
+        _mainGone = false;
+        _generations.Add(pid);
         if (_stopping && _stopSignalled.Add(pid))
         {
             // The stop signal reached the generations before this one was among them: it gets

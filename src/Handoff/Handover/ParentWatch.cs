@@ -3,14 +3,15 @@ namespace Handoff;
 /// <summary>
 /// Watches the previous generation from the new one: calls back when it exits, however it
 /// exits. Uses a pidfd, which cannot be fooled by a recycled pid; the parent is checked to be
-/// this process's parent after the pidfd is opened, so it is the right process.
+/// the right process after the pidfd is opened (by its start time, since a generation started
+/// detached is not the parent's child).
 /// </summary>
 internal static class ParentWatch
 {
-    public static void Start(int parentPid, Action exited)
+    public static void Start(int parentPid, Func<bool> isParent, Action exited)
     {
         int pidfd = Interop.Libc.PidfdOpen(parentPid);
-        if (pidfd < 0 || Interop.Libc.GetParentPid() != parentPid)
+        if (pidfd < 0 || !isParent())
         {
             if (pidfd >= 0)
             {
