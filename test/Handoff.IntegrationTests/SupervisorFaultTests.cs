@@ -45,7 +45,11 @@ public sealed class SupervisorFaultTests
         // The supervisor follows it: the next upgrade signal reaches generation 2.
         HelloSleepServer.Signal(supervisor, 12);
         await server.WaitForOutputAsync($"asking the main generation (pid {second}) to upgrade");
-        await server.WaitForMatchAsync(@"Generation 3 \(pid \d+\) is ready");
+        int third = Pid(await server.WaitForMatchAsync(@"Generation 3 \(pid (\d+)\) is ready"));
+
+        // A detached generation whose parent lives is not told otherwise by getppid().
+        await server.WaitForOutputAsync($"(pid {second}): generation 3 (pid {third}) is ready");
+        Assert.DoesNotContain($"(pid {third}): the previous generation (pid {second}) is gone", server.Output, StringComparison.Ordinal);
 
         HelloSleepServer.Signal(supervisor, 15);
         Assert.Equal(0, await server.WaitForExitAsync(Long));
