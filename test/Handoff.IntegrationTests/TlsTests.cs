@@ -84,7 +84,10 @@ public sealed class TlsTests
         Assert.Equal(server.CurrentPid, (await HttpProbe.GetAsync(server.EndPoint, "/?sleep=0", TimeSpan.FromSeconds(10), tls: true)).Pid);
     }
 
-    [Fact]
+    // Slow (it waits out a reload's 5 s drain and a long request); the reload and the upgrade
+    // are each covered in CI by CertificateReplacedUnderLoad_... and CertificateReplacedWhileDraining_...
+    [SlowFact]
+    [Trait("Category", "Slow")]
     public async Task CertificateReplacedThenUpgrade_RequestOnTheReloadedEndpointFinishes()
     {
         var (server, pfx, probe, slow) = await StartWithSlowRequestAsync(20);
