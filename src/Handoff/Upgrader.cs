@@ -827,9 +827,11 @@ public sealed partial class Upgrader : IDisposable
             return Fail(0, $"cannot start the new generation: {e.Message}", "spawn_failed");
         }
 
+        // First thing: a supervisor that learns of the new generation only after the log line
+        // could lose it to a kill of this one in between.
+        AnnounceSuccessor(child.Pid);
         long spawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         Log.Spawned(_logger, pid, Generation, child.Pid, next);
-        AnnounceSuccessor(child.Pid);
         string? failure;
         bool stopped = false;
         try

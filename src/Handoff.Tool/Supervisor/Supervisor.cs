@@ -339,17 +339,25 @@ internal sealed partial class Supervisor : IDisposable
 
             if (left == 0)
             {
-                // Whatever the generations said before they exited is read first: a supervisor
-                // that was stopped (SIGSTOP) finds handovers queued that name the one serving now.
+                // Whatever the generations said before they exited is read first: an
+                // announcement still queued, or handovers queued while this process was stopped
+                // (SIGSTOP) that name the one serving now.
                 DrainNotifications();
+                bool mainGone;
                 lock (_lock)
                 {
                     left = _generations.Count + _successors.Count;
+                    successors = string.Join(", ", _successors.Keys);
+                    mainGone = _mainGone;
                 }
 
                 if (left == 0)
                 {
                     EndRemainingProcesses();
+                }
+                else if (wasMain && mainGone && successors.Length > 0)
+                {
+                    Log.AwaitingSuccessor(_log, pid, successors);
                 }
             }
         }
