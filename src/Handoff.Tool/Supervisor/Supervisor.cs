@@ -365,21 +365,28 @@ internal sealed partial class Supervisor : IDisposable
 
     private void DrainNotifications()
     {
-        byte[] buffer = new byte[4096];
         try
         {
-            lock (_reading)
-            {
-                int length;
-                while ((length = Interop.Libc.ReceiveDatagram((int)_notify.Handle, buffer, out int sender)) >= 0)
-                {
-                    Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
-                }
-            }
+            HandleQueued(new byte[4096]);
         }
         catch (Exception e) when (e is ObjectDisposedException or SocketException or IOException)
         {
             Log.NotificationFailed(_log, e.Message);
+        }
+    }
+
+    /// <summary>Handles every notification queued now. One reader at a time, so datagrams are
+    /// handled in the order sent (the reaper reads too, before it decides that no generation is
+    /// left).</summary>
+    private void HandleQueued(byte[] buffer)
+    {
+        lock (_reading)
+        {
+            int length;
+            while ((length = Interop.Libc.ReceiveDatagram((int)_notify.Handle, buffer, out int sender)) >= 0)
+            {
+                Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
+            }
         }
     }
 
@@ -428,7 +435,6 @@ internal sealed partial class Supervisor : IDisposable
     private void ReadNotifications()
     {
         byte[] buffer = new byte[4096];
-        int fd = (int)_notify.Handle;
         while (!_allGone.Task.IsCompleted)
         {
             try
@@ -438,16 +444,7 @@ internal sealed partial class Supervisor : IDisposable
                     continue;
                 }
 
-                // One reader at a time, so datagrams are handled in the order sent (the reaper
-                // reads too, before it decides that no generation is left).
-                lock (_reading)
-                {
-                    int length;
-                    while ((length = Interop.Libc.ReceiveDatagram(fd, buffer, out int sender)) >= 0)
-                    {
-                        Handle(sender, Encoding.UTF8.GetString(buffer, 0, length));
-                    }
-                }
+                HandleQueued(buffer);
             }
             catch (Exception e) when (e is ObjectDisposedException or SocketException or IOException)
             {
@@ -569,7 +566,7 @@ internal sealed partial class Supervisor : IDisposable
     }
 
     // Not reaped yet (running or a zombie): the reaper will see it exit.
-    private static bool Exists(int pid) => Directory.Exists(string.Create(CultureInfo.InvariantCulture, $"/proc/{pid}"));
+    private static bool Exists(int pid) => GenerationProcess.Current(pid) is not null;
 
     private static string MainPidLine(int pid) => string.Create(CultureInfo.InvariantCulture, $"{SystemdConstants.MainPid}{pid}");
 

@@ -226,37 +226,12 @@ internal sealed class StartedGeneration : IStartedGeneration
                 }
             }
         }
-        while (ReadAvailable());
+        while (Receive(0) > 0);
 
         return [];
     }
 
-    // What the pipe holds now, without waiting; false when nothing (or end-of-file, which the
-    // watch then reads for itself).
-    private unsafe bool ReadAvailable()
-    {
-        int fd;
-        lock (_gate)
-        {
-            fd = _readyFd;
-        }
 
-        var poll = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
-        if (fd < 0 || Interop.Libc.Poll(&poll, 1, 0) <= 0 || (poll.Revents & Interop.Libc.POLLIN) == 0)
-        {
-            return false;
-        }
-
-        byte* buffer = stackalloc byte[512];
-        nint n = Interop.Libc.Read(fd, buffer, 512);
-        if (n <= 0)
-        {
-            return false;
-        }
-
-        _received.AddRange(new ReadOnlySpan<byte>(buffer, (int)n));
-        return true;
-    }
 
     public void ReapWhenExited(Action<string> exited)
     {
@@ -375,14 +350,25 @@ internal sealed class StartedGeneration : IStartedGeneration
     }
 
     /// <summary>Waits up to <paramref name="milliseconds"/> for a whole line on the pipe.</summary>
-    private unsafe ReadOutcome ReadLine(int milliseconds, out string? line)
+    private ReadOutcome ReadLine(int milliseconds, out string? line)
     {
-        line = null;
         if (TakeLine(out line))
         {
             return ReadOutcome.Line;
         }
 
+        if (Receive(milliseconds) is null)
+        {
+            return ReadOutcome.EndOfFile;
+        }
+
+        return TakeLine(out line) ? ReadOutcome.Line : ReadOutcome.Nothing;
+    }
+
+    /// <summary>Waits up to <paramref name="milliseconds"/> for bytes on the pipe and keeps them;
+    /// returns how many (0: none yet), or null at end-of-file or once the pipe is closed.</summary>
+    private unsafe int? Receive(int milliseconds)
+    {
         int fd;
         lock (_gate)
         {
@@ -391,24 +377,24 @@ internal sealed class StartedGeneration : IStartedGeneration
 
         if (fd < 0)
         {
-            return ReadOutcome.EndOfFile;
+            return null;
         }
 
         var poll = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
         if (Interop.Libc.Poll(&poll, 1, milliseconds) <= 0)
         {
-            return ReadOutcome.Nothing;
+            return 0;
         }
 
         byte* buffer = stackalloc byte[512];
         nint n = Interop.Libc.Read(fd, buffer, 512);
         if (n <= 0)
         {
-            return ReadOutcome.EndOfFile;
+            return null;
         }
 
         _received.AddRange(new ReadOnlySpan<byte>(buffer, (int)n));
-        return TakeLine(out line) ? ReadOutcome.Line : ReadOutcome.Nothing;
+        return (int)n;
     }
 
     private bool TakeLine(out string? line)
