@@ -384,7 +384,7 @@ public sealed partial class Upgrader : IDisposable
     {
         int next = Generation + 1;
         string? refusal;
-        string refusalType;
+        UpgradeFailureReason refusalReason;
         string? waitsFor;
         bool answersSystemd;
         bool watchParent = false;
@@ -403,13 +403,13 @@ public sealed partial class Upgrader : IDisposable
                     $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow)",
                 _ => null,
             };
-            (refusalType, refusal) = _state switch
+            (refusalReason, refusal) = _state switch
             {
-                _ when waitsFor is not null => ("", null),
-                GenerationState.Starting => ("not_ready", "this generation is not ready yet"),
-                GenerationState.Superseded => ("superseded", $"this generation was already superseded by pid {SupersededBy?.NewPid}"),
-                GenerationState.Stopping or GenerationState.Stopped => ("shutting_down", "this generation is shutting down"),
-                _ => ("too_many_draining", DrainingBoundRefusal()),
+                _ when waitsFor is not null => (UpgradeFailureReason.None, null),
+                GenerationState.Starting => (UpgradeFailureReason.NotReady, "this generation is not ready yet"),
+                GenerationState.Superseded => (UpgradeFailureReason.Superseded, $"this generation was already superseded by pid {SupersededBy?.NewPid}"),
+                GenerationState.Stopping or GenerationState.Stopped => (UpgradeFailureReason.ShuttingDown, "this generation is shutting down"),
+                _ => (UpgradeFailureReason.TooManyDraining, DrainingBoundRefusal()),
             };
             if (waitsFor is not null)
             {
@@ -431,7 +431,7 @@ public sealed partial class Upgrader : IDisposable
             }
             else
             {
-                upgrade = Task.FromResult(UpgradeResult.Refusal(next, refusal));
+                upgrade = Task.FromResult(UpgradeResult.Refusal(next, refusalReason, refusal));
             }
         }
 
@@ -455,7 +455,7 @@ public sealed partial class Upgrader : IDisposable
         if (refusal is not null)
         {
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal);
-            Metrics.UpgradeEnded(HandoffMetrics.Refused, refusalType, null);
+            Metrics.UpgradeEnded(HandoffMetrics.Refused, refusalReason.Tag(), null);
             _lastUpgrade = new LastUpgrade("refused", DateTimeOffset.UtcNow, refusal);
 
             if (answersSystemd && _notifier.IsEnabled)
@@ -780,7 +780,7 @@ public sealed partial class Upgrader : IDisposable
                 FireToken(_superseded, nameof(Superseded));
             }
 
-            return Fail(0, $"unexpected error during the upgrade: {e.GetType().Name}: {e.Message}", "_OTHER");
+            return Fail(0, $"unexpected error during the upgrade: {e.GetType().Name}: {e.Message}", UpgradeFailureReason.Unexpected);
         }
     }
 
@@ -824,7 +824,7 @@ public sealed partial class Upgrader : IDisposable
                 ShadowCopy.Delete(copy);
             }
 
-            return Fail(0, $"cannot start the new generation: {e.Message}", "spawn_failed");
+            return Fail(0, $"cannot start the new generation: {e.Message}", UpgradeFailureReason.SpawnFailed);
         }
 
         // First thing: a supervisor that learns of the new generation only after the log line
@@ -832,7 +832,7 @@ public sealed partial class Upgrader : IDisposable
         AnnounceSuccessor(child.Pid);
         long spawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         Log.Spawned(_logger, pid, Generation, child.Pid, next);
-        string? failure;
+        StartFailure? failure;
         bool stopped = false;
         try
         {
@@ -840,7 +840,7 @@ public sealed partial class Upgrader : IDisposable
         }
         catch (OperationCanceledException)
         {
-            failure = "this generation began shutting down before the new one reported ready";
+            failure = new(UpgradeFailureReason.Shutdown, "this generation began shutting down before the new one reported ready");
             stopped = true;
         }
 
@@ -877,8 +877,8 @@ public sealed partial class Upgrader : IDisposable
             string? ended = await child.TerminateAsync(_options.TerminateTimeout).ConfigureAwait(false);
             string reason = stopped
                 ? $"new generation {next} (pid {child.Pid}) was stopped because this generation is shutting down ({ended ?? "it had exited"})"
-                : $"new generation {next} (pid {child.Pid}) failed: {failure?.TrimEnd('.')}" + (ended is null ? "" : $"; it was stopped ({ended})");
-            return Fail(child.Pid, reason, stopped ? "shutdown" : StartedGeneration.ClassifyFailure(failure!));
+                : $"new generation {next} (pid {child.Pid}) failed: {failure?.Message.TrimEnd('.')}" + (ended is null ? "" : $"; it was stopped ({ended})");
+            return Fail(child.Pid, reason, stopped ? UpgradeFailureReason.Shutdown : failure!.Reason);
         }
 
         return await HandOverAsync(child, next, released, System.Diagnostics.Stopwatch.GetElapsedTime(spawnedAt), System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt)).ConfigureAwait(false);
@@ -991,7 +991,7 @@ public sealed partial class Upgrader : IDisposable
                 reason += ended is null ? "" : $"; it was stopped ({ended})";
             }
 
-            return Fail(child.Pid, reason, "rolled_back");
+            return Fail(child.Pid, reason, UpgradeFailureReason.RolledBack);
         }
 
         await child.CommitAsync().ConfigureAwait(false); // Closed already unless it withdrew too late.
@@ -1049,9 +1049,9 @@ public sealed partial class Upgrader : IDisposable
         }
         else
         {
-            var refusal = UpgradeResult.Refusal(Generation + 1, "this generation began shutting down before the upgrade asked for could run");
+            var refusal = UpgradeResult.Refusal(Generation + 1, UpgradeFailureReason.ShuttingDown, "this generation began shutting down before the upgrade asked for could run");
             Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!);
-            Metrics.UpgradeEnded(HandoffMetrics.Refused, "shutting_down", null);
+            Metrics.UpgradeEnded(HandoffMetrics.Refused, refusal.Reason.Tag(), null);
             queued.TrySetResult(refusal);
         }
     }
@@ -1107,11 +1107,11 @@ public sealed partial class Upgrader : IDisposable
             Log.QueuedUpgradeForwarded(_logger, pid, Generation, successor.NewPid, "with " + UpgradeSignalNames.Format(signal) + unreachable);
             result = SendSignal(successor.NewPid, UpgradeSignalNames.ToNumber(signal)) == 0
                 ? successor
-                : UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover could not be passed on to pid {successor.NewPid}: it is gone");
+                : UpgradeResult.Refusal(successor.Generation + 1, UpgradeFailureReason.NotPassedOn, $"the upgrade asked for during the handover could not be passed on to pid {successor.NewPid}: it is gone");
         }
         else if (result is null)
         {
-            result = UpgradeResult.Refusal(successor.Generation + 1, $"the upgrade asked for during the handover cannot be passed on to pid {successor.NewPid}: {(unreachable.Length > 0 ? unreachable.Trim(' ', '(', ')') + ", and there is no upgrade signal" : "there is neither a control socket nor an upgrade signal")}; ask it again");
+            result = UpgradeResult.Refusal(successor.Generation + 1, UpgradeFailureReason.NotPassedOn, $"the upgrade asked for during the handover cannot be passed on to pid {successor.NewPid}: {(unreachable.Length > 0 ? unreachable.Trim(' ', '(', ')') + ", and there is no upgrade signal" : "there is neither a control socket nor an upgrade signal")}; ask it again");
             Log.UpgradeRefused(_logger, pid, Generation, result.Error!);
         }
 
@@ -1120,8 +1120,8 @@ public sealed partial class Upgrader : IDisposable
 
     /// <param name="newPid">The new generation's pid, 0 when none was started.</param>
     /// <param name="reason">What the log, the status and the caller are told.</param>
-    /// <param name="errorType">The failure's kind for metrics (<c>error.type</c>, docs/metrics.md).</param>
-    private UpgradeResult Fail(int newPid, string reason, string errorType)
+    /// <param name="why">The failure's kind (also the metrics' <c>error.type</c>, docs/metrics.md).</param>
+    private UpgradeResult Fail(int newPid, string reason, UpgradeFailureReason why)
     {
         if (_shadow is not null)
         {
@@ -1149,7 +1149,7 @@ public sealed partial class Upgrader : IDisposable
         }
 
         _lastUpgrade = new LastUpgrade("failed", DateTimeOffset.UtcNow, reason);
-        Metrics.UpgradeEnded(HandoffMetrics.Failed, errorType, System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt));
+        Metrics.UpgradeEnded(HandoffMetrics.Failed, why.Tag(), System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt));
         if (changed)
         {
             OnStateChanged(GenerationState.Ready);
@@ -1161,7 +1161,7 @@ public sealed partial class Upgrader : IDisposable
             NotifyService(SystemdConstants.Ready);
         }
 
-        return UpgradeResult.Failure(newPid, Generation + 1, reason);
+        return UpgradeResult.Failure(newPid, Generation + 1, why, reason);
     }
 
     /// <summary>Writes the pid file; a failure is logged and changes nothing else, because the

@@ -115,7 +115,7 @@ public sealed class GenerationLauncherTests : IDisposable
     {
         var child = Start("exit 3");
 
-        Assert.Equal("it exited (exit code 3) before reporting ready", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal(new StartFailure(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"), await child.WaitReadyAsync(Patience, CancellationToken.None));
     }
 
     [Fact]
@@ -123,7 +123,7 @@ public sealed class GenerationLauncherTests : IDisposable
     {
         var child = Start("exec 3>&-; exec sleep 30");
 
-        Assert.Equal("it closed its ready pipe without reporting ready", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal(new StartFailure(UpgradeFailureReason.Exited, "it closed its ready pipe without reporting ready"), await child.WaitReadyAsync(Patience, CancellationToken.None));
         Assert.Equal("killed by signal 15 after SIGTERM", await child.TerminateAsync(Patience));
     }
 
@@ -132,7 +132,7 @@ public sealed class GenerationLauncherTests : IDisposable
     {
         var child = Start("echo hello >&3; exec sleep 30");
 
-        Assert.Equal("the new generation sent 'hello' instead of 'ready'", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal(new StartFailure(UpgradeFailureReason.StartFailed, "the new generation sent 'hello' instead of 'ready'"), await child.WaitReadyAsync(Patience, CancellationToken.None));
         await child.TerminateAsync(Patience);
     }
 
@@ -141,7 +141,7 @@ public sealed class GenerationLauncherTests : IDisposable
     {
         var child = Start("echo 'failed warm-up failed: boom' >&3; exec sleep 30");
 
-        Assert.Equal("warm-up failed: boom", await child.WaitReadyAsync(Patience, CancellationToken.None));
+        Assert.Equal(new StartFailure(UpgradeFailureReason.StartFailed, "warm-up failed: boom"), await child.WaitReadyAsync(Patience, CancellationToken.None));
         await child.TerminateAsync(Patience);
     }
 
@@ -150,7 +150,7 @@ public sealed class GenerationLauncherTests : IDisposable
     {
         var child = Start("exec sleep 30");
 
-        Assert.Equal("it did not report ready within 0.3 s (Handoff:UpgradeTimeout)", await child.WaitReadyAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None));
+        Assert.Equal(new StartFailure(UpgradeFailureReason.Timeout, "it did not report ready within 0.3 s (Handoff:UpgradeTimeout)"), await child.WaitReadyAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None));
         await child.TerminateAsync(Patience);
     }
 

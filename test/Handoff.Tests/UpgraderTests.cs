@@ -40,6 +40,7 @@ public sealed class UpgraderTests : IDisposable
         var result = await upgrader.UpgradeAsync();
 
         Assert.True(result.Succeeded, result.Error);
+        Assert.Equal(UpgradeFailureReason.None, result.Reason);
         Assert.Equal(4321, result.NewPid);
         Assert.Equal(2, result.Generation);
         Assert.True(upgrader.Superseded.IsCancellationRequested);
@@ -57,11 +58,13 @@ public sealed class UpgraderTests : IDisposable
     {
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        _launcher.Next = new FakeGeneration(pid: 1111, readyResult: "it exited (exit code 3) before reporting ready");
+        _launcher.Next = new FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
 
         var failed = await upgrader.UpgradeAsync();
 
         Assert.False(failed.Succeeded);
+        Assert.Equal(UpgradeFailureReason.Exited, failed.Reason);
+        Assert.Equal(UpgradeFailureKind.Failed, failed.FailureKind);
         Assert.Contains("exit code 3", failed.Error, StringComparison.Ordinal);
         Assert.Contains("pid 1111", failed.Error, StringComparison.Ordinal);
         Assert.True(_launcher.Started[0].Terminated);
@@ -110,7 +113,7 @@ public sealed class UpgraderTests : IDisposable
     {
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        var broken = new FakeGeneration(pid: 7, readyResult: "it exited (exit code 1) before reporting ready", holdReady: true);
+        var broken = new FakeGeneration(pid: 7, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 1) before reporting ready"), holdReady: true);
         _launcher.Next = broken;
         var first = upgrader.UpgradeAsync();
         await broken.Waiting;
@@ -788,7 +791,7 @@ public sealed class UpgraderTests : IDisposable
         }
     }
 
-    internal sealed class FakeGeneration(int pid, string? readyResult, bool holdReady = false) : IStartedGeneration
+    internal sealed class FakeGeneration(int pid, StartFailure? readyResult, bool holdReady = false) : IStartedGeneration
     {
         private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -831,7 +834,7 @@ public sealed class UpgraderTests : IDisposable
             exited?.Invoke(how);
         }
 
-        public async Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken)
+        public async Task<StartFailure?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken)
         {
             _waiting.TrySetResult();
             if (holdReady)

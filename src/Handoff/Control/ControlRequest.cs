@@ -28,7 +28,7 @@ internal static class ControlRequest
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException)
         {
             string why = File.Exists(path) ? e.Message : "the path no longer exists";
-            return (UpgradeResult.Refusal(generation, $"the successor could not be reached over the control socket {path}: {why}"), false);
+            return (UpgradeResult.Refusal(generation, UpgradeFailureReason.NotPassedOn, $"the successor could not be reached over the control socket {path}: {why}"), false);
         }
 
         return (await AskAsync(socket, path, generation, timeout, deadline.Token).ConfigureAwait(false), true);
@@ -50,21 +50,21 @@ internal static class ControlRequest
                     case ControlProtocol.ResultType:
                         return Parse(root, generation);
                     case ControlProtocol.ErrorType:
-                        return UpgradeResult.Refusal(generation, $"the successor refused the request: {Text(root, "error")}");
+                        return UpgradeResult.Refusal(generation, UpgradeFailureReason.NotPassedOn, $"the successor refused the request: {Text(root, "error")}");
                     default:
                         break; // "upgrading": the outcome follows.
                 }
             }
 
-            return UpgradeResult.Failure(0, generation, $"the successor closed the control socket {path} without saying how the upgrade ended (see its log)");
+            return UpgradeResult.Failure(0, generation, UpgradeFailureReason.NoOutcome, $"the successor closed the control socket {path} without saying how the upgrade ended (see its log)");
         }
         catch (OperationCanceledException)
         {
-            return UpgradeResult.Failure(0, generation, $"no outcome from the successor within {timeout.TotalSeconds:0.#} s; the upgrade may still finish (see its log)");
+            return UpgradeResult.Failure(0, generation, UpgradeFailureReason.NoOutcome, $"no outcome from the successor within {timeout.TotalSeconds:0.#} s; the upgrade may still finish (see its log)");
         }
         catch (Exception e) when (e is SocketException or IOException or JsonException or InvalidOperationException)
         {
-            return UpgradeResult.Refusal(generation, $"the successor could not be asked over the control socket {path}: {e.Message}");
+            return UpgradeResult.Refusal(generation, UpgradeFailureReason.NotPassedOn, $"the successor could not be asked over the control socket {path}: {e.Message}");
         }
     }
 
@@ -73,11 +73,12 @@ internal static class ControlRequest
         int newPid = Number(result, "newPid");
         int resultGeneration = Number(result, "generation") is > 0 and var g ? g : generation;
         string reason = Text(result, "reason") ?? "no reason given";
+        var why = UpgradeFailureReasons.Parse(Text(result, "errorType"));
         return Text(result, "outcome") switch
         {
             ControlProtocol.Upgraded => UpgradeResult.Success(newPid, resultGeneration, TimeSpan.FromMilliseconds(Number(result, "timeToReadyMs"))),
-            ControlProtocol.Refused => UpgradeResult.Refusal(resultGeneration, reason),
-            _ => UpgradeResult.Failure(newPid, resultGeneration, reason),
+            ControlProtocol.Refused => UpgradeResult.Refusal(resultGeneration, why, reason),
+            _ => UpgradeResult.Failure(newPid, resultGeneration, why, reason),
         };
     }
 

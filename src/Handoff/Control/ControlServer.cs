@@ -241,6 +241,7 @@ internal sealed partial class ControlServer
         if (result.Error is { } reason)
         {
             w.WriteString("reason", reason);
+            w.WriteString("errorType", result.Reason.Tag());
         }
     }
 

@@ -22,7 +22,7 @@ internal interface IStartedGeneration
     /// or stays silent for <paramref name="timeout"/> (returns the reason). Throws
     /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> fires
     /// before a report was read.</summary>
-    Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken);
+    Task<StartFailure?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken);
 
     /// <summary>Stops the new generation: SIGTERM, then SIGKILL after <paramref name="grace"/>;
     /// reaps it. Returns how it ended, e.g. "exit code 0 after SIGTERM", or null when it had

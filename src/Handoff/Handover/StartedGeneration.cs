@@ -168,19 +168,7 @@ internal sealed class StartedGeneration : IStartedGeneration
         return null;
     }
 
-    private const string TimeoutMark = "(Handoff:UpgradeTimeout)";
-    private const string ExitedPrefix = "it exited (";
-    private const string ClosedPrefix = "it closed its ready pipe";
-
-    /// <summary>The kind of a failure <see cref="WaitReadyAsync"/> returned, for metrics:
-    /// <c>timeout</c>, <c>exited</c> (before reporting ready), or <c>start_failed</c> (it
-    /// reported why it could not start: a warm-up that threw, a bad configuration).</summary>
-    public static string ClassifyFailure(string failure) =>
-        failure.EndsWith(TimeoutMark, StringComparison.Ordinal) ? "timeout"
-        : failure.StartsWith(ExitedPrefix, StringComparison.Ordinal) || failure.StartsWith(ClosedPrefix, StringComparison.Ordinal) ? "exited"
-        : "start_failed";
-
-    public Task<string?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
+    public Task<StartFailure?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => WaitReady(timeout, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     public Task<string?> TerminateAsync(TimeSpan grace) =>
@@ -247,11 +235,11 @@ internal sealed class StartedGeneration : IStartedGeneration
     // Deadlines on the monotonic clock: a wall-clock step must not cut or stretch a wait.
     private static long Now => Environment.TickCount64;
 
-    private unsafe string? WaitReady(TimeSpan timeout, CancellationToken cancellationToken)
+    private unsafe StartFailure? WaitReady(TimeSpan timeout, CancellationToken cancellationToken)
     {
         // From the spawn on: a detached start's wait for the pid report counts too.
         long deadline = _startedAt + (long)timeout.TotalMilliseconds;
-        string? result = "not read";
+        StartFailure? result = new(UpgradeFailureReason.Unexpected, "not read");
         try
         {
             while (true)
@@ -260,24 +248,24 @@ internal sealed class StartedGeneration : IStartedGeneration
                 long remaining = deadline - Now;
                 if (remaining <= 0)
                 {
-                    return result = $"it did not report ready within {timeout.TotalSeconds:0.###} s {TimeoutMark}";
+                    return result = new(UpgradeFailureReason.Timeout, $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)");
                 }
 
                 switch (ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
                 {
                     case ReadOutcome.Line:
-                        return result = ReadyPipe.ParseLine(line!);
+                        return result = ReadyPipe.ParseLine(line!) is { } failure ? new(UpgradeFailureReason.StartFailed, failure) : null;
                     case ReadOutcome.EndOfFile:
                         // The child closed the pipe without a line: it exited or is exiting.
                         string? exit = WaitForExit(block: false) ?? WaitForExitBriefly();
-                        return result = exit is null
-                            ? $"{ClosedPrefix} without reporting ready"
-                            : $"{ExitedPrefix}{exit}) before reporting ready";
+                        return result = new(UpgradeFailureReason.Exited, exit is null
+                            ? $"{PipeClosed} without reporting ready"
+                            : $"it exited ({exit}) before reporting ready");
                 }
 
                 if (WaitForExit(block: false) is { } ended)
                 {
-                    return result = $"{ExitedPrefix}{ended}) before reporting ready";
+                    return result = new(UpgradeFailureReason.Exited, $"it exited ({ended}) before reporting ready");
                 }
             }
         }

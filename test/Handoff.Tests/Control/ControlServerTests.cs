@@ -63,12 +63,13 @@ public sealed class ControlServerTests : IDisposable
     {
         using var upgrader = Create();
         await upgrader.ReadyAsync();
-        _launcher.Next = new FakeGeneration(pid: 1111, readyResult: "it exited (exit code 3) before reporting ready");
+        _launcher.Next = new FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
 
         var result = (await RequestAsync("upgrade\n"))[^1];
 
         Assert.Equal("failed", result.GetProperty("outcome").GetString());
         Assert.Equal("new generation 2 (pid 1111) failed: it exited (exit code 3) before reporting ready; it was stopped (exit code 0 after SIGTERM)", result.GetProperty("reason").GetString());
+        Assert.Equal("exited", result.GetProperty("errorType").GetString());
     }
 
     [Fact]
@@ -76,7 +77,7 @@ public sealed class ControlServerTests : IDisposable
     {
         using var upgrader = Create();
         await upgrader.ReadyAsync();
-        var broken = new FakeGeneration(pid: 5, readyResult: "it exited (exit code 1) before reporting ready", holdReady: true);
+        var broken = new FakeGeneration(pid: 5, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 1) before reporting ready"), holdReady: true);
         _launcher.Next = broken;
         var first = upgrader.UpgradeAsync();
         await broken.Waiting;

@@ -18,9 +18,9 @@ public sealed class HandoffMetricsTests
 
         await upgrader.UpgradeAsync(); // refused: not ready yet
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: "it exited (exit code 3) before reporting ready");
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
         await upgrader.UpgradeAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 2222, readyResult: "failed warm-up threw");
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 2222, readyResult: new(UpgradeFailureReason.StartFailed, "warm-up threw"));
         await upgrader.UpgradeAsync();
         _launcher.Next = new UpgraderTests.FakeGeneration(pid: 3333, readyResult: null);
         Assert.True((await upgrader.UpgradeAsync()).Succeeded);
@@ -57,12 +57,17 @@ public sealed class HandoffMetricsTests
     }
 
     [Fact]
-    public void ClassifyFailure_WhatWaitReadyReturns_NamesItsKind()
+    public void UpgradeFailureReason_EveryValue_HasItsOwnTagThatParsesBack()
     {
-        Assert.Equal("timeout", StartedGeneration.ClassifyFailure("it did not report ready within 30 s (Handoff:UpgradeTimeout)"));
-        Assert.Equal("exited", StartedGeneration.ClassifyFailure("it exited (exit code 1) before reporting ready"));
-        Assert.Equal("exited", StartedGeneration.ClassifyFailure("it closed its ready pipe without reporting ready"));
-        Assert.Equal("start_failed", StartedGeneration.ClassifyFailure("warm-up failed: InvalidOperationException: no database"));
+        var reasons = Enum.GetValues<UpgradeFailureReason>().Where(r => r != UpgradeFailureReason.None).ToList();
+        var tags = reasons.Select(r => r.Tag()).ToList();
+
+        Assert.Equal(tags.Count, tags.Distinct().Count());
+        Assert.All(reasons, r => Assert.Equal(r, UpgradeFailureReasons.Parse(r.Tag())));
+        Assert.Equal("_OTHER", UpgradeFailureReason.Unexpected.Tag());
+        Assert.Equal("start_failed", UpgradeFailureReason.StartFailed.Tag());
+        Assert.Equal(UpgradeFailureReason.Unexpected, UpgradeFailureReasons.Parse("a_newer_reason"));
+        Assert.Equal(UpgradeFailureReason.Unexpected, UpgradeFailureReasons.Parse(null));
     }
 
     [Fact]

@@ -58,7 +58,7 @@ public sealed class ServiceNotifierTests : IDisposable
     {
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: "it exited (exit code 3) before reporting ready");
+        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
 
         var result = await upgrader.UpgradeAsync();
 
