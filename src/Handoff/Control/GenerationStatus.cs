@@ -11,7 +11,7 @@ internal sealed record GenerationStatus(
     string? ControlSocket,
     int? OpenConnections,
     IReadOnlyList<DrainingGeneration> Draining,
-    Upgrader.LastUpgrade? LastUpgrade,
+    LastUpgrade? LastUpgrade,
     int ParentPid);
 
 /// <summary>An older generation that still drains: its pid, when it started, and the
