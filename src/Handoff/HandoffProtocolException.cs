@@ -6,7 +6,7 @@ namespace Handoff;
 /// descriptor is not what it should be. The process must not serve; it exits non-zero and the
 /// previous generation keeps serving.
 /// </summary>
-public sealed class HandoffProtocolException : Exception
+internal sealed class HandoffProtocolException : Exception
 {
     /// <summary>Creates the exception with a message naming what is wrong.</summary>
     public HandoffProtocolException(string message)

@@ -9,6 +9,19 @@ public sealed class ListenerRegistryTests : IDisposable
     private readonly string _directory = Directory.CreateTempSubdirectory("handoff-registry-").FullName;
 
     [Fact]
+    public void CloseMethods_AreNotPublic_SoAUsersAwaitUsingCannotCloseTheSocketsUnderTheUpgrader()
+    {
+        var type = typeof(ListenerRegistry);
+
+        Assert.False(typeof(IAsyncDisposable).IsAssignableFrom(type));
+        Assert.False(typeof(IDisposable).IsAssignableFrom(type));
+        Assert.Null(type.GetMethod(nameof(ListenerRegistry.CloseAllAsync)));
+        Assert.Null(type.GetMethod(nameof(ListenerRegistry.CloseUnclaimedAsync)));
+        Assert.Null(type.GetMethod(nameof(ListenerRegistry.DisposeAsync)));
+        Assert.False(typeof(HandoffProtocolException).IsPublic);
+    }
+
+    [Fact]
     public async Task Listen_NewAddress_BindsListeningSocketWithCloseOnExec()
     {
         await using var registry = new ListenerRegistry([], new AcceptGate(), NullLogger.Instance);

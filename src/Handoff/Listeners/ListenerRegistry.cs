@@ -9,7 +9,7 @@ namespace Handoff;
 /// those bound here. <see cref="Listen"/> is the one way a server gets a listener, so every
 /// listener is known and handed to the next generation.
 /// </summary>
-public sealed partial class ListenerRegistry : IAsyncDisposable
+public sealed partial class ListenerRegistry
 {
     // The backlog Kestrel uses too; the kernel caps it at net.core.somaxconn.
     private const int Backlog = 512;
@@ -193,8 +193,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
     }
 
     /// <summary>Closes the inherited sockets that no configured address asked for, so an
-    /// address removed from the configuration stops being served.</summary>
-    public async ValueTask CloseUnclaimedAsync() => await CloseUnclaimedReleasingAsync().ConfigureAwait(false);
+    /// address removed from the configuration stops being served. Internal, as the other
+    /// closes: <see cref="Upgrader.ReadyAsync"/> and the handover decide when.</summary>
+    internal async ValueTask CloseUnclaimedAsync() => await CloseUnclaimedReleasingAsync().ConfigureAwait(false);
 
     /// <summary><see cref="CloseUnclaimedAsync"/>; returns the positions, in the handover, of
     /// the inherited sockets closed (not those systemd activated): the previous generation
@@ -294,8 +295,9 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
 
     /// <summary>Stops accepting on every listener in this process (see
     /// <see cref="Listener.CloseAsync"/>). A newer generation holding the same sockets keeps
-    /// accepting on them.</summary>
-    public async ValueTask CloseAllAsync()
+    /// accepting on them. Internal: only the <see cref="Upgrader"/> knows when no generation
+    /// needs them any more (a user's <c>await using</c> would close them under it).</summary>
+    internal async ValueTask CloseAllAsync()
     {
         Listener[] all;
         lock (_gate)
@@ -310,8 +312,8 @@ public sealed partial class ListenerRegistry : IAsyncDisposable
         }
     }
 
-    /// <inheritdoc />
-    public ValueTask DisposeAsync() => CloseAllAsync();
+    /// <summary>For tests' <c>await using</c>: <see cref="CloseAllAsync"/>.</summary>
+    internal ValueTask DisposeAsync() => CloseAllAsync();
 
     /// <summary>After the final stop: removes the paths of Unix socket listeners that nobody
     /// accepts on any more (a newer generation would still accept on them), so a stopped
