@@ -50,7 +50,7 @@ public sealed partial class Upgrader
         {
             var older = DrainingOlder().Prepend(_self ?? new GenerationProcess(Environment.ProcessId, 0)).ToList();
             var blocked = _upgradeSignals.Select(UpgradeSignalNames.ToNumber).Union(EarlyStart.AlwaysHandled).ToList();
-            attempt = UpgradeAttempt.Start(new UpgradeLaunch(_launcher, _command, _shadow, next, older, blocked, _options.UpgradeTimeout), listeners, _logger, _stopping.Token);
+            attempt = UpgradeAttempt.Start(new UpgradeLaunch(_launcher, _command, _shadow, next, older, blocked, _options.UpgradeTimeout, _time), listeners, _logger, _stopping.Token);
         }
 #pragma warning disable CA1031 // Whatever stops the spawn fails this upgrade, never the server.
         catch (Exception e)
@@ -99,7 +99,7 @@ public sealed partial class Upgrader
     private async Task<UpgradeResult> HandOverAsync(UpgradeAttempt attempt, List<Listener> released)
     {
         int pid = Environment.ProcessId;
-        var triggerToReady = System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt);
+        var triggerToReady = _time.GetElapsedTime(_upgradeStartedAt);
         Log.HandingOver(_logger, pid, Generation, attempt.Pid, attempt.Generation, _options.RollbackWindow.TotalSeconds);
         RaiseEvents();
         attempt.Watch();
@@ -245,7 +245,7 @@ public sealed partial class Upgrader
             _main = MainRole.Handed;
         }
 
-        var last = LastUpgrade.TookOver(attempt.Generation, attempt.Pid);
+        var last = LastUpgrade.TookOver(attempt.Generation, attempt.Pid, _time.GetUtcNow());
         var (handed, error) = await _service.HandMainPidAsync(attempt.Pid, _status.HandedOver(attempt.Generation, attempt.Pid, last)).ConfigureAwait(false);
         if (handed)
         {
@@ -294,7 +294,7 @@ public sealed partial class Upgrader
         }
 
         _status.Failed(reason);
-        Metrics.UpgradeEnded(HandoffMetrics.Failed, why.Tag(), System.Diagnostics.Stopwatch.GetElapsedTime(_upgradeStartedAt));
+        Metrics.UpgradeEnded(HandoffMetrics.Failed, why.Tag(), _time.GetElapsedTime(_upgradeStartedAt));
         RaiseEvents();
         if (State == GenerationState.Ready)
         {
@@ -332,7 +332,7 @@ public sealed partial class Upgrader
             Log.ShutdownDelayed(_logger, Environment.ProcessId, Generation, _options.ShutdownDelay.TotalSeconds);
             try
             {
-                await Task.Delay(_options.ShutdownDelay, _shutdownDelay.Token).ConfigureAwait(false);
+                await Task.Delay(_options.ShutdownDelay, _time, _shutdownDelay.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -372,7 +372,7 @@ public sealed partial class Upgrader
 
         if (forward is not null)
         {
-            await forward.WaitAsync(_options.UpgradeTimeout + _options.RollbackWindow + ServiceReporter.BarrierTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await forward.WaitAsync(_options.UpgradeTimeout + _options.RollbackWindow + ServiceReporter.BarrierTimeout, _time).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         if (_control is not null)
@@ -478,7 +478,7 @@ public sealed partial class Upgrader
         {
             try
             {
-                await Task.Delay(ParentCommitPoll, _stopping.Token).ConfigureAwait(false);
+                await Task.Delay(ParentCommitPoll, _time, _stopping.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

@@ -77,7 +77,8 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration
     private readonly string? _controlSocket;
     private readonly ControlServer? _control;
     private readonly ShadowCopy? _shadow;
-    private readonly DateTimeOffset _startedAt = DateTimeOffset.UtcNow;
+    private readonly TimeProvider _time;
+    private readonly DateTimeOffset _startedAt;
     private int _disposed;
 
     /// <summary>
@@ -119,8 +120,9 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration
         }
     }
 
-    // For testing: the OS behind a seam. Does not handle signals.
-    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null, string? shadowCopy = null, HandoffMetrics? metrics = null)
+    // For testing: the OS behind a seam, and the clock (the rollback window, the shutdown
+    // delay, the waits for a parent's commit). Does not handle signals.
+    internal Upgrader(HandoffOptions options, Inheritance inheritance, StartCommand command, IGenerationLauncher launcher, ILoggerFactory loggerFactory, SystemdEnvironment? systemd = null, string? shadowCopy = null, HandoffMetrics? metrics = null, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -133,9 +135,11 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration
         _inheritance = inheritance;
         _command = command;
         _launcher = launcher;
+        _time = time ?? TimeProvider.System;
+        _startedAt = _time.GetUtcNow();
         _logger = loggerFactory.CreateLogger("Handoff.Upgrader");
         _main = IsInherited ? MainRole.Successor : MainRole.Main;
-        _status = new StatusReport(Generation, inheritance.ParentPid, _startedAt);
+        _status = new StatusReport(Generation, inheritance.ParentPid, _startedAt, _time);
         _pidFile = new PidFileOwner(options.PidFile, _logger, Generation);
         Metrics = metrics ?? new HandoffMetrics(null);
         Metrics.ObserveGeneration(() => Generation, TookOver, () => DrainingOlder().Count);
@@ -423,7 +427,7 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration
             else if (refusal is null)
             {
                 MoveLocked(GenerationState.Upgrading);
-                _upgradeStartedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                _upgradeStartedAt = _time.GetTimestamp();
                 upgrade = _upgrade = Task.Run(() => RunUpgradeGuardedAsync(next));
 
                 // One still waiting (the moment it waited for has just ended, and its own start

@@ -27,9 +27,10 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
-    public async Task UpgradeAsync_NewGenerationReady_HandsOverThenSupersedes()
+    public async Task UpgradeAsync_NewGenerationReady_HandsOverThenSupersedesWhenTheWindowHasPassed()
     {
-        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(100));
+        var clock = new TestClock();
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromSeconds(30), clock: clock);
         var states = new List<GenerationState>();
         upgrader.StateChanged += s => { lock (states) { states.Add(s); } };
         await upgrader.ReadyAsync();
@@ -37,7 +38,14 @@ public sealed class UpgraderTests : IDisposable
         Assert.True(upgrader.Listeners.Gate.IsOpen);
         _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
 
-        var result = await upgrader.UpgradeAsync();
+        var upgrade = upgrader.UpgradeAsync();
+        await clock.WaitForTimersAsync(1); // the rollback window began
+        clock.Advance(TimeSpan.FromSeconds(30) - TimeSpan.FromTicks(1));
+        Assert.Equal(GenerationState.HandingOver, upgrader.State);
+        Assert.False(upgrade.IsCompleted);
+        Assert.Equal(4321, PidFile.Read(PidPath)); // the new one is ready: the pid file names it at once
+        clock.Advance(TimeSpan.FromTicks(1));
+        var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
 
         Assert.True(result.Succeeded, result.Error);
         Assert.Equal(UpgradeFailureReason.None, result.Reason);
@@ -158,20 +166,28 @@ public sealed class UpgraderTests : IDisposable
         // deploy script waits for; its parent can still roll back for RollbackWindow.
         var (read, write) = Interop.Libc.CreatePipe();
         var inheritance = Inheritance.ForTesting(generation: 2, parentPid: Environment.ProcessId, older: [], readyPipe: new ReadyPipe(write));
-        using var upgrader = new Upgrader(new HandoffOptions { RollbackWindow = TimeSpan.Zero }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance);
+        var clock = new TestClock();
+        using var upgrader = new Upgrader(new HandoffOptions { RollbackWindow = TimeSpan.Zero }, inheritance, new StartCommand(["/bin/sh"], "/", []), _launcher, NullLoggerFactory.Instance, time: clock);
         try
         {
             await upgrader.ReadyAsync();
             _launcher.Next = new FakeGeneration(pid: 10, readyResult: null);
 
             var upgrade = upgrader.UpgradeAsync();
-            await Task.Delay(200);
-            Assert.False(upgrade.IsCompleted);
-            Assert.Empty(_launcher.Started);
+            for (int looks = 1; looks <= 3; looks++)
+            {
+                // Each look finds the parent uncommitted and waits another ParentCommitPoll.
+                await clock.WaitForTimersAsync(looks);
+                Assert.False(upgrade.IsCompleted);
+                Assert.Empty(_launcher.Started);
+                clock.Advance(upgrader.ParentCommitPoll);
+            }
 
             // The parent commits: it closes its end of the ready pipe.
+            await clock.WaitForTimersAsync(4);
             Interop.Libc.Close(read);
             read = -1;
+            clock.Advance(upgrader.ParentCommitPoll);
             var result = await upgrade.WaitAsync(TimeSpan.FromSeconds(10));
 
             Assert.True(result.Succeeded, result.Error);
@@ -419,7 +435,8 @@ public sealed class UpgraderTests : IDisposable
     [Fact]
     public async Task UpgradeAsync_ApplicationCallbacksOnTheTokensThrow_TheUpgradeAndTheStopGoOn()
     {
-        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(100));
+        var clock = new TestClock();
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromSeconds(30), clock: clock);
         var states = new List<GenerationState>();
         upgrader.StateChanged += s => { lock (states) { states.Add(s); } };
         await upgrader.ReadyAsync();
@@ -427,7 +444,7 @@ public sealed class UpgraderTests : IDisposable
         upgrader.Superseded.Register(() => throw new InvalidOperationException("an application's bug"));
         _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
 
-        var result = await upgrader.UpgradeAsync();
+        var result = await UpgradePastTheWindowAsync(upgrader, clock);
 
         Assert.True(result.Succeeded, result.Error);
         Assert.Equal(GenerationState.Superseded, upgrader.State);
@@ -500,12 +517,13 @@ public sealed class UpgraderTests : IDisposable
     [Fact]
     public async Task UpgradeAsync_WindowPasses_CommitsSoTheNewGenerationMayUpgrade()
     {
-        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(50));
+        var clock = new TestClock();
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromSeconds(30), clock: clock);
         await upgrader.ReadyAsync();
         var child = new FakeGeneration(pid: 90, readyResult: null);
         _launcher.Next = child;
 
-        Assert.True((await upgrader.UpgradeAsync()).Succeeded);
+        Assert.True((await UpgradePastTheWindowAsync(upgrader, clock)).Succeeded);
 
         Assert.True(child.Committed);
     }
@@ -723,13 +741,18 @@ public sealed class UpgraderTests : IDisposable
     [Fact]
     public async Task StopAsync_WithShutdownDelay_StopsAcceptingWhenTheDelayHasPassed()
     {
-        using var upgrader = CreateUpgrader(shutdownDelay: TimeSpan.FromMilliseconds(300));
+        var clock = new TestClock();
+        using var upgrader = CreateUpgrader(shutdownDelay: TimeSpan.FromSeconds(30), clock: clock);
         await upgrader.ReadyAsync();
-        var started = System.Diagnostics.Stopwatch.StartNew();
 
-        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var stop = upgrader.StopAsync();
+        await clock.WaitForTimersAsync(1);
+        clock.Advance(TimeSpan.FromSeconds(30) - TimeSpan.FromTicks(1));
+        Assert.True(upgrader.Listeners.Gate.IsOpen);
+        Assert.False(stop.IsCompleted);
+        clock.Advance(TimeSpan.FromTicks(1));
+        await stop.WaitAsync(TimeSpan.FromSeconds(30));
 
-        Assert.True(started.Elapsed >= TimeSpan.FromMilliseconds(290), $"stopped after {started.Elapsed}");
         Assert.False(upgrader.Listeners.Gate.IsOpen);
         Assert.True(upgrader.Draining.IsCancellationRequested);
     }
@@ -757,12 +780,23 @@ public sealed class UpgraderTests : IDisposable
         Assert.Equal(GenerationState.Stopped, upgrader.State);
     }
 
-    /// <summary>A first generation whose new generations come from <paramref name="launcher"/>.</summary>
-    internal static Upgrader Create(FakeLauncher launcher, HandoffOptions options, string executable = "/bin/sh") =>
-        new(options, Inheritance.None, new StartCommand([executable], "/", []), launcher, NullLoggerFactory.Instance);
+    /// <summary>An upgrade whose rollback window passes on <paramref name="clock"/> as soon as
+    /// it began.</summary>
+    private static async Task<UpgradeResult> UpgradePastTheWindowAsync(Upgrader upgrader, TestClock clock)
+    {
+        int timers = clock.TimersCreated;
+        var upgrade = upgrader.UpgradeAsync();
+        await clock.WaitForTimersAsync(timers + 1);
+        clock.Advance(upgrader.Options.RollbackWindow);
+        return await upgrade.WaitAsync(TimeSpan.FromSeconds(30));
+    }
 
-    private Upgrader CreateUpgrader(string executable = "/bin/sh", TimeSpan? rollbackWindow = null, TimeSpan? shutdownDelay = null) =>
-        Create(_launcher, new HandoffOptions { PidFile = PidPath, RollbackWindow = rollbackWindow ?? TimeSpan.Zero, ShutdownDelay = shutdownDelay ?? TimeSpan.Zero }, executable);
+    /// <summary>A first generation whose new generations come from <paramref name="launcher"/>.</summary>
+    internal static Upgrader Create(FakeLauncher launcher, HandoffOptions options, string executable = "/bin/sh", TimeProvider? clock = null) =>
+        new(options, Inheritance.None, new StartCommand([executable], "/", []), launcher, NullLoggerFactory.Instance, time: clock);
+
+    private Upgrader CreateUpgrader(string executable = "/bin/sh", TimeSpan? rollbackWindow = null, TimeSpan? shutdownDelay = null, TimeProvider? clock = null) =>
+        Create(_launcher, new HandoffOptions { PidFile = PidPath, RollbackWindow = rollbackWindow ?? TimeSpan.Zero, ShutdownDelay = shutdownDelay ?? TimeSpan.Zero }, executable, clock);
 
     internal sealed class FakeLauncher : IGenerationLauncher
     {

@@ -8,7 +8,7 @@ namespace Handoff;
 /// and the object <c>handoff status</c> shows. It keeps the last upgrade's outcome; the rest it
 /// is given, as <see cref="Upgrader"/> knows it at that moment.
 /// </summary>
-internal sealed class StatusReport(int generation, int parentPid, DateTimeOffset startedAt)
+internal sealed class StatusReport(int generation, int parentPid, DateTimeOffset startedAt, TimeProvider time)
 {
     private readonly Lock _lock = new();
     private LastUpgrade? _last;
@@ -26,9 +26,9 @@ internal sealed class StatusReport(int generation, int parentPid, DateTimeOffset
         }
     }
 
-    public void Refused(string detail) => Set(new LastUpgrade("refused", DateTimeOffset.UtcNow, detail));
+    public void Refused(string detail) => Set(new LastUpgrade("refused", time.GetUtcNow(), detail));
 
-    public void Failed(string detail) => Set(new LastUpgrade("failed", DateTimeOffset.UtcNow, detail));
+    public void Failed(string detail) => Set(new LastUpgrade("failed", time.GetUtcNow(), detail));
 
     /// <summary>Records a success, unless the handover already did (at the main-pid handover,
     /// whose status line named the time).</summary>
@@ -38,7 +38,7 @@ internal sealed class StatusReport(int generation, int parentPid, DateTimeOffset
         {
             if (_last?.Outcome != LastUpgrade.Succeeded)
             {
-                _last = LastUpgrade.TookOver(newGeneration, newPid);
+                _last = LastUpgrade.TookOver(newGeneration, newPid, time.GetUtcNow());
             }
         }
     }
@@ -100,7 +100,7 @@ internal sealed record LastUpgrade(string Outcome, DateTimeOffset At, string Det
 {
     public const string Succeeded = "succeeded";
 
-    public static LastUpgrade TookOver(int generation, int pid) => new(Succeeded, DateTimeOffset.UtcNow, $"generation {generation} (pid {pid}) took over");
+    public static LastUpgrade TookOver(int generation, int pid, DateTimeOffset at) => new(Succeeded, at, $"generation {generation} (pid {pid}) took over");
 
     public override string ToString() => Outcome == Succeeded ? $"{Detail} at {Clock(At)}" : $"{Outcome} at {Clock(At)}: {Detail}";
 

@@ -13,15 +13,18 @@ internal sealed partial class UpgradeAttempt : IDisposable
     private readonly IStartedGeneration _child;
     private readonly ILogger _logger;
     private readonly int _generation;
-    private readonly long _spawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+    private readonly TimeProvider _time;
+    private readonly long _spawnedAt;
     private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _commit = new();
     private Task<string?> _withdrawn = Task.FromResult<string?>(null);
     private long _readyAt;
 
-    private UpgradeAttempt(IStartedGeneration child, int generation, ILogger logger)
+    private UpgradeAttempt(IStartedGeneration child, int generation, TimeProvider time, ILogger logger)
     {
         _child = child;
+        _time = time;
+        _spawnedAt = time.GetTimestamp();
         _generation = generation;
         _logger = logger;
     }
@@ -39,7 +42,7 @@ internal sealed partial class UpgradeAttempt : IDisposable
     public bool HasExited => _exited.Task.IsCompleted;
 
     /// <summary>Milliseconds since the ready report.</summary>
-    public long SinceReadyMilliseconds => Environment.TickCount64 - _readyAt;
+    public long SinceReadyMilliseconds => (long)_time.GetElapsedTime(_readyAt).TotalMilliseconds;
 
     /// <summary>
     /// Starts the new generation from the command this process was started with (moved to a
@@ -72,7 +75,7 @@ internal sealed partial class UpgradeAttempt : IDisposable
                 ShadowCopy.SetOwner(copy, child.Pid);
             }
 
-            return new UpgradeAttempt(child, launch.Generation, logger);
+            return new UpgradeAttempt(child, launch.Generation, launch.Time, logger);
         }
         catch
         {
@@ -92,7 +95,7 @@ internal sealed partial class UpgradeAttempt : IDisposable
         try
         {
             var failure = await _child.WaitReadyAsync(timeout, stopping).ConfigureAwait(false);
-            TimeToReady = System.Diagnostics.Stopwatch.GetElapsedTime(_spawnedAt);
+            TimeToReady = _time.GetElapsedTime(_spawnedAt);
             return failure;
         }
         catch (OperationCanceledException)
@@ -126,7 +129,7 @@ internal sealed partial class UpgradeAttempt : IDisposable
     /// and watches its ready pipe for a withdrawal until <see cref="LastLookAsync"/>.</summary>
     public void Watch()
     {
-        _readyAt = Environment.TickCount64;
+        _readyAt = _time.GetTimestamp();
         _child.ReapWhenExited(how =>
         {
             _exited.TrySetResult(how);
@@ -146,7 +149,7 @@ internal sealed partial class UpgradeAttempt : IDisposable
 
         try
         {
-            await Task.WhenAny((Task)_exited.Task, _withdrawn).WaitAsync(window, stopping).ConfigureAwait(false);
+            await Task.WhenAny((Task)_exited.Task, _withdrawn).WaitAsync(window, _time, stopping).ConfigureAwait(false);
         }
         catch (Exception e) when (e is TimeoutException or OperationCanceledException)
         {
@@ -174,14 +177,14 @@ internal sealed partial class UpgradeAttempt : IDisposable
     {
         if (withdrawal == StartedGeneration.PipeClosed)
         {
-            await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false);
+            await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromSeconds(1), _time)).ConfigureAwait(false);
         }
 
         return HasExited ? $"exited ({_exited.Task.Result})" : withdrawal;
     }
 
     /// <summary>Waits, at most <paramref name="timeout"/>, for the new generation's exit.</summary>
-    public Task WaitForExitAsync(TimeSpan timeout) => Task.WhenAny(_exited.Task, Task.Delay(timeout));
+    public Task WaitForExitAsync(TimeSpan timeout) => Task.WhenAny(_exited.Task, Task.Delay(timeout, _time));
 
     public void Dispose() => _commit.Dispose();
 
@@ -203,4 +206,5 @@ internal sealed record UpgradeLaunch(
     int Generation,
     IReadOnlyList<GenerationProcess> Older,
     IReadOnlyList<int> BlockedSignals,
-    TimeSpan Timeout);
+    TimeSpan Timeout,
+    TimeProvider Time);

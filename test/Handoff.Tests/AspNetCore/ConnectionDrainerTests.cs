@@ -8,6 +8,9 @@ namespace Handoff.Tests.AspNetCore;
 public sealed class ConnectionDrainerTests
 {
     private static readonly TimeSpan Idle = TimeSpan.FromSeconds(1);
+
+    // The drainer's tick (ConnectionDrainer.Tick).
+    private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(50);
     private readonly ManualTime _time = new();
 
     [Fact]
@@ -104,7 +107,8 @@ public sealed class ConnectionDrainerTests
     [Fact]
     public async Task DrainListenerAsync_DrainsThatListenersConnectionsOnly()
     {
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var clock = new TestClock();
+        var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         object reloaded = new(), other = new();
         var mine = Connect(drainer, reloaded);
         var theirs = Connect(drainer, other);
@@ -115,13 +119,14 @@ public sealed class ConnectionDrainerTests
         Assert.False(drainer.IsDraining);
 
         // Idle for the idle time: closed gracefully, as in a generation's drain.
-        await UpgraderTestExtensions.WaitUntilAsync(() => mine.CloseRequests > 0);
+        await clock.StepUntilAsync(() => mine.CloseRequests > 0, Tick);
 
         Assert.Equal(1, mine.CloseRequests);
         Assert.False(drain.IsCompleted);
         mine.Close();
 
-        Assert.Equal(0, await drain.WaitAsync(TimeSpan.FromSeconds(10)));
+        await clock.StepUntilAsync(() => drain.IsCompleted, Tick);
+        Assert.Equal(0, await drain);
         Assert.Equal(0, theirs.CloseRequests);
         Assert.Equal(1, drainer.Count);
     }
@@ -129,12 +134,15 @@ public sealed class ConnectionDrainerTests
     [Fact]
     public async Task DrainListenerAsync_RequestOutlastsTheLimit_ReturnsWhatIsLeftWithoutAborting()
     {
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var clock = new TestClock();
+        var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         object reloaded = new();
         var busy = Connect(drainer, reloaded);
-        Tracked(busy).RequestStarted(_time.GetTimestamp());
+        Tracked(busy).RequestStarted(clock.GetTimestamp());
 
-        int left = await drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(50)).WaitAsync(TimeSpan.FromSeconds(10));
+        var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2), TimeSpan.FromMilliseconds(500));
+        await clock.StepUntilAsync(() => drain.IsCompleted, Tick);
+        int left = await drain;
 
         Assert.Equal(1, left);
         Assert.Equal(0, busy.CloseRequests);
@@ -144,19 +152,26 @@ public sealed class ConnectionDrainerTests
     [Fact]
     public async Task DrainListenerAsync_GenerationBeginsToDrainMeanwhile_WaitsAsItsDrainDoes()
     {
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var clock = new TestClock();
+        var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         object reloaded = new();
         var busy = Connect(drainer, reloaded);
-        Tracked(busy).RequestStarted(_time.GetTimestamp());
+        Tracked(busy).RequestStarted(clock.GetTimestamp());
 
         var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(50));
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30)); // an upgrade right after the reload
 
-        // Well past the serving limit, the request still runs and the reload still waits for it.
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // Well past the serving limit (ten times it), the request still runs and the reload
+        // still waits for it.
+        for (int i = 0; i < 40; i++)
+        {
+            await clock.StepAsync(Tick);
+        }
+
         Assert.False(drain.IsCompleted);
         busy.Close();
-        Assert.Equal(0, await drain.WaitAsync(TimeSpan.FromSeconds(10)));
+        await clock.StepUntilAsync(() => drain.IsCompleted, Tick);
+        Assert.Equal(0, await drain);
     }
 
     [Fact]
@@ -164,12 +179,13 @@ public sealed class ConnectionDrainerTests
     {
         // After a rollback the drain's ticks stop; a client that got GOAWAY(2^31-1) opens no
         // stream there any more and, without an answer to the PING, would wait forever.
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var clock = new TestClock();
+        var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (fake, connection, _) = await Http2ConnectionAsync(drainer);
 
         // Idle: the GOAWAY goes once the connection stayed idle for the idle timeout.
-        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
-        await UpgraderTestExtensions.WaitUntilAsync(() => connection.Http!.ShutdownSent);
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(1));
+        await clock.StepUntilAsync(() => connection.Http!.ShutdownSent, Tick);
 
         Assert.True(connection.Http!.ShutdownSent);
         Assert.Equal(0, fake.CloseRequests);
@@ -183,13 +199,18 @@ public sealed class ConnectionDrainerTests
     {
         // A client that sends its next request as a response ends must learn of the GOAWAY
         // before that end: nghttp2 refuses a request it queued when a GOAWAY arrives.
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var clock = new TestClock();
+        var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (_, connection, toClient) = await Http2ConnectionAsync(drainer);
         var tracked = (TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!;
-        tracked.RequestStarted(TimeProvider.System.GetTimestamp());
+        tracked.RequestStarted(clock.GetTimestamp());
 
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
-        await Task.Delay(300); // several of the drain's ticks
+        for (int i = 0; i < 6; i++)
+        {
+            await clock.StepAsync(Tick); // several of the drain's ticks
+        }
+
         Assert.False(connection.Http!.ShutdownSent);
 
         byte[] end = [0, 0, 1, 0x0, 0x1, 0, 0, 0, 1, 0x61]; // DATA, END_STREAM, stream 1
@@ -205,12 +226,14 @@ public sealed class ConnectionDrainerTests
     [Fact]
     public async Task EndDrain_Http2StillWaitingForAStreamEnd_StaysOpen_TheNextDrainBeginsAgain()
     {
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
+        var clock = new TestClock();
+        var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (fake, connection, _) = await Http2ConnectionAsync(drainer);
         var tracked = (TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!;
-        tracked.RequestStarted(TimeProvider.System.GetTimestamp());
+        tracked.RequestStarted(clock.GetTimestamp());
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
-        await Task.Delay(120);
+        await clock.StepAsync(Tick);
+        await clock.StepAsync(Tick);
 
         // The client was told nothing: the connection goes on serving as before.
         drainer.EndDrain();
@@ -219,8 +242,8 @@ public sealed class ConnectionDrainerTests
 
         // The next upgrade's drain: a request still running after the idle timeout (a long
         // stream) gets the GOAWAY then.
-        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
-        await UpgraderTestExtensions.WaitUntilAsync(() => connection.Http.ShutdownSent);
+        drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(1));
+        await clock.StepUntilAsync(() => connection.Http.ShutdownSent, Tick);
     }
 
     private static async Task<(FakeConnection Fake, DrainableConnection Connection, System.IO.Pipelines.Pipe ToClient)> Http2ConnectionAsync(ConnectionDrainer drainer)
