@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 
 namespace Handoff.Tool;
 
@@ -63,9 +64,9 @@ internal sealed class ControlClient : IDisposable
         }
     }
 
-    /// <summary>The next answer with its raw line, or null when the server closed the
-    /// connection.</summary>
-    public async Task<(JsonElement Answer, string Line)?> ReadAsync(CancellationToken cancellationToken)
+    /// <summary>The next answer's envelope (its type) with its raw line, or null when the
+    /// server closed the connection. <see cref="Read{T}"/> reads the rest.</summary>
+    public async Task<(ControlEnvelope Envelope, string Line)?> ReadAsync(CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -74,15 +75,7 @@ internal sealed class ControlClient : IDisposable
             {
                 string line = Encoding.UTF8.GetString(_buffer, _start, newline - _start);
                 _start = newline + 1;
-                try
-                {
-                    using var document = JsonDocument.Parse(line);
-                    return (document.RootElement.Clone(), line);
-                }
-                catch (JsonException e)
-                {
-                    throw new ToolException(ToolExitCodes.CouldNotAsk, $"the server's answer is not the control protocol ({e.Message}): '{line}'");
-                }
+                return (Read(line, ControlJson.Wire.ControlEnvelope), line);
             }
 
             if (_start > 0)
@@ -119,21 +112,27 @@ internal sealed class ControlClient : IDisposable
     public void Dispose() => _socket.Dispose();
 
     /// <summary>An answer of type "error" is the server refusing the request.</summary>
-    public static void ThrowIfError(JsonElement answer)
+    public static void ThrowIfError((ControlEnvelope Envelope, string Line) answer)
     {
-        if (Type(answer) == ControlProtocol.ErrorType)
+        if (answer.Envelope.Type == ControlProtocol.ErrorType)
         {
-            throw new ToolException(ToolExitCodes.CouldNotAsk, "the server refused: " + String(answer, "error"));
+            throw new ToolException(ToolExitCodes.CouldNotAsk, "the server refused: " + Read(answer.Line, ControlJson.Wire.ErrorAnswer).Error);
         }
     }
 
-    public static string? Type(JsonElement answer) => String(answer, "type");
-
-    public static string? String(JsonElement answer, string name) =>
-        answer.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
-
-    public static long? Number(JsonElement answer, string name) =>
-        answer.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out long number) ? number : null;
+    /// <summary>An answer as the contract (Handoff's ControlMessages) says; one that does not
+    /// parse is not the control protocol.</summary>
+    public static T Read<T>(string line, JsonTypeInfo<T> type)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(line, type) ?? throw new JsonException("null");
+        }
+        catch (JsonException e)
+        {
+            throw new ToolException(ToolExitCodes.CouldNotAsk, $"the server's answer is not the control protocol ({e.Message}): '{line}'");
+        }
+    }
 }
 
 /// <summary>Ends a command with a message on stderr and an exit code, without a stack trace.</summary>

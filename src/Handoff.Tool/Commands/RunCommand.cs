@@ -70,9 +70,10 @@ internal static class RunCommand
         {
             using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5));
             using var client = await ControlClient.ConnectAsync(path, ControlProtocol.Status, deadline.Token).ConfigureAwait(false);
-            if (await client.ReadAsync(deadline.Token).ConfigureAwait(false) is { } status && ControlClient.Number(status.Answer, "pid") is { } pid)
+            if (await client.ReadAsync(deadline.Token).ConfigureAwait(false) is { Envelope.Type: ControlProtocol.StatusType } answer
+                && ControlClient.Read(answer.Line, ControlJson.Wire.StatusAnswer) is { Pid: > 0 } status)
             {
-                who = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"generation {ControlClient.Number(status.Answer, "generation")} (pid {pid}) of a server");
+                who = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"generation {status.Generation} (pid {status.Pid}) of a server");
             }
         }
         catch (Exception e) when (e is ToolException or OperationCanceledException or IOException)

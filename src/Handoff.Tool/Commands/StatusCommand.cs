@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 
 namespace Handoff.Tool;
 
@@ -30,7 +29,7 @@ internal static class StatusCommand
         var timeout = options.Duration("timeout", TimeSpan.FromSeconds(10));
         using var deadline = new CancellationTokenSource(timeout);
         using var client = await ControlClient.ConnectAsync(path, ControlProtocol.Status, deadline.Token).ConfigureAwait(false);
-        (JsonElement Answer, string Line)? answer;
+        (ControlEnvelope Envelope, string Line)? answer;
         try
         {
             answer = await client.ReadAsync(deadline.Token).ConfigureAwait(false);
@@ -45,51 +44,46 @@ internal static class StatusCommand
             throw new ToolException(ToolExitCodes.CouldNotAsk, $"the server at {path} closed the connection without an answer.");
         }
 
-        ControlClient.ThrowIfError(status.Answer);
-        Console.WriteLine(options.Has("json") ? status.Line : Format(status.Answer, DateTimeOffset.UtcNow));
+        ControlClient.ThrowIfError(status);
+        Console.WriteLine(options.Has("json") ? status.Line : Format(ControlClient.Read(status.Line, ControlJson.Wire.StatusAnswer), DateTimeOffset.UtcNow));
         return ToolExitCodes.Success;
     }
 
     /// <summary>The status for people, one fact per line.</summary>
-    internal static string Format(JsonElement status, DateTimeOffset now)
+    internal static string Format(StatusAnswer status, DateTimeOffset now)
     {
         var text = new StringBuilder();
         var invariant = CultureInfo.InvariantCulture;
-        text.Append(invariant, $"generation {ControlClient.Number(status, "generation")}, pid {ControlClient.Number(status, "pid")}: {ControlClient.String(status, "state")}");
-        if (Time(status, "startedAt") is { } started)
+        text.Append(invariant, $"generation {status.Generation}, pid {status.Pid}: {status.State}");
+        if (Time(status.StartedAt) is { } started)
         {
             text.Append(invariant, $" since {started:yyyy-MM-dd HH:mm:ss} UTC ({Age(now - started)})");
         }
 
         text.AppendLine();
-        if (status.TryGetProperty("listeners", out var listeners) && listeners.ValueKind == JsonValueKind.Array)
+        var addresses = (status.Listeners ?? []).Select(l => l.Address + (l.Activated ? " (socket activation)" : ""));
+        text.Append("listeners: ").AppendJoin(", ", addresses.DefaultIfEmpty("none")).AppendLine();
+        text.Append("control socket: ").AppendLine(status.ControlSocket);
+        text.Append("open connections: ").AppendLine(status.OpenConnections?.ToString(invariant) ?? "not counted (raw server)");
+        if (status.Draining is { Count: > 0 } draining)
         {
-            var addresses = listeners.EnumerateArray().Select(l =>
-                ControlClient.String(l, "address") + (l.TryGetProperty("activated", out var a) && a.ValueKind == JsonValueKind.True ? " (socket activation)" : ""));
-            text.Append("listeners: ").AppendJoin(", ", addresses.DefaultIfEmpty("none")).AppendLine();
-        }
-
-        text.Append("control socket: ").AppendLine(ControlClient.String(status, "controlSocket"));
-        text.Append("open connections: ").AppendLine(ControlClient.Number(status, "openConnections")?.ToString(invariant) ?? "not counted (raw server)");
-        if (status.TryGetProperty("draining", out var draining) && draining.ValueKind == JsonValueKind.Array && draining.GetArrayLength() > 0)
-        {
-            text.Append("draining: ").AppendJoin(", ", draining.EnumerateArray().Select(d =>
-                string.Create(invariant, $"pid {ControlClient.Number(d, "pid")} ({ControlClient.Number(d, "openConnections")?.ToString(invariant) ?? "?"} connections)"))).AppendLine();
+            text.Append("draining: ").AppendJoin(", ", draining.Select(d =>
+                string.Create(invariant, $"pid {d.Pid} ({d.OpenConnections?.ToString(invariant) ?? "?"} connections)"))).AppendLine();
         }
         else
         {
             text.AppendLine("draining: none");
         }
 
-        if (status.TryGetProperty("lastUpgrade", out var last) && last.ValueKind == JsonValueKind.Object)
+        if (status.LastUpgrade is { } last)
         {
-            text.Append(invariant, $"last upgrade: {ControlClient.String(last, "outcome")}");
-            if (Time(last, "at") is { } at)
+            text.Append(invariant, $"last upgrade: {last.Outcome}");
+            if (Time(last.At) is { } at)
             {
                 text.Append(invariant, $" at {at:yyyy-MM-dd HH:mm:ss} UTC");
             }
 
-            text.Append(": ").Append(ControlClient.String(last, "detail"));
+            text.Append(": ").Append(last.Detail);
         }
         else
         {
@@ -99,8 +93,8 @@ internal static class StatusCommand
         return text.ToString();
     }
 
-    private static DateTimeOffset? Time(JsonElement element, string name) =>
-        ControlClient.String(element, name) is { } text && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var value) ? value.ToUniversalTime() : null;
+    private static DateTimeOffset? Time(string? text) =>
+        text is not null && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var value) ? value.ToUniversalTime() : null;
 
     private static string Age(TimeSpan age) => age switch
     {

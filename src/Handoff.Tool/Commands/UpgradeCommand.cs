@@ -77,7 +77,7 @@ internal static class UpgradeCommand
         using var client = await ControlClient.ConnectAsync(path, ControlProtocol.Upgrade, deadline.Token).ConfigureAwait(false);
         while (true)
         {
-            (System.Text.Json.JsonElement Answer, string Line)? next;
+            (ControlEnvelope Envelope, string Line)? next;
             try
             {
                 next = await client.ReadAsync(deadline.Token).ConfigureAwait(false);
@@ -92,8 +92,8 @@ internal static class UpgradeCommand
                 throw new ToolException(ToolExitCodes.TimedOut, $"the server closed the connection after {started.Elapsed.TotalSeconds:0.#} s without saying how the upgrade ended (did it crash? see its log); 'handoff status --control {path}' tells which generation serves.");
             }
 
-            ControlClient.ThrowIfError(answer.Answer);
-            switch (ControlClient.Type(answer.Answer))
+            ControlClient.ThrowIfError(answer);
+            switch (answer.Envelope.Type)
             {
                 case ControlProtocol.UpgradingType:
                     if (!json)
@@ -103,36 +103,34 @@ internal static class UpgradeCommand
 
                     break;
                 case ControlProtocol.ResultType:
-                    return Report(answer.Answer, answer.Line, json);
+                    return Report(ControlClient.Read(answer.Line, ControlJson.Wire.ResultAnswer), answer.Line, json);
                 default:
                     throw new ToolException(ToolExitCodes.CouldNotAsk, $"unexpected answer from the server: '{answer.Line}'");
             }
         }
     }
 
-    private static int Report(System.Text.Json.JsonElement result, string line, bool json)
+    private static int Report(ResultAnswer result, string line, bool json)
     {
-        string outcome = ControlClient.String(result, "outcome") ?? "";
         if (json)
         {
             Console.WriteLine(line);
         }
-        else if (outcome == ControlProtocol.Upgraded)
+        else if (result.Outcome == ControlProtocol.Upgraded)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"upgraded: pid {ControlClient.Number(result, "oldPid")} -> {ControlClient.Number(result, "newPid")}, generation {ControlClient.Number(result, "generation")}, ready after {ControlClient.Number(result, "timeToReadyMs")} ms"));
+                $"upgraded: pid {result.OldPid} -> {result.NewPid}, generation {result.Generation}, ready after {result.TimeToReadyMs} ms"));
         }
         else
         {
-            Console.Error.WriteLine($"handoff: upgrade {outcome}: {ControlClient.String(result, "reason")}");
-            bool serving = !result.TryGetProperty("oldServing", out var flag) || flag.ValueKind != System.Text.Json.JsonValueKind.False;
-            string old = string.Create(CultureInfo.InvariantCulture, $"generation {ControlClient.Number(result, "oldGeneration")} (pid {ControlClient.Number(result, "oldPid")})");
+            Console.Error.WriteLine($"handoff: upgrade {result.Outcome}: {result.Reason}");
+            string old = string.Create(CultureInfo.InvariantCulture, $"generation {result.OldGeneration} (pid {result.OldPid})");
             // Not serving: it was asked to stop while the upgrade ran, or it took the request
             // during a handover and passed it on to the generation that took over.
-            Console.Error.WriteLine(serving ? $"handoff: the server is unchanged: {old} serves." : $"handoff: {old} no longer serves (superseded, or stopping); 'handoff status' tells what does.");
+            Console.Error.WriteLine(result.OldServing ? $"handoff: the server is unchanged: {old} serves." : $"handoff: {old} no longer serves (superseded, or stopping); 'handoff status' tells what does.");
         }
 
-        return outcome switch
+        return result.Outcome switch
         {
             ControlProtocol.Upgraded => ToolExitCodes.Success,
             ControlProtocol.Refused => ToolExitCodes.UpgradeRefused,

@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace Handoff;
 
 /// <summary>
@@ -34,20 +32,10 @@ internal static class ControlProtocol
     /// <summary>UTC, to the millisecond.</summary>
     public const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
 
-    /// <summary>The answers are read by the tool and by people, not embedded in HTML: no
-    /// escaping beyond what JSON requires.</summary>
-    public static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     public static string Outcome(UpgradeResult result) => result switch
     {
         { Succeeded: true } => Upgraded,
         { FailureKind: UpgradeFailureKind.Refused } => Refused,
         _ => Failed,
     };
-
-    public static void WriteHeader(Utf8JsonWriter writer, string type)
-    {
-        writer.WriteNumber("protocol", Version);
-        writer.WriteString("type", type);
-    }
 }

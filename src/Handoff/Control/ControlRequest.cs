@@ -43,14 +43,12 @@ internal static class ControlRequest
             using var reader = new StreamReader(stream, Encoding.UTF8);
             while (await reader.ReadLineAsync(deadline).ConfigureAwait(false) is { } line)
             {
-                using var answer = JsonDocument.Parse(line);
-                var root = answer.RootElement;
-                switch (Text(root, "type"))
+                switch (JsonSerializer.Deserialize(line, ControlJson.Wire.ControlEnvelope)?.Type)
                 {
                     case ControlProtocol.ResultType:
-                        return Parse(root, generation);
+                        return Parse(JsonSerializer.Deserialize(line, ControlJson.Wire.ResultAnswer)!, generation);
                     case ControlProtocol.ErrorType:
-                        return UpgradeResult.Refusal(generation, UpgradeFailureReason.NotPassedOn, $"the successor refused the request: {Text(root, "error")}");
+                        return UpgradeResult.Refusal(generation, UpgradeFailureReason.NotPassedOn, $"the successor refused the request: {JsonSerializer.Deserialize(line, ControlJson.Wire.ErrorAnswer)?.Error}");
                     default:
                         break; // "upgrading": the outcome follows.
                 }
@@ -68,23 +66,16 @@ internal static class ControlRequest
         }
     }
 
-    private static UpgradeResult Parse(JsonElement result, int generation)
+    private static UpgradeResult Parse(ResultAnswer result, int generation)
     {
-        int newPid = Number(result, "newPid");
-        int resultGeneration = Number(result, "generation") is > 0 and var g ? g : generation;
-        string reason = Text(result, "reason") ?? "no reason given";
-        var why = UpgradeFailureReasons.Parse(Text(result, "errorType"));
-        return Text(result, "outcome") switch
+        int resultGeneration = result.Generation > 0 ? result.Generation : generation;
+        string reason = result.Reason ?? "no reason given";
+        var why = UpgradeFailureReasons.Parse(result.ErrorType);
+        return result.Outcome switch
         {
-            ControlProtocol.Upgraded => UpgradeResult.Success(newPid, resultGeneration, TimeSpan.FromMilliseconds(Number(result, "timeToReadyMs"))),
+            ControlProtocol.Upgraded => UpgradeResult.Success(result.NewPid, resultGeneration, TimeSpan.FromMilliseconds(result.TimeToReadyMs)),
             ControlProtocol.Refused => UpgradeResult.Refusal(resultGeneration, why, reason),
-            _ => UpgradeResult.Failure(newPid, resultGeneration, why, reason),
+            _ => UpgradeResult.Failure(result.NewPid, resultGeneration, why, reason),
         };
     }
-
-    private static string? Text(JsonElement element, string name) =>
-        element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
-
-    private static int Number(JsonElement element, string name) =>
-        element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out double d) ? (int)Math.Round(d, MidpointRounding.AwayFromZero) : 0;
 }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Microsoft.Extensions.Logging;
 
 namespace Handoff;
@@ -165,7 +166,7 @@ internal sealed partial class ControlServer
         if (peerUid != _uid && peerUid != 0)
         {
             Log.Refused(_logger, peerPid, peerUid, _uid);
-            await SendAsync(connection, w => WriteError(w, $"permission denied: uid {peerUid} may not use this control socket; only uid {_uid} (the server's) and root may"), CancellationToken.None).ConfigureAwait(false);
+            await SendErrorAsync(connection, $"permission denied: uid {peerUid} may not use this control socket; only uid {_uid} (the server's) and root may").ConfigureAwait(false);
             return;
         }
 
@@ -185,20 +186,20 @@ internal sealed partial class ControlServer
                 break;
             case TooLong:
                 await DiscardRestOfLineAsync(connection).ConfigureAwait(false);
-                await SendAsync(connection, w => WriteError(w, $"the request is longer than {ControlProtocol.MaxRequestBytes} bytes; send 'status' or 'upgrade' and a newline"), CancellationToken.None).ConfigureAwait(false);
+                await SendErrorAsync(connection, $"the request is longer than {ControlProtocol.MaxRequestBytes} bytes; send 'status' or 'upgrade' and a newline").ConfigureAwait(false);
                 break;
             case ControlProtocol.Status:
                 var status = _upgrader.GetStatus();
-                await SendAsync(connection, w => WriteStatus(w, status), CancellationToken.None).ConfigureAwait(false);
+                await SendAsync(connection, Status(status), ControlJson.Wire.StatusAnswer).ConfigureAwait(false);
                 break;
             case ControlProtocol.Upgrade:
                 await UpgradeAsync(connection, peerPid).ConfigureAwait(false);
                 break;
             case null:
-                await SendAsync(connection, w => WriteError(w, $"no request line within {ControlProtocol.RequestTimeout.TotalSeconds:0} s; send 'status' or 'upgrade' and a newline"), CancellationToken.None).ConfigureAwait(false);
+                await SendErrorAsync(connection, $"no request line within {ControlProtocol.RequestTimeout.TotalSeconds:0} s; send 'status' or 'upgrade' and a newline").ConfigureAwait(false);
                 break;
             default:
-                await SendAsync(connection, w => WriteError(w, $"unknown request '{request}'; the requests are '{ControlProtocol.Status}' and '{ControlProtocol.Upgrade}'"), CancellationToken.None).ConfigureAwait(false);
+                await SendErrorAsync(connection, $"unknown request '{request}'; the requests are '{ControlProtocol.Status}' and '{ControlProtocol.Upgrade}'").ConfigureAwait(false);
                 break;
         }
     }
@@ -215,7 +216,7 @@ internal sealed partial class ControlServer
             // client that hangs up meanwhile does not stop the upgrade.
             try
             {
-                await SendAsync(connection, w => ControlProtocol.WriteHeader(w, ControlProtocol.UpgradingType), CancellationToken.None).ConfigureAwait(false);
+                await SendAsync(connection, new UpgradingAnswer(), ControlJson.Wire.UpgradingAnswer).ConfigureAwait(false);
             }
             catch (SocketException)
             {
@@ -225,97 +226,33 @@ internal sealed partial class ControlServer
 
         var result = await upgrade.ConfigureAwait(false);
         bool serving = _upgrader.State is GenerationState.Ready or GenerationState.Upgrading;
-        await SendAsync(connection, w => WriteResult(w, result, pid, generation, serving), CancellationToken.None).ConfigureAwait(false);
+        await SendAsync(connection, Result(result, pid, generation, serving), ControlJson.Wire.ResultAnswer).ConfigureAwait(false);
     }
 
-    private static void WriteResult(Utf8JsonWriter w, UpgradeResult result, int pid, int generation, bool oldServing)
-    {
-        ControlProtocol.WriteHeader(w, ControlProtocol.ResultType);
-        w.WriteString("outcome", ControlProtocol.Outcome(result));
-        w.WriteNumber("oldPid", pid);
-        w.WriteNumber("oldGeneration", generation);
-        w.WriteNumber("newPid", result.NewPid);
-        w.WriteNumber("generation", result.Generation);
-        w.WriteNumber("timeToReadyMs", Math.Round(result.TimeToReady.TotalMilliseconds));
-        w.WriteBoolean("oldServing", oldServing);
-        if (result.Error is { } reason)
-        {
-            w.WriteString("reason", reason);
-            w.WriteString("errorType", result.Reason.Tag());
-        }
-    }
+    private static ResultAnswer Result(UpgradeResult result, int pid, int generation, bool oldServing) => new(
+        ControlProtocol.Outcome(result),
+        pid,
+        generation,
+        result.NewPid,
+        result.Generation,
+        (long)Math.Round(result.TimeToReady.TotalMilliseconds),
+        oldServing,
+        result.Error,
+        result.Error is null ? null : result.Reason.Tag());
 
-    private static void WriteStatus(Utf8JsonWriter w, GenerationStatus status)
-    {
-        ControlProtocol.WriteHeader(w, ControlProtocol.StatusType);
-        w.WriteNumber("pid", status.Pid);
-        w.WriteNumber("generation", status.Generation);
-        w.WriteString("state", StateName(status.State));
-        w.WriteString("startedAt", status.StartedAt.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture));
-        if (status.ParentPid != 0)
-        {
-            w.WriteNumber("parentPid", status.ParentPid);
-        }
+    private static StatusAnswer Status(GenerationStatus status) => new(
+        status.Pid,
+        status.Generation,
+        StateName(status.State),
+        Time(status.StartedAt),
+        status.ParentPid,
+        [.. status.Listeners.Select(l => new ListenerAnswer(ListenerAddress.Format(l.EndPoint), l.IsInherited, l.IsActivated))],
+        status.ControlSocket,
+        status.OpenConnections,
+        [.. status.Draining.Select(d => new DrainingAnswer(d.Pid, d.StartedAt is { } started ? Time(started) : null, d.OpenConnections))],
+        status.LastUpgrade is { } last ? new LastUpgradeAnswer(last.Outcome, Time(last.At), last.Detail) : null);
 
-        w.WriteStartArray("listeners");
-        foreach (var listener in status.Listeners)
-        {
-            w.WriteStartObject();
-            w.WriteString("address", ListenerAddress.Format(listener.EndPoint));
-            w.WriteBoolean("inherited", listener.IsInherited);
-            w.WriteBoolean("activated", listener.IsActivated);
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-        w.WriteString("controlSocket", status.ControlSocket);
-        WriteCount(w, "openConnections", status.OpenConnections);
-        w.WriteStartArray("draining");
-        foreach (var older in status.Draining)
-        {
-            w.WriteStartObject();
-            w.WriteNumber("pid", older.Pid);
-            if (older.StartedAt is { } started)
-            {
-                w.WriteString("startedAt", started.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture));
-            }
-
-            WriteCount(w, "openConnections", older.OpenConnections);
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-        if (status.LastUpgrade is { } last)
-        {
-            w.WriteStartObject("lastUpgrade");
-            w.WriteString("outcome", last.Outcome);
-            w.WriteString("at", last.At.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture));
-            w.WriteString("detail", last.Detail);
-            w.WriteEndObject();
-        }
-        else
-        {
-            w.WriteNull("lastUpgrade");
-        }
-    }
-
-    private static void WriteCount(Utf8JsonWriter w, string name, int? count)
-    {
-        if (count is { } value)
-        {
-            w.WriteNumber(name, value);
-        }
-        else
-        {
-            w.WriteNull(name);
-        }
-    }
-
-    private static void WriteError(Utf8JsonWriter w, string error)
-    {
-        ControlProtocol.WriteHeader(w, ControlProtocol.ErrorType);
-        w.WriteString("error", error);
-    }
+    private static string Time(DateTimeOffset at) => at.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture);
 
     internal static string StateName(GenerationState state) => state switch
     {
@@ -328,20 +265,20 @@ internal sealed partial class ControlServer
         _ => "stopped",
     };
 
-    /// <summary>One JSON object and a newline.</summary>
-    private static async Task SendAsync(Socket connection, Action<Utf8JsonWriter> write, CancellationToken cancellationToken)
+    /// <summary>One answer, as one line of JSON.</summary>
+    private static async Task SendAsync<T>(Socket connection, T answer, JsonTypeInfo<T> type)
     {
         var buffer = new ArrayBufferWriter<byte>(512);
-        using (var writer = new Utf8JsonWriter(buffer, ControlProtocol.WriterOptions))
+        using (var writer = new Utf8JsonWriter(buffer))
         {
-            writer.WriteStartObject();
-            write(writer);
-            writer.WriteEndObject();
+            JsonSerializer.Serialize(writer, answer, type);
         }
 
         buffer.Write("\n"u8);
-        await connection.SendAsync(buffer.WrittenMemory, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        await connection.SendAsync(buffer.WrittenMemory, SocketFlags.None, CancellationToken.None).ConfigureAwait(false);
     }
+
+    private static Task SendErrorAsync(Socket connection, string error) => SendAsync(connection, new ErrorAnswer(error), ControlJson.Wire.ErrorAnswer);
 
     // What ReadRequestAsync returns besides a request (never a request: those are single words).
     private const string ClosedWithoutRequest = " closed";

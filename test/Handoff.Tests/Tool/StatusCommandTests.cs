@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Handoff.Tool;
 
 namespace Handoff.Tests.Tool;
@@ -15,9 +14,9 @@ public sealed class StatusCommandTests
              "draining":[{"pid":50,"startedAt":"2026-11-22T08:00:00.000Z","openConnections":3}],
              "lastUpgrade":{"outcome":"succeeded","at":"2026-11-22T09:00:01.000Z","detail":"generation 2 (pid 72) took over from pid 50"}}
             """;
-        using var document = JsonDocument.Parse(Json);
+        var status = ControlClient.Read(Json.ReplaceLineEndings(""), ControlJson.Wire.StatusAnswer);
 
-        string text = StatusCommand.Format(document.RootElement, new DateTimeOffset(2026, 11, 22, 9, 3, 12, TimeSpan.Zero));
+        string text = StatusCommand.Format(status, new DateTimeOffset(2026, 11, 22, 9, 3, 12, TimeSpan.Zero));
 
         Assert.Equal(
             """
@@ -34,9 +33,9 @@ public sealed class StatusCommandTests
     [Fact]
     public void Format_RawServerWithNothingDraining()
     {
-        using var document = JsonDocument.Parse("""{"pid":9,"generation":1,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":null,"draining":[],"lastUpgrade":null}""");
+        var status = ControlClient.Read("""{"pid":9,"generation":1,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":null,"draining":[],"lastUpgrade":null}""", ControlJson.Wire.StatusAnswer);
 
-        string text = StatusCommand.Format(document.RootElement, DateTimeOffset.UnixEpoch);
+        string text = StatusCommand.Format(status, DateTimeOffset.UnixEpoch);
 
         Assert.Contains("open connections: not counted (raw server)", text, StringComparison.Ordinal);
         Assert.Contains("draining: none", text, StringComparison.Ordinal);

@@ -1,0 +1,102 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Handoff;
+
+// The control protocol's answers (docs/control.md), one type per answer, written by the server
+// and read by the handoff tool and by a superseded generation passing an upgrade on: one
+// contract for both ends, serialized by System.Text.Json's source generator (no reflection;
+// NativeAOT and trimming keep it). Every answer begins with the protocol version and its type.
+
+/// <summary>The first two fields of every answer: enough to choose how to read the rest.</summary>
+internal sealed record ControlEnvelope(int Protocol, string? Type);
+
+/// <summary>Answer to <c>status</c>.</summary>
+internal sealed record StatusAnswer(
+    int Pid,
+    int Generation,
+    string State,
+    string StartedAt,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] int ParentPid,
+    IReadOnlyList<ListenerAnswer> Listeners,
+    string? ControlSocket,
+    int? OpenConnections,
+    IReadOnlyList<DrainingAnswer> Draining,
+    LastUpgradeAnswer? LastUpgrade)
+{
+    [JsonPropertyOrder(-2)]
+    public int Protocol { get; init; } = ControlProtocol.Version;
+
+    [JsonPropertyOrder(-1)]
+    public string Type { get; init; } = ControlProtocol.StatusType;
+}
+
+/// <summary>A listener in <see cref="StatusAnswer"/>.</summary>
+internal sealed record ListenerAnswer(string Address, bool Inherited, bool Activated);
+
+/// <summary>An older generation still draining, in <see cref="StatusAnswer"/>.</summary>
+internal sealed record DrainingAnswer(
+    int Pid,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? StartedAt,
+    int? OpenConnections);
+
+/// <summary>The last upgrade, in <see cref="StatusAnswer"/>.</summary>
+internal sealed record LastUpgradeAnswer(string Outcome, string At, string Detail);
+
+/// <summary>Answer to <c>upgrade</c>: the upgrade runs; its <see cref="ResultAnswer"/> follows.</summary>
+internal sealed record UpgradingAnswer
+{
+    [JsonPropertyOrder(-2)]
+    public int Protocol { get; init; } = ControlProtocol.Version;
+
+    [JsonPropertyOrder(-1)]
+    public string Type { get; init; } = ControlProtocol.UpgradingType;
+}
+
+/// <summary>Answer to <c>upgrade</c>: how it ended.</summary>
+internal sealed record ResultAnswer(
+    string Outcome,
+    int OldPid,
+    int OldGeneration,
+    int NewPid,
+    int Generation,
+    long TimeToReadyMs,
+    bool OldServing,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Reason,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? ErrorType)
+{
+    [JsonPropertyOrder(-2)]
+    public int Protocol { get; init; } = ControlProtocol.Version;
+
+    [JsonPropertyOrder(-1)]
+    public string Type { get; init; } = ControlProtocol.ResultType;
+}
+
+/// <summary>Answer to a request the server refuses (unknown, too long, too slow, not allowed).</summary>
+internal sealed record ErrorAnswer(string Error)
+{
+    [JsonPropertyOrder(-2)]
+    public int Protocol { get; init; } = ControlProtocol.Version;
+
+    [JsonPropertyOrder(-1)]
+    public string Type { get; init; } = ControlProtocol.ErrorType;
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, NumberHandling = JsonNumberHandling.Strict)]
+[JsonSerializable(typeof(ControlEnvelope))]
+[JsonSerializable(typeof(StatusAnswer))]
+[JsonSerializable(typeof(UpgradingAnswer))]
+[JsonSerializable(typeof(ResultAnswer))]
+[JsonSerializable(typeof(ErrorAnswer))]
+internal sealed partial class ControlJson : JsonSerializerContext
+{
+    private static ControlJson? s_wire;
+
+    /// <summary>The answers are read by the tool and by people, not embedded in HTML: no
+    /// escaping beyond what JSON requires. Made on first use: the generated <c>Default</c> is
+    /// not there yet while this type's static fields are initialized.</summary>
+    public static ControlJson Wire => s_wire ??= new(new JsonSerializerOptions(Default.Options)
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    });
+}
