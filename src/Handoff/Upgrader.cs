@@ -21,7 +21,7 @@ namespace Handoff;
 /// reports ready; only one upgrade runs at a time. The work with the new process is
 /// <see cref="UpgradeAttempt"/>'s, what systemd is told <see cref="ServiceReporter"/>'s.
 /// </remarks>
-public sealed partial class Upgrader : IDisposable, IMainGeneration
+public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
 {
     /// <summary>Every legal change of <see cref="State"/>; any other is a bug and throws.</summary>
     internal static readonly IReadOnlyList<(GenerationState From, GenerationState To)> Transitions =
@@ -678,6 +678,8 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration
     }
 
     string IMainGeneration.StatusText() => StatusText();
+
+    GenerationStatus IControlled.GetStatus() => GetStatus();
 
     /// <summary>What <c>handoff status</c> shows.</summary>
     internal GenerationStatus GetStatus() => new(

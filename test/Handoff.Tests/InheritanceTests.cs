@@ -56,7 +56,7 @@ public sealed class InheritanceTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         int fd = (int)socket.Handle;
 
-        Assert.Equal($"socket:[{Inheritance.Identity(fd)}]", new FileInfo($"/proc/self/fd/{fd}").LinkTarget);
+        Assert.Equal($"socket:[{ProcFs.SelfInode(fd)}]", new FileInfo($"/proc/self/fd/{fd}").LinkTarget);
     }
 
     [Fact]
@@ -66,7 +66,7 @@ public sealed class InheritanceTests
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         socket.Listen();
 
-        Assert.Equal(socket.LocalEndPoint, Inheritance.CheckListeningSocket((int)socket.Handle));
+        Assert.Equal(socket.LocalEndPoint, Listener.CheckListening((int)socket.Handle, $"Inherited fd {(int)socket.Handle}"));
     }
 
     [Fact]
@@ -75,7 +75,7 @@ public sealed class InheritanceTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
 
-        var e = Assert.Throws<HandoffProtocolException>(() => Inheritance.CheckListeningSocket((int)socket.Handle));
+        var e = Assert.Throws<HandoffProtocolException>(() => Listener.CheckListening((int)socket.Handle, $"Inherited fd {(int)socket.Handle}"));
 
         Assert.Contains($"fd {(int)socket.Handle}", e.Message, StringComparison.Ordinal);
         Assert.Contains("not a listening one", e.Message, StringComparison.Ordinal);
@@ -86,7 +86,7 @@ public sealed class InheritanceTests
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
 
-        var e = Assert.Throws<HandoffProtocolException>(() => Inheritance.CheckListeningSocket((int)socket.Handle));
+        var e = Assert.Throws<HandoffProtocolException>(() => Listener.CheckListening((int)socket.Handle, $"Inherited fd {(int)socket.Handle}"));
 
         Assert.Contains("not a stream socket", e.Message, StringComparison.Ordinal);
     }
@@ -96,7 +96,7 @@ public sealed class InheritanceTests
     {
         using var file = File.OpenHandle("/proc/self/status");
 
-        var e = Assert.Throws<HandoffProtocolException>(() => Inheritance.CheckListeningSocket((int)file.DangerousGetHandle()));
+        var e = Assert.Throws<HandoffProtocolException>(() => Listener.CheckListening((int)file.DangerousGetHandle(), "Inherited fd"));
 
         Assert.Contains("is not a socket", e.Message, StringComparison.Ordinal);
     }

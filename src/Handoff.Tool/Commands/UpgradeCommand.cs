@@ -138,23 +138,6 @@ internal static class UpgradeCommand
         };
     }
 
-    /// <summary>Whether <paramref name="pid"/> has a handler for <paramref name="signal"/>
-    /// (the SigCgt mask of /proc/PID/status); null when that cannot be read.</summary>
-    internal static bool? CatchesSignal(int pid, int signal)
-    {
-        try
-        {
-            string? line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("SigCgt:", StringComparison.Ordinal));
-            return line is not null && ulong.TryParse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong mask)
-                ? (mask & (1UL << (signal - 1))) != 0
-                : null;
-        }
-        catch (IOException)
-        {
-            return null;
-        }
-    }
-
     private static async Task<int> SignalAsync(Arguments options, TimeSpan timeout)
     {
         if (options.Has("json"))
@@ -178,7 +161,7 @@ internal static class UpgradeCommand
         }
 
         int signal = UpgradeSignalNames.ToNumber(signals[0]);
-        if (CatchesSignal(pid, signal) == false)
+        if (ProcFs.CatchesSignal(pid, signal) == false)
         {
             // Its default action would end the process: not a Handoff server, or one that has
             // not installed its handlers yet.

@@ -426,9 +426,7 @@ internal sealed partial class Supervisor : IDisposable
     private static List<int> Children()
     {
         int self = Environment.ProcessId;
-        return [.. Directory.EnumerateDirectories("/proc")
-            .Select(entry => int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) ? pid : 0)
-            .Where(pid => pid > 0 && GenerationProcess.IsRunning(pid) && GenerationProcess.ParentOf(pid) == self)];
+        return [.. ProcFs.Pids().Where(pid => GenerationProcess.IsRunning(pid) && GenerationProcess.ParentOf(pid) == self)];
     }
 
     /// <summary>Reads the generations' notifications and acts on those of the main one.</summary>

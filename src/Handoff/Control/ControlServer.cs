@@ -22,7 +22,7 @@ internal sealed partial class ControlServer
     // the upgrade that superseded it reads the outcome before the process exits.
     private static readonly TimeSpan AnswerGrace = TimeSpan.FromSeconds(2);
 
-    private readonly Upgrader _upgrader;
+    private readonly IControlled _upgrader;
     private readonly Listener _listener;
     private readonly ILogger _logger;
     private readonly uint _uid = Interop.Libc.GetEffectiveUserId();
@@ -31,7 +31,7 @@ internal sealed partial class ControlServer
     private readonly HashSet<Task> _answers = [];
     private Task? _loop;
 
-    public ControlServer(Upgrader upgrader, Listener listener, ILogger logger)
+    public ControlServer(IControlled upgrader, Listener listener, ILogger logger)
     {
         _upgrader = upgrader;
         _listener = listener;
@@ -399,4 +399,17 @@ internal sealed partial class ControlServer
         [LoggerMessage(74, LogLevel.Warning, "Accepting on the control socket failed: {Error}; trying again.", EventName = "ControlAcceptFailed")]
         public static partial void AcceptFailed(ILogger logger, string error);
     }
+}
+
+/// <summary>What the control server needs of the generation it answers for (the
+/// <see cref="Upgrader"/>), and no more.</summary>
+internal interface IControlled
+{
+    int Generation { get; }
+
+    GenerationState State { get; }
+
+    GenerationStatus GetStatus();
+
+    Task<UpgradeResult> UpgradeAsync();
 }

@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Handoff;
 
 /// <summary>
@@ -21,10 +19,9 @@ internal static class ProcessSockets
         try
         {
             var inodes = new HashSet<string>(StringComparer.Ordinal);
-            foreach (string entry in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+            foreach (var (fd, target) in ProcFs.Fds(pid))
             {
-                if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int fd) && fd > 2 &&
-                    new FileInfo(entry).LinkTarget is { } target && target.StartsWith("socket:[", StringComparison.Ordinal))
+                if (fd > 2 && target is not null && target.StartsWith("socket:[", StringComparison.Ordinal))
                 {
                     inodes.Add(target[8..^1]);
                 }
@@ -39,11 +36,11 @@ internal static class ProcessSockets
             int count = 0;
             foreach (string table in (string[])["tcp", "tcp6"])
             {
-                count += CountRows($"/proc/{pid}/net/{table}", inodes, fields => fields.Length > 9 && fields[3] != TcpListen ? fields[9] : null);
+                count += CountRows(ProcFs.NetTable(pid, table), inodes, fields => fields.Length > 9 && fields[3] != TcpListen ? fields[9] : null);
             }
 
             // Num RefCount Protocol Flags Type St Inode Path
-            count += CountRows($"/proc/{pid}/net/unix", inodes, fields => fields.Length > 6 && fields[4] == UnixStream && fields[5] == UnixConnected ? fields[6] : null);
+            count += CountRows(ProcFs.NetTable(pid, "unix"), inodes, fields => fields.Length > 6 && fields[4] == UnixStream && fields[5] == UnixConnected ? fields[6] : null);
             return count;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -52,17 +49,6 @@ internal static class ProcessSockets
         }
     }
 
-    private static int CountRows(string path, HashSet<string> inodes, Func<string[], string?> inodeOf)
-    {
-        int count = 0;
-        foreach (string line in File.ReadLines(path).Skip(1))
-        {
-            if (inodeOf(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)) is { } inode && inodes.Contains(inode))
-            {
-                count++;
-            }
-        }
-
-        return count;
-    }
+    private static int CountRows(IEnumerable<string[]> rows, HashSet<string> inodes, Func<string[], string?> inodeOf) =>
+        rows.Count(fields => inodeOf(fields) is { } inode && inodes.Contains(inode));
 }

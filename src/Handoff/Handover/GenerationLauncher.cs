@@ -75,8 +75,8 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
             }
 
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
-            pipeInode = Inheritance.Identity(readyWrite);
-            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(Inheritance.Identity)], older, [.. listeners.Select(l => l.IsActivated)], detached);
+            pipeInode = ProcFs.SelfInode(readyWrite);
+            var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(ProcFs.SelfInode)], older, [.. listeners.Select(l => l.IsActivated)], detached);
             var environment = ChildEnvironment(command, handover, systemd);
             started = detached
                 ? StartedGeneration.Detached(Spawn(Setsid!, ["setsid", "--fork", executable, .. command.Arguments.Skip(1)], environment, command.WorkingDirectory, sources, blockedSignals), readyRead)

@@ -1,7 +1,3 @@
-using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-
 namespace Handoff;
 
 /// <summary>
@@ -64,7 +60,7 @@ internal sealed class Inheritance
             try
             {
                 Interop.Libc.SetCloseOnExec(fd, true);
-                listeners.Add(new Listener(fd, CheckListeningSocket(fd, source), inherited: true, activated: true));
+                listeners.Add(new Listener(fd, Listener.CheckListening(fd, source), inherited: true, activated: true));
             }
             catch (Exception e) when (e is HandoffProtocolException or IOException)
             {
@@ -98,7 +94,7 @@ internal sealed class Inheritance
         }
 
         var handover = HandoverEnvironment.Parse(value);
-        readLink ??= ReadFdLink;
+        readLink ??= ProcFs.SelfFd;
         foreach (var (fd, expected) in handover.ExpectedLinks())
         {
             string? actual = readLink(fd);
@@ -125,7 +121,7 @@ internal sealed class Inheritance
 
         try
         {
-            var listeners = handover.ListenFds.Select(fd => new Listener(fd, CheckListeningSocket(fd), inherited: true, activated: handover.ActivatedFds.Contains(fd))).ToList();
+            var listeners = handover.ListenFds.Select(fd => new Listener(fd, Listener.CheckListening(fd, $"Inherited fd {fd} (named in {HandoverEnvironment.VariableName})"), inherited: true, activated: handover.ActivatedFds.Contains(fd))).ToList();
             // Started detached, this process's parent is systemd, not the old generation; that
             // one read the pid report just now, so it lives.
             bool parentAlive = handover.Detached || handover.ParentPid == actualParentPid;
@@ -135,59 +131,6 @@ internal sealed class Inheritance
         {
             readyPipe.ReportFailed(e.Message);
             throw;
-        }
-    }
-
-    /// <summary>The inode number of a socket or pipe descriptor of this process, as
-    /// /proc/self/fd shows it ("socket:[12345]").</summary>
-    public static ulong Identity(int fd)
-    {
-        string link = ReadFdLink(fd) ?? throw new IOException($"fd {fd} is not open.");
-        int open = link.IndexOf('[', StringComparison.Ordinal);
-        return open > 0 && link.EndsWith(']') && ulong.TryParse(link.AsSpan(open + 1, link.Length - open - 2), NumberStyles.None, CultureInfo.InvariantCulture, out ulong id)
-            ? id
-            : throw new IOException($"fd {fd} is '{link}', not a socket or pipe.");
-    }
-
-    /// <summary>Checks that <paramref name="fd"/> is a listening TCP or Unix stream socket and
-    /// returns its address.</summary>
-    internal static EndPoint CheckListeningSocket(int fd, string? source = null)
-    {
-        string where = source ?? $"Inherited fd {fd} (named in {HandoverEnvironment.VariableName})";
-        int error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_TYPE, out int type);
-        if (error != 0)
-        {
-            throw new HandoffProtocolException(error == Interop.Libc.ENOTSOCK
-                ? $"{where} is not a socket."
-                : $"{where} cannot be read as a socket (errno {error}); is it open?");
-        }
-
-        if (type != Interop.Libc.SOCK_STREAM)
-        {
-            throw new HandoffProtocolException($"{where} is not a stream socket (SO_TYPE {type}).");
-        }
-
-        error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_ACCEPTCONN, out int listening);
-        if (error != 0 || listening == 0)
-        {
-            throw new HandoffProtocolException($"{where} is a socket but not a listening one.");
-        }
-
-        using var probe = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
-        return probe.LocalEndPoint is { } endPoint && ListenerAddress.IsSupported(endPoint)
-            ? endPoint
-            : throw new HandoffProtocolException($"{where} is a {probe.AddressFamily} socket; only TCP and Unix domain sockets can be handed over.");
-    }
-
-    private static string? ReadFdLink(int fd)
-    {
-        try
-        {
-            return new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
-        }
-        catch (IOException)
-        {
-            return null;
         }
     }
 }

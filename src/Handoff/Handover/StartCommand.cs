@@ -1,5 +1,4 @@
 using System.Collections;
-using System.Text;
 
 namespace Handoff;
 
@@ -19,8 +18,7 @@ internal sealed record StartCommand(IReadOnlyList<string> Arguments, string Work
     /// directory.</param>
     public static StartCommand Capture(string? workingDirectory = null)
     {
-        byte[] raw = File.ReadAllBytes("/proc/self/cmdline");
-        string[] argv = Encoding.UTF8.GetString(raw).TrimEnd('\0').Split('\0');
+        string[] argv = ProcFs.SelfCommandLine();
         var environment = System.Environment.GetEnvironmentVariables()
             .Cast<DictionaryEntry>()
             .Select(e => KeyValuePair.Create((string)e.Key, (string?)e.Value ?? ""))

@@ -142,21 +142,13 @@ internal sealed class StartedGeneration : IStartedGeneration
     private static int? FindPipeHolder(ulong inode)
     {
         string wanted = $"pipe:[{inode}]";
-        foreach (string directory in Directory.EnumerateDirectories("/proc"))
+        foreach (int pid in ProcFs.Pids())
         {
-            if (!int.TryParse(Path.GetFileName(directory), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) || pid == Environment.ProcessId)
-            {
-                continue;
-            }
-
             try
             {
-                foreach (string fd in Directory.EnumerateFileSystemEntries(Path.Combine(directory, "fd")))
+                if (pid != Environment.ProcessId && ProcFs.Fds(pid).Any(d => d.Target == wanted))
                 {
-                    if (new FileInfo(fd).LinkTarget == wanted)
-                    {
-                        return pid;
-                    }
+                    return pid;
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -38,13 +38,42 @@ public sealed class Listener
             try
             {
                 // Kept: the socket is known by it after this process has closed its descriptor.
-                SocketInode = (uint)Inheritance.Identity(fd);
+                SocketInode = (uint)ProcFs.SelfInode(fd);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 // Not readable here (no /proc): the accept queue cannot be watched.
             }
         }
+    }
+
+    /// <summary>Checks that <paramref name="fd"/> is a listening TCP or Unix stream socket and
+    /// returns its address; else throws, naming it as <paramref name="where"/> says.</summary>
+    internal static EndPoint CheckListening(int fd, string where)
+    {
+        int error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_TYPE, out int type);
+        if (error != 0)
+        {
+            throw new HandoffProtocolException(error == Interop.Libc.ENOTSOCK
+                ? $"{where} is not a socket."
+                : $"{where} cannot be read as a socket (errno {error}); is it open?");
+        }
+
+        if (type != Interop.Libc.SOCK_STREAM)
+        {
+            throw new HandoffProtocolException($"{where} is not a stream socket (SO_TYPE {type}).");
+        }
+
+        error = Interop.Libc.GetSocketOption(fd, Interop.Libc.SO_ACCEPTCONN, out int listening);
+        if (error != 0 || listening == 0)
+        {
+            throw new HandoffProtocolException($"{where} is a socket but not a listening one.");
+        }
+
+        using var probe = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+        return probe.LocalEndPoint is { } endPoint && ListenerAddress.IsSupported(endPoint)
+            ? endPoint
+            : throw new HandoffProtocolException($"{where} is a {probe.AddressFamily} socket; only TCP and Unix domain sockets can be handed over.");
     }
 
     /// <summary>The address the socket is bound to, as the kernel reports it (a port of 0 in the
@@ -74,7 +103,7 @@ public sealed class Listener
 
     internal bool IsClosed => FileDescriptor < 0;
 
-    /// <summary>The TCP socket's inode number, by which <see cref="AcceptQueues"/> finds its
+    /// <summary>The TCP socket's inode number, by which the ASP.NET Core drain's <c>AcceptQueues</c> finds its
     /// queue; null for a Unix socket.</summary>
     internal uint? SocketInode { get; }
 

@@ -394,7 +394,7 @@ public sealed partial class ListenerRegistry
             }
 
             Interop.Libc.Listen(fd, Backlog);
-            return new Listener(fd, Inheritance.CheckListeningSocket(fd), inherited: false);
+            return new Listener(fd, Listener.CheckListening(fd, $"The socket bound for {ListenerAddress.Format(endPoint)} (fd {fd})"), inherited: false);
         }
         catch
         {
