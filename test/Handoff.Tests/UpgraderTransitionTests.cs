@@ -23,7 +23,7 @@ public sealed class UpgraderTransitionTests : IDisposable
     ];
 
     private readonly string _directory = Directory.CreateTempSubdirectory("handoff-transitions-").FullName;
-    private readonly UpgraderTests.FakeLauncher _launcher = new();
+    private readonly FakeLauncher _launcher = new();
     private readonly List<(GenerationState From, GenerationState To)> _seen = [];
 
     public static TheoryData<GenerationState, GenerationState> AllPairs()
@@ -68,7 +68,7 @@ public sealed class UpgraderTransitionTests : IDisposable
         using (var upgrader = Watch(Create()))
         {
             await upgrader.ReadyAsync();
-            _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+            _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
             Assert.True((await upgrader.UpgradeAsync()).Succeeded);
             await upgrader.StopAsync();
         }
@@ -77,7 +77,7 @@ public sealed class UpgraderTransitionTests : IDisposable
         using (var upgrader = Watch(Create()))
         {
             await upgrader.ReadyAsync();
-            _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4322, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
+            _launcher.Next = new FakeGeneration(pid: 4322, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
             Assert.False((await upgrader.UpgradeAsync()).Succeeded);
             await upgrader.StopAsync();
         }
@@ -92,7 +92,7 @@ public sealed class UpgraderTransitionTests : IDisposable
         using (var upgrader = Watch(Create()))
         {
             await upgrader.ReadyAsync();
-            var slow = new UpgraderTests.FakeGeneration(pid: 4323, readyResult: null, holdReady: true);
+            var slow = new FakeGeneration(pid: 4323, readyResult: null, holdReady: true);
             _launcher.Next = slow;
             var upgrade = upgrader.UpgradeAsync();
             await slow.Waiting;
@@ -104,7 +104,7 @@ public sealed class UpgraderTransitionTests : IDisposable
         using (var upgrader = Watch(Create(TimeSpan.FromSeconds(30))))
         {
             await upgrader.ReadyAsync();
-            var child = new UpgraderTests.FakeGeneration(pid: 4324, readyResult: null);
+            var child = new FakeGeneration(pid: 4324, readyResult: null);
             _launcher.Next = child;
             var upgrade = upgrader.UpgradeAsync();
             await upgrader.WaitForStateAsync(HandingOver);
@@ -118,7 +118,7 @@ public sealed class UpgraderTransitionTests : IDisposable
 
     public void Dispose() => Directory.Delete(_directory, recursive: true);
 
-    private Upgrader Create(TimeSpan? rollbackWindow = null) => UpgraderTests.Create(
+    private Upgrader Create(TimeSpan? rollbackWindow = null) => TestUpgrader.Create(
         _launcher,
         new HandoffOptions { PidFile = Path.Combine(_directory, "app.pid"), RollbackWindow = rollbackWindow ?? TimeSpan.Zero });
 

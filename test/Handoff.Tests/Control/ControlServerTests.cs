@@ -2,7 +2,6 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
-using static Handoff.Tests.UpgraderTests;
 
 namespace Handoff.Tests.Control;
 

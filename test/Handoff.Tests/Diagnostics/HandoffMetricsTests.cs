@@ -1,28 +1,25 @@
 using System.Diagnostics.Metrics;
-using Handoff.AspNetCore;
-using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Handoff.Tests.Diagnostics;
 
 public sealed class HandoffMetricsTests
 {
-    private readonly UpgraderTests.FakeLauncher _launcher = new();
+    private readonly FakeLauncher _launcher = new();
 
     [Fact]
     public async Task UpgradeAsync_RefusedFailedAndSucceeded_TheTriggeringGenerationCountsWhatItSurvives()
     {
         using var upgrader = CreateUpgrader();
-        using var recorder = new Recorder(upgrader.Metrics.Meter);
+        using var recorder = new MetricsRecorder(upgrader.Metrics.Meter);
 
         await upgrader.UpgradeAsync(); // refused: not ready yet
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
+        _launcher.Next = new FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
         await upgrader.UpgradeAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 2222, readyResult: new(UpgradeFailureReason.StartFailed, "warm-up threw"));
+        _launcher.Next = new FakeGeneration(pid: 2222, readyResult: new(UpgradeFailureReason.StartFailed, "warm-up threw"));
         await upgrader.UpgradeAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 3333, readyResult: null);
+        _launcher.Next = new FakeGeneration(pid: 3333, readyResult: null);
         Assert.True((await upgrader.UpgradeAsync()).Succeeded);
         var observed = recorder.Observe();
 
@@ -43,9 +40,9 @@ public sealed class HandoffMetricsTests
     public async Task UpgradeAsync_NewGenerationDiesInTheRollbackWindow_CountedAsRolledBack()
     {
         using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
-        using var recorder = new Recorder(upgrader.Metrics.Meter);
+        using var recorder = new MetricsRecorder(upgrader.Metrics.Meter);
         await upgrader.ReadyAsync();
-        var child = new UpgraderTests.FakeGeneration(pid: 88, readyResult: null);
+        var child = new FakeGeneration(pid: 88, readyResult: null);
         _launcher.Next = child;
 
         var upgrade = upgrader.UpgradeAsync();
@@ -71,33 +68,12 @@ public sealed class HandoffMetricsTests
     }
 
     [Fact]
-    public async Task DrainAsync_CompletedAndTimedOut_RecordsDurationResultAndAbortedConnections()
-    {
-        var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
-        using var metrics = new HandoffMetrics(null);
-        drainer.Metrics = metrics;
-        metrics.ObserveDrainingConnections(() => drainer.IsDraining ? drainer.Count : 0);
-        using var recorder = new Recorder(metrics.Meter);
-        var connection = new DefaultConnectionContext("busy") { ConnectionClosed = CancellationToken.None };
-        drainer.Track(connection);
-        ((TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!).RequestStarted(TimeProvider.System.GetTimestamp());
-
-        Assert.Equal(0, recorder.Observe()["handoff.draining_connections"]);
-        var drain = drainer.DrainAsync(TimeSpan.FromMilliseconds(300), TimeSpan.FromMilliseconds(100), CancellationToken.None, restart: false);
-        Assert.Equal(1, recorder.Observe()["handoff.draining_connections"]);
-        Assert.False(await drain.WaitAsync(TimeSpan.FromSeconds(30)));
-
-        Assert.Single(recorder.Recorded, r => r.Series == "handoff.drain.duration{handoff.drain.reason=shutdown,handoff.drain.result=timed_out}" && r.Value >= 0.3);
-        Assert.Single(recorder.Recorded, r => r.Series == "handoff.drain.aborted_connections{handoff.drain.reason=shutdown}" && r.Value == 1);
-    }
-
-    [Fact]
     public void Meter_FromTheHostsFactory_IsTheOneTheInstrumentsUse()
     {
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var factory = services.GetRequiredService<IMeterFactory>();
         using var metrics = new HandoffMetrics(factory);
-        using var recorder = new Recorder(metrics.Meter);
+        using var recorder = new MetricsRecorder(metrics.Meter);
 
         metrics.UpgradeEnded(HandoffMetrics.Failed, "timeout", TimeSpan.FromSeconds(30));
 
@@ -107,66 +83,5 @@ public sealed class HandoffMetricsTests
     }
 
     private Upgrader CreateUpgrader(TimeSpan? rollbackWindow = null) =>
-        UpgraderTests.Create(_launcher, new HandoffOptions { RollbackWindow = rollbackWindow ?? TimeSpan.Zero });
-
-    /// <summary>Listens to one meter instance (tests in parallel create others of the same name).</summary>
-    private sealed class Recorder : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private readonly Dictionary<string, double> _observed = [];
-        private bool _observing;
-
-        public Recorder(Meter meter)
-        {
-            _listener.InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter == meter)
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            };
-            _listener.SetMeasurementEventCallback<int>((i, v, t, _) => Add(i, v, t));
-            _listener.SetMeasurementEventCallback<long>((i, v, t, _) => Add(i, v, t));
-            _listener.SetMeasurementEventCallback<double>((i, v, t, _) => Add(i, v, t));
-            _listener.Start();
-        }
-
-        public List<(string Series, double Value)> Recorded { get; } = [];
-
-        public Dictionary<string, double> Observe()
-        {
-            lock (_observed)
-            {
-                _observed.Clear();
-                _observing = true;
-                _listener.RecordObservableInstruments();
-                _observing = false;
-                return new Dictionary<string, double>(_observed);
-            }
-        }
-
-        public void Dispose() => _listener.Dispose();
-
-        private void Add(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-        {
-            var names = new List<string>();
-            foreach (var tag in tags)
-            {
-                names.Add($"{tag.Key}={tag.Value}");
-            }
-
-            names.Sort(StringComparer.Ordinal);
-            string series = instrument.Name + (names.Count == 0 ? "" : "{" + string.Join(",", names) + "}");
-            if (_observing && instrument.IsObservable)
-            {
-                _observed[series] = value;
-                return;
-            }
-
-            lock (Recorded)
-            {
-                Recorded.Add((series, value));
-            }
-        }
-    }
+        TestUpgrader.Create(_launcher, new HandoffOptions { RollbackWindow = rollbackWindow ?? TimeSpan.Zero });
 }

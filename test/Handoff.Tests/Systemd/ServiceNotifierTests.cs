@@ -7,7 +7,7 @@ namespace Handoff.Tests.Systemd;
 public sealed class ServiceNotifierTests : IDisposable
 {
     private readonly string _directory = Directory.CreateTempSubdirectory("handoff-notify-").FullName;
-    private readonly UpgraderTests.FakeLauncher _launcher = new();
+    private readonly FakeLauncher _launcher = new();
     private readonly FakeNotifySocket _systemd;
 
     public ServiceNotifierTests() => _systemd = new FakeNotifySocket(Path.Combine(_directory, "notify"));
@@ -30,7 +30,7 @@ public sealed class ServiceNotifierTests : IDisposable
     {
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
         long before = Interop.Libc.MonotonicMicroseconds();
 
         var result = await upgrader.UpgradeAsync();
@@ -58,7 +58,7 @@ public sealed class ServiceNotifierTests : IDisposable
     {
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
+        _launcher.Next = new FakeGeneration(pid: 1111, readyResult: new(UpgradeFailureReason.Exited, "it exited (exit code 3) before reporting ready"));
 
         var result = await upgrader.UpgradeAsync();
 
@@ -163,7 +163,7 @@ public sealed class ServiceNotifierTests : IDisposable
         using (var old = CreateUpgrader(watchdog: hour))
         {
             await old.ReadyAsync();
-            _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+            _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
             Assert.True((await old.UpgradeAsync()).Succeeded);
             Assert.Contains("MAINPID=4321 READY=1 WATCHDOG=1", await _systemd.WaitForCountAsync(4), StringComparer.Ordinal);
         }
@@ -185,7 +185,7 @@ public sealed class ServiceNotifierTests : IDisposable
         // systemd the new main pid: the close finds it, and this generation accepts again.
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null) { LateWithdrawal = "it began stopping" };
+        _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null) { LateWithdrawal = "it began stopping" };
 
         var result = await upgrader.UpgradeAsync();
 
@@ -231,7 +231,7 @@ public sealed class ServiceNotifierTests : IDisposable
 
         using var upgrader = CreateUpgrader(socket: path);
         await upgrader.ReadyAsync();
-        var child = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        var child = new FakeGeneration(pid: 4321, readyResult: null);
         _launcher.Next = child;
 
         var result = await upgrader.UpgradeAsync().WaitAsync(TimeSpan.FromSeconds(30));
@@ -254,7 +254,7 @@ public sealed class ServiceNotifierTests : IDisposable
         await upgrader.ReadyAsync();
         await vanishing.WaitForAsync(m => m.StartsWith("READY=1", StringComparison.Ordinal));
         vanishing.Dispose(); // the manager's socket is gone
-        var child = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        var child = new FakeGeneration(pid: 4321, readyResult: null);
         _launcher.Next = child;
 
         var result = await upgrader.UpgradeAsync();
@@ -281,7 +281,7 @@ public sealed class ServiceNotifierTests : IDisposable
         // accepts again, and whoever follows the main pid must follow it again, not a dead pid.
         using var upgrader = CreateUpgrader();
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null) { ExitAtCommit = "killed by signal 9" };
+        _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null) { ExitAtCommit = "killed by signal 9" };
 
         var result = await upgrader.UpgradeAsync();
 
@@ -295,7 +295,7 @@ public sealed class ServiceNotifierTests : IDisposable
         Assert.Equal(["BARRIER=1", $"MAINPID={Pid} READY=1"], all[(handed + 1)..(handed + 3)]);
 
         // It is the main process again: the next upgrade is announced and handed as before.
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 5432, readyResult: null);
+        _launcher.Next = new FakeGeneration(pid: 5432, readyResult: null);
         Assert.True((await upgrader.UpgradeAsync()).Succeeded);
         await _systemd.WaitForAsync(m => m.StartsWith("MAINPID=5432", StringComparison.Ordinal));
     }
@@ -306,7 +306,7 @@ public sealed class ServiceNotifierTests : IDisposable
         using var upgrader = CreateUpgrader(watchdog: TimeSpan.FromMilliseconds(200));
         await _systemd.WaitForAsync(m => m.StartsWith("WATCHDOG=1", StringComparison.Ordinal));
         await upgrader.ReadyAsync();
-        _launcher.Next = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        _launcher.Next = new FakeGeneration(pid: 4321, readyResult: null);
         Assert.True((await upgrader.UpgradeAsync()).Succeeded);
         int handedAt = _systemd.Messages.Count;
 

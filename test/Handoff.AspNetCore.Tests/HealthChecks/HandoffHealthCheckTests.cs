@@ -6,7 +6,7 @@ namespace Handoff.Tests.AspNetCore;
 
 public sealed class HandoffHealthCheckTests
 {
-    private readonly UpgraderTests.FakeLauncher _launcher = new();
+    private readonly FakeLauncher _launcher = new();
 
     [Fact]
     public async Task CheckHealthAsync_AcrossAGenerationsLife_HealthyOnlyWhileItServes()
@@ -17,7 +17,7 @@ public sealed class HandoffHealthCheckTests
         var starting = await CheckAsync(check);
         await upgrader.ReadyAsync();
         var ready = await CheckAsync(check);
-        var child = new UpgraderTests.FakeGeneration(pid: 4321, readyResult: null);
+        var child = new FakeGeneration(pid: 4321, readyResult: null);
         _launcher.Next = child;
         var upgrade = upgrader.UpgradeAsync();
         await upgrader.WaitForStateAsync(GenerationState.HandingOver);
@@ -38,7 +38,7 @@ public sealed class HandoffHealthCheckTests
     [Fact]
     public async Task CheckHealthAsync_ShutdownDelay_UnhealthyAtOnceWhileStillAccepting()
     {
-        using var upgrader = UpgraderTests.Create(_launcher, new HandoffOptions { ShutdownDelay = TimeSpan.FromMinutes(5) });
+        using var upgrader = TestUpgrader.Create(_launcher, new HandoffOptions { ShutdownDelay = TimeSpan.FromMinutes(5) });
         var check = new HandoffHealthCheck(upgrader);
         await upgrader.ReadyAsync();
 
@@ -81,5 +81,5 @@ public sealed class HandoffHealthCheckTests
         check.CheckHealthAsync(new HealthCheckContext { Registration = new HealthCheckRegistration("handoff", check, null, null) });
 
     private Upgrader CreateUpgrader(TimeSpan rollbackWindow) =>
-        UpgraderTests.Create(_launcher, new HandoffOptions { RollbackWindow = rollbackWindow });
+        TestUpgrader.Create(_launcher, new HandoffOptions { RollbackWindow = rollbackWindow });
 }
