@@ -219,7 +219,7 @@ public sealed class GenerationLauncherTests : IDisposable
         int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
         Assert.Equal(pid, child.Pid); // setsid's child, not setsid (its parent: see SystemdTests)
         Assert.Null(await child.WaitReadyAsync(Patience, CancellationToken.None));
-        Assert.Equal($"{StartedGeneration.ExitStatusUnknown} after SIGTERM", await child.TerminateAsync(TimeSpan.FromSeconds(5)).WaitAsync(Patience));
+        Assert.Equal($"{SpawnedProcess.ExitStatusUnknown} after SIGTERM", await child.TerminateAsync(TimeSpan.FromSeconds(5)).WaitAsync(Patience));
         Assert.True(ProcessTable.State(pid) is null or 'Z');
     }
 
