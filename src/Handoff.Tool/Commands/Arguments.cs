@@ -1,8 +1,36 @@
 namespace Handoff.Tool;
 
+/// <summary>One option of a command, declared once: the parser and the usage text both come
+/// from it. <paramref name="Value"/> names the option's value in the usage (<c>PATH</c>), null
+/// for a flag; <paramref name="Description"/> may span lines.</summary>
+internal sealed record ToolOption(string Name, string? Value, string Description)
+{
+    /// <summary>The usage's option lines: name and value, then the description in a column.</summary>
+    public static string Describe(IReadOnlyList<ToolOption> options)
+    {
+        int column = options.Max(o => o.Signature.Length) + 3;
+        var text = new System.Text.StringBuilder();
+        foreach (var option in options)
+        {
+            string[] lines = option.Description.Split('\n');
+            text.Append("  ").Append(option.Signature.PadRight(column)).AppendLine(lines[0]);
+            foreach (string line in lines.Skip(1))
+            {
+                text.Append(' ', column + 2).AppendLine(line);
+            }
+        }
+
+        return text.ToString().TrimEnd('\n');
+    }
+
+    private string Signature => Value is null ? $"--{Name}" : $"--{Name} {Value}";
+}
+
 /// <summary>
 /// The few options the commands take, parsed by hand: <c>--name value</c>, <c>--name=value</c>
-/// and flags. A mistake is a <see cref="UsageException"/> that names the option.
+/// and flags. A mistake is a <see cref="UsageException"/> that names the option. Hand-written
+/// rather than System.CommandLine's: that adds about 45 ms to every start of the tool
+/// (median of 30 runs, docs/control.md), for three commands and a dozen options.
 /// </summary>
 internal sealed class Arguments
 {
@@ -12,6 +40,10 @@ internal sealed class Arguments
 
     /// <summary>What follows <c>--</c> (the command of <c>handoff run</c>).</summary>
     public IReadOnlyList<string> Rest { get; }
+
+    /// <summary>Parses <paramref name="args"/> against a command's <paramref name="options"/>.</summary>
+    public static Arguments Parse(IReadOnlyList<string> args, IReadOnlyList<ToolOption> options) =>
+        Parse(args, [.. options.Where(o => o.Value is not null).Select(o => o.Name)], [.. options.Where(o => o.Value is null).Select(o => o.Name)]);
 
     /// <summary>Parses <paramref name="args"/>; <paramref name="valued"/> are the options that
     /// take a value, <paramref name="flags"/> those that do not.</summary>

@@ -3,7 +3,15 @@ namespace Handoff.Tool;
 /// <summary><c>handoff run [options] -- command...</c>: see <see cref="Supervisor"/>.</summary>
 internal static class RunCommand
 {
-    public const string Usage = """
+    private static readonly ToolOption[] Options =
+    [
+        new("control", "PATH", "give the server this control socket (Handoff:ControlSocket)"),
+        new("upgrade-signal", "NAME", "the signal the server upgrades on (default SIGUSR2)"),
+        new("shadow-copy", null, "run each generation from its own copy of the application\ndirectory (the directory of App.dll in 'dotnet App.dll', or of\nthe executable), made at its start: files overwritten in place\nthere never touch a running generation (docs/deploying.md)"),
+        new("shadow-copy-dir", "DIR", "where the copies go (default: the temporary directory, $TMPDIR\nor /tmp); implies --shadow-copy"),
+    ];
+
+    public static readonly string Usage = $"""
         handoff run [options] -- <command> [arguments...]
 
           Runs a Handoff server under a supervisor whose pid never changes: it starts the
@@ -13,14 +21,7 @@ internal static class RunCommand
           generation's exit code once every generation has exited. Under systemd it is the
           service's main process and passes readiness on (Type=notify).
 
-          --control PATH         give the server this control socket (Handoff:ControlSocket)
-          --upgrade-signal NAME  the signal the server upgrades on (default SIGUSR2)
-          --shadow-copy          run each generation from its own copy of the application
-                                 directory (the directory of App.dll in 'dotnet App.dll', or of
-                                 the executable), made at its start: files overwritten in place
-                                 there never touch a running generation (docs/deploying.md)
-          --shadow-copy-dir DIR  where the copies go (default: the temporary directory, $TMPDIR
-                                 or /tmp); implies --shadow-copy
+        {ToolOption.Describe(Options)}
 
           Exit codes: the last main generation's (128+N if signal N ended it); 127 when the
           command cannot be started; 78 when a server already answers on --control; 2 for a
@@ -29,7 +30,7 @@ internal static class RunCommand
 
     public static async Task<int> RunAsync(IReadOnlyList<string> args)
     {
-        var options = Arguments.Parse(args, ["control", "upgrade-signal", "shadow-copy-dir"], ["shadow-copy"]);
+        var options = Arguments.Parse(args, Options);
         if (options.Rest.Count == 0)
         {
             throw new UsageException("no command: write it after '--', e.g. handoff run -- dotnet app.dll");

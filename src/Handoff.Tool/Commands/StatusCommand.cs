@@ -7,23 +7,28 @@ namespace Handoff.Tool;
 /// older generations still draining.</summary>
 internal static class StatusCommand
 {
-    public const string Usage = """
+    private static readonly ToolOption[] Options =
+    [
+        new("control", "PATH", "the server's control socket (default $RUNTIME_DIRECTORY/handoff.sock)"),
+        new("json", null, "print the server's answer as one JSON object"),
+        new("timeout", "T", "how long to wait for the answer (default 10s)"),
+    ];
+
+    public static readonly string Usage = $"""
         handoff status [--control PATH] [--json] [--timeout T]
 
           Shows the generation that serves: its number, pid, state and since when, its
           listeners and open connections, the older generations still draining with their
           connections, and how the last upgrade ended.
 
-          --control PATH   the server's control socket (default $RUNTIME_DIRECTORY/handoff.sock)
-          --json           print the server's answer as one JSON object
-          --timeout T      how long to wait for the answer (default 10s)
+        {ToolOption.Describe(Options)}
 
           Exit codes: 0 shown, 2 could not ask, 3 timed out.
         """;
 
     public static async Task<int> RunAsync(IReadOnlyList<string> args)
     {
-        var options = Arguments.Parse(args, ["control", "timeout"], ["json"]);
+        var options = Arguments.Parse(args, Options);
         string path = options.Value("control") ?? ControlClient.DefaultPath()
             ?? throw new UsageException("say which server: --control PATH (its Handoff:ControlSocket)");
         var timeout = options.Duration("timeout", TimeSpan.FromSeconds(10));

@@ -11,21 +11,23 @@ namespace Handoff.Tool;
 /// </summary>
 internal static class UpgradeCommand
 {
-    public const string Usage = """
+    private static readonly ToolOption[] Options =
+    [
+        new("control", "PATH", "the server's control socket (Handoff:ControlSocket); default\n$RUNTIME_DIRECTORY/handoff.sock when systemd sets RUNTIME_DIRECTORY"),
+        new("pid-file", "FILE", "without a control socket: signal the pid the file names and wait\nuntil it names a new one (cannot see why an upgrade failed)"),
+        new("pid", "PID", "without a control socket or pid file: signal PID and wait until\nit exits (the new pid is not known)"),
+        new("signal", "NAME", "the upgrade signal for --pid/--pid-file (default SIGUSR2)"),
+        new("timeout", "T", "how long to wait for the outcome (default 120s)"),
+        new("json", null, "print the server's answer as JSON"),
+    ];
+
+    public static readonly string Usage = $"""
         handoff upgrade [--control PATH | --pid-file FILE | --pid PID] [options]
 
           Upgrades a running Handoff server: it starts the build now on disk, hands it the
           listening sockets, and keeps serving if the new build fails. Waits for the outcome.
 
-          --control PATH   the server's control socket (Handoff:ControlSocket); default
-                           $RUNTIME_DIRECTORY/handoff.sock when systemd sets RUNTIME_DIRECTORY
-          --pid-file FILE  without a control socket: signal the pid the file names and wait
-                           until it names a new one (cannot see why an upgrade failed)
-          --pid PID        without a control socket or pid file: signal PID and wait until
-                           it exits (the new pid is not known)
-          --signal NAME    the upgrade signal for --pid/--pid-file (default SIGUSR2)
-          --timeout T      how long to wait for the outcome (default 120s)
-          --json           print the server's answer as JSON
+        {ToolOption.Describe(Options)}
 
           An upgrade asked for while another one runs (or while the generation that just
           took over can still roll back) waits for it and then runs: the build on disk then
@@ -47,7 +49,7 @@ internal static class UpgradeCommand
 
     public static async Task<int> RunAsync(IReadOnlyList<string> args)
     {
-        var options = Arguments.Parse(args, ["control", "pid-file", "pid", "signal", "timeout"], ["json"]);
+        var options = Arguments.Parse(args, Options);
         var timeout = options.Duration("timeout", DefaultTimeout);
         int targets = Targets.Count(options.Has);
         if (targets > 1)

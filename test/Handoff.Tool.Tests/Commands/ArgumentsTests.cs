@@ -45,4 +45,27 @@ public sealed class ArgumentsTests
     [Fact]
     public void Pid_NotANumber_IsAUsageError() =>
         Assert.Throws<UsageException>(() => Arguments.Parse(["--pid", "abc"], Valued, Flags).Pid("pid"));
+
+    [Fact]
+    public void Parse_DeclaredOptions_TakesValuesAndFlagsAsDeclared()
+    {
+        ToolOption[] options = [new("control", "PATH", "the socket"), new("json", null, "as JSON")];
+
+        var parsed = Arguments.Parse(["--control", "/a", "--json"], options);
+
+        Assert.Equal("/a", parsed.Value("control"));
+        Assert.True(parsed.Has("json"));
+        Assert.Equal("--json takes no value", Assert.Throws<UsageException>(() => Arguments.Parse(["--json=1"], options)).Message);
+        Assert.Equal("--control needs a value", Assert.Throws<UsageException>(() => Arguments.Parse(["--control"], options)).Message);
+    }
+
+    [Fact]
+    public void Describe_PutsEveryDescriptionInOneColumn_ContinuationLinesToo()
+    {
+        ToolOption[] options = [new("control", "PATH", "the socket\nof the server"), new("json", null, "as JSON")];
+
+        Assert.Equal(
+            "  --control PATH   the socket\n                   of the server\n  --json           as JSON",
+            ToolOption.Describe(options).ReplaceLineEndings("\n"));
+    }
 }
