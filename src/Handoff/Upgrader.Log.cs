@@ -47,14 +47,14 @@ public sealed partial class Upgrader
         [LoggerMessage(78, LogLevel.Information, "Generation {Generation} (pid {Pid}): the upgrade it passed on ended: {Outcome}.", EventName = "QueuedUpgradeEnded")]
         public static partial void QueuedUpgradeEnded(ILogger logger, int pid, int generation, string outcome);
 
-        [LoggerMessage(14, LogLevel.Warning, "Generation {Generation} (pid {Pid}) refused an upgrade: {Reason}.", EventName = "UpgradeRefused")]
-        public static partial void UpgradeRefused(ILogger logger, int pid, int generation, string reason);
+        [LoggerMessage(14, LogLevel.Warning, "Generation {Generation} (pid {Pid}) refused an upgrade: {Reason}. [{ErrorType}]", EventName = "UpgradeRefused")]
+        public static partial void UpgradeRefused(ILogger logger, int pid, int generation, string reason, string errorType);
 
         [LoggerMessage(16, LogLevel.Information, "Generation {Generation} (pid {Pid}) started generation {NewGeneration} as pid {NewPid}; waiting for it to report ready.", EventName = "Spawned")]
         public static partial void Spawned(ILogger logger, int pid, int generation, int newPid, int newGeneration);
 
-        [LoggerMessage(17, LogLevel.Error, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed, still serving. {Reason}", EventName = "UpgradeFailed")]
-        public static partial void UpgradeFailed(ILogger logger, int pid, int generation, int newPid, string reason);
+        [LoggerMessage(17, LogLevel.Error, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed, still serving. {Reason} [{ErrorType}]", EventName = "UpgradeFailed")]
+        public static partial void UpgradeFailed(ILogger logger, int pid, int generation, int newPid, string reason, string errorType);
 
         [LoggerMessage(18, LogLevel.Information, "Generation {Generation} (pid {Pid}) is superseded: generation {NewGeneration} (pid {NewPid}) serves. Listeners closed; draining.", EventName = "Superseded")]
         public static partial void Superseded(ILogger logger, int pid, int generation, int newPid, int newGeneration);
@@ -92,7 +92,7 @@ public sealed partial class Upgrader
         [LoggerMessage(28, LogLevel.Warning, "Generation {Generation} (pid {Pid}): the previous generation (pid {ParentPid}) did not take the ready report (it gave up waiting) and keeps serving.", EventName = "ParentGaveUp")]
         public static partial void ParentGaveUp(ILogger logger, int pid, int generation, int parentPid);
 
-        [LoggerMessage(64, LogLevel.Warning, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed; this generation is stopping. {Reason}", EventName = "UpgradeFailedStopping")]
-        public static partial void UpgradeFailedStopping(ILogger logger, int pid, int generation, int newPid, string reason);
+        [LoggerMessage(64, LogLevel.Warning, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed; this generation is stopping. {Reason} [{ErrorType}]", EventName = "UpgradeFailedStopping")]
+        public static partial void UpgradeFailedStopping(ILogger logger, int pid, int generation, int newPid, string reason, string errorType);
     }
 }

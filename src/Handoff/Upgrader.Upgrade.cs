@@ -286,11 +286,11 @@ public sealed partial class Upgrader
 
         if (state is GenerationState.Stopping or GenerationState.Stopped)
         {
-            Log.UpgradeFailedStopping(_logger, Environment.ProcessId, Generation, newPid, reason);
+            Log.UpgradeFailedStopping(_logger, Environment.ProcessId, Generation, newPid, reason, why.Tag());
         }
         else
         {
-            Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason);
+            Log.UpgradeFailed(_logger, Environment.ProcessId, Generation, newPid, reason, why.Tag());
         }
 
         _status.Failed(reason);
@@ -464,7 +464,7 @@ public sealed partial class Upgrader
         else
         {
             var refusal = UpgradeResult.Refusal(Generation + 1, UpgradeFailureReason.ShuttingDown, "this generation began shutting down before the upgrade asked for could run");
-            Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!);
+            Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!, refusal.Reason.Tag());
             Metrics.UpgradeEnded(HandoffMetrics.Refused, refusal.Reason.Tag(), null);
             queued.TrySetResult(refusal);
         }
@@ -526,7 +526,7 @@ public sealed partial class Upgrader
         else if (result is null)
         {
             result = UpgradeResult.Refusal(successor.Generation + 1, UpgradeFailureReason.NotPassedOn, $"the upgrade asked for during the handover cannot be passed on to pid {successor.NewPid}: {(unreachable.Length > 0 ? unreachable.Trim(' ', '(', ')') + ", and there is no upgrade signal" : "there is neither a control socket nor an upgrade signal")}; ask it again");
-            Log.UpgradeRefused(_logger, pid, Generation, result.Error!);
+            Log.UpgradeRefused(_logger, pid, Generation, result.Error!, result.Reason.Tag());
         }
 
         queued.TrySetResult(result);

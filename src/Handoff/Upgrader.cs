@@ -458,7 +458,7 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
         }
         else if (refusal is not null)
         {
-            Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!);
+            Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!, refusal.Reason.Tag());
             Metrics.UpgradeEnded(HandoffMetrics.Refused, refusal.Reason.Tag(), null);
             _status.Refused(refusal.Error!);
             if (answersSystemd)

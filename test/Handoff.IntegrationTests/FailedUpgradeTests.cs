@@ -25,7 +25,7 @@ public sealed partial class FailedUpgradeTests
 
                 // Deploy like a real deploy does: a new file renamed over the old one.
                 ReplaceFile(dll, [0x42, 0x52, 0x4f, 0x4b, 0x45, 0x4e]);
-                int failedPid = await UpgradeExpectingFailureAsync(server, "exited");
+                int failedPid = await UpgradeExpectingFailureAsync(server, "exited", "exited");
                 Assert.Null(ProcessTable.State(failedPid));
 
                 await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
@@ -48,10 +48,10 @@ public sealed partial class FailedUpgradeTests
     }
 
     [Theory]
-    [InlineData("FAILSTART", "unhandled exception: InvalidOperationException: HelloSleep:FailStart is set")]
-    [InlineData("FAILWARMUP", "warm-up failed: InvalidOperationException: HelloSleep:FailWarmUp is set")]
-    [InlineData("NEVERREADY", "did not report ready within 3 s")]
-    public async Task Upgrade_NewBuildBroken_FailsWithReasonAndLaterUpgradeSucceeds(string breakage, string expectedReason)
+    [InlineData("FAILSTART", "unhandled exception: InvalidOperationException: HelloSleep:FailStart is set", "start_failed")]
+    [InlineData("FAILWARMUP", "warm-up failed: InvalidOperationException: HelloSleep:FailWarmUp is set", "start_failed")]
+    [InlineData("NEVERREADY", "did not report ready within 3 s", "timeout")]
+    public async Task Upgrade_NewBuildBroken_FailsWithReasonAndLaterUpgradeSucceeds(string breakage, string expectedReason, string errorType)
     {
         string marker = Path.Combine(Path.GetTempPath(), "handoff-break-" + Guid.NewGuid().ToString("N"));
         await using var server = await HelloSleepServer.StartAsync(
@@ -62,7 +62,7 @@ public sealed partial class FailedUpgradeTests
         {
             await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
             File.WriteAllText(marker, "broken");
-            int failedPid = await UpgradeExpectingFailureAsync(server, expectedReason);
+            int failedPid = await UpgradeExpectingFailureAsync(server, expectedReason, errorType);
             Assert.Null(ProcessTable.State(failedPid));
 
             // Only the first generation is left, and it still serves.
@@ -85,9 +85,10 @@ public sealed partial class FailedUpgradeTests
     }
 
     /// <summary>Signals the current generation, waits for its "upgrade failed" log line
-    /// containing <paramref name="expectedReason"/>, checks that the same generation still
-    /// accepts, and returns the failed generation's pid.</summary>
-    private static async Task<int> UpgradeExpectingFailureAsync(HelloSleepServer server, string expectedReason)
+    /// containing <paramref name="expectedReason"/> and, at its end, <paramref name="errorType"/>
+    /// (the metrics' error.type), checks that the same generation still accepts, and returns
+    /// the failed generation's pid.</summary>
+    private static async Task<int> UpgradeExpectingFailureAsync(HelloSleepServer server, string expectedReason, string errorType)
     {
         int pid = server.CurrentPid;
         int failuresBefore = FailedRegex().Count(server.Output);
@@ -96,7 +97,10 @@ public sealed partial class FailedUpgradeTests
         var failure = FailedRegex().Matches(server.Output)[failuresBefore];
         Assert.Equal(pid, int.Parse(failure.Groups["pid"].Value, System.Globalization.CultureInfo.InvariantCulture));
         string rest = server.Output[failure.Index..];
+        int end = rest.IndexOf('\n', StringComparison.Ordinal);
+        string line = end >= 0 ? rest[..end] : rest;
         Assert.Contains(expectedReason, rest[..Math.Min(rest.Length, 2000)], StringComparison.Ordinal);
+        Assert.EndsWith($"[{errorType}]", line.TrimEnd(), StringComparison.Ordinal);
         Assert.Equal(pid, server.CurrentPid);
         int failedPid = int.Parse(failure.Groups["new"].Value, System.Globalization.CultureInfo.InvariantCulture);
         server.Track(failedPid);
