@@ -64,8 +64,13 @@ public sealed class GrpcTests(Xunit.Abstractions.ITestOutputHelper output)
                     // What the server says on a drain: call again.
                     Interlocked.Increment(ref unavailable);
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && stop.IsCancellationRequested)
+                catch (RpcException) when (stop.IsCancellationRequested)
                 {
+                    // The test cancelled its own calls. Grpc.Net.Client reports that as Cancelled,
+                    // or, when the cancellation aborts a read in progress, as Unavailable "Error
+                    // reading next message. IOException: The request was aborted"
+                    // (grpc/grpc-dotnet#1214); either way the server did nothing. One fresh-clone
+                    // run saw three of the eight streams end that way at the test's stop.
                     return;
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
