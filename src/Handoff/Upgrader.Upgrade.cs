@@ -114,7 +114,7 @@ public sealed partial class Upgrader
         // withdrawal written meanwhile.
         string? why = await attempt.LastLookAsync().ConfigureAwait(false);
         bool terminate = false;
-        if (why is null)
+        if (why is null && !attempt.HasExited)
         {
             if (await HandMainPidAsync(attempt).ConfigureAwait(false) is { } notifyError)
             {

@@ -11,15 +11,16 @@ internal static class DetachedStart
     private const int PollMilliseconds = 50;
 
     /// <summary>Reaps the intermediate and reads the pid the new generation reports first,
-    /// both before <paramref name="deadline"/> (<see cref="Environment.TickCount64"/>) and until
-    /// <paramref name="cancellationToken"/>; then <paramref name="process"/> follows that pid.
+    /// both within <paramref name="timeout"/> and until <paramref name="cancellationToken"/>;
+    /// then <paramref name="process"/> follows that pid.
     /// Throws when that fails; then the intermediate is killed, and so is the new generation if
     /// it can be found (a report read at the last moment, or the process holding the ready
     /// pipe's write end, inode <paramref name="pipeInode"/>): the old generation never knew its
     /// pid, and it must not serve on. The ready pipe is closed, so one that still reports later
     /// finds nobody waiting and stops itself.</summary>
-    public static void AwaitPid(SpawnedProcess process, ReadyPipeReader pipe, long deadline, TimeSpan timeout, ulong pipeInode, CancellationToken cancellationToken)
+    public static void AwaitPid(SpawnedProcess process, ReadyPipeReader pipe, TimeSpan timeout, ulong pipeInode, CancellationToken cancellationToken)
     {
+        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
         int intermediate = process.Pid;
         bool intermediateReaped = false;
         try

@@ -41,7 +41,7 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     /// <summary>See <see cref="DetachedStart.AwaitPid"/>.</summary>
     public void AwaitPid(TimeSpan timeout, ulong pipeInode, CancellationToken cancellationToken) =>
-        DetachedStart.AwaitPid(_process, _pipe, Environment.TickCount64 + (long)timeout.TotalMilliseconds, timeout, pipeInode, cancellationToken);
+        DetachedStart.AwaitPid(_process, _pipe, timeout, pipeInode, cancellationToken);
 
     public Task<StartFailure?> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => WaitReady(timeout, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);

@@ -158,13 +158,12 @@ internal sealed partial class UpgradeAttempt : IDisposable
     }
 
     /// <summary>Ends the watch with a last look: a withdrawal written until now still counts
-    /// (nothing is closed yet, so this generation can still accept again). Returns why the new
-    /// generation is not taking over (it withdrew or exited), or null.</summary>
+    /// (nothing is closed yet, so this generation can still accept again). Returns the
+    /// withdrawal, or null.</summary>
     public async Task<string?> LastLookAsync()
     {
         await _commit.CancelAsync().ConfigureAwait(false);
-        string? withdrawal = await _withdrawn.ConfigureAwait(false);
-        return withdrawal ?? (HasExited ? "exited" : null);
+        return await _withdrawn.ConfigureAwait(false);
     }
 
     /// <summary>Closes the ready pipe, which tells the new generation that this one can no
