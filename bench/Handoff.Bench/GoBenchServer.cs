@@ -10,7 +10,7 @@ namespace Handoff.Bench;
 /// cloudflare/tableflip (SIGHUP; the new process reports ready, then the old one shuts down) and
 /// the second article's net/http <c>Shutdown</c> demo (SIGHUP; the old process starts a new one
 /// with the listener at fd 3 and shuts down at once, within 20 s). Each serves the same endpoint
-/// as HelloSleep.
+/// as TestServer.
 /// </summary>
 internal sealed class GoBenchServer : BenchServer
 {

@@ -22,9 +22,9 @@ internal static class Runner
         {
             "nginx" => new NginxBenchServer(directory, port, http2, tls),
             "grace" or "tableflip" or "shutdown" => new GoBenchServer(scenario.Server, directory, port),
-            "handoff" => new HelloSleepBenchServer(HelloSleepMode.Handoff, directory, port, http2, tls),
-            "kestrel-socket" => new HelloSleepBenchServer(HelloSleepMode.SocketActivated, directory, port, http2, tls),
-            _ => new HelloSleepBenchServer(HelloSleepMode.Plain, directory, port, http2, tls),
+            "handoff" => new KestrelBenchServer(KestrelMode.Handoff, directory, port, http2, tls),
+            "kestrel-socket" => new KestrelBenchServer(KestrelMode.SocketActivated, directory, port, http2, tls),
+            _ => new KestrelBenchServer(KestrelMode.Plain, directory, port, http2, tls),
         };
         await server.StartAsync();
         if (scenario.Load == "close" && !await LoadGenerator.ServerClosesOnRequestAsync(port))

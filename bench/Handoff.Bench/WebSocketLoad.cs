@@ -7,7 +7,7 @@ namespace Handoff.Bench;
 
 /// <summary>
 /// A WebSocket load: each of its connections sends a short message and waits for its echo, again
-/// and again, on HelloSleep's <c>/ws</c>. A close frame from the server with 1012 (Service
+/// and again, on TestServer's <c>/ws</c>. A close frame from the server with 1012 (Service
 /// Restart) or 1001 (Going Away) is answered and followed by a new connection: a reconnect, not a
 /// failure, and never a resend. Every other end counts: a failed connect or handshake, a
 /// connection lost without a close frame, a close with another status, an echo that never came.

@@ -1,5 +1,6 @@
-// Shows Handoff's main job in one command: starts HelloSleep, puts a constant load on it from
-// clients that never retry, upgrades it with SIGUSR2 several times, and prints what happened.
+// Shows Handoff's main job in one command: starts the sample HelloSleep (samples/HelloSleep), puts
+// a constant load on it from clients that never retry, upgrades it with SIGUSR2 several times, and
+// prints what happened.
 //
 //   dotnet run --project samples/UpgradeDemo [-- --upgrades 5 --connections 32 --new-connections]
 //
@@ -12,7 +13,7 @@ int upgrades = Option("--upgrades", 5);
 int connections = Option("--connections", 32);
 bool keepAlive = !args.Contains("--new-connections");
 
-await using var server = await HelloSleepServer.StartAsync();
+await using var server = await ServerProcess.StartAsync(command: [TestAssets.HelloSleepAppHost]);
 Console.WriteLine($"HelloSleep generation 1 is pid {server.CurrentPid}, serving on http://{server.EndPoint}");
 Console.WriteLine($"Load: {connections} {(keepAlive ? "keep-alive connections" : "clients opening a new connection per request")}, no retries.");
 var load = new LoadClient(server.EndPoint, connections, keepAlive);

@@ -138,16 +138,6 @@ public sealed class HandoffOptions
     }
 
     /// <summary>
-    /// Work the new generation must finish before it reports ready, e.g. filling caches or
-    /// opening database connections; an exception fails the upgrade and the old generation
-    /// keeps serving.
-    /// </summary>
-    /// <remarks>Default: null (ready as soon as the host has started). It runs after the
-    /// host's <c>ApplicationStarted</c>, with the application's services, and counts against
-    /// <see cref="UpgradeTimeout"/>.</remarks>
-    public Func<IServiceProvider, CancellationToken, Task>? WarmUp { get; set; }
-
-    /// <summary>
     /// Checks every setting and returns a message naming each option that is wrong and what to
     /// do, or an empty list when all are valid.
     /// </summary>

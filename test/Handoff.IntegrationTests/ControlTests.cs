@@ -3,7 +3,7 @@ using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 
-/// <summary>The control socket and the <c>handoff</c> tool against a real HelloSleep:
+/// <summary>The control socket and the <c>handoff</c> tool against a real TestServer:
 /// upgrades that report their outcome and exit codes, status, and who may ask.</summary>
 public sealed class ControlTests
 {
@@ -12,7 +12,7 @@ public sealed class ControlTests
     {
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
         var before = Inode(control);
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
         try
@@ -47,16 +47,16 @@ public sealed class ControlTests
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
         string marker = Path.Combine(dir.Path, "broken");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: [$"--Handoff:ControlSocket={control}"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_BREAK_FAILSTART"] = marker });
+            environment: new Dictionary<string, string> { ["TESTSERVER_BREAK_FAILSTART"] = marker });
         int pid = server.CurrentPid;
         File.WriteAllText(marker, "");
 
         var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
 
         Assert.True(run.ExitCode == 1, run.ToString());
-        const string Reason = "unhandled exception: InvalidOperationException: HelloSleep:FailStart is set";
+        const string Reason = "unhandled exception: InvalidOperationException: TestServer:FailStart is set";
         Assert.Contains("upgrade failed: new generation 2 (pid ", run.Error, StringComparison.Ordinal);
         Assert.Contains(Reason, run.Error, StringComparison.Ordinal);
         Assert.Contains($"the server is unchanged: generation 1 (pid {pid}) serves", run.Error, StringComparison.Ordinal);
@@ -80,9 +80,9 @@ public sealed class ControlTests
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
         string hold = Path.Combine(dir.Path, "hold");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: [$"--Handoff:ControlSocket={control}"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = hold });
+            environment: new Dictionary<string, string> { ["TESTSERVER_HOLD_WARMUP"] = hold });
         File.WriteAllText(hold, "");
         var first = ToolRun.RunAsync(["upgrade", "--control", control]);
         await server.WaitForSpawnAsync(2);
@@ -110,8 +110,8 @@ public sealed class ControlTests
         // "Try again later" must be told apart from "the build is broken" (exit 1).
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}", "--Handoff:ShutdownDelay=30s"]);
-        HelloSleepServer.Signal(server.CurrentPid, 15);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}", "--Handoff:ShutdownDelay=30s"]);
+        ServerProcess.Signal(server.CurrentPid, 15);
         await server.WaitForOutputAsync("Handoff:ShutdownDelay");
 
         var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
@@ -127,9 +127,9 @@ public sealed class ControlTests
         // only "is the server running?" while it still runs.
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
         var request = await server.StartSlowRequestAsync(5);
-        HelloSleepServer.Signal(server.CurrentPid, 15);
+        ServerProcess.Signal(server.CurrentPid, 15);
         await server.WaitForOutputAsync("draining 1 open connections");
         await server.WaitUntilAsync(() => Interop.Libc.FileType(control) is null, TimeSpan.FromSeconds(30), "the stopping server to remove its control socket");
 
@@ -146,7 +146,7 @@ public sealed class ControlTests
     {
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
         int pid = server.CurrentPid;
         string[] nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
 
@@ -198,7 +198,7 @@ public sealed class ControlTests
     {
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
         int old = server.CurrentPid;
         var slow = await server.StartSlowRequestAsync(6);
 
@@ -230,7 +230,7 @@ public sealed class ControlTests
     [Fact]
     public async Task Upgrade_WithAPidFileInsteadOfTheControlSocket_SignalsAndReportsTheNewPid()
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         int old = server.CurrentPid;
 
         var run = await ToolRun.RunAsync(["upgrade", "--pid-file", server.PidFile]);
@@ -247,9 +247,9 @@ public sealed class ControlTests
     {
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
 
-        var second = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost, ["--urls", "http://127.0.0.1:0", $"--Handoff:ControlSocket={control}"])
+        var second = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(TestAssets.TestServerAppHost, ["--urls", "http://127.0.0.1:0", $"--Handoff:ControlSocket={control}"])
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -286,16 +286,16 @@ public sealed class ControlTests
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
         string marker = Path.Combine(dir.Path, "broken");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: [$"--Handoff:ControlSocket={control}"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_BREAK_FAILWARMUP"] = marker });
+            environment: new Dictionary<string, string> { ["TESTSERVER_BREAK_FAILWARMUP"] = marker });
         int first = server.CurrentPid;
 
         // Someone deletes the path; the next build fails its warm-up after binding a fresh
         // socket there. It must not leave that socket file behind for the next one to trust.
         File.Delete(control);
         File.WriteAllText(marker, "");
-        HelloSleepServer.Signal(first, 12);
+        ServerProcess.Signal(first, 12);
         await server.WaitForOutputAsync("failed, still serving");
         await server.WaitUntilAsync(() => Interop.Libc.FileType(control) is null, TimeSpan.FromSeconds(30), "the failed generation to remove the socket file it bound");
 
@@ -311,7 +311,7 @@ public sealed class ControlTests
     {
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
-        await using var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}"]);
 
         // A regular file where the socket was: the new generation cannot bind there and must
         // not delete it; it serves on (the upgrade succeeds) and says why the path is dead.
@@ -348,7 +348,7 @@ public sealed class ControlTests
         using var dir = new TempDirectory();
         string control = Path.Combine(dir.Path, "control.sock");
         File.WriteAllText(control, "somebody's data");
-        var start = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost, ["--urls", "http://127.0.0.1:0", $"--Handoff:ControlSocket={control}"])
+        var start = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(TestAssets.TestServerAppHost, ["--urls", "http://127.0.0.1:0", $"--Handoff:ControlSocket={control}"])
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,

@@ -14,15 +14,15 @@ public sealed class DeployTests
         {
             foreach (string release in new[] { "v1", "v2" })
             {
-                TestAssets.CopyHelloSleepTo(Path.Combine(root, "releases", release));
+                TestAssets.CopyTestServerTo(Path.Combine(root, "releases", release));
             }
 
             string current = Path.Combine(root, "current");
             File.CreateSymbolicLink(current, Path.Combine(root, "releases", "v1"));
 
-            // As a shell started it: cd /srv/app/current && dotnet HelloSleep.dll (PWD set).
-            await using var server = await HelloSleepServer.StartAsync(
-                command: ["dotnet", "HelloSleep.dll"],
+            // As a shell started it: cd /srv/app/current && dotnet TestServer.dll (PWD set).
+            await using var server = await ServerProcess.StartAsync(
+                command: ["dotnet", "TestServer.dll"],
                 directory: current,
                 pidFile: Path.Combine(root, "app.pid"),
                 environment: new Dictionary<string, string> { ["PWD"] = current });
@@ -53,12 +53,12 @@ public sealed class DeployTests
     [Fact]
     public async Task RapidDeploys_WhileOlderGenerationsDrain_AreBoundedByMaxDrainingGenerations()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:MaxDrainingGenerations=1", "--Handoff:RollbackWindow=0s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:MaxDrainingGenerations=1", "--Handoff:RollbackWindow=0s"]);
         int first = server.CurrentPid;
         var slow = await server.StartSlowRequestAsync(8); // keeps generation 1 draining
 
         int second = await server.UpgradeWithoutWaitingForExitAsync();
-        HelloSleepServer.Signal(second, 12);
+        ServerProcess.Signal(second, 12);
         await server.WaitForOutputAsync("older generations are still draining");
 
         Assert.Contains($"1 older generations are still draining (pids {first})", server.Output, StringComparison.Ordinal);

@@ -10,14 +10,14 @@ public sealed partial class FailedUpgradeTests
     [Fact]
     public async Task Upgrade_AppDllReplacedByGarbage_FailsAndOldKeepsServing()
     {
-        // A deployable copy run as "dotnet HelloSleep.dll", so the test can replace the dll.
+        // A deployable copy run as "dotnet TestServer.dll", so the test can replace the dll.
         string app = TestAssets.CreateTempDirectory();
         try
         {
-            TestAssets.CopyHelloSleepTo(app);
+            TestAssets.CopyTestServerTo(app);
 
-            string dll = Path.Combine(app, "HelloSleep.dll");
-            await using var server = await HelloSleepServer.StartAsync(command: ["dotnet", dll]);
+            string dll = Path.Combine(app, "TestServer.dll");
+            await using var server = await ServerProcess.StartAsync(command: ["dotnet", dll]);
             var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
             try
             {
@@ -29,7 +29,7 @@ public sealed partial class FailedUpgradeTests
                 Assert.Null(ProcessTable.State(failedPid));
 
                 await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
-                ReplaceFile(dll, File.ReadAllBytes(Path.Combine(TestAssets.HelloSleepDirectory, "HelloSleep.dll")));
+                ReplaceFile(dll, File.ReadAllBytes(Path.Combine(TestAssets.TestServerDirectory, "TestServer.dll")));
                 var (_, newPid, exit) = await server.UpgradeAsync();
                 Assert.True(exit is 0 or null, $"old generation exited with {exit}");
                 await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
@@ -48,15 +48,15 @@ public sealed partial class FailedUpgradeTests
     }
 
     [Theory]
-    [InlineData("FAILSTART", "unhandled exception: InvalidOperationException: HelloSleep:FailStart is set", "start_failed")]
-    [InlineData("FAILWARMUP", "warm-up failed: InvalidOperationException: HelloSleep:FailWarmUp is set", "start_failed")]
+    [InlineData("FAILSTART", "unhandled exception: InvalidOperationException: TestServer:FailStart is set", "start_failed")]
+    [InlineData("FAILWARMUP", "warm-up failed: InvalidOperationException: TestServer:FailWarmUp is set", "start_failed")]
     [InlineData("NEVERREADY", "did not report ready within 3 s", "timeout")]
     public async Task Upgrade_NewBuildBroken_FailsWithReasonAndLaterUpgradeSucceeds(string breakage, string expectedReason, string errorType)
     {
         string marker = Path.Combine(Path.GetTempPath(), "handoff-break-" + Guid.NewGuid().ToString("N"));
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: ["--Handoff:UpgradeTimeout=00:00:03"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_BREAK_" + breakage] = marker });
+            environment: new Dictionary<string, string> { ["TESTSERVER_BREAK_" + breakage] = marker });
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
         try
         {
@@ -88,12 +88,12 @@ public sealed partial class FailedUpgradeTests
     /// containing <paramref name="expectedReason"/> and, at its end, <paramref name="errorType"/>
     /// (the metrics' error.type), checks that the same generation still accepts, and returns
     /// the failed generation's pid.</summary>
-    private static async Task<int> UpgradeExpectingFailureAsync(HelloSleepServer server, string expectedReason, string errorType)
+    private static async Task<int> UpgradeExpectingFailureAsync(ServerProcess server, string expectedReason, string errorType)
     {
         int pid = server.CurrentPid;
         int failuresBefore = FailedRegex().Count(server.Output);
-        HelloSleepServer.Signal(pid, 12);
-        await server.WaitUntilAsync(() => FailedRegex().Count(server.Output) > failuresBefore, HelloSleepServer.StartTimeout, "the upgrade to fail");
+        ServerProcess.Signal(pid, 12);
+        await server.WaitUntilAsync(() => FailedRegex().Count(server.Output) > failuresBefore, ServerProcess.StartTimeout, "the upgrade to fail");
         var failure = FailedRegex().Matches(server.Output)[failuresBefore];
         Assert.Equal(pid, int.Parse(failure.Groups["pid"].Value, System.Globalization.CultureInfo.InvariantCulture));
         string rest = server.Output[failure.Index..];

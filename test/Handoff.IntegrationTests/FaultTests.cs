@@ -26,18 +26,18 @@ public sealed class FaultTests : IDisposable
     [InlineData("warming-up")]
     public async Task SigtermToOld_BeforeNewReportsReady_StopsBothAndLeavesNothing(string moment)
     {
-        await using var server = await HelloSleepServer.StartAsync(environment: HoldWarmUp());
+        await using var server = await ServerProcess.StartAsync(environment: HoldWarmUp());
         int old = server.CurrentPid;
         File.WriteAllText(_hold, "");
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
         if (moment == "warming-up")
         {
-            await server.WaitForOutputAsync($"HelloSleep pid {child} holds while");
+            await server.WaitForOutputAsync($"TestServer pid {child} holds while");
         }
 
-        HelloSleepServer.Signal(old, SIGTERM);
+        ServerProcess.Signal(old, SIGTERM);
 
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
         Assert.Null(ProcessTable.State(child));
@@ -52,13 +52,13 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task SigtermToOld_WhileHandingOver_TheUpgradeStands()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=30s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=30s"]);
         int old = server.CurrentPid;
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
         await server.WaitForOutputAsync("This generation stopped accepting and drains");
-        HelloSleepServer.Signal(old, SIGTERM);
+        ServerProcess.Signal(old, SIGTERM);
 
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
         Assert.Equal(child, server.CurrentPid);
@@ -68,21 +68,21 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task SigkillOld_BeforeNewCheckedItsParent_NewAdoptsAndServes()
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         int old = server.CurrentPid;
 
         // Catch the new process the moment it exists (a spin on the old process's children
         // lists, microseconds per look), long before its runtime reaches the startup hook
         // (tens of milliseconds), and hold it there while the old one dies.
         var caught = Task.Factory.StartNew(() => CatchNewChild(old), TaskCreationOptions.LongRunning);
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await caught;
         server.Track(child);
-        HelloSleepServer.Signal(old, SIGKILL);
+        ServerProcess.Signal(old, SIGKILL);
         await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30));
-        HelloSleepServer.Signal(child, SIGCONT);
+        ServerProcess.Signal(child, SIGCONT);
 
-        await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, "the orphaned generation to write the pid file");
+        await server.WaitUntilAsync(() => server.CurrentPid == child, ServerProcess.StartTimeout, "the orphaned generation to write the pid file");
         await server.WaitForOutputAsync($"the generation that started it (pid {old}) has exited before it took over"); // logged through the console logger's queue
         Assert.Equal(child, await server.GetPidAsync());
         Assert.DoesNotContain("stale or forged", server.Output, StringComparison.Ordinal);
@@ -91,18 +91,18 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task SigkillOld_AfterNewCheckedItsParent_NewServesAndWritesThePidFile()
     {
-        await using var server = await HelloSleepServer.StartAsync(environment: HoldWarmUp());
+        await using var server = await ServerProcess.StartAsync(environment: HoldWarmUp());
         int old = server.CurrentPid;
         File.WriteAllText(_hold, "");
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
-        await server.WaitForOutputAsync($"HelloSleep pid {child} holds while");
-        HelloSleepServer.Signal(old, SIGKILL);
+        await server.WaitForOutputAsync($"TestServer pid {child} holds while");
+        ServerProcess.Signal(old, SIGKILL);
         await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30));
         File.Delete(_hold);
 
-        await server.WaitUntilAsync(() => server.CurrentPid == child, HelloSleepServer.StartTimeout, "the new generation to write the pid file");
+        await server.WaitUntilAsync(() => server.CurrentPid == child, ServerProcess.StartTimeout, "the new generation to write the pid file");
         await server.WaitForOutputAsync($"the previous generation (pid {old}) is gone; this generation writes the pid file itself"); // logged through the console logger's queue
         Assert.Equal(child, await server.GetPidAsync());
     }
@@ -110,13 +110,13 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task SigkillNew_RightAfterItReportedReady_OldResumesAndTheUpgradeFails()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=10s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=10s"]);
         int old = server.CurrentPid;
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
         await server.WaitForOutputAsync($"Generation 2 (pid {child}) is ready");
-        HelloSleepServer.Signal(child, SIGKILL);
+        ServerProcess.Signal(child, SIGKILL);
 
         await server.WaitForOutputAsync("this generation accepts again");
         Assert.Contains($"pid {child}) exited (killed by signal 9)", server.Output, StringComparison.Ordinal);
@@ -136,14 +136,14 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task SigtermToNew_WithinRollbackWindowWithARequestInFlight_OldResumes()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=20s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=20s"]);
         int old = server.CurrentPid;
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
         await server.WaitForOutputAsync("This generation stopped accepting and drains");
         var slow = await server.StartSlowRequestAsync(3); // reaches the new generation
-        HelloSleepServer.Signal(child, SIGTERM);
+        ServerProcess.Signal(child, SIGTERM);
 
         await server.WaitForOutputAsync("this generation accepts again");
         Assert.Contains($"pid {child}) it began stopping", server.Output, StringComparison.Ordinal);
@@ -160,19 +160,19 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task UpgradeOfNewGeneration_WhileOldCanStillRollBack_IsRefusedUntilItCommits()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=3s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=3s"]);
         int first = server.CurrentPid;
-        HelloSleepServer.Signal(first, SIGUSR2);
+        ServerProcess.Signal(first, SIGUSR2);
         int second = await server.WaitForSpawnAsync(2);
         await server.WaitForOutputAsync($"Generation 2 (pid {second}) is ready");
 
         // Were the second generation to hand over now and exit, the first would roll back
         // beside the third: two generations accepting.
-        HelloSleepServer.Signal(second, SIGUSR2);
+        ServerProcess.Signal(second, SIGUSR2);
         await server.WaitForOutputAsync($"the previous generation (pid {first}) can still roll back to itself");
 
         await server.WaitForOutputAsync($"Generation 1 (pid {first}) is superseded");
-        HelloSleepServer.Signal(second, SIGUSR2);
+        ServerProcess.Signal(second, SIGUSR2);
         int third = await server.WaitForSpawnAsync(3);
         Assert.Equal(0, await server.WaitForExitAsync(first, TimeSpan.FromSeconds(60)));
         await ProcessTable.WaitForExitAsync(second, TimeSpan.FromSeconds(60));
@@ -189,17 +189,17 @@ public sealed class FaultTests : IDisposable
         using var temp = new TempDirectory(); // disposed after the server: declared first
         string directory = temp.Path;
         string socketPath = Path.Combine(directory, "hello.sock");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             urls: $"http://127.0.0.1:0;http://unix:{socketPath}",
             arguments: ["--Handoff:RollbackWindow=20s"],
-            command: ["setsid", TestAssets.HelloSleepAppHost],
+            command: ["setsid", TestAssets.TestServerAppHost],
             directory: directory);
         int old = server.CurrentPid;
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
         await server.WaitForOutputAsync("This generation stopped accepting and drains");
-        HelloSleepServer.Signal(-old, SIGTERM); // systemctl stop, a terminal's Ctrl-C
+        ServerProcess.Signal(-old, SIGTERM); // systemctl stop, a terminal's Ctrl-C
 
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
         await ProcessTable.WaitForExitAsync(child, TimeSpan.FromSeconds(30));
@@ -210,14 +210,14 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task SigtermToNew_BeforeApplicationStarted_NeverReportsReadyAndOldServes()
     {
-        await using var server = await HelloSleepServer.StartAsync(environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_START"] = _hold });
+        await using var server = await ServerProcess.StartAsync(environment: new Dictionary<string, string> { ["TESTSERVER_HOLD_START"] = _hold });
         int old = server.CurrentPid;
         File.WriteAllText(_hold, "");
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int child = await server.WaitForSpawnAsync(2);
-        await server.WaitForOutputAsync($"HelloSleep pid {child} holds while");
-        HelloSleepServer.Signal(child, SIGTERM);
+        await server.WaitForOutputAsync($"TestServer pid {child} holds while");
+        ServerProcess.Signal(child, SIGTERM);
         await server.WaitForOutputAsync($"Generation 2 (pid {child}) is stopping");
         File.Delete(_hold);
 
@@ -239,13 +239,13 @@ public sealed class FaultTests : IDisposable
         string directory = temp.Path;
         string run = Path.Combine(directory, "run");
         Directory.CreateDirectory(run);
-        await using var server = await HelloSleepServer.StartAsync(directory: directory, pidFile: Path.Combine(run, "app.pid"));
+        await using var server = await ServerProcess.StartAsync(directory: directory, pidFile: Path.Combine(run, "app.pid"));
         int old = server.CurrentPid;
         Directory.Delete(run, recursive: true);
 
         for (int attempt = 1; attempt <= 2; attempt++)
         {
-            HelloSleepServer.Signal(old, SIGUSR2);
+            ServerProcess.Signal(old, SIGUSR2);
             int child = await server.WaitForSpawnAsync(2, attempt);
             await server.WaitForOutputAsync($"upgrade to pid {child} failed");
             Assert.Null(ProcessTable.State(child));
@@ -256,7 +256,7 @@ public sealed class FaultTests : IDisposable
         Assert.Equal(old, await server.GetPidAsync());
 
         Directory.CreateDirectory(run);
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         int next = await server.WaitForSpawnAsync(2, attempt: 3);
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60)));
         Assert.Equal(next, server.CurrentPid);
@@ -266,9 +266,9 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task ProcessStartedAtTopOfProgram_InheritsNoSocketPipeOrVariable()
     {
-        await using var server = await HelloSleepServer.StartAsync(environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
+        await using var server = await ServerProcess.StartAsync(environment: new Dictionary<string, string> { ["TESTSERVER_SPAWN_AT_START"] = "1" });
         var (_, next, _) = await server.UpgradeAsync();
-        var helpers = System.Text.RegularExpressions.Regex.Matches(server.Output, @"HelloSleep started helper pid (\d+)")
+        var helpers = System.Text.RegularExpressions.Regex.Matches(server.Output, @"TestServer started helper pid (\d+)")
             .Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
         try
         {
@@ -285,7 +285,7 @@ public sealed class FaultTests : IDisposable
         }
     }
 
-    private static async Task CheckHelperAsync(HelloSleepServer server, int next, int helper)
+    private static async Task CheckHelperAsync(ServerProcess server, int next, int helper)
     {
 
         Assert.Equal(next, ProcessTable.ParentOf(helper));
@@ -304,7 +304,7 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task StrayDescriptorOfTheFirstGeneration_IsNotPassedOn()
     {
-        await using var server = await HelloSleepServer.StartAsync(command: ["bash", "-c", "exec 7</etc/hostname; exec \"$0\" \"$@\"", TestAssets.HelloSleepAppHost]);
+        await using var server = await ServerProcess.StartAsync(command: ["bash", "-c", "exec 7</etc/hostname; exec \"$0\" \"$@\"", TestAssets.TestServerAppHost]);
         Assert.Contains(ProcessTable.OpenFds(server.FirstPid), f => f.StartsWith("7 -> /etc/hostname", StringComparison.Ordinal));
 
         var (_, next, _) = await server.UpgradeAsync();
@@ -316,21 +316,21 @@ public sealed class FaultTests : IDisposable
     public async Task UpgradeSignalToTheProcessGroup_NeverKillsAStartingGeneration()
     {
         // setsid: the server leads its own process group, as a service or a shell job does.
-        await using var server = await HelloSleepServer.StartAsync(command: ["setsid", TestAssets.HelloSleepAppHost]);
+        await using var server = await ServerProcess.StartAsync(command: ["setsid", TestAssets.TestServerAppHost]);
         int group = server.FirstPid;
         for (int generation = 2; generation <= 4; generation += 2)
         {
             int old = server.CurrentPid;
-            HelloSleepServer.Signal(-group, SIGUSR2);
+            ServerProcess.Signal(-group, SIGUSR2);
             int child = await server.WaitForSpawnAsync(generation);
 
             // The same group signal again while the new generation starts up: it reaches the
             // starting one too, which must survive it. The upgrading one remembers it as an
             // upgrade asked for meanwhile, which the new generation runs once it serves for good.
-            HelloSleepServer.Signal(-group, SIGUSR2);
+            ServerProcess.Signal(-group, SIGUSR2);
 
             int grandchild = await server.WaitForSpawnAsync(generation + 1);
-            await server.WaitUntilAsync(() => server.CurrentPid == grandchild, HelloSleepServer.StartTimeout, $"generation {generation + 1}");
+            await server.WaitUntilAsync(() => server.CurrentPid == grandchild, ServerProcess.StartTimeout, $"generation {generation + 1}");
             Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60)));
             Assert.Equal(0, await server.WaitForExitAsync(child, TimeSpan.FromSeconds(60)));
             Assert.Equal(grandchild, await server.GetPidAsync());
@@ -343,7 +343,7 @@ public sealed class FaultTests : IDisposable
     [Fact]
     public async Task WebSocketHandshake_DuringTheDrain_Succeeds()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=5s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=5s"]);
         int old = server.CurrentPid;
         using var connection = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await connection.ConnectAsync(server.EndPoint);
@@ -351,7 +351,7 @@ public sealed class FaultTests : IDisposable
         Assert.Contains($"pid:{old}", first, StringComparison.Ordinal);
         var slow = await server.StartSlowRequestAsync(5); // keeps the old generation draining
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
         string handshake = await RoundTripAsync(connection, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
 
@@ -376,7 +376,7 @@ public sealed class FaultTests : IDisposable
         Assert.Equal(old, await slow);
     }
 
-    private Dictionary<string, string> HoldWarmUp() => new() { ["HELLOSLEEP_HOLD_WARMUP"] = _hold };
+    private Dictionary<string, string> HoldWarmUp() => new() { ["TESTSERVER_HOLD_WARMUP"] = _hold };
 
     /// <summary>Spins until <paramref name="parent"/> has a child, stops it with SIGSTOP and
     /// returns its pid (bounded by 30 s).</summary>
@@ -400,7 +400,7 @@ public sealed class FaultTests : IDisposable
                 if (text.Length > 0)
                 {
                     int pid = int.Parse(text.Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
-                    HelloSleepServer.Signal(pid, SIGSTOP);
+                    ServerProcess.Signal(pid, SIGSTOP);
                     return pid;
                 }
             }

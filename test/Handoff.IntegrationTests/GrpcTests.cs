@@ -16,7 +16,7 @@ public sealed class GrpcTests(Xunit.Abstractions.ITestOutputHelper output)
     internal static readonly string RpcServerAppHost = typeof(GrpcTests).Assembly
         .GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "RpcServer").Value!;
 
-    private static Task<HelloSleepServer> StartAsync() => HelloSleepServer.StartAsync(
+    private static Task<ServerProcess> StartAsync() => ServerProcess.StartAsync(
         command: [RpcServerAppHost],
         arguments: ["--Kestrel:EndpointDefaults:Protocols=Http2", "--Handoff:RollbackWindow=500ms"]);
 

@@ -5,7 +5,7 @@ using Handoff.Testing;
 namespace Handoff.IntegrationTests;
 
 /// <summary>What an operator sees: the health check and the meter <c>Handoff</c> of real
-/// generations through a failed and a successful upgrade and a stop. HelloSleep's /metrics shows
+/// generations through a failed and a successful upgrade and a stop. TestServer's /metrics shows
 /// what an in-process MeterListener (as an exporter uses) received; its metrics log keeps the
 /// records of generations that have exited.</summary>
 public sealed partial class HealthAndMetricsTests
@@ -16,9 +16,9 @@ public sealed partial class HealthAndMetricsTests
         string directory = TestAssets.CreateTempDirectory();
         string metricsLog = Path.Combine(directory, "metrics.log");
         string broken = Path.Combine(directory, "broken");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: ["--Handoff:RollbackWindow=500ms", "--Handoff:DrainIdleTimeout=20s", "--Handoff:DrainTimeout=25s"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_METRICS_LOG"] = metricsLog, ["HELLOSLEEP_BREAK_FAILSTART"] = broken },
+            environment: new Dictionary<string, string> { ["TESTSERVER_METRICS_LOG"] = metricsLog, ["TESTSERVER_BREAK_FAILSTART"] = broken },
             directory: directory,
             removeDirectory: true);
         int first = server.CurrentPid;
@@ -27,9 +27,9 @@ public sealed partial class HealthAndMetricsTests
 
         // A broken build: the generation that tried counts the failure, and serves on.
         File.WriteAllText(broken, "");
-        HelloSleepServer.Signal(first, 12);
+        ServerProcess.Signal(first, 12);
         await server.WaitForOutputAsync($"(pid {first}): upgrade to pid");
-        await server.WaitUntilAsync(() => FailedRegex().IsMatch(server.Output), HelloSleepServer.StartTimeout, "the upgrade to fail");
+        await server.WaitUntilAsync(() => FailedRegex().IsMatch(server.Output), ServerProcess.StartTimeout, "the upgrade to fail");
         server.Track(int.Parse(FailedRegex().Match(server.Output).Groups["new"].Value, CultureInfo.InvariantCulture));
         File.Delete(broken);
         var afterFailure = await MetricsAsync(server);
@@ -55,11 +55,11 @@ public sealed partial class HealthAndMetricsTests
         Assert.True(old.ConnectionClose);
         Assert.Equal("Unhealthy", old.Body);
         kept.Dispose();
-        Assert.Equal(0, await server.WaitForExitAsync(first, HelloSleepServer.StartTimeout));
+        Assert.Equal(0, await server.WaitForExitAsync(first, ServerProcess.StartTimeout));
         Assert.Equal(0, (await MetricsAsync(server))["handoff.draining_generations"]);
 
-        HelloSleepServer.Signal(second, 15);
-        Assert.Equal(0, await server.WaitForExitAsync(second, HelloSleepServer.StartTimeout));
+        ServerProcess.Signal(second, 15);
+        Assert.Equal(0, await server.WaitForExitAsync(second, ServerProcess.StartTimeout));
 
         // What each generation recorded, including the first's, which has exited.
         string[] log = File.ReadAllLines(metricsLog);
@@ -70,7 +70,7 @@ public sealed partial class HealthAndMetricsTests
         Assert.DoesNotContain(log, l => l.Contains("aborted_connections", StringComparison.Ordinal));
     }
 
-    private static async Task<Dictionary<string, double>> MetricsAsync(HelloSleepServer server)
+    private static async Task<Dictionary<string, double>> MetricsAsync(ServerProcess server)
     {
         var response = await HttpProbe.GetAsync(server.EndPoint, "/metrics", TimeSpan.FromSeconds(30));
         Assert.Equal(200, response.Status);

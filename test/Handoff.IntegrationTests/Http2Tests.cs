@@ -34,7 +34,7 @@ public sealed class Http2Tests
         // times.
         int times = nghttp2 ? 10 : 5;
         arguments = [.. arguments, "--Handoff:RollbackWindow=500ms"];
-        await using var server = await HelloSleepServer.StartAsync(urls: tls ? "" : null, arguments: arguments, directory: directory, removeDirectory: true);
+        await using var server = await ServerProcess.StartAsync(urls: tls ? "" : null, arguments: arguments, directory: directory, removeDirectory: true);
         var own = nghttp2 ? null : new Http2LoadClient(server.EndPoint, connections: 32, tls);
         await using var node = nghttp2 ? NodeHttp2Load.Start(server.EndPoint, connections: 32, tls) : null;
         var (report, pids) = await server.UpgradeUnderLoadAsync((ILoad?)own ?? node!, times);
@@ -56,8 +56,8 @@ public sealed class Http2Tests
         // ListenOptions.UseHttps in Program.cs rather than Kestrel:Endpoints: the first GOAWAY
         // must sit above TLS there too.
         string directory = TestAssets.CreateTempDirectory();
-        string[] arguments = ["--HelloSleep:HttpsInCode=" + TestCertificate.WritePfxIn(directory), "--HelloSleep:HttpsPassword=" + TestCertificate.Password, "--Handoff:RollbackWindow=500ms"];
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: arguments, directory: directory, removeDirectory: true);
+        string[] arguments = ["--TestServer:HttpsInCode=" + TestCertificate.WritePfxIn(directory), "--TestServer:HttpsPassword=" + TestCertificate.Password, "--Handoff:RollbackWindow=500ms"];
+        await using var server = await ServerProcess.StartAsync(urls: "", arguments: arguments, directory: directory, removeDirectory: true);
         var load = new Http2LoadClient(server.EndPoint, connections: 32, tls: true);
         var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 3);
 

@@ -23,8 +23,8 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         RaiseOpenFileLimit(Connections + 2048);
         string directory = TestAssets.CreateTempDirectory();
         string metricsLog = Path.Combine(directory, "metrics.log");
-        await using var server = await HelloSleepServer.StartAsync(
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_METRICS_LOG"] = metricsLog },
+        await using var server = await ServerProcess.StartAsync(
+            environment: new Dictionary<string, string> { ["TESTSERVER_METRICS_LOG"] = metricsLog },
             directory: directory,
             removeDirectory: true);
         int first = server.CurrentPid;
@@ -54,7 +54,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
             await Task.WhenAll(closes);
             var earliest = closedAt.Min();
             var latest = closedAt.Max();
-            Assert.Equal(0, await server.WaitForExitAsync(first, HelloSleepServer.StartTimeout));
+            Assert.Equal(0, await server.WaitForExitAsync(first, ServerProcess.StartTimeout));
             Assert.Equal(0, server.CountOf("aborting"));
 
             // The old generation's own measure of its drain (the client's clock lags when the
@@ -96,7 +96,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         // closed the connection meanwhile. Closing such a connection as idle would lose that
         // request; the drain waits twice a connection's longest pause, so each client's next
         // request gets "Connection: close" instead.
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
         var load = new LoadClient(server.EndPoint, connections: 100, keepAlive: true, pause: TimeSpan.FromSeconds(1.5));
         LoadReport report;
         try
@@ -123,7 +123,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         // would find that queue full, their SYNs dropped: the old generation keeps serving them
         // instead, until the queue has room again.
         const int Idle = 100, Queued = 300; // Kestrel's backlog is 512: the queue is more than half full
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=3s", "--Handoff:DrainTimeout=40s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=3s", "--Handoff:DrainTimeout=40s"]);
         int first = server.CurrentPid;
         var idle = new List<Socket>();
         var queued = new List<Socket>();
@@ -138,10 +138,10 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
                 Assert.Equal(first, await RequestAsync(idle[i], keepAlive: true, limit.Token));
             }
 
-            HelloSleepServer.Signal(first, 12);
+            ServerProcess.Signal(first, 12);
             second = await server.WaitForSpawnAsync(2);
             await server.WaitForOutputAsync($"generation 2 (pid {second}) is ready. This generation stopped accepting and drains");
-            HelloSleepServer.Signal(second, 19); // SIGSTOP
+            ServerProcess.Signal(second, 19); // SIGSTOP
             // kill() returns before every thread has stopped (one thread takes the stop, then
             // wakes the others): until they have, the new generation may still accept some.
             await server.WaitUntilAsync(() => Directory.GetDirectories($"/proc/{second}/task").All(t => File.ReadLines($"{t}/status").Any(l => l.StartsWith("State:\tT", StringComparison.Ordinal))), TimeSpan.FromSeconds(10), $"pid {second} to be stopped");
@@ -161,7 +161,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
 
             // It accepts again: the queued clients are served by it, the idle connections closed
             // in good order, the old generation exits 0, nothing aborted.
-            HelloSleepServer.Signal(second, 18); // SIGCONT
+            ServerProcess.Signal(second, 18); // SIGCONT
             foreach (var socket in queued)
             {
                 Assert.Equal(second, await RequestAsync(socket, keepAlive: false, limit.Token));
@@ -172,7 +172,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
                 Assert.Equal(0, await socket.ReceiveAsync(new byte[1], SocketFlags.None, limit.Token));
             }
 
-            Assert.Equal(0, await server.WaitForExitAsync(first, HelloSleepServer.StartTimeout));
+            Assert.Equal(0, await server.WaitForExitAsync(first, ServerProcess.StartTimeout));
             await server.WaitForOutputAsync($"Pid {first} drained all connections");
             Assert.Equal(0, server.CountOf("aborting"));
         }

@@ -15,7 +15,7 @@ public sealed class ListenerKindsTests
         string directory = temp.Path;
         string socketPath = Path.Combine(directory, "hello.sock");
         int v6Port = FreePort(IPAddress.IPv6Loopback);
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             urls: $"http://127.0.0.1:0;http://[::1]:{v6Port};http://unix:{socketPath}",
             directory: directory);
         var endPoints = new EndPoint[] { server.EndPoint, new IPEndPoint(IPAddress.IPv6Loopback, v6Port), new UnixDomainSocketEndPoint(socketPath) };
@@ -55,9 +55,9 @@ public sealed class ListenerKindsTests
         using var temp = new TempDirectory();
         string listeners = Path.Combine(temp.Path, "listeners");
         File.WriteAllText(listeners, "2");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: ["--Handoff:RollbackWindow=3s"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_LISTENERS_FILE"] = listeners });
+            environment: new Dictionary<string, string> { ["TESTSERVER_LISTENERS_FILE"] = listeners });
         var ports = System.Text.RegularExpressions.Regex.Matches(server.Output, @"Now listening on: http://127\.0\.0\.1:(\d+)")
             .Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Distinct().ToList();
         Assert.Equal(2, ports.Count);
@@ -69,7 +69,7 @@ public sealed class ListenerKindsTests
 
         // The next build listens on the first port only.
         File.WriteAllText(listeners, "1");
-        HelloSleepServer.Signal(first, 12);
+        ServerProcess.Signal(first, 12);
         await server.WaitForOutputAsync($"keeps accepting on 127.0.0.1:{ports[1]} until the handover commits");
 
         // Within the rollback window the old generation still serves the dropped port, at
@@ -109,7 +109,7 @@ public sealed class ListenerKindsTests
         using var temp = new TempDirectory(); // disposed after the server: declared first
         string directory = temp.Path;
         string socketPath = Path.Combine(directory, "hello.sock");
-        await using var server = await HelloSleepServer.StartAsync(urls: $"http://127.0.0.1:0;http://unix:{socketPath}", directory: directory);
+        await using var server = await ServerProcess.StartAsync(urls: $"http://127.0.0.1:0;http://unix:{socketPath}", directory: directory);
         var unix = new UnixDomainSocketEndPoint(socketPath);
         File.Delete(socketPath);
         await Assert.ThrowsAnyAsync<SocketException>(() => server.GetPidAsync(endPoint: unix));
@@ -119,7 +119,7 @@ public sealed class ListenerKindsTests
         Assert.Equal(next, await server.GetPidAsync(endPoint: unix));
         await server.WaitForOutputAsync($"The Unix socket path {socketPath} of inherited listener");
 
-        HelloSleepServer.Signal(next, 15);
+        ServerProcess.Signal(next, 15);
         Assert.Equal(0, await server.WaitForExitAsync(next, TimeSpan.FromSeconds(30)));
         Assert.False(File.Exists(socketPath), "the last generation leaves no socket file behind");
     }
@@ -132,7 +132,7 @@ public sealed class ListenerKindsTests
         string path = Path.Combine(directory, "data.sock");
         File.WriteAllText(path, "not a socket");
 
-        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HelloSleepServer.StartAsync(urls: $"http://unix:{path}", directory: directory));
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => ServerProcess.StartAsync(urls: $"http://unix:{path}", directory: directory));
 
         Assert.Contains("Address already in use", e.Message, StringComparison.Ordinal);
         Assert.Equal("not a socket", File.ReadAllText(path));
@@ -144,8 +144,8 @@ public sealed class ListenerKindsTests
     public async Task Upgrade_EndpointFromConfigurationOrEnvironment_IsHandedOver(string source)
     {
         await using var server = source == "config"
-            ? await HelloSleepServer.StartAsync(urls: "", arguments: ["--Kestrel:Endpoints:Main:Url=http://127.0.0.1:0"])
-            : await HelloSleepServer.StartAsync(urls: "", environment: new Dictionary<string, string> { ["ASPNETCORE_URLS"] = "http://127.0.0.1:0" });
+            ? await ServerProcess.StartAsync(urls: "", arguments: ["--Kestrel:Endpoints:Main:Url=http://127.0.0.1:0"])
+            : await ServerProcess.StartAsync(urls: "", environment: new Dictionary<string, string> { ["ASPNETCORE_URLS"] = "http://127.0.0.1:0" });
 
         var (oldPid, newPid, exit) = await server.UpgradeAsync();
 

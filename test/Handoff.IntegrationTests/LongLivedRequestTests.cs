@@ -4,14 +4,14 @@ using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
 
-/// <summary>HelloSleep's long-lived endpoints, which the drain of WebSockets and streaming
+/// <summary>TestServer's long-lived endpoints, which the drain of WebSockets and streaming
 /// responses (issue 9) is measured on: each names the generation that serves it.</summary>
 public sealed class LongLivedRequestTests
 {
     [Fact]
     public async Task WebSocket_FirstMessageNamesThePid_ThenEveryMessageIsEchoed()
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         using var socket = new ClientWebSocket();
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws"), timeout.Token);
@@ -27,7 +27,7 @@ public sealed class LongLivedRequestTests
     [Fact]
     public async Task ServerSentEvents_NameThePid_OnceASecond()
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         using var client = new HttpClient();
         using var response = await client.GetAsync($"http://127.0.0.1:{server.EndPoint.Port}/sse", HttpCompletionOption.ResponseHeadersRead, timeout.Token);

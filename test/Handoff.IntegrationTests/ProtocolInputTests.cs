@@ -18,7 +18,7 @@ public sealed class ProtocolInputTests
     [InlineData("v2;parent=1;generation=2;listen=3,4,5;ready=6;ids=1,2,3,4;older=", "fd 3 named in the environment variable HANDOFF_HANDOVER is '/etc/hostname'", true)]
     public async Task Start_BadHandoverVariable_ExitsWithCode76NamingTheProblem(string value, string expected, bool startupHook)
     {
-        // bash places a file at fd 3 and a pipe at fd 4, then execs HelloSleep, whose parent
+        // bash places a file at fd 3 and a pipe at fd 4, then execs TestServer, whose parent
         // is then this test process ($PPID in bash). With the startup hook the check runs before
         // Main, as in a real upgrade; without it, in UseHandoff().
         var info = new ProcessStartInfo("bash")
@@ -29,7 +29,7 @@ public sealed class ProtocolInputTests
         };
         info.ArgumentList.Add("-c");
         info.ArgumentList.Add($"exec 3</etc/hostname 4> >(cat >/dev/null); HANDOFF_HANDOVER=\"{value}\" exec \"$0\" --urls http://127.0.0.1:0");
-        info.ArgumentList.Add(TestAssets.HelloSleepAppHost);
+        info.ArgumentList.Add(TestAssets.TestServerAppHost);
         if (startupHook)
         {
             info.Environment["DOTNET_STARTUP_HOOKS"] = "Handoff";
@@ -55,7 +55,7 @@ public sealed class ProtocolInputTests
     [InlineData("--Handoff:DrainTimeout:x=1", "Handoff:DrainTimeout is a section (it holds Handoff:DrainTimeout:x)")]
     public async Task Start_InvalidOption_ExitsWithCode78NamingTheOption(string argument, string expected)
     {
-        var info = new ProcessStartInfo(TestAssets.HelloSleepAppHost)
+        var info = new ProcessStartInfo(TestAssets.TestServerAppHost)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -76,7 +76,7 @@ public sealed class ProtocolInputTests
     [Fact]
     public async Task Start_MisspeltOption_WarnsAndStarts()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:DrainTimout=10s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:DrainTimout=10s"]);
 
         Assert.Contains("Handoff:DrainTimout is not a Handoff option and is ignored", server.Output, StringComparison.Ordinal);
     }

@@ -15,7 +15,7 @@ public sealed class QueuedUpgradeTests
     public async Task Sigusr2_EverySecondForTenSeconds_UnderLoad_TheLastRequestIsServed_NoRequestFails()
     {
         // The default RollbackWindow (2 s): most signals land during an upgrade or a window.
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
         await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
 
@@ -25,7 +25,7 @@ public sealed class QueuedUpgradeTests
             int pid = server.CurrentPid;
             server.Track(pid);
             lastSignal = Uptime();
-            HelloSleepServer.Signal(pid, 12);
+            ServerProcess.Signal(pid, 12);
             await Task.Delay(TimeSpan.FromSeconds(1));
         }
 
@@ -52,7 +52,7 @@ public sealed class QueuedUpgradeTests
         for (int i = 0; i < 10; i++)
         {
             lastSignal = Uptime();
-            HelloSleepServer.Signal(server.SupervisorPid, 12);
+            ServerProcess.Signal(server.SupervisorPid, 12);
             await Task.Delay(TimeSpan.FromSeconds(1));
         }
 
@@ -72,11 +72,11 @@ public sealed class QueuedUpgradeTests
         // the second signal reaches the new generation while its parent can still roll back
         // (2 s by default); it waits, runs, and the second tool follows the pid file to the
         // generation it caused.
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         int first = server.CurrentPid;
 
         var one = ToolRun.RunAsync(["upgrade", "--pid-file", server.PidFile]);
-        await server.WaitUntilAsync(() => server.CurrentPid != first && server.CurrentPid != 0, HelloSleepServer.StartTimeout, "the first upgrade's new pid");
+        await server.WaitUntilAsync(() => server.CurrentPid != first && server.CurrentPid != 0, ServerProcess.StartTimeout, "the first upgrade's new pid");
         int second = server.CurrentPid;
         server.Track(second);
         var two = await ToolRun.RunAsync(["upgrade", "--pid-file", server.PidFile]);
@@ -105,7 +105,7 @@ public sealed class QueuedUpgradeTests
         using var dir = new TempDirectory();
         var (server, control, first, second, upgrading, waiting) = await QueueAnUpgradeInTheRollbackWindowAsync(dir.Path, "60s");
         await using var _ = server;
-        HelloSleepServer.Signal(second, 9);
+        ServerProcess.Signal(second, 9);
         var run = await waiting;
         var upgraded = await upgrading;
 
@@ -133,7 +133,7 @@ public sealed class QueuedUpgradeTests
         using var dir = new TempDirectory();
         var (server, _, first, second, upgrading, waiting) = await QueueAnUpgradeInTheRollbackWindowAsync(dir.Path, "8s");
         await using var __ = server;
-        HelloSleepServer.Signal(first, 9);
+        ServerProcess.Signal(first, 9);
 
         // Long before the 8 s window would have ended (it takes well under a second); its
         // caller hears the outcome when generation 3's own window has passed.
@@ -160,9 +160,9 @@ public sealed class QueuedUpgradeTests
         Directory.CreateDirectory(run);
         string control = Path.Combine(run, "control.sock");
         string hold = Path.Combine(dir.Path, "hold");
-        await using var server = await HelloSleepServer.StartAsync(
+        await using var server = await ServerProcess.StartAsync(
             arguments: [$"--Handoff:ControlSocket={control}", "--Handoff:RollbackWindow=5s"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = hold });
+            environment: new Dictionary<string, string> { ["TESTSERVER_HOLD_WARMUP"] = hold });
         int first = server.CurrentPid;
         File.WriteAllText(hold, "");
         var upgrading = ToolRun.RunAsync(["upgrade", "--control", control]);
@@ -173,7 +173,7 @@ public sealed class QueuedUpgradeTests
 
         // Generation 2 serves; its parent can roll back for 5 s and passes the request on at
         // the end of it. Meanwhile the socket's path is gone (the directory itself is back).
-        await server.WaitUntilAsync(() => server.CurrentPid == second, HelloSleepServer.StartTimeout, "generation 2 to take over");
+        await server.WaitUntilAsync(() => server.CurrentPid == second, ServerProcess.StartTimeout, "generation 2 to take over");
         Directory.Delete(run, recursive: true);
         Directory.CreateDirectory(run);
 
@@ -182,7 +182,7 @@ public sealed class QueuedUpgradeTests
         Assert.True(upgraded.ExitCode == 0, upgraded.ToString());
         Assert.True(run2.ExitCode == 0, run2.ToString());
         int third = await server.WaitForSpawnAsync(3);
-        await server.WaitUntilAsync(() => server.CurrentPid == third, HelloSleepServer.StartTimeout, "generation 3 to serve");
+        await server.WaitUntilAsync(() => server.CurrentPid == third, ServerProcess.StartTimeout, "generation 3 to serve");
         Assert.Contains($"(pid {first}) was superseded with an upgrade asked for meanwhile: pid {second} runs it, asked with SIGUSR2 (the successor could not be reached over the control socket {control}: the path no longer exists)", server.Output, StringComparison.Ordinal);
         Assert.Equal(third, await server.GetPidAsync());
     }
@@ -190,15 +190,15 @@ public sealed class QueuedUpgradeTests
     // A server with a control socket upgraded once by `handoff upgrade` (whose outcome comes
     // when the window ends), and a second `handoff upgrade` waiting in the new generation for
     // its parent's commit.
-    private static async Task<(HelloSleepServer Server, string Control, int First, int Second, Task<ToolRun> Upgrading, Task<ToolRun> Waiting)> QueueAnUpgradeInTheRollbackWindowAsync(string directory, string rollbackWindow)
+    private static async Task<(ServerProcess Server, string Control, int First, int Second, Task<ToolRun> Upgrading, Task<ToolRun> Waiting)> QueueAnUpgradeInTheRollbackWindowAsync(string directory, string rollbackWindow)
     {
         string control = Path.Combine(directory, "control.sock");
-        var server = await HelloSleepServer.StartAsync(arguments: [$"--Handoff:ControlSocket={control}", $"--Handoff:RollbackWindow={rollbackWindow}"]);
+        var server = await ServerProcess.StartAsync(arguments: [$"--Handoff:ControlSocket={control}", $"--Handoff:RollbackWindow={rollbackWindow}"]);
         try
         {
             int first = server.CurrentPid;
             var upgrading = ToolRun.RunAsync(["upgrade", "--control", control, "--timeout", "100s"]);
-            await server.WaitUntilAsync(() => server.CurrentPid is not 0 && server.CurrentPid != first, HelloSleepServer.StartTimeout, "the new generation to take over");
+            await server.WaitUntilAsync(() => server.CurrentPid is not 0 && server.CurrentPid != first, ServerProcess.StartTimeout, "the new generation to take over");
             int second = server.CurrentPid;
             server.Track(second);
             var waiting = ToolRun.RunAsync(["upgrade", "--control", control, "--timeout", "100s"]);

@@ -28,7 +28,7 @@ public sealed partial class RawTcpServerTests
         Assert.Equal($"pid:{second} again", await AskAsync(server.EndPoint, "again"));
         await server.WaitForOutputAsync($"pid {second} generation 2 listening on {server.EndPoint}");
 
-        HelloSleepServer.Signal(second, 15);
+        ServerProcess.Signal(second, 15);
         Assert.Equal(0, await server.ExitCodeAsync(second));
         Assert.False(File.Exists(server.PidFile));
     }
@@ -87,7 +87,7 @@ public sealed partial class RawTcpServerTests
         var buffer = new byte[256];
         Assert.StartsWith($"pid:{pid} idle", Encoding.UTF8.GetString(buffer, 0, await client.ReceiveAsync(buffer)), StringComparison.Ordinal);
 
-        HelloSleepServer.Signal(pid, 15);
+        ServerProcess.Signal(pid, 15);
 
         Assert.Equal(0, await server.ExitCodeAsync(pid));
         await server.WaitForOutputAsync($"pid {pid} draining 1 connections (at most 2 s)");
@@ -171,7 +171,7 @@ public sealed partial class RawTcpServerTests
         /// generation's pid.</summary>
         public async Task<int> UpgradeAsync(int current)
         {
-            HelloSleepServer.Signal(current, 12);
+            ServerProcess.Signal(current, 12);
             await WaitUntilAsync(
                 () => Handoff.PidFile.Read(PidFile) is { } pid && pid != current,
                 $"a generation after pid {current}");

@@ -14,15 +14,15 @@ public sealed class ShadowCopyTests
         string app = Path.Combine(work.Path, "app");
         string shadows = Path.Combine(work.Path, "shadows");
         Directory.CreateDirectory(shadows);
-        TestAssets.CopyHelloSleepTo(app);
-        string dll = Path.Combine(app, "HelloSleep.dll");
+        TestAssets.CopyTestServerTo(app);
+        string dll = Path.Combine(app, "TestServer.dll");
 
         await using var server = await SupervisedServer.StartAsync(pidNamespace: false, runOptions: ["--shadow-copy-dir", shadows], command: ["dotnet", dll]);
         string root = Assert.Single(Directory.GetDirectories(shadows));
         int first = (await server.StatusAsync()).GetProperty("pid").GetInt32();
 
         // The serving generation maps its own copy of the build, nothing in the app directory.
-        Assert.Contains(MappedFiles(first), f => f.StartsWith(root + "/", StringComparison.Ordinal) && f.EndsWith("/HelloSleep.dll", StringComparison.Ordinal));
+        Assert.Contains(MappedFiles(first), f => f.StartsWith(root + "/", StringComparison.Ordinal) && f.EndsWith("/TestServer.dll", StringComparison.Ordinal));
         Assert.DoesNotContain(MappedFiles(first), f => f.StartsWith(app + "/", StringComparison.Ordinal));
 
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
@@ -48,7 +48,7 @@ public sealed class ShadowCopyTests
             await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
 
             string body = (await HttpProbe.GetAsync(server.EndPoint, "/?sleep=0", TimeSpan.FromSeconds(10))).Body;
-            Assert.Contains("build:hellosleep-build-0002", body, StringComparison.Ordinal);
+            Assert.Contains("build:testserver-build-0002", body, StringComparison.Ordinal);
             Assert.Contains($"base:{root}/g2-", body, StringComparison.Ordinal);
 
             // The next copy deletes the one whose generation has exited.
@@ -62,7 +62,7 @@ public sealed class ShadowCopyTests
         }
 
         Assert.True(report.Failures.Count == 0, report.ToString());
-        HelloSleepServer.Signal(server.SupervisorPid, 15);
+        ServerProcess.Signal(server.SupervisorPid, 15);
         Assert.Equal(0, await server.WaitForExitAsync(TimeSpan.FromSeconds(60)));
         Assert.False(Directory.Exists(root), "the supervisor leaves its shadow copies behind");
     }
@@ -74,8 +74,8 @@ public sealed class ShadowCopyTests
         string app = Path.Combine(work.Path, "app");
         string shadows = Path.Combine(work.Path, "shadows");
         Directory.CreateDirectory(shadows);
-        TestAssets.CopyHelloSleepTo(app);
-        await using var server = await SupervisedServer.StartAsync(pidNamespace: false, runOptions: ["--shadow-copy-dir", shadows], command: ["dotnet", Path.Combine(app, "HelloSleep.dll")]);
+        TestAssets.CopyTestServerTo(app);
+        await using var server = await SupervisedServer.StartAsync(pidNamespace: false, runOptions: ["--shadow-copy-dir", shadows], command: ["dotnet", Path.Combine(app, "TestServer.dll")]);
         int pid = (await server.StatusAsync()).GetProperty("pid").GetInt32();
 
         // The application directory vanished (a deploy script removed it): nothing to copy.
@@ -91,10 +91,10 @@ public sealed class ShadowCopyTests
 
     private static byte[] NewBuild(byte[] dll)
     {
-        byte[] from = Encoding.Unicode.GetBytes("hellosleep-build-0000");
-        byte[] to = Encoding.Unicode.GetBytes("hellosleep-build-0002");
+        byte[] from = Encoding.Unicode.GetBytes("testserver-build-0000");
+        byte[] to = Encoding.Unicode.GetBytes("testserver-build-0002");
         int at = dll.AsSpan().IndexOf(from);
-        Assert.True(at >= 0, "the build marker is not in HelloSleep.dll");
+        Assert.True(at >= 0, "the build marker is not in TestServer.dll");
         byte[] patched = (byte[])dll.Clone();
         to.CopyTo(patched, at);
         return patched;

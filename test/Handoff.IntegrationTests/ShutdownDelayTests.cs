@@ -17,7 +17,7 @@ public sealed class ShutdownDelayTests(ITestOutputHelper output)
     [InlineData(true)]
     public async Task Sigterm_WithShutdownDelay_UnhealthyAtOnceAndNoRequestFails(bool keepAlive)
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:ShutdownDelay=3s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:ShutdownDelay=3s"]);
         int pid = server.CurrentPid;
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive);
         LoadReport report;
@@ -35,7 +35,7 @@ public sealed class ShutdownDelayTests(ITestOutputHelper output)
             // logs that it is shutting down, so every probe sent after that line was seen must
             // get 503. A 200 before it is the signal still on its way.
             var signalled = Stopwatch.StartNew();
-            HelloSleepServer.Signal(pid, 15);
+            ServerProcess.Signal(pid, 15);
             while (true)
             {
                 bool announced = server.CountOf("(Handoff:ShutdownDelay)") > 0;
@@ -81,13 +81,13 @@ public sealed class ShutdownDelayTests(ITestOutputHelper output)
     [Fact]
     public async Task SecondSigterm_DuringShutdownDelay_EndsItAndTheServerDrainsAndExits()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:ShutdownDelay=60s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:ShutdownDelay=60s"]);
         int pid = server.CurrentPid;
 
-        HelloSleepServer.Signal(pid, 15);
+        ServerProcess.Signal(pid, 15);
         await server.WaitForOutputAsync("(Handoff:ShutdownDelay)");
         Assert.Equal(pid, await server.GetPidAsync()); // still serving
-        HelloSleepServer.Signal(pid, 15);
+        ServerProcess.Signal(pid, 15);
 
         // Long before the 60 s delay would have ended.
         Assert.Equal(0, await server.WaitForExitAsync(pid, TimeSpan.FromSeconds(30)));

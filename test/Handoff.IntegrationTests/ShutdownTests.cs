@@ -9,7 +9,7 @@ public sealed class ShutdownTests
     [InlineData(2)]
     public async Task Signal_UnderLoad_InFlightRequestsCompleteThenExitZero(int signal)
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         int pid = server.CurrentPid;
         var load = new LoadClient(server.EndPoint, connections: 8, keepAlive: true);
         await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
@@ -19,7 +19,7 @@ public sealed class ShutdownTests
             slow.Add(await server.StartSlowRequestAsync(2));
         }
 
-        HelloSleepServer.Signal(pid, signal);
+        ServerProcess.Signal(pid, signal);
         foreach (var request in slow)
         {
             Assert.Equal(pid, await request);

@@ -22,7 +22,7 @@ public sealed class SignalRTests(ITestOutputHelper output)
     [Fact]
     public async Task Upgrade_ThreeTimesUnderInvocations_ClientsReconnectToTheNewGeneration_LosingAtMostTheInvocationInFlight()
     {
-        await using var server = await HelloSleepServer.StartAsync(command: [GrpcTests.RpcServerAppHost], arguments: ["--Handoff:RollbackWindow=500ms"]);
+        await using var server = await ServerProcess.StartAsync(command: [GrpcTests.RpcServerAppHost], arguments: ["--Handoff:RollbackWindow=500ms"]);
         await using var load = await SignalRLoad.StartAsync(new Uri($"http://{server.EndPoint}/hub"), Clients);
         var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: Upgrades);
         output.WriteLine($"{report}\n{load.Reconnects} reconnects, {load.Closes} connections given up");

@@ -10,9 +10,9 @@ public sealed class SignalTests
     [Fact]
     public async Task Sigusr2_WithUpgradeSignalsOff_IsLoggedAndIgnored()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:UpgradeSignals="]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:UpgradeSignals="]);
 
-        HelloSleepServer.Signal(server.FirstPid, 12);
+        ServerProcess.Signal(server.FirstPid, 12);
         await server.WaitForOutputAsync("ignored SIGUSR2: it is not an upgrade signal");
 
         Assert.True(ProcessTable.IsRunning(server.FirstPid));
@@ -25,10 +25,10 @@ public sealed class SignalTests
     {
         // What a closing terminal sends: a server started by hand ends with it, drains, leaves
         // no pid file, and no new generation is left running detached.
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         var slow = await server.StartSlowRequestAsync(2);
 
-        HelloSleepServer.Signal(server.FirstPid, 1);
+        ServerProcess.Signal(server.FirstPid, 1);
 
         Assert.Equal(server.FirstPid, await slow);
         Assert.Equal(0, await server.WaitForExitAsync(server.FirstPid, TimeSpan.FromSeconds(30)));
@@ -41,10 +41,10 @@ public sealed class SignalTests
     [Fact]
     public async Task Sighup_ConfiguredAsUpgradeSignal_Upgrades()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:UpgradeSignals=SIGUSR2,SIGHUP"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:UpgradeSignals=SIGUSR2,SIGHUP"]);
         int old = server.CurrentPid;
 
-        HelloSleepServer.Signal(old, 1);
+        ServerProcess.Signal(old, 1);
         int next = await server.WaitForSpawnAsync(2);
 
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(60)));
@@ -55,8 +55,8 @@ public sealed class SignalTests
     public async Task Response_HasContentLength_SoKeepAliveClientsKeepTheirConnection()
     {
         // ab -k, the original article's test, only reuses connections whose responses say
-        // how long they are.
-        await using var server = await HelloSleepServer.StartAsync();
+        // how long they are. README says so of the sample.
+        await using var server = await ServerProcess.StartAsync(command: [TestAssets.HelloSleepAppHost]);
         using var connection = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await connection.ConnectAsync(server.EndPoint);
         await connection.SendAsync(Encoding.ASCII.GetBytes("GET /?sleep=0 HTTP/1.0\r\nConnection: keep-alive\r\nHost: x\r\n\r\n"));

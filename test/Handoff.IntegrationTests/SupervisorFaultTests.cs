@@ -27,10 +27,10 @@ public sealed class SupervisorFaultTests
         var during = new LoadClient(server.EndPoint, connections: 8, keepAlive: true);
         await during.WaitForProgressAsync(100, Long);
 
-        HelloSleepServer.Signal(supervisor, 12);
+        ServerProcess.Signal(supervisor, 12);
         int second = Pid(await server.WaitForMatchAsync(@"Generation 2 \(pid (\d+)\) is ready"));
         await server.WaitForOutputAsync("it keeps its listeners for 60 s");
-        HelloSleepServer.Signal(first, 9);
+        ServerProcess.Signal(first, 9);
 
         await server.WaitForOutputAsync($"Pid {second} is the main generation now: it claimed the main pid after pid {first} exited");
         await during.StopAsync(); // Requests in flight on the killed generation fail: not counted.
@@ -43,7 +43,7 @@ public sealed class SupervisorFaultTests
         Assert.DoesNotContain("stopping the processes they left behind", server.Output, StringComparison.Ordinal);
 
         // The supervisor follows it: the next upgrade signal reaches generation 2.
-        HelloSleepServer.Signal(supervisor, 12);
+        ServerProcess.Signal(supervisor, 12);
         await server.WaitForOutputAsync($"asking the main generation (pid {second}) to upgrade");
         int third = Pid(await server.WaitForMatchAsync(@"Generation 3 \(pid (\d+)\) is ready"));
 
@@ -51,7 +51,7 @@ public sealed class SupervisorFaultTests
         await server.WaitForOutputAsync($"(pid {second}): generation 3 (pid {third}) is ready");
         Assert.DoesNotContain($"(pid {third}): the previous generation (pid {second}) is gone", server.Output, StringComparison.Ordinal);
 
-        HelloSleepServer.Signal(supervisor, 15);
+        ServerProcess.Signal(supervisor, 15);
         Assert.Equal(0, await server.WaitForExitAsync(Long));
     }
 
@@ -64,14 +64,14 @@ public sealed class SupervisorFaultTests
         await using var server = await SupervisedServer.StartAsync(
             pidNamespace: false,
             appArguments: [$"--Handoff:PidFile={pidFile}"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = hold });
+            environment: new Dictionary<string, string> { ["TESTSERVER_HOLD_WARMUP"] = hold });
         int supervisor = server.SupervisorPid;
         int first = (await server.StatusAsync()).GetProperty("pid").GetInt32();
         File.WriteAllText(hold, "");
 
-        HelloSleepServer.Signal(supervisor, 12);
+        ServerProcess.Signal(supervisor, 12);
         int second = Pid(await server.WaitForMatchAsync(@"started generation 2 as pid (\d+)"));
-        HelloSleepServer.Signal(first, 9);
+        ServerProcess.Signal(first, 9);
 
         // The supervisor knows generation 2 (its parent announced it) and waits for it instead
         // of stopping it as something left behind.
@@ -85,7 +85,7 @@ public sealed class SupervisorFaultTests
         Assert.Equal(second, (await server.StatusAsync()).GetProperty("pid").GetInt32());
         await server.WaitUntilAsync(() => ReadPid(pidFile) == second, "the pid file to name generation 2");
 
-        HelloSleepServer.Signal(supervisor, 15);
+        ServerProcess.Signal(supervisor, 15);
         Assert.Equal(0, await server.WaitForExitAsync(Long));
         Assert.DoesNotContain("stopping the processes they left behind", server.Output, StringComparison.Ordinal);
     }
@@ -99,20 +99,20 @@ public sealed class SupervisorFaultTests
         await using var server = await SupervisedServer.StartAsync(pidNamespace: false, appArguments: ["--Handoff:RollbackWindow=3s"]);
         int supervisor = server.SupervisorPid;
         int first = (await server.StatusAsync()).GetProperty("pid").GetInt32();
-        HelloSleepServer.Signal(supervisor, 12);
+        ServerProcess.Signal(supervisor, 12);
         int second = Pid(await server.WaitForMatchAsync(@"Generation 2 \(pid (\d+)\) is ready"));
         var pipesBefore = Pipes(first);
-        HelloSleepServer.Signal(supervisor, 19); // SIGSTOP
+        ServerProcess.Signal(supervisor, 19); // SIGSTOP
         try
         {
             // The barrier's pipe appears once MAINPID= has been sent (and waits: nobody reads).
             await server.WaitUntilAsync(() => Pipes(first).Except(pipesBefore).Any(), "generation 1 to wait for the barrier", Long);
-            HelloSleepServer.Signal(second, 9);
+            ServerProcess.Signal(second, 9);
             await server.WaitForOutputAsync($"rolled back after it had told the service manager that pid {second} is the main process", timeout: Long);
         }
         finally
         {
-            HelloSleepServer.Signal(supervisor, 18); // SIGCONT
+            ServerProcess.Signal(supervisor, 18); // SIGCONT
         }
 
         // It reads MAINPID= naming generation 2 (dead), then generation 1's claim back.
@@ -120,10 +120,10 @@ public sealed class SupervisorFaultTests
         await AssertServesWithoutFailureAsync(server);
 
         // The next upgrade reaches the live generation, and a stop reports no phantom.
-        HelloSleepServer.Signal(supervisor, 12);
+        ServerProcess.Signal(supervisor, 12);
         await server.WaitForOutputAsync($"asking the main generation (pid {first}) to upgrade");
         await server.WaitForMatchAsync(@"is the main generation now \(handed over by pid " + first.ToString(CultureInfo.InvariantCulture) + @"\)", Long);
-        HelloSleepServer.Signal(supervisor, 15);
+        ServerProcess.Signal(supervisor, 15);
         Assert.Equal(0, await server.WaitForExitAsync(Long));
     }
 
@@ -135,7 +135,7 @@ public sealed class SupervisorFaultTests
         // must follow the chain to 3, not stop it as something left behind.
         await using var server = await SupervisedServer.StartAsync(pidNamespace: false, appArguments: ["--Handoff:RollbackWindow=500ms"]);
         int supervisor = server.SupervisorPid;
-        HelloSleepServer.Signal(supervisor, 19); // SIGSTOP
+        ServerProcess.Signal(supervisor, 19); // SIGSTOP
         int third;
         try
         {
@@ -151,7 +151,7 @@ public sealed class SupervisorFaultTests
         }
         finally
         {
-            HelloSleepServer.Signal(supervisor, 18); // SIGCONT
+            ServerProcess.Signal(supervisor, 18); // SIGCONT
         }
 
         await server.WaitForMatchAsync(@"Pid " + third.ToString(CultureInfo.InvariantCulture) + @" is the main generation now \(handed over by pid \d+\)", Long);
@@ -160,10 +160,10 @@ public sealed class SupervisorFaultTests
         Assert.True(ProcessTable.IsRunning(third));
         Assert.DoesNotContain("stopping the processes they left behind", server.Output, StringComparison.Ordinal);
 
-        HelloSleepServer.Signal(supervisor, 12);
+        ServerProcess.Signal(supervisor, 12);
         await server.WaitForOutputAsync($"asking the main generation (pid {third}) to upgrade");
         await server.WaitForMatchAsync(@"Generation 4 \(pid \d+\) is ready", Long);
-        HelloSleepServer.Signal(supervisor, 15);
+        ServerProcess.Signal(supervisor, 15);
         Assert.Equal(0, await server.WaitForExitAsync(Long));
     }
 
@@ -176,15 +176,15 @@ public sealed class SupervisorFaultTests
         await using var server = await SupervisedServer.StartAsync(
             pidNamespace: false,
             appArguments: ["--Handoff:RollbackWindow=500ms"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = hold });
+            environment: new Dictionary<string, string> { ["TESTSERVER_HOLD_WARMUP"] = hold });
         try
         {
             int first = (await server.StatusAsync()).GetProperty("pid").GetInt32();
             left.Add(first);
             File.WriteAllText(hold, "");
-            HelloSleepServer.Signal(server.SupervisorPid, 12);
+            ServerProcess.Signal(server.SupervisorPid, 12);
             left.Add(Pid(await server.WaitForMatchAsync(@"started generation 2 as pid (\d+)")));
-            HelloSleepServer.Signal(server.SupervisorPid, 9);
+            ServerProcess.Signal(server.SupervisorPid, 9);
             await server.WaitUntilAsync(() => server.ExitCodeIfExited is not null, "the supervisor to die", supervisorGone: true);
             Assert.Equal(137, server.ExitCodeIfExited);
             File.Delete(hold);
@@ -205,21 +205,21 @@ public sealed class SupervisorFaultTests
             await AssertServesWithoutFailureAsync(server);
 
             // A new handoff run finds it and says so instead of failing in generation 1.
-            var again = await ToolRun.RunAsync(["run", "--control", server.ControlSocket, "--", TestAssets.HelloSleepAppHost, "--urls", "http://127.0.0.1:0"]);
+            var again = await ToolRun.RunAsync(["run", "--control", server.ControlSocket, "--", TestAssets.TestServerAppHost, "--urls", "http://127.0.0.1:0"]);
             Assert.True(again.ExitCode == 78, again.ToString());
             Assert.Contains($"generation 3 (pid {third})", again.Error, StringComparison.Ordinal);
             Assert.Contains("kill -TERM", again.Error, StringComparison.Ordinal);
             Assert.DoesNotContain("   at ", again.Error, StringComparison.Ordinal);
 
             // Stopped as the message says, it drains and exits 0.
-            HelloSleepServer.Signal(third, 15);
+            ServerProcess.Signal(third, 15);
             await server.WaitUntilAsync(() => !ProcessTable.IsRunning(third), "generation 3 to exit", Long, supervisorGone: true);
         }
         finally
         {
             foreach (int pid in left.Where(ProcessTable.IsRunning))
             {
-                HelloSleepServer.Signal(pid, 9);
+                ServerProcess.Signal(pid, 9);
             }
         }
     }

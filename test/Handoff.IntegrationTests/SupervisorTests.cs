@@ -12,7 +12,7 @@ public sealed class SupervisorTests
     {
         // Each generation starts a helper (sleep 600) that outlives it: an orphan to reap. Each
         // upgrade waits for the previous generation's exit; a short rollback window keeps it brief.
-        await using var server = await SupervisedServer.StartAsync(pidNamespace: true, appArguments: ["--Handoff:RollbackWindow=500ms"], environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
+        await using var server = await SupervisedServer.StartAsync(pidNamespace: true, appArguments: ["--Handoff:RollbackWindow=500ms"], environment: new Dictionary<string, string> { ["TESTSERVER_SPAWN_AT_START"] = "1" });
         int supervisor = server.SupervisorPid;
         var load = new LoadClient(server.EndPoint, connections: 16, keepAlive: true);
         LoadReport report;
@@ -24,7 +24,7 @@ public sealed class SupervisorTests
                 if (generation % 2 == 0)
                 {
                     // SIGUSR2 to the supervisor: it asks the main generation to upgrade.
-                    HelloSleepServer.Signal(supervisor, 12);
+                    ServerProcess.Signal(supervisor, 12);
                 }
                 else
                 {
@@ -55,13 +55,13 @@ public sealed class SupervisorTests
         Assert.Equal(6, helpers.Count);
         foreach (int helper in helpers)
         {
-            HelloSleepServer.Signal(helper, 9);
+            ServerProcess.Signal(helper, 9);
         }
 
         await server.WaitUntilAsync(() => !ProcessTable.Descendants(supervisor).Any(pid => ProcessTable.State(pid) == 'Z') && helpers.All(h => ProcessTable.State(h) is null), "every helper to be reaped");
 
         // SIGTERM drains the last generation; the supervisor exits with its exit code (0).
-        HelloSleepServer.Signal(supervisor, 15);
+        ServerProcess.Signal(supervisor, 15);
         int exit = await server.WaitForExitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal(0, exit);
         Assert.Contains("Received SIGTERM; passing it to every generation", server.Output, StringComparison.Ordinal);
@@ -72,14 +72,14 @@ public sealed class SupervisorTests
     [Fact]
     public async Task Run_MainGenerationKilled_SupervisorExitsWithItsCode_AfterEndingWhatItLeftBehind()
     {
-        await using var server = await SupervisedServer.StartAsync(pidNamespace: true, environment: new Dictionary<string, string> { ["HELLOSLEEP_SPAWN_AT_START"] = "1" });
+        await using var server = await SupervisedServer.StartAsync(pidNamespace: true, environment: new Dictionary<string, string> { ["TESTSERVER_SPAWN_AT_START"] = "1" });
         int supervisor = server.SupervisorPid;
         var upgrade = await ToolRun.RunAsync(["upgrade", "--control", server.ControlSocket]);
         Assert.True(upgrade.ExitCode == 0, upgrade.ToString());
         await server.WaitForOutputAsync("exited with code 0");
 
-        int main = ProcessTable.Descendants(supervisor).Single(pid => ProcessTable.ParentOf(pid) == supervisor && Comm(pid) == "HelloSleep");
-        HelloSleepServer.Signal(main, 9);
+        int main = ProcessTable.Descendants(supervisor).Single(pid => ProcessTable.ParentOf(pid) == supervisor && Comm(pid) == "TestServer");
+        ServerProcess.Signal(main, 9);
 
         Assert.Equal(137, await server.WaitForExitAsync(TimeSpan.FromSeconds(30)));
         Assert.Contains("was killed by signal 9", server.Output, StringComparison.Ordinal);
@@ -102,7 +102,7 @@ public sealed class SupervisorTests
         Assert.Equal(server.SupervisorPid, ProcessTable.ParentOf(main));
         await server.WaitForOutputAsync("exited with code 0");
 
-        HelloSleepServer.Signal(server.SupervisorPid, 2); // SIGINT, as Ctrl-C in a terminal
+        ServerProcess.Signal(server.SupervisorPid, 2); // SIGINT, as Ctrl-C in a terminal
         Assert.Equal(0, await server.WaitForExitAsync(TimeSpan.FromSeconds(30)));
         Assert.Contains("Received SIGINT; passing it to every generation", server.Output, StringComparison.Ordinal);
     }
@@ -115,7 +115,7 @@ public sealed class SupervisorTests
         await using var server = await SupervisedServer.StartAsync(
             pidNamespace: false,
             appArguments: ["--Handoff:RollbackWindow=5s"],
-            environment: new Dictionary<string, string> { ["HELLOSLEEP_HOLD_WARMUP"] = holdFile });
+            environment: new Dictionary<string, string> { ["TESTSERVER_HOLD_WARMUP"] = holdFile });
         File.WriteAllText(holdFile, "");
         var upgrade = ToolRun.RunAsync(["upgrade", "--control", server.ControlSocket]);
         await server.WaitForOutputAsync("started generation 2 as pid");
@@ -123,7 +123,7 @@ public sealed class SupervisorTests
 
         // Generation 2 reported ready; generation 1 holds its sockets for the rollback window.
         await server.WaitForOutputAsync("it keeps its listeners for 5 s");
-        HelloSleepServer.Signal(server.SupervisorPid, 15);
+        ServerProcess.Signal(server.SupervisorPid, 15);
 
         // The upgrade stands (past the point of no return), and the new main generation is
         // stopped as well: the supervisor exits instead of serving on.

@@ -19,7 +19,7 @@ public sealed class SystemdFactAttribute : FactAttribute
 }
 
 /// <summary>
-/// HelloSleep as a systemd service, under a real systemd 252 booted for each test (see
+/// TestServer as a systemd service, under a real systemd 252 booted for each test (see
 /// <see cref="SystemdNamespace"/>): Type=notify readiness, <c>systemctl reload</c> as the
 /// upgrade with the main pid handed to each new generation, a broken build, a stop, and socket
 /// activation. Loads never retry; pids are the namespace's, as systemd and the server see them.
@@ -44,7 +44,7 @@ public sealed class SystemdTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        TestAssets.CopyHelloSleepTo(AppDirectory);
+        TestAssets.CopyTestServerTo(AppDirectory);
 
         // The unit runs the tool from here: the checkout may be under /tmp or /var/tmp, which
         // are private to the namespace.
@@ -69,7 +69,7 @@ public sealed class SystemdTests : IAsyncLifetime
         int port = FreePort();
         string hold = Path.Combine(AppDirectory, "hold");
         File.WriteAllText(hold, "");
-        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"HELLOSLEEP_HOLD_START={hold}"));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"TESTSERVER_HOLD_START={hold}"));
 
         // Type=notify: the unit stays "activating" until the generation reports READY=1.
         await Systemd.SystemctlAsync("start", "--no-block", Service);
@@ -124,7 +124,7 @@ public sealed class SystemdTests : IAsyncLifetime
     public async Task NotifyService_BrokenBuild_ReloadFailsWithTheReasonInTheJournal_NothingChanges()
     {
         int port = FreePort();
-        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"HELLOSLEEP_BREAK_FAILSTART={BreakMarker}"));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp.service", port, $"TESTSERVER_BREAK_FAILSTART={BreakMarker}"));
         await StartAsync(Service);
         int mainPid = await MainPidAsync();
         File.WriteAllText(BreakMarker, "");
@@ -134,11 +134,11 @@ public sealed class SystemdTests : IAsyncLifetime
         // ExecReload=handoff upgrade: the reload fails, and the journal says why.
         Assert.True(code != 0, output);
         string journal = await WaitForJournalAsync("handoff: upgrade failed: new generation 2 (pid");
-        Assert.Contains("HelloSleep:FailStart is set: this build is broken on purpose", journal, StringComparison.Ordinal);
+        Assert.Contains("TestServer:FailStart is set: this build is broken on purpose", journal, StringComparison.Ordinal);
         Assert.Contains($"handoff: the server is unchanged: generation 1 (pid {mainPid}) serves.", journal, StringComparison.Ordinal);
         string status = await Systemd.WaitForAsync(Service, "StatusText", s => s.Contains("last upgrade: failed", StringComparison.Ordinal), TimeSpan.FromSeconds(60), "the failed upgrade in the status");
         Assert.Contains("new generation 2 (pid", status, StringComparison.Ordinal);
-        Assert.Contains("HelloSleep:FailStart is set: this build is broken on purpose", status, StringComparison.Ordinal);
+        Assert.Contains("TestServer:FailStart is set: this build is broken on purpose", status, StringComparison.Ordinal);
         Assert.Contains($"Generation 1 (pid {mainPid}) serving", status, StringComparison.Ordinal);
         Assert.Equal(mainPid, await MainPidAsync());
         await Systemd.WaitForAsync(Service, "SubState", s => s == "running", TimeSpan.FromSeconds(30), "the reload to end");
@@ -329,7 +329,7 @@ public sealed class SystemdTests : IAsyncLifetime
         // "address in use". It must serve systemd's socket for its configured address.
         int port = FreePort();
         await Systemd.InstallUnitAsync(Socket, SampleUnit("myapp-activated.socket", port));
-        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-activated.service", port, "HELLOSLEEP_SPAWN_AT_START=1").Replace("HelloSleep.dll\n", $"HelloSleep.dll --urls http://127.0.0.1:{port}\n", StringComparison.Ordinal));
+        await Systemd.InstallUnitAsync(Service, SampleUnit("myapp-activated.service", port, "TESTSERVER_SPAWN_AT_START=1").Replace("TestServer.dll\n", $"TestServer.dll --urls http://127.0.0.1:{port}\n", StringComparison.Ordinal));
         var (code, output) = await Systemd.SystemctlAsync("start", Socket);
         Assert.True(code == 0, output);
         await StartAsync(Service);
@@ -347,7 +347,7 @@ public sealed class SystemdTests : IAsyncLifetime
 
         // A helper process that generation 1 started first thing in Main inherited neither the
         // activated socket nor systemd's variables (the unit's startup hook took them before).
-        var helper = System.Text.RegularExpressions.Regex.Match(journal, @"HelloSleep started helper pid (\d+)");
+        var helper = System.Text.RegularExpressions.Regex.Match(journal, @"TestServer started helper pid (\d+)");
         Assert.True(helper.Success, journal);
         var (_, environment) = await Systemd.RunInsideAsync("cat", $"/proc/{helper.Groups[1].Value}/environ");
         Assert.DoesNotContain("LISTEN_", environment, StringComparison.Ordinal);
@@ -409,12 +409,12 @@ public sealed class SystemdTests : IAsyncLifetime
     }
 
     /// <summary>A unit file of samples/systemd as documented, pointed at this test's copy of
-    /// HelloSleep and port, with test-only environment variables added.</summary>
+    /// TestServer and port, with test-only environment variables added.</summary>
     private string SampleUnit(string file, int port, params string[] environment)
     {
         string text = File.ReadAllText(Path.Combine(TestAssets.SystemdSamplesDirectory, file))
             .Replace("/srv/myapp/current", AppDirectory, StringComparison.Ordinal)
-            .Replace("MyApp.dll", "HelloSleep.dll", StringComparison.Ordinal)
+            .Replace("MyApp.dll", "TestServer.dll", StringComparison.Ordinal)
             .Replace("127.0.0.1:8080", $"127.0.0.1:{port}", StringComparison.Ordinal)
             .Replace("myapp-activated.socket", Socket, StringComparison.Ordinal)
             .Replace("/usr/local/bin/handoff", $"/usr/bin/dotnet {ToolDirectory}/Handoff.Tool.dll", StringComparison.Ordinal)
@@ -467,7 +467,7 @@ public sealed class SystemdTests : IAsyncLifetime
         SystemdNamespace.PollAsync(
             async () =>
             {
-                var (_, output) = await Systemd.RunInsideAsync("pgrep", "-f", $"{AppDirectory}/HelloSleep.dll");
+                var (_, output) = await Systemd.RunInsideAsync("pgrep", "-f", $"{AppDirectory}/TestServer.dll");
                 return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => int.Parse(p, CultureInfo.InvariantCulture)).Order().ToArray();
             },
             running => running.SequenceEqual(expected.Order()),

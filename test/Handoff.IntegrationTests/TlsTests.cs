@@ -14,7 +14,7 @@ public sealed class TlsTests
     {
         string directory = TestAssets.CreateTempDirectory();
         string pfx = TestCertificate.WritePfxIn(directory);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory, removeDirectory: true);
+        await using var server = await ServerProcess.StartAsync(urls: "", arguments: [.. TestCertificate.HttpsEndpointArguments(pfx), "--Handoff:RollbackWindow=500ms"], directory: directory, removeDirectory: true);
         var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive: true, tls: true), times: 5); // ten: bench/run's https
 
         Assert.True(report.Failures.Count == 0, report.ToString());
@@ -27,7 +27,7 @@ public sealed class TlsTests
         string directory = TestAssets.CreateTempDirectory();
         string pfx = Path.Combine(directory, "server.pfx");
         string first = TestCertificate.WritePfx(pfx);
-        await using var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
+        await using var server = await ServerProcess.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
         int pid = server.CurrentPid;
         ulong socket = ProcessTable.ListeningSocketInode(server.EndPoint.Port);
         Assert.NotEqual(0UL, socket);
@@ -67,7 +67,7 @@ public sealed class TlsTests
         using var __ = probe;
         int old = server.CurrentPid;
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
         server.Track(server.CurrentPid);
         TestCertificate.WritePfx(pfx, "CN=localhost, O=rotated");
@@ -99,7 +99,7 @@ public sealed class TlsTests
         // upgrade that comes meanwhile makes it wait as a draining one does (DrainTimeout).
         TestCertificate.WritePfx(pfx, "CN=localhost, O=rotated");
         await server.WaitForOutputAsync($"Pid {old}: a configuration reload rebinds", timeout: TimeSpan.FromSeconds(30));
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
 
         var response = await slow;
         Assert.Equal(200, response.Status);
@@ -116,7 +116,7 @@ public sealed class TlsTests
     {
         using var dir = new TempDirectory();
         string pfx = TestCertificate.WritePfxIn(dir.Path);
-        var info = new System.Diagnostics.ProcessStartInfo(TestAssets.HelloSleepAppHost)
+        var info = new System.Diagnostics.ProcessStartInfo(TestAssets.TestServerAppHost)
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -137,15 +137,15 @@ public sealed class TlsTests
     }
 
     // An HTTPS server from configuration with a request of the given length running on it.
-    private static async Task<(HelloSleepServer Server, string Pfx, HttpProbe Probe, Task<HttpProbeResponse> Slow)> StartWithSlowRequestAsync(int seconds)
+    private static async Task<(ServerProcess Server, string Pfx, HttpProbe Probe, Task<HttpProbeResponse> Slow)> StartWithSlowRequestAsync(int seconds)
     {
         string directory = TestAssets.CreateTempDirectory();
         string pfx = TestCertificate.WritePfxIn(directory);
-        var server = await HelloSleepServer.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
+        var server = await ServerProcess.StartAsync(urls: "", arguments: TestCertificate.HttpsEndpointArguments(pfx), directory: directory, removeDirectory: true);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         var probe = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token, tls: true);
         var slow = probe.GetAsync($"/?sleep={seconds}", keepAlive: true, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(60));
-        await server.WaitForOutputAsync($"HelloSleep pid {server.CurrentPid} received a request sleeping {seconds} s");
+        await server.WaitForOutputAsync($"TestServer pid {server.CurrentPid} received a request sleeping {seconds} s");
         return (server, pfx, probe, slow);
     }
 }

@@ -1,18 +1,19 @@
 using Handoff.Testing;
 namespace Handoff.IntegrationTests;
 
-/// <summary>Upgrades of a real HelloSleep process by SIGUSR2, under real load.</summary>
+/// <summary>Upgrades of a real TestServer process by SIGUSR2, under real load.</summary>
 public sealed class UpgradeTests
 {
     [Fact]
     public async Task Upgrade_LongRequestInFlight_CompletesOnOldPidThenOldExits()
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        // The seeds' demo as README walks through it, on the sample a user reads.
+        await using var server = await ServerProcess.StartAsync(command: [TestAssets.HelloSleepAppHost]);
         int oldPid = server.CurrentPid;
 
         var longRequest = await server.StartSlowRequestAsync(3);
-        HelloSleepServer.Signal(oldPid, 12);
-        await server.WaitUntilAsync(() => server.CurrentPid != oldPid, HelloSleepServer.StartTimeout, "the new generation");
+        ServerProcess.Signal(oldPid, 12);
+        await server.WaitUntilAsync(() => server.CurrentPid != oldPid, ServerProcess.StartTimeout, "the new generation");
         int newPid = server.CurrentPid;
         server.Track(newPid);
 
@@ -30,7 +31,7 @@ public sealed class UpgradeTests
     [Fact]
     public async Task Upgrade_WhileOlderGenerationStillDrains_Succeeds()
     {
-        await using var server = await HelloSleepServer.StartAsync();
+        await using var server = await ServerProcess.StartAsync();
         int first = server.CurrentPid;
         var slow = await server.StartSlowRequestAsync(12); // outlasts two upgrades with their rollback windows
 
@@ -55,7 +56,7 @@ public sealed class UpgradeTests
     public async Task Upgrade_RepeatedlyUnderLoad_ZeroFailedRequests(bool keepAlive, int times)
     {
         // The load runs through each rollback window; half a second of it is as good as two.
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
         var (report, pids) = await server.UpgradeUnderLoadAsync(new LoadClient(server.EndPoint, connections: 32, keepAlive), times);
 
         Assert.True(report.Failures.Count == 0, report.ToString());
@@ -70,7 +71,7 @@ public sealed class UpgradeTests
         // host's stray descriptors); from generation 2 on a generation gets exactly stdin, stdout,
         // stderr and what Handoff hands over, so that is the baseline. A short rollback window:
         // each upgrade waits for the old generation's exit, and the window is not the subject.
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=200ms"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=200ms"]);
         await server.UpgradeAsync();
         await server.GetPidAsync();
         var firstFds = await SettledFdsAsync(server.CurrentPid);

@@ -22,7 +22,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
     [Fact]
     public async Task Upgrade_FiftyWebSockets_ClosedWith1012_ReconnectToTheNewGeneration()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: Options);
+        await using var server = await ServerProcess.StartAsync(arguments: Options);
         int old = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var clients = new List<Task<(WebSocketCloseStatus? Status, long ClosedAt, int NewPid)>>();
@@ -36,7 +36,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
 
         await Task.WhenAll(connected).WaitAsync(timeout.Token);
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         long drainStart = await WaitForNewPidAsync(server, old, timeout.Token);
         int newPid = server.CurrentPid;
         server.Track(newPid);
@@ -57,7 +57,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
     public async Task Upgrade_WebSocketOverHttp2_ClosedWith1012_ReconnectsToTheNewGeneration()
     {
         // RFC 8441: a WebSocket on an HTTP/2 stream (extended CONNECT), here over h2c.
-        await using var server = await HelloSleepServer.StartAsync(arguments: [.. Options, "--Kestrel:EndpointDefaults:Protocols=Http2"]);
+        await using var server = await ServerProcess.StartAsync(arguments: [.. Options, "--Kestrel:EndpointDefaults:Protocols=Http2"]);
         int old = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         using var handler = new HttpMessageInvoker(new SocketsHttpHandler());
@@ -66,7 +66,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
         await socket.ConnectAsync(uri, handler, timeout.Token);
         Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         await WaitForNewPidAsync(server, old, timeout.Token);
         server.Track(server.CurrentPid);
         await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
@@ -90,14 +90,14 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
     public async Task Stop_WebSocketGetsGoingAway_AndTheServerExitsAtOnce()
     {
         // No new generation: 1001 (Going Away), not 1012 (Service Restart).
-        await using var server = await HelloSleepServer.StartAsync(arguments: Options);
+        await using var server = await ServerProcess.StartAsync(arguments: Options);
         int pid = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         using var socket = new ClientWebSocket();
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws"), timeout.Token);
         Assert.Equal($"pid:{pid}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
 
-        HelloSleepServer.Signal(pid, 15);
+        ServerProcess.Signal(pid, 15);
         await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
 
         Assert.Equal(WebSocketCloseStatus.EndpointUnavailable, socket.CloseStatus); // 1001
@@ -110,14 +110,14 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
     [Fact]
     public async Task Upgrade_EndpointOptedOut_KeepsItsWebSocketOnTheOldGeneration()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms", "--Handoff:DrainTimeout=3s"]);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms", "--Handoff:DrainTimeout=3s"]);
         int old = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         using var socket = new ClientWebSocket();
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws-keep"), timeout.Token);
         Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         await WaitForNewPidAsync(server, old, timeout.Token);
         server.Track(server.CurrentPid);
         await server.WaitForOutputAsync($"Pid {old} stopped accepting; draining");
@@ -136,7 +136,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
     [Fact]
     public async Task Upgrade_ServerSentEvents_EndAtTheDrainsStart_ThenComeFromTheNewGeneration()
     {
-        await using var server = await HelloSleepServer.StartAsync(arguments: Options);
+        await using var server = await ServerProcess.StartAsync(arguments: Options);
         int old = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         using var client = new HttpClient();
@@ -145,7 +145,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(timeout.Token));
         Assert.Equal($"data: pid:{old}", await NextEventAsync(reader, timeout.Token));
 
-        HelloSleepServer.Signal(old, SIGUSR2);
+        ServerProcess.Signal(old, SIGUSR2);
         long drainStart = await WaitForNewPidAsync(server, old, timeout.Token);
         server.Track(server.CurrentPid);
         while (await NextEventAsync(reader, timeout.Token) is not null)
@@ -164,7 +164,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
 
     // One client: connects, reads the pid, waits for the server's close, answers it, then
     // reconnects and reads the pid that serves it now.
-    private static async Task<(WebSocketCloseStatus? Status, long ClosedAt, int NewPid)> ClientAsync(HelloSleepServer server, int old, TaskCompletionSource ready, CancellationToken cancellationToken)
+    private static async Task<(WebSocketCloseStatus? Status, long ClosedAt, int NewPid)> ClientAsync(ServerProcess server, int old, TaskCompletionSource ready, CancellationToken cancellationToken)
     {
         var uri = new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws");
         WebSocketCloseStatus? status;
@@ -190,7 +190,7 @@ public sealed class WebSocketDrainTests(Xunit.Abstractions.ITestOutputHelper out
 
     // The pid file names the new generation once it is ready, just before the old one is told
     // and starts to drain: the moment measured from.
-    private static async Task<long> WaitForNewPidAsync(HelloSleepServer server, int old, CancellationToken cancellationToken)
+    private static async Task<long> WaitForNewPidAsync(ServerProcess server, int old, CancellationToken cancellationToken)
     {
         while (server.CurrentPid == old || server.CurrentPid == 0)
         {

@@ -11,7 +11,7 @@ public sealed record LoadReport(long Succeeded, IReadOnlyList<string> Failures, 
         (Failures.Count > 0 ? "\nfailures:\n" + string.Join("\n", Failures.Take(20)) : "");
 }
 
-/// <summary>A load that counts what it sees, for <see cref="HelloSleepServer.UpgradeUnderLoadAsync"/>.</summary>
+/// <summary>A load that counts what it sees, for <see cref="ServerProcess.UpgradeUnderLoadAsync"/>.</summary>
 public interface ILoad
 {
     /// <summary>Waits until at least <paramref name="count"/> more requests succeeded.</summary>

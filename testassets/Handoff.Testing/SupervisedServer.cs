@@ -7,7 +7,7 @@ using System.Text.RegularExpressions;
 namespace Handoff.Testing;
 
 /// <summary>
-/// HelloSleep under <c>handoff run</c>, optionally as PID 1 of a new pid namespace (<c>unshare
+/// The test server under <c>handoff run</c>, optionally as PID 1 of a new pid namespace (<c>unshare
 /// --pid --fork --mount-proc</c>, as a container runs it), with a control socket. Pids seen
 /// from here are this namespace's: the supervisor's is <see cref="SupervisorPid"/>.
 /// </summary>
@@ -46,14 +46,14 @@ public sealed partial class SupervisedServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the supervisor with HelloSleep and waits until generation 1 serves and
+    /// <summary>Starts the supervisor with the test server and waits until generation 1 serves and
     /// answers on its control socket.</summary>
     public static async Task<SupervisedServer> StartAsync(bool pidNamespace, IEnumerable<string>? runOptions = null, IEnumerable<string>? appArguments = null, IReadOnlyDictionary<string, string>? environment = null, string[]? command = null)
     {
         var directory = new TempDirectory();
         string control = Path.Combine(directory.Path, "control.sock");
         string[] prefix = pidNamespace ? ["unshare", "--pid", "--fork", "--mount-proc"] : [];
-        string[] all = [.. prefix, TestAssets.HandoffTool, "run", "--control", control, .. runOptions ?? [], "--", .. command ?? [TestAssets.HelloSleepAppHost], "--urls", "http://127.0.0.1:0", .. appArguments ?? []];
+        string[] all = [.. prefix, TestAssets.HandoffTool, "run", "--control", control, .. runOptions ?? [], "--", .. command ?? [TestAssets.TestServerAppHost], "--urls", "http://127.0.0.1:0", .. appArguments ?? []];
         var info = new ProcessStartInfo(all[0])
         {
             RedirectStandardOutput = true,
@@ -141,7 +141,7 @@ public sealed partial class SupervisedServer : IAsyncDisposable
 
     public async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan? timeout = null, bool supervisorGone = false)
     {
-        var deadline = DateTime.UtcNow + (timeout ?? HelloSleepServer.StartTimeout);
+        var deadline = DateTime.UtcNow + (timeout ?? ServerProcess.StartTimeout);
         while (!condition())
         {
             if (DateTime.UtcNow > deadline || !supervisorGone && _process.HasExited && !condition())

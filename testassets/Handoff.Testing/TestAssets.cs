@@ -5,10 +5,20 @@ namespace Handoff.Testing;
 /// <summary>Where the apps that the tests run were built.</summary>
 public static class TestAssets
 {
+    public static string TestServerDirectory { get; } = Path.GetFullPath(
+        typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "TestServerDirectory").Value!);
+
+    /// <summary>The test server's apphost (testassets/TestServer): HelloSleep with the tests'
+    /// switches.</summary>
+    public static string TestServerAppHost => Path.Combine(TestServerDirectory, "TestServer");
+
+    /// <summary>The build of the sample a user reads (samples/HelloSleep).</summary>
     public static string HelloSleepDirectory { get; } = Path.GetFullPath(
         typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
             .Single(a => a.Key == "HelloSleepDirectory").Value!);
 
+    /// <summary>The sample's apphost.</summary>
     public static string HelloSleepAppHost => Path.Combine(HelloSleepDirectory, "HelloSleep");
 
     /// <summary>The repository's root directory.</summary>
@@ -30,9 +40,9 @@ public static class TestAssets
         typeof(TestAssets).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
             .Single(a => a.Key == "SystemdSamplesDirectory").Value!);
 
-    /// <summary>Copies the HelloSleep build into <paramref name="directory"/>: a deployable
+    /// <summary>Copies the test server's build into <paramref name="directory"/>: a deployable
     /// release that a test can replace or point a symlink at.</summary>
-    public static void CopyHelloSleepTo(string directory) => CopyDirectory(HelloSleepDirectory, directory);
+    public static void CopyTestServerTo(string directory) => CopyDirectory(TestServerDirectory, directory);
 
     /// <summary>Copies the tool's build into <paramref name="directory"/>, for a process that
     /// cannot see the build directory (another user, a namespace with a private /tmp or

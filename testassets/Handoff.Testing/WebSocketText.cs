@@ -3,7 +3,7 @@ using System.Text;
 
 namespace Handoff.Testing;
 
-/// <summary>Text messages from a WebSocket, for the tests of HelloSleep's /ws.</summary>
+/// <summary>Text messages from a WebSocket, for the tests of the test server's /ws.</summary>
 public static class WebSocketText
 {
     /// <summary>Reads one whole message (all its frames) as UTF-8.</summary>

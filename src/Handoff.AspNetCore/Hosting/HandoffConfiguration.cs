@@ -85,7 +85,7 @@ internal static class HandoffConfiguration
             {
                 var names = Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)).ToList();
                 string guess = Spelling.Closest(child.Key, names) is { } option ? $"did you mean '{option}'?" : "misspelt?";
-                warnings.Add($"{key} is not a Handoff option and is ignored ({guess}). The options are: {string.Join(", ", names)}. WarmUp can be set in code only.");
+                warnings.Add($"{key} is not a Handoff option and is ignored ({guess}). The options are: {string.Join(", ", names)}. A warm-up is added in code: services.AddHandoffWarmUp(...).");
             }
         }
 

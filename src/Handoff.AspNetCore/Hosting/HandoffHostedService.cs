@@ -17,6 +17,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     private readonly ConnectionDrainer _drainer;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly IServiceProvider _services;
+    private readonly HandoffWarmUp[] _warmUps;
     private readonly HandoffOptions _options;
     private readonly HandoffConfigurationWarnings _warnings;
     private readonly ILogger _logger;
@@ -25,12 +26,13 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     private PosixSignalRegistration[] _shutdownSignals = [];
     private int _shutdownSignalCount;
 
-    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger)
+    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IEnumerable<HandoffWarmUp> warmUps, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger)
     {
         _upgrader = upgrader;
         _drainer = drainer;
         _lifetime = lifetime;
         _services = services;
+        _warmUps = [.. warmUps];
         _options = options.Value;
         _warnings = warnings;
         _logger = logger;
@@ -144,10 +146,13 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     {
         try
         {
-            if (_options.WarmUp is { } warmUp)
+            if (_warmUps.Length > 0)
             {
                 Log.WarmingUp(_logger, Environment.ProcessId, _upgrader.Generation);
-                await warmUp(_services, _lifetime.ApplicationStopping).ConfigureAwait(false);
+                foreach (var warmUp in _warmUps)
+                {
+                    await warmUp.Run(_services, _lifetime.ApplicationStopping).ConfigureAwait(false);
+                }
             }
 
             // Refused by the Upgrader when a stop has begun meanwhile.

@@ -1,4 +1,4 @@
-// Package benchsleep is the benchmark's endpoint for the Go servers, the same as HelloSleep's:
+// Package benchsleep is the benchmark's endpoint for the Go servers, the same as the test server's (testassets/TestServer):
 // GET /?sleep=N waits N seconds (fractions allowed), then answers "pid:<pid>" on the first line,
 // with a Content-Length so keep-alive clients keep their connections.
 package benchsleep

@@ -5,8 +5,8 @@ using Handoff.Testing;
 
 namespace Handoff.Bench;
 
-/// <summary>How HelloSleep runs in a benchmark.</summary>
-internal enum HelloSleepMode
+/// <summary>How TestServer runs in a benchmark.</summary>
+internal enum KestrelMode
 {
     /// <summary>With Handoff; action: upgrade by SIGUSR2.</summary>
     Handoff,
@@ -22,29 +22,29 @@ internal enum HelloSleepMode
 }
 
 /// <summary>
-/// HelloSleep in one of its <see cref="HelloSleepMode"/>s.
+/// TestServer in one of its <see cref="KestrelMode"/>s.
 /// </summary>
-internal sealed class HelloSleepBenchServer : BenchServer
+internal sealed class KestrelBenchServer : BenchServer
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
     private readonly bool _handoff;
-    private readonly HelloSleepMode _mode;
+    private readonly KestrelMode _mode;
     private readonly HashSet<int> _pids = [];
     private readonly HashSet<int> _startedHere = [];
     private Process? _current;
     private Socket? _activationSocket;
 
-    public HelloSleepBenchServer(HelloSleepMode mode, string directory, int port, bool http2, bool tls)
+    public KestrelBenchServer(KestrelMode mode, string directory, int port, bool http2, bool tls)
         : base(directory, port, http2, tls)
     {
         _mode = mode;
-        _handoff = mode == HelloSleepMode.Handoff;
+        _handoff = mode == KestrelMode.Handoff;
     }
 
     public override string Name => _mode switch
     {
-        HelloSleepMode.Handoff => "handoff",
-        HelloSleepMode.Plain => "kestrel",
+        KestrelMode.Handoff => "handoff",
+        KestrelMode.Plain => "kestrel",
         _ => "kestrel-socket",
     };
 
@@ -71,14 +71,14 @@ internal sealed class HelloSleepBenchServer : BenchServer
                 "--Kestrel:Endpoints:Https:Certificate:Password=" + TestCertificate.Password,
                 "--Kestrel:Endpoints:Https:Protocols=Http1AndHttp2"]);
         }
-        else if (_mode != HelloSleepMode.SocketActivated)
+        else if (_mode != KestrelMode.SocketActivated)
         {
             arguments.AddRange(["--urls", $"http://127.0.0.1:{Port}"]);
         }
 
         if (!_handoff)
         {
-            arguments.Add("--HelloSleep:NoHandoff=true");
+            arguments.Add("--TestServer:NoHandoff=true");
         }
 
         if (Http2)
@@ -87,7 +87,7 @@ internal sealed class HelloSleepBenchServer : BenchServer
         }
 
         string log = Path.Combine(Directory, "server.log");
-        if (_mode == HelloSleepMode.SocketActivated)
+        if (_mode == KestrelMode.SocketActivated)
         {
             if (Tls)
             {
@@ -111,7 +111,7 @@ internal sealed class HelloSleepBenchServer : BenchServer
             {
                 _current = BenchProcess.Start(
                     "/bin/bash",
-                    ["-c", $"exec 3<&{fd}- && LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" \"$@\"", TestAssets.HelloSleepAppHost, .. arguments],
+                    ["-c", $"exec 3<&{fd}- && LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" \"$@\"", TestAssets.TestServerAppHost, .. arguments],
                     log);
             }
             finally
@@ -124,7 +124,7 @@ internal sealed class HelloSleepBenchServer : BenchServer
             return;
         }
 
-        _current = BenchProcess.Start(TestAssets.HelloSleepAppHost, arguments, log);
+        _current = BenchProcess.Start(TestAssets.TestServerAppHost, arguments, log);
         _startedHere.Add(_current.Id);
         if (_handoff)
         {

@@ -6,10 +6,10 @@ using System.Text.RegularExpressions;
 namespace Handoff.Testing;
 
 /// <summary>
-/// A HelloSleep server run as a real child process, followed across its generations through
+/// A server (the test server by default) run as a real child process, followed across its generations through
 /// its pid file. Disposing kills every generation and everything they started, and reaps them.
 /// </summary>
-public sealed partial class HelloSleepServer : IAsyncDisposable
+public sealed partial class ServerProcess : IAsyncDisposable
 {
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
@@ -19,7 +19,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     private readonly string _directory;
     private readonly bool _ownsDirectory;
 
-    private HelloSleepServer(Process first, string directory, bool ownsDirectory, string pidFile)
+    private ServerProcess(Process first, string directory, bool ownsDirectory, string pidFile)
     {
         _first = first;
         _directory = directory;
@@ -49,7 +49,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     public int CurrentPid => Handoff.PidFile.Read(PidFile) ?? 0;
 
     /// <summary>
-    /// Starts HelloSleep on 127.0.0.1 with a dynamic port (unless <paramref name="urls"/> says
+    /// Starts the server on 127.0.0.1 with a dynamic port (unless <paramref name="urls"/> says
     /// otherwise) and a pid file, and waits until it is ready.
     /// </summary>
     /// <param name="urls">Kestrel's --urls; 127.0.0.1 with a dynamic port by default; "" to
@@ -62,7 +62,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
     /// <param name="pidFile">The pid file; app.pid in <paramref name="directory"/> by default.</param>
     /// <param name="removeDirectory">Remove <paramref name="directory"/> on dispose even though
     /// the caller made it (one it does not pass is always removed).</param>
-    public static async Task<HelloSleepServer> StartAsync(
+    public static async Task<ServerProcess> StartAsync(
         string? urls = null,
         IEnumerable<string>? arguments = null,
         IReadOnlyDictionary<string, string>? environment = null,
@@ -74,7 +74,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         bool owns = directory is null || removeDirectory;
         directory ??= TestAssets.CreateTempDirectory();
         pidFile ??= Path.Combine(directory, "app.pid");
-        command ??= [TestAssets.HelloSleepAppHost];
+        command ??= [TestAssets.TestServerAppHost];
         var info = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true,
@@ -110,7 +110,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
         }
 
         var process = Process.Start(info) ?? throw new InvalidOperationException("Process.Start returned null");
-        var server = new HelloSleepServer(process, directory, owns, pidFile);
+        var server = new ServerProcess(process, directory, owns, pidFile);
         process.OutputDataReceived += (_, e) => server.Append(e.Data);
         process.ErrorDataReceived += (_, e) => server.Append(e.Data);
         process.BeginOutputReadLine();
@@ -134,7 +134,7 @@ public sealed partial class HelloSleepServer : IAsyncDisposable
                     // What has arrived will do.
                 }
 
-                throw new InvalidOperationException($"HelloSleep exited with code {process.ExitCode} before it became ready. Server output:\n{server.Output}");
+                throw new InvalidOperationException($"{Path.GetFileName(command[0])} exited with code {process.ExitCode} before it became ready. Server output:\n{server.Output}");
             }
 
             server.EndPoint = new IPEndPoint(IPAddress.Loopback, server.ListeningPort());

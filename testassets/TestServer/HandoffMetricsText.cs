@@ -5,7 +5,7 @@ using System.Text;
 
 /// <summary>
 /// What the meter <c>Handoff</c> measured in this process, as text: GET /metrics shows it
-/// (counters summed, gauges last, histograms as count and sum), and with HELLOSLEEP_METRICS_LOG
+/// (counters summed, gauges last, histograms as count and sum), and with TESTSERVER_METRICS_LOG
 /// set every recorded measurement is also appended to that file as it happens, so the records of
 /// a generation that exited can still be read. A MeterListener, as an OpenTelemetry exporter
 /// would use, not a part of Handoff.
@@ -14,7 +14,7 @@ internal sealed class HandoffMetricsText : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<string, double> _values = new(StringComparer.Ordinal);
-    private readonly string? _log = Environment.GetEnvironmentVariable("HELLOSLEEP_METRICS_LOG");
+    private readonly string? _log = Environment.GetEnvironmentVariable("TESTSERVER_METRICS_LOG");
     private readonly Lock _logLock = new();
 
     public HandoffMetricsText()
