@@ -22,6 +22,9 @@ public sealed partial class Upgrader
         [LoggerMessage(48, LogLevel.Error, "Generation {Generation} (pid {Pid}): a callback registered on Upgrader.{Token} threw; the other callbacks ran and the generation goes on.", EventName = "TokenCallbackFailed")]
         public static partial void TokenCallbackFailed(ILogger logger, Exception exception, int pid, int generation, string token);
 
+        [LoggerMessage(84, LogLevel.Error, "Generation {Generation} (pid {Pid}): a handler of the change to {State} threw; the change stands and the generation goes on.", EventName = "StateHandlerFailed")]
+        public static partial void StateHandlerFailed(ILogger logger, Exception exception, int pid, int generation, GenerationState state);
+
         [LoggerMessage(10, LogLevel.Information, "Generation {Generation} started as pid {Pid} (parent pid {ParentPid}, {InheritedCount} inherited listeners).", EventName = "GenerationStarted")]
         public static partial void Started(ILogger logger, int pid, int generation, int parentPid, int inheritedCount);
 

@@ -30,6 +30,7 @@ public sealed partial class Upgrader
             if (handingOver)
             {
                 await Listeners.CloseAllAsync().ConfigureAwait(false);
+                RaiseEvents();
                 FireToken(_superseded, nameof(Superseded));
             }
 
@@ -37,6 +38,11 @@ public sealed partial class Upgrader
         }
         finally
         {
+            lock (_lock)
+            {
+                _upgradeRunning = false;
+            }
+
             // After this upgrade's own caller has its outcome.
             _ = Task.Run(RunQueued);
         }
@@ -449,15 +455,17 @@ public sealed partial class Upgrader
             }
 
             _queued = null;
-            if (state == GenerationState.Superseded)
+            if (state == GenerationState.Superseded && _supersededBy is { } successor)
             {
-                _forward = ForwardQueuedAsync(queued, _supersededBy!);
+                _forward = ForwardQueuedAsync(queued, successor);
                 return;
             }
         }
 
         if (state == GenerationState.Ready)
         {
+            // UpgradeAsync queues it again if this generation's own upgrade is still ending;
+            // that end runs the queue once more.
             Log.QueuedUpgradeStarts(_logger, Environment.ProcessId, Generation);
             PassOn(UpgradeAsync(), queued);
         }
@@ -531,4 +539,7 @@ public sealed partial class Upgrader
 
         queued.TrySetResult(result);
     }
+
+    private static void PassOn(Task<UpgradeResult> upgrade, TaskCompletionSource<UpgradeResult> to) =>
+        _ = upgrade.ContinueWith(static (t, q) => ((TaskCompletionSource<UpgradeResult>)q!).TrySetResult(t.Result), to, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 }

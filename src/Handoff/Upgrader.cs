@@ -57,6 +57,11 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
     private TaskCompletionSource<UpgradeResult>? _queued;
     private Task? _forward;
     private Task<UpgradeResult>? _upgrade;
+
+    // From an upgrade's start to its very end: a rollback makes the generation Ready a moment
+    // before its upgrade has finished (the failed generation stopped, the outcome told), and an
+    // upgrade asked for meanwhile waits for that end rather than race it.
+    private bool _upgradeRunning;
     private Task? _stop;
     private long _upgradeStartedAt;
 
@@ -326,45 +331,7 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
 
         Log.Ready(_logger, Environment.ProcessId, Generation, Listeners.Listeners.Count);
         RaiseEvents();
-        if (!IsInherited)
-        {
-            // The first generation is systemd's main process: Type=notify becomes active now.
-            NotifyService(SystemdConstants.Ready, ServiceReporter.MainPid(Environment.ProcessId));
-        }
-
-        if (parentTold)
-        {
-            // The previous generation writes the pid file once it has read the report; if it
-            // dies first, the file would name a dead process.
-            if (_pidFile.IsEnabled)
-            {
-                ParentWatch.Start(_inheritance.ParentPid, _inheritance.IsParentRunning, ParentExited);
-            }
-        }
-        else if (IsInherited && _inheritance.IsParentRunning())
-        {
-            // The report failed but the previous generation lives: it gave up on this one (its
-            // UpgradeTimeout passed) and is about to stop it; it keeps serving and its pid file.
-            Log.ParentGaveUp(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
-            _pidFile.Owns = false;
-        }
-        else
-        {
-            if (IsInherited)
-            {
-                // Nobody hands the main pid to this orphan; systemd takes it only where it
-                // accepts notifications from any process of the unit (NotifyAccess=all).
-                Log.ParentGone(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
-                lock (_lock)
-                {
-                    _main = MainRole.Main;
-                }
-
-                NotifyService(SystemdConstants.Ready, ServiceReporter.MainPid(Environment.ProcessId));
-            }
-
-            _pidFile.Write(Environment.ProcessId);
-        }
+        AnnounceReady(parentTold);
     }
 
     /// <summary>Tells the previous generation that this one failed to start (e.g. its warm-up
@@ -403,12 +370,14 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
             // Only the main process may speak for the service (a new generation whose parent
             // can still roll back is not, and would be refused by systemd).
             answersSystemd = _state == GenerationState.Ready && IsMainLocked();
+            bool parentCanRollBack = _state == GenerationState.Ready && _inheritance.ReadyPipe is { } pipe && !pipe.IsParentCommitted();
             waitsFor = _state switch
             {
                 GenerationState.Upgrading => "an upgrade is already in progress",
                 GenerationState.HandingOver => "this generation is handing over to a new one",
-                GenerationState.Ready when _inheritance.ReadyPipe is { } pipe && !pipe.IsParentCommitted() =>
+                GenerationState.Ready when parentCanRollBack =>
                     $"the previous generation (pid {_inheritance.ParentPid}) can still roll back to itself (Handoff:RollbackWindow)",
+                GenerationState.Ready when _upgradeRunning => "the last upgrade is still ending (its new generation is being stopped)",
                 _ => null,
             };
             refusal = waitsFor is not null ? null : _state switch
@@ -420,14 +389,21 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
             };
             if (waitsFor is not null)
             {
-                watchParent = _queued is null && _state == GenerationState.Ready;
+                // Only a parent's commit needs watching: the end of this generation's own upgrade
+                // runs the queue itself.
+                watchParent = _queued is null && parentCanRollBack;
                 _queued ??= new TaskCompletionSource<UpgradeResult>(TaskCreationOptions.RunContinuationsAsynchronously);
                 upgrade = _queued.Task;
             }
             else if (refusal is null)
             {
                 MoveLocked(GenerationState.Upgrading);
+                _upgradeRunning = true;
                 _upgradeStartedAt = _time.GetTimestamp();
+
+                // Before the upgrade's task exists: a spawn that fails at once ends the reload
+                // with READY=1 from that task, which must not reach systemd first.
+                NotifyService(SystemdConstants.Reloading, ServiceReporter.Monotonic());
                 upgrade = _upgrade = Task.Run(() => RunUpgradeGuardedAsync(next));
 
                 // One still waiting (the moment it waited for has just ended, and its own start
@@ -458,20 +434,10 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
         }
         else if (refusal is not null)
         {
-            Log.UpgradeRefused(_logger, Environment.ProcessId, Generation, refusal.Error!, refusal.Reason.Tag());
-            Metrics.UpgradeEnded(HandoffMetrics.Refused, refusal.Reason.Tag(), null);
-            _status.Refused(refusal.Error!);
-            if (answersSystemd)
-            {
-                // A reload systemd asked for (Type=notify-reload) ends with READY=1 either way,
-                // and the status line says why nothing changed.
-                NotifyService(SystemdConstants.Reloading, ServiceReporter.Monotonic());
-                NotifyService(SystemdConstants.Ready);
-            }
+            AnnounceRefusal(refusal, answersSystemd);
         }
         else
         {
-            NotifyService(SystemdConstants.Reloading, ServiceReporter.Monotonic());
             RaiseEvents();
         }
 
@@ -606,6 +572,14 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
                 {
                     StateChanged?.Invoke(next.State);
                 }
+#pragma warning disable CA1031 // A handler that throws must not stop the transition it reports.
+                catch (Exception e)
+#pragma warning restore CA1031
+                {
+                    // Thrown from here it would escape UpgradeAsync (the signal's thread) or fault
+                    // a stop before the listeners close.
+                    Log.StateHandlerFailed(_logger, e, Environment.ProcessId, Generation, next.State);
+                }
                 finally
                 {
                     if (next.Drain is not null)
@@ -624,118 +598,4 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
         MainRole.Reported => _inheritance.ReadyPipe?.IsParentCommitted() == true,
         _ => false,
     };
-
-    // An upgrade to this generation stands once this one reported ready and the previous one
-    // can no longer roll back: counted here, by the generation that serves after it.
-    private bool TookOver()
-    {
-        lock (_lock)
-        {
-            return _reportedReady && _inheritance.ReadyPipe?.IsParentCommitted() == true;
-        }
-    }
-
-    (bool Main, bool AwaitingCommit) IMainGeneration.MainRole()
-    {
-        lock (_lock)
-        {
-            bool main = IsMainLocked() && _state != GenerationState.Stopped;
-            return (main, IsInherited && !main && _main != MainRole.Handed && _state != GenerationState.Stopped);
-        }
-    }
-
-    bool IMainGeneration.ClaimIfParentGone()
-    {
-        if (!IsInherited || _inheritance.IsParentRunning())
-        {
-            return false;
-        }
-
-        // The pipe closed and the parent is gone: it committed and exited at once (nothing to
-        // drain), or it died before it handed the main pid over. The claim covers the second
-        // and changes nothing in the first. handoff run takes it from a generation it was told
-        // of once its main one is gone, and says so; systemd only with NotifyAccess=all.
-        Log.ClaimingMain(_logger, Environment.ProcessId, Generation, _inheritance.ParentPid);
-        lock (_lock)
-        {
-            _main = MainRole.Main;
-        }
-
-        return true;
-    }
-
-    /// <summary>What <c>systemctl status</c> shows on its Status: line.</summary>
-    internal string StatusText()
-    {
-        GenerationState state;
-        int? successor;
-        lock (_lock)
-        {
-            (state, successor) = (_state, _supersededBy?.NewPid);
-        }
-
-        return _status.Text(state, successor, OpenConnections?.Invoke(), [.. DrainingOlder().Select(g => g.Pid)]);
-    }
-
-    string IMainGeneration.StatusText() => StatusText();
-
-    GenerationStatus IControlled.GetStatus() => GetStatus();
-
-    /// <summary>What <c>handoff status</c> shows.</summary>
-    internal GenerationStatus GetStatus() => new(
-        Environment.ProcessId,
-        Generation,
-        State,
-        _self?.StartedAt() ?? _startedAt,
-        [.. Listeners.Listeners.Where(l => l != Listeners.Control)],
-        _controlSocket,
-        OpenConnections?.Invoke(),
-        [.. DrainingOlder().Select(g => new DrainingGeneration(g.Pid, g.StartedAt(), ProcessSockets.CountConnections(g.Pid)))],
-        _status.Last,
-        _inheritance.ParentPid);
-
-    /// <summary>Ends <see cref="HandoffOptions.ShutdownDelay"/> now, if a shutdown waits in
-    /// it (a second SIGTERM or SIGINT).</summary>
-    internal void EndShutdownDelay() => _shutdownDelay.Cancel();
-
-    /// <summary>One datagram to the service manager with <paramref name="assignments"/> and
-    /// the current status line. Nothing outside a service.</summary>
-    private void NotifyService(params string[] assignments)
-    {
-        if (_service.IsEnabled)
-        {
-            _service.Notify(StatusText(), assignments);
-        }
-    }
-
-    private Listener ListenControl(string path)
-    {
-        try
-        {
-            return Listeners.ListenControl(path);
-        }
-        catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
-        {
-            throw new InvalidOperationException($"{HandoffOptions.SectionName}:{nameof(HandoffOptions.ControlSocket)} '{path}' cannot be used: {e.Message}. " +
-                (e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.AddressAlreadyInUse }
-                    ? "A running server answers there ('handoff status --control " + path + "' says which); give each server its own path."
-                    : "Create its directory, writable by this user, or choose another path."), e);
-        }
-    }
-
-    private void OnSignal(PosixSignal signal)
-    {
-        string name = UpgradeSignalNames.Format(signal);
-        if (!_upgradeSignals.Contains(signal))
-        {
-            Log.SignalIgnored(_logger, Environment.ProcessId, Generation, name, _options.UpgradeSignals);
-            return;
-        }
-
-        Log.SignalReceived(_logger, Environment.ProcessId, Generation, name);
-        _ = UpgradeAsync();
-    }
-
-    private static void PassOn(Task<UpgradeResult> upgrade, TaskCompletionSource<UpgradeResult> to) =>
-        _ = upgrade.ContinueWith(static (t, q) => ((TaskCompletionSource<UpgradeResult>)q!).TrySetResult(t.Result), to, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 }

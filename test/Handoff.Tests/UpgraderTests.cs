@@ -515,6 +515,64 @@ public sealed class UpgraderTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradeAsync_AskedAsARollbackMakesTheGenerationReady_WaitsForThatUpgradeToEnd()
+    {
+        // The rollback makes the generation Ready before its upgrade has ended (the failed
+        // generation stopped, the outcome logged); an upgrade asked for at that moment, here from
+        // the Ready event itself, must not be the one that end takes back to Ready.
+        using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMinutes(5));
+        await upgrader.ReadyAsync();
+        var first = new FakeGeneration(pid: 91, readyResult: null);
+        var second = new FakeGeneration(pid: 92, readyResult: null);
+        _launcher.Next = first;
+        Task<UpgradeResult>? next = null;
+        upgrader.StateChanged += state =>
+        {
+            if (state == GenerationState.Ready && next is null)
+            {
+                _launcher.Next = second;
+                next = upgrader.UpgradeAsync();
+            }
+        };
+
+        var upgrade = upgrader.UpgradeAsync();
+        await upgrader.WaitForStateAsync(GenerationState.HandingOver);
+        first.Withdraw();
+        Assert.Equal(UpgradeFailureReason.RolledBack, (await upgrade.WaitAsync(TimeSpan.FromSeconds(30))).Reason);
+
+        // The second upgrade runs after the first has ended, and reaches its own handover.
+        await UpgraderTestExtensions.WaitUntilAsync(() => _launcher.Started.Count == 2 && upgrader.State == GenerationState.HandingOver);
+        Assert.Same(second, _launcher.Started[1]);
+        second.Withdraw();
+        var result = await next!.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(UpgradeFailureReason.RolledBack, result.Reason);
+        Assert.Equal(92, result.NewPid);
+        Assert.Equal(GenerationState.Ready, upgrader.State);
+    }
+
+    [Fact]
+    public async Task StateChangedHandlerThrows_UpgradeAndStopStillComplete()
+    {
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        var seen = new List<GenerationState>();
+        upgrader.StateChanged += state =>
+        {
+            seen.Add(state);
+            throw new InvalidOperationException("a handler's bug");
+        };
+        _launcher.Next = new FakeGeneration(pid: 93, readyResult: null);
+
+        var result = await upgrader.UpgradeAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.True(result.Succeeded, result.Error);
+        Assert.True(upgrader.Superseded.IsCancellationRequested);
+        Assert.Equal(GenerationState.Stopped, upgrader.State);
+        Assert.Equal([GenerationState.Upgrading, GenerationState.HandingOver, GenerationState.Superseded, GenerationState.Stopped], seen);
+    }
+
+    [Fact]
     public async Task UpgradeAsync_WindowPasses_CommitsSoTheNewGenerationMayUpgrade()
     {
         var clock = new TestClock();
@@ -569,21 +627,16 @@ public sealed class UpgraderTests : IDisposable
     [Fact]
     public async Task UpgradeAsync_UnexpectedExceptionWhileHandingOver_FinishesTheHandoverAndStopStillWorks()
     {
+        // A bug of Handoff's own, after "ready" was read (a throwing StateChanged handler no
+        // longer gets here: RaiseEvents logs it).
         using var upgrader = CreateUpgrader(rollbackWindow: TimeSpan.FromMilliseconds(50));
-        upgrader.StateChanged += s =>
-        {
-            if (s == GenerationState.HandingOver)
-            {
-                throw new InvalidOperationException("a broken observer");
-            }
-        };
         await upgrader.ReadyAsync();
-        _launcher.Next = new FakeGeneration(pid: 91, readyResult: null);
+        _launcher.Next = new FakeGeneration(pid: 91, readyResult: null) { ThrowAtCommit = new InvalidOperationException("a bug at the commit") };
 
         var result = await upgrader.UpgradeAsync();
 
         Assert.False(result.Succeeded);
-        Assert.Contains("unexpected error during the upgrade: InvalidOperationException: a broken observer", result.Error, StringComparison.Ordinal);
+        Assert.Contains("unexpected error during the upgrade: InvalidOperationException: a bug at the commit", result.Error, StringComparison.Ordinal);
         Assert.Equal(GenerationState.Superseded, upgrader.State);
         Assert.True(upgrader.Superseded.IsCancellationRequested);
         await upgrader.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));

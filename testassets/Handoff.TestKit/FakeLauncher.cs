@@ -124,6 +124,11 @@ internal sealed class FakeGeneration(int pid, StartFailure? readyResult, bool ho
         }
 
         Committed = true;
+        if (ThrowAtCommit is { } bug)
+        {
+            throw bug;
+        }
+
         if (ExitAtCommit is { } how)
         {
             // Killed between the old generation's MAINPID= and its close of the pipe.
@@ -133,6 +138,9 @@ internal sealed class FakeGeneration(int pid, StartFailure? readyResult, bool ho
 
         return Task.FromResult(LateWithdrawal);
     }
+
+    /// <summary>An exception the commit throws, standing in for a bug of Handoff's own.</summary>
+    public Exception? ThrowAtCommit { get; init; }
 
     /// <summary>How the new generation dies at the commit (before the close), or null.</summary>
     public string? ExitAtCommit { get; set; }

@@ -50,8 +50,11 @@ internal sealed class StartedGeneration : IStartedGeneration
         Task.Factory.StartNew(
             () =>
             {
+                // The pipe closes after the exit: the new generation takes its close for the commit,
+                // and until the signal it must not believe it serves for good.
+                string? ended = _process.Stop(grace);
                 _pipe.Close();
-                return _process.Stop(grace);
+                return ended;
             },
             CancellationToken.None,
             TaskCreationOptions.LongRunning,
@@ -82,47 +85,38 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     public void ReapWhenExited(Action<string> exited) => _process.ReapWhenExited(exited);
 
+    // The pipe stays open whatever this returns. After "ready" it is how the new generation learns
+    // that this one has committed (WatchAsync closes it) and how it withdraws; after a failure
+    // TerminateAsync closes it once the process is gone, so that a generation that reported
+    // ready at the deadline does not take the close for a commit while it waits for SIGTERM.
     private StartFailure? WaitReady(TimeSpan timeout, CancellationToken cancellationToken)
     {
         // From the spawn on: a detached start's wait for the pid report counts too.
         long deadline = _startedAt + (long)timeout.TotalMilliseconds;
-        StartFailure? result = new(UpgradeFailureReason.Unexpected, "not read");
-        try
+        while (true)
         {
-            while (true)
+            cancellationToken.ThrowIfCancellationRequested();
+            long remaining = deadline - Environment.TickCount64;
+            if (remaining <= 0)
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                long remaining = deadline - Environment.TickCount64;
-                if (remaining <= 0)
-                {
-                    return result = new(UpgradeFailureReason.Timeout, $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)");
-                }
-
-                switch (_pipe.ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
-                {
-                    case ReadOutcome.Line:
-                        return result = ReadyPipe.ParseLine(line!) is { } failure ? new(UpgradeFailureReason.StartFailed, failure) : null;
-                    case ReadOutcome.EndOfFile:
-                        // The child closed the pipe without a line: it exited or is exiting.
-                        string? exit = _process.WaitForExit(block: false) ?? _process.WaitForExitBriefly();
-                        return result = new(UpgradeFailureReason.Exited, exit is null
-                            ? $"{PipeClosed} without reporting ready"
-                            : $"it exited ({exit}) before reporting ready");
-                }
-
-                if (_process.WaitForExit(block: false) is { } ended)
-                {
-                    return result = new(UpgradeFailureReason.Exited, $"it exited ({ended}) before reporting ready");
-                }
+                return new(UpgradeFailureReason.Timeout, $"it did not report ready within {timeout.TotalSeconds:0.###} s (Handoff:UpgradeTimeout)");
             }
-        }
-        finally
-        {
-            // After "ready" the pipe stays open: it is how the new generation learns that this
-            // one has committed (WatchAsync closes it), and how it withdraws.
-            if (result is not null)
+
+            switch (_pipe.ReadLine((int)Math.Min(remaining, PollMilliseconds), out string? line))
             {
-                _pipe.Close();
+                case ReadOutcome.Line:
+                    return ReadyPipe.ParseLine(line!) is { } failure ? new(UpgradeFailureReason.StartFailed, failure) : null;
+                case ReadOutcome.EndOfFile:
+                    // The child closed the pipe without a line: it exited or is exiting.
+                    string? exit = _process.WaitForExit(block: false) ?? _process.WaitForExitBriefly();
+                    return new(UpgradeFailureReason.Exited, exit is null
+                        ? $"{PipeClosed} without reporting ready"
+                        : $"it exited ({exit}) before reporting ready");
+            }
+
+            if (_process.WaitForExit(block: false) is { } ended)
+            {
+                return new(UpgradeFailureReason.Exited, $"it exited ({ended}) before reporting ready");
             }
         }
     }

@@ -175,6 +175,20 @@ public sealed class GenerationLauncherTests : IDisposable
     }
 
     [Fact]
+    public async Task Terminate_AfterATimeout_ThePipeIsStillOpenWhenSigtermArrives()
+    {
+        // A generation that reported ready just as the wait timed out would take an early close
+        // of the pipe for the commit, and act as the main process until SIGTERM came. Its
+        // trap writes to the pipe: SIGPIPE if the old generation had closed it already.
+        string report = Path.Combine(_directory, "report");
+        var child = Start($"trap 'echo stopping >&3; echo open > {report}; exit 0' TERM; while :; do sleep 0.05; done");
+        Assert.Equal(UpgradeFailureReason.Timeout, (await child.WaitReadyAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None))?.Reason);
+
+        Assert.Equal("exit code 0 after SIGTERM", await child.TerminateAsync(Patience));
+        Assert.Equal("open", File.ReadAllText(report).Trim());
+    }
+
+    [Fact]
     public async Task Start_ChildGetsExactlyItsDescriptorsTheHandoverAndBlockedUpgradeSignals()
     {
         string report = Path.Combine(_directory, "report");

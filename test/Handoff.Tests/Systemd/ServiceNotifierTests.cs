@@ -76,6 +76,29 @@ public sealed class ServiceNotifierTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradeAsync_SpawnFailsAtOnce_ReloadingStillComesBeforeReady()
+    {
+        // The failure's READY=1 comes from the upgrade's own task: it must not overtake the
+        // RELOADING=1 that began the reload (systemd would stay "reloading" until its timeout).
+        using var upgrader = CreateUpgrader();
+        await upgrader.ReadyAsync();
+        _launcher.Throw = new IOException("No such file or directory");
+        const int Upgrades = 10;
+
+        for (int i = 0; i < Upgrades; i++)
+        {
+            Assert.Equal(UpgradeFailureReason.SpawnFailed, (await upgrader.UpgradeAsync()).Reason);
+        }
+
+        var sent = await _systemd.WaitForCountAsync(1 + (2 * Upgrades));
+        for (int i = 0; i < Upgrades; i++)
+        {
+            Assert.StartsWith("RELOADING=1 MONOTONIC_USEC=", sent[1 + (2 * i)], StringComparison.Ordinal);
+            Assert.Equal("READY=1", sent[2 + (2 * i)]);
+        }
+    }
+
+    [Fact]
     public async Task UpgradeAsync_RefusedWhileReady_ReloadingThenReadyWithTheReason()
     {
         using var upgrader = CreateUpgrader(maxDraining: 1, older: [GenerationProcess.Current(Pid)!.Value]);
