@@ -11,7 +11,8 @@ public sealed class QueuedUpgradeTests
 {
     private static readonly TimeSpan Settle = TimeSpan.FromSeconds(90);
 
-    [Fact]
+    [SlowFact] // The Queued_* tests below put a second request into each moment; this repeats it.
+    [Trait("Category", "Slow")]
     public async Task Sigusr2_EverySecondForTenSeconds_UnderLoad_TheLastRequestIsServed_NoRequestFails()
     {
         // The default RollbackWindow (2 s): most signals land during an upgrade or a window.
