@@ -105,6 +105,23 @@ public sealed class ReportTests
     }
 
     [Fact]
+    public void SteadyTable_OnePair_GivesNoFigureButSaysItIsNoise()
+    {
+        // The quick run: one pair of fresh processes, 34,092 against 24,955 req/s once, which
+        // must not read as "-27 % requests/s".
+        var runs = new[]
+        {
+            new RunResult { Scenario = new Scenario("kestrel", "keepalive", "none"), Repeat = 1, Load = new LoadResult { Requests = 34_092, DurationSeconds = 1 }, ServerCpuMicrosecondsPerRequest = 29.2 },
+            new RunResult { Scenario = new Scenario("handoff", "keepalive", "none"), Repeat = 1, Load = new LoadResult { Requests = 24_955, DurationSeconds = 1 }, ServerCpuMicrosecondsPerRequest = 39.8 },
+        };
+
+        string table = Report.SteadyTable(runs);
+
+        Assert.Contains("| keepalive | 1 | 34092 | 24955 | one pair: noise, not a cost | 29.2, 39.8 | one pair: noise, not a cost |", table, StringComparison.Ordinal);
+        Assert.DoesNotContain("−27 %", table, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Summarize_IdleLoad_IsNeverCollapsed_AndTimesTheLastCloseAfterEachAction()
     {
         // The idle load sends only at (re)connects, so its rate says nothing of a collapse.

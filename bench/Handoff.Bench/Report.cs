@@ -189,14 +189,19 @@ internal static class Report
             static string P99(List<RunResult> g) => g.Count > 0 ? Median(g.Select(r => r.Load.P99Ms)).ToString("0.00", CultureInfo.InvariantCulture) : "-";
             string Allocated(IEnumerable<RunResult> g) => g.Where(r => r.AllocatedBytesPerRequest is not null).Select(r => r.AllocatedBytesPerRequest!.Value).ToList() is { Count: > 0 } a ? Median(a).ToString("0", CultureInfo.InvariantCulture) : "-";
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {load} | {ratios.Count} | {Range(kestrel.Select(r => r.Load.RequestsPerSecond), "0")} | {Range(handoff.Select(r => r.Load.RequestsPerSecond), "0")} | {Percent(ratios)} | {Cpu(kestrel)}, {Cpu(handoff)} | {Percent(cpuRatios)} | {P99(kestrel)}, {P99(handoff)} | {Allocated(kestrel)}, {Allocated(handoff)} |"));
+                $"| {load} | {ratios.Count} | {Range(kestrel.Select(r => r.Load.RequestsPerSecond), "0")} | {Range(handoff.Select(r => r.Load.RequestsPerSecond), "0")} | {PairedChange(ratios)} | {Cpu(kestrel)}, {Cpu(handoff)} | {PairedChange(cpuRatios)} | {P99(kestrel)}, {P99(handoff)} | {Allocated(kestrel)}, {Allocated(handoff)} |"));
         }
 
         text.AppendLine();
-        text.AppendLine("*per pair*: the two ran back to back under the same load, the one going first alternating from pair to pair; each cell is the median of the pairs' differences, with the smallest and largest in brackets. With this few pairs, a range that spans zero shows no difference, which is not the same as showing none exists. Requests/s may be bounded by the load generator (one core for it, one for the server), so the server's CPU time per request (user and system, /proc/PID/stat, over the whole run) is the better measure of what Handoff costs. *allocated B per request*: measured after the keepalive and https runs only (keep-alive HTTP/1.1 requests on one connection, with and without TLS); steadier than requests/s, but the process's timers move it by a few tens of bytes (see the columns below).");
+        text.AppendLine("*per pair*: the two ran back to back under the same load, the one going first alternating from pair to pair; each cell is the median of the pairs' differences, with the smallest and largest in brackets. With this few pairs, a range that spans zero shows no difference, which is not the same as showing none exists. Requests/s may be bounded by the load generator (one core for it, one for the server), so the server's CPU time per request (user and system, /proc/PID/stat, over the whole run) is the better measure of what Handoff costs. *allocated B per request*: measured after the keepalive and https runs only (keep-alive HTTP/1.1 requests on one connection, with and without TLS); steadier than requests/s, but the process's timers move it by a few tens of bytes (see the columns below). A single pair (`bench/run --quick`) gives no figure: two fresh processes of a few seconds each differ by tens of percent either way, which is noise, not what Handoff costs; the full run's pairs and `bench/cpu-interleaved` measure that.");
         text.AppendLine();
         return text.ToString();
     }
+
+    /// <summary>The per-pair change, or, from a single pair, a plain statement that it is no
+    /// figure: one pair of fresh processes differs by tens of percent either way.</summary>
+    internal static string PairedChange(IReadOnlyList<double> changes) =>
+        changes.Count == 1 ? "one pair: noise, not a cost" : Percent(changes);
 
     /// <summary>"−3 % [−9 … +2]": a median change with its range, in whole percent.</summary>
     internal static string Percent(IReadOnlyList<double> changes)
