@@ -11,6 +11,7 @@ public sealed class ShutdownTests
     {
         await using var server = await ServerProcess.StartAsync();
         int pid = server.CurrentPid;
+        Assert.False(ProcessTable.Ignores(pid, signal), ProcessTable.IgnoredSignalMessage(pid, signal));
         var load = new LoadClient(server.EndPoint, connections: 8, keepAlive: true);
         await load.WaitForProgressAsync(100, TimeSpan.FromSeconds(30));
         var slow = new List<Task<int>>();

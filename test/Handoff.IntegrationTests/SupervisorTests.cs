@@ -102,6 +102,7 @@ public sealed class SupervisorTests
         Assert.Equal(server.SupervisorPid, ProcessTable.ParentOf(main));
         await server.WaitForOutputAsync("exited with code 0");
 
+        Assert.False(ProcessTable.Ignores(server.SupervisorPid, 2), ProcessTable.IgnoredSignalMessage(server.SupervisorPid, 2));
         ServerProcess.Signal(server.SupervisorPid, 2); // SIGINT, as Ctrl-C in a terminal
         Assert.Equal(0, await server.WaitForExitAsync(TimeSpan.FromSeconds(30)));
         Assert.Contains("Received SIGINT; passing it to every generation", server.Output, StringComparison.Ordinal);

@@ -88,6 +88,21 @@ public static class ProcessTable
             .Select(f => $"{f.Name} -> {f.LinkTarget}")
             .OrderBy(f => int.Parse(f[..f.IndexOf(' ', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture))];
 
+    /// <summary>True when <paramref name="pid"/> ignores <paramref name="signal"/> (the SigIgn
+    /// mask of /proc/PID/status).</summary>
+    public static bool Ignores(int pid, int signal)
+    {
+        string mask = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))[7..].Trim();
+        return (Convert.ToUInt64(mask, 16) & (1UL << (signal - 1))) != 0;
+    }
+
+    /// <summary>The message of a test that sends a signal the server ignores since its start:
+    /// a process started with a signal ignored passes that on to what it starts, and .NET keeps
+    /// it ignored (a test run started as a background job of a non-interactive shell ignores
+    /// SIGINT and SIGQUIT).</summary>
+    public static string IgnoredSignalMessage(int pid, int signal) =>
+        $"pid {pid} ignores signal {signal}, inherited from this test process: run the tests in the foreground, or under 'env --default-signal=INT,QUIT'.";
+
     /// <summary>True when fd <paramref name="fd"/> of <paramref name="pid"/> has O_CLOEXEC
     /// (the "flags" line of /proc/PID/fdinfo/FD, octal).</summary>
     public static bool IsCloseOnExec(int pid, int fd)
