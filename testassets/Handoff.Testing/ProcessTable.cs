@@ -90,11 +90,7 @@ public static class ProcessTable
 
     /// <summary>True when <paramref name="pid"/> ignores <paramref name="signal"/> (the SigIgn
     /// mask of /proc/PID/status).</summary>
-    public static bool Ignores(int pid, int signal)
-    {
-        string mask = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))[7..].Trim();
-        return (Convert.ToUInt64(mask, 16) & (1UL << (signal - 1))) != 0;
-    }
+    public static bool Ignores(int pid, int signal) => ProcFs.IgnoresSignal(pid, signal) == true;
 
     /// <summary>The message of a test that sends a signal the server ignores since its start:
     /// a process started with a signal ignored passes that on to what it starts, and .NET keeps

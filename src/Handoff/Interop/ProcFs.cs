@@ -113,13 +113,19 @@ internal static class ProcFs
 
     /// <summary>Whether <paramref name="pid"/> has a handler for <paramref name="signal"/>
     /// (the SigCgt mask of <c>/proc/PID/status</c>); null when that cannot be read.</summary>
-    public static bool? CatchesSignal(int pid, int signal)
+    public static bool? CatchesSignal(int pid, int signal) => InSignalMask(pid, "SigCgt:", signal);
+
+    /// <summary>Whether <paramref name="pid"/> ignores <paramref name="signal"/> (the SigIgn
+    /// mask of <c>/proc/PID/status</c>); null when that cannot be read.</summary>
+    public static bool? IgnoresSignal(int pid, int signal) => InSignalMask(pid, "SigIgn:", signal);
+
+    private static bool? InSignalMask(int pid, string mask, int signal)
     {
         try
         {
-            string? line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("SigCgt:", StringComparison.Ordinal));
-            return line is not null && ulong.TryParse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong mask)
-                ? (mask & (1UL << (signal - 1))) != 0
+            string? line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith(mask, StringComparison.Ordinal));
+            return line is not null && ulong.TryParse(line.AsSpan(mask.Length).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong bits)
+                ? (bits & (1UL << (signal - 1))) != 0
                 : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
