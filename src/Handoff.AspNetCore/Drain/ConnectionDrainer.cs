@@ -1,7 +1,4 @@
 using System.Collections.Concurrent;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Connections.Features;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
 namespace Handoff.AspNetCore;
@@ -23,8 +20,6 @@ namespace Handoff.AspNetCore;
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The drain's CancellationTokenSource is disposed when the drain ends; a singleton that lives as long as the process.")]
 internal sealed partial class ConnectionDrainer
 {
-    internal static readonly object ItemKey = new();
-
     // How often the drain looks at the connections; also how late an idle connection may be
     // closed after its idle time has passed.
     private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(50);
@@ -42,11 +37,12 @@ internal sealed partial class ConnectionDrainer
     // Kestrel's final GOAWAY goes anyway: many round trips, even across continents.
     private static readonly TimeSpan Http2AcknowledgeLimit = TimeSpan.FromSeconds(1);
 
-    private readonly ConcurrentDictionary<string, TrackedConnection> _connections = new(StringComparer.Ordinal);
+    private readonly ConnectionTable _connections = new();
     private readonly ConcurrentDictionary<WebSocketDrainStream, byte> _webSockets = new();
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Func<IAcceptQueuePacing> _pacing;
+    private readonly Action<DrainableConnection> _untrack;
     private readonly Lock _lock = new();
     private Task<bool>? _drain;
     private CancellationTokenSource? _undrain;
@@ -69,6 +65,7 @@ internal sealed partial class ConnectionDrainer
         _time = time;
         _logger = logger;
         _pacing = pacing ?? (static () => new AcceptQueuePacing());
+        _untrack = Untrack;
     }
 
     /// <summary>True from the start of the drain: responses get <c>Connection: close</c>.</summary>
@@ -87,31 +84,26 @@ internal sealed partial class ConnectionDrainer
     /// <summary>Where drains are recorded (the generation's instruments), if anywhere.</summary>
     public HandoffMetrics? Metrics { get; set; }
 
-    /// <summary>The connection a request came on, if Handoff tracks it.</summary>
-    public static TrackedConnection? Find(HttpContext context) =>
-        context.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(ItemKey, out object? item) == true ? item as TrackedConnection : null;
-
-    public void Track(ConnectionContext connection, object? owner = null)
+    /// <summary>Wraps a connection Kestrel's transport accepted and tracks it until Kestrel
+    /// disposes it.</summary>
+    public DrainableConnection Track(Microsoft.AspNetCore.Connections.ConnectionContext connection, object? owner = null)
     {
-        var tracked = new TrackedConnection(connection, _time.GetTimestamp(), owner, this);
-        connection.Items[ItemKey] = tracked;
-        _connections[tracked.Id] = tracked;
-
-        // The connection itself is the state: no closure, no box, per connection.
-        connection.ConnectionClosed.Register(static state =>
-        {
-            var tracked = (TrackedConnection)state!;
-            tracked.Drainer._connections.TryRemove(tracked.Id, out _);
-            if (tracked.Draining)
-            {
-                Interlocked.Decrement(ref tracked.Drainer._reloadDraining);
-            }
-        }, tracked);
-
+        var tracked = new DrainableConnection(connection, _time.GetTimestamp(), owner) { Disposed = _untrack };
+        _connections.Add(tracked);
         if (_draining)
         {
             // Accepted in the instant before the listener closed: it is drained like the rest.
             Log.LateConnection(_logger, connection.ConnectionId);
+        }
+
+        return tracked;
+    }
+
+    private void Untrack(DrainableConnection connection)
+    {
+        if (_connections.Remove(connection) && connection.Draining)
+        {
+            Interlocked.Decrement(ref _reloadDraining);
         }
     }
 
@@ -199,7 +191,7 @@ internal sealed partial class ConnectionDrainer
             // An HTTP/2 client that got the first GOAWAY opens no stream on its connection any
             // more, and the drain's ticks that would have closed it have stopped: close it now.
             // One still waiting for a stream's end was told nothing and stays open.
-            foreach (var (_, connection) in _connections)
+            foreach (var connection in _connections)
             {
                 if (connection.Http is { IsHttp2: true } http && connection.Http2ShutdownBegun && !connection.IsCloseRequested)
                 {
@@ -245,7 +237,7 @@ internal sealed partial class ConnectionDrainer
     {
         long start = _time.GetTimestamp();
         int count = 0;
-        foreach (var (_, connection) in _connections)
+        foreach (var connection in _connections)
         {
             if (connection.Owner == owner)
             {
@@ -316,9 +308,9 @@ internal sealed partial class ConnectionDrainer
             if (_time.GetElapsedTime(start, now) >= timeout || _abort)
             {
                 int aborted = 0;
-                foreach (var (_, connection) in _connections)
+                foreach (var connection in _connections)
                 {
-                    connection.Abort();
+                    connection.AbortAtDrainTimeout();
                     aborted++;
                 }
 
@@ -385,8 +377,8 @@ internal sealed partial class ConnectionDrainer
         long acknowledgeLimit = (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency);
         int closed = 0;
 
-        // The dictionary's own enumerator: Values would copy every connection, on every tick.
-        foreach (var (_, connection) in _connections)
+        // The table's own walk: no copy of the connections, on any tick.
+        foreach (var connection in _connections)
         {
             if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
             {
@@ -415,7 +407,7 @@ internal sealed partial class ConnectionDrainer
 
     // A client that pauses between its requests sends the next one after a pause like those, so
     // a connection whose client paused before waits twice its longest pause (at most maxWait).
-    private static bool IsIdle(TrackedConnection connection, long now, long idleTicks, long maxWaitTicks) =>
+    private static bool IsIdle(DrainableConnection connection, long now, long idleTicks, long maxWaitTicks) =>
         connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks)));
 
     /// <summary>How many idle connections a tick may close: all of them over about
@@ -426,7 +418,7 @@ internal sealed partial class ConnectionDrainer
     private int CountOwnedBy(object owner)
     {
         int count = 0;
-        foreach (var (_, connection) in _connections)
+        foreach (var connection in _connections)
         {
             if (connection.Owner == owner)
             {

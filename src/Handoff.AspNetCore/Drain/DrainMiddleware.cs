@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -33,20 +34,26 @@ internal sealed class DrainMiddleware
         _onStarting = OnStarting;
         _onCompleted = static state =>
         {
-            ((TrackedConnection)state).RequestEnded(TimeProvider.System.GetTimestamp());
+            ((DrainableConnection)state).RequestEnded(Stopwatch.GetTimestamp());
             return Task.CompletedTask;
         };
     }
 
     public Task InvokeAsync(HttpContext context)
     {
-        var tracked = ConnectionDrainer.Find(context);
+        var tracked = DrainableConnection.Find(context);
         string protocol = context.Request.Protocol;
         bool http1 = HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol);
         if (tracked is not null)
         {
-            tracked.IsHttp2 = !http1 && HttpProtocol.IsHttp2(protocol);
-            tracked.RequestStarted(TimeProvider.System.GetTimestamp());
+            if (!http1 && !tracked.IsHttp2 && HttpProtocol.IsHttp2(protocol))
+            {
+                tracked.IsHttp2 = true;
+            }
+
+            // The drain's clock is TimeProvider.System, whose timestamps these are, without the
+            // virtual call.
+            tracked.RequestStarted(Stopwatch.GetTimestamp());
             context.Response.OnCompleted(_onCompleted, tracked);
         }
 
@@ -77,7 +84,7 @@ internal sealed class DrainMiddleware
         // Not on 101 Switching Protocols: the connection becomes a WebSocket (or another
         // protocol) and "close" would replace "Upgrade", failing the handshake.
         // The connection's own flag is looked up only while a reload drains some connections.
-        if ((_drainer.IsDraining || (_drainer.AnyConnectionDraining && ConnectionDrainer.Find(context)?.Draining == true)) && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
+        if ((_drainer.IsDraining || (_drainer.AnyConnectionDraining && DrainableConnection.Find(context)?.Draining == true)) && response.StatusCode != StatusCodes.Status101SwitchingProtocols)
         {
             response.Headers[HeaderNames.Connection] = "close";
         }

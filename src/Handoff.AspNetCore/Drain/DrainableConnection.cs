@@ -1,32 +1,78 @@
 using System.IO.Pipelines;
 using System.Net;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 
 namespace Handoff.AspNetCore;
 
 /// <summary>
-/// A connection as Handoff hands it to Kestrel: Kestrel's own socket connection, except that
-/// the transport the HTTP layer gets is an <see cref="Http2ShutdownPipe"/>. Kestrel's TLS
-/// middleware replaces <see cref="Transport"/> with the decrypted pipe once the handshake is
-/// done; that pipe is wrapped as it is set, so the HTTP/2 shutdown sits above TLS for every
-/// endpoint, from code or from configuration, with no middleware to register.
+/// A connection as Handoff hands it to Kestrel, and the drain's record of it: Kestrel's own
+/// socket connection, except that the transport the HTTP layer gets may be an
+/// <see cref="Http2ShutdownPipe"/>, and what the drain needs to know (whether a request is
+/// running, since when the connection has been idle, whether it speaks HTTP/2).
 /// </summary>
-internal sealed class DrainableConnection : ConnectionContext
+/// <remarks>
+/// <para>Kestrel's TLS middleware replaces <see cref="Transport"/> with the decrypted pipe once
+/// the handshake is done; that pipe is wrapped as it is set, so the HTTP/2 shutdown sits above
+/// TLS for every endpoint, from code or from configuration, with no middleware to register. A
+/// TLS connection that negotiated HTTP/1.1 (ALPN) gets the decrypted pipe itself: it can never
+/// carry HTTP/2.</para>
+/// <para>One object per connection does all of it, and it is also the connection's items
+/// (<c>Items</c>): a request finds its connection's record through the items
+/// feature it already has, with a type test instead of a dictionary lookup, and no dictionary is
+/// made unless something else stores an item.</para>
+/// </remarks>
+internal sealed partial class DrainableConnection : ConnectionContext
 {
+    private static ReadOnlySpan<byte> Http11Alpn => "http/1.1"u8;
+
     private readonly ConnectionContext _inner;
     private IDuplexPipe _transport;
-    private Http2ShutdownPipe _http;
+    private Http2ShutdownPipe? _http;
 
-    public DrainableConnection(ConnectionContext inner)
+    private int _activeRequests;
+    private long _idleSince;
+    private long _longestPause;
+    private int _served;
+    private int _closeRequested;
+    private bool _shutdownBegun;
+    private bool _shutdownSeenSent;
+    private long _shutdownSent;
+
+    public DrainableConnection(ConnectionContext inner, long now = 0, object? owner = null)
     {
         _inner = inner;
-        _http = new Http2ShutdownPipe(inner.Transport);
-        _transport = _http;
+
+        // A transport always comes with a socket connection; a test's bare context may lack one.
+        _http = inner.Transport is { } transport ? new Http2ShutdownPipe(transport) : null;
+        _transport = (IDuplexPipe?)_http ?? inner.Transport!;
+        _idleSince = now;
+        Owner = owner;
+        Id = inner.ConnectionId;
+
+        // Not read first: Kestrel's socket connection makes its dictionary on the first read,
+        // and a connection just accepted has no item.
+        inner.Items = this;
     }
 
-    /// <summary>The pipe the HTTP layer reads: the last one set (above TLS when there is TLS).</summary>
-    public Http2ShutdownPipe Http => _http;
+    /// <summary>The connection a request came on, if Handoff's listener accepted it.</summary>
+    public static DrainableConnection? Find(HttpContext context) =>
+        context.Features.Get<IConnectionItemsFeature>()?.Items as DrainableConnection;
+
+    /// <summary>Kestrel's id of the connection.</summary>
+    public string Id { get; }
+
+    /// <summary>The listener that accepted the connection.</summary>
+    public object? Owner { get; }
+
+    /// <summary>The connection's place in <see cref="ConnectionTable"/>, -1 when not in it.</summary>
+    internal int Slot { get; set; } = -1;
+
+    /// <summary>The pipe the HTTP layer reads, when it may carry HTTP/2 (above TLS when there is TLS).</summary>
+    public Http2ShutdownPipe? Http => _http;
 
     public override IDuplexPipe Transport
     {
@@ -38,11 +84,17 @@ internal sealed class DrainableConnection : ConnectionContext
             {
                 _http = known;
                 _transport = known;
-                return;
             }
-
-            _http = new Http2ShutdownPipe(value);
-            _transport = _http;
+            else if (_inner.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol.Span.SequenceEqual(Http11Alpn) == true)
+            {
+                _http = null;
+                _transport = value;
+            }
+            else
+            {
+                _http = new Http2ShutdownPipe(value);
+                _transport = _http;
+            }
         }
     }
 
@@ -53,12 +105,6 @@ internal sealed class DrainableConnection : ConnectionContext
     }
 
     public override IFeatureCollection Features => _inner.Features;
-
-    public override IDictionary<object, object?> Items
-    {
-        get => _inner.Items;
-        set => _inner.Items = value;
-    }
 
     public override CancellationToken ConnectionClosed
     {
@@ -78,9 +124,136 @@ internal sealed class DrainableConnection : ConnectionContext
         set => _inner.RemoteEndPoint = value;
     }
 
+    /// <summary>Set by the drain when Kestrel is done with the connection.</summary>
+    internal Action<DrainableConnection>? Disposed { get; set; }
+
     public override void Abort(ConnectionAbortedException abortReason) => _inner.Abort(abortReason);
 
+    public void AbortAtDrainTimeout() => _inner.Abort(new ConnectionAbortedException("Handoff:DrainTimeout expired before the connection finished."));
+
+    // Kestrel disposes every connection it accepted once it is done with it, whatever happened:
+    // the drain forgets it then (no registration on ConnectionClosed, one object fewer).
 #pragma warning disable CA2215 // The base does nothing; the socket connection underneath is what is disposed.
-    public override ValueTask DisposeAsync() => _inner.DisposeAsync();
+    public override async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _inner.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            Disposed?.Invoke(this);
+        }
+    }
 #pragma warning restore CA2215
+
+    /// <summary>True once this connection alone drains (its endpoint is being reloaded):
+    /// responses get <c>Connection: close</c> as in a generation's drain.</summary>
+    public bool Draining { get; set; }
+
+    /// <summary>Set by the request pipeline for a connection whose HTTP/2 Handoff does not see
+    /// in its transport (then GOAWAY is Kestrel's alone).</summary>
+    public bool IsHttp2 { get; set; }
+
+    public bool IsCloseRequested => Volatile.Read(ref _closeRequested) != 0;
+
+    public void RequestStarted(long now)
+    {
+        // The pause since the last response: how long this client leaves the connection idle
+        // between its requests. (Concurrent HTTP/2 streams may race here; a lost maximum only
+        // makes the drain close the connection sooner, as it would without this.)
+        if (Volatile.Read(ref _served) != 0)
+        {
+            long pause = now - Volatile.Read(ref _idleSince);
+            if (pause > Volatile.Read(ref _longestPause))
+            {
+                Volatile.Write(ref _longestPause, pause);
+            }
+        }
+
+        Interlocked.Increment(ref _activeRequests);
+    }
+
+    public void RequestEnded(long now)
+    {
+        Volatile.Write(ref _idleSince, now);
+        Volatile.Write(ref _served, 1);
+        Interlocked.Decrement(ref _activeRequests);
+    }
+
+    /// <summary>The longest pause between a response and the next request seen on this
+    /// connection, in timestamp ticks; zero before its second request.</summary>
+    public long LongestPause => Volatile.Read(ref _longestPause);
+
+    /// <summary>True when no request runs and none has ended since <paramref name="since"/>.</summary>
+    public bool IsIdleSince(long since) =>
+        Volatile.Read(ref _activeRequests) == 0 && Volatile.Read(ref _idleSince) <= since;
+
+    /// <summary>True while a request runs on the connection.</summary>
+    public bool HasActiveRequest => Volatile.Read(ref _activeRequests) > 0;
+
+    /// <summary>Asks Kestrel to close the connection gracefully: an idle HTTP/1.1 connection
+    /// is closed at once, a request in flight gets <c>Connection: close</c>, HTTP/2 gets GOAWAY.</summary>
+    public void RequestClose()
+    {
+        if (Interlocked.Exchange(ref _closeRequested, 1) == 0)
+        {
+            _inner.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
+        }
+    }
+
+    /// <summary>True once <see cref="ShutdownHttp2"/> began the first phase.</summary>
+    public bool Http2ShutdownBegun => _shutdownBegun;
+
+    /// <summary>Set for a connection that carries a WebSocket when the drain closes it: the
+    /// client must know that the connection takes no new stream before it reconnects.</summary>
+    public bool SendHttp2ShutdownNow { get; set; }
+
+    /// <summary>Forgets a first phase that was given up before anything was sent (the generation
+    /// accepts again): the next drain begins it anew.</summary>
+    public void ResetHttp2Shutdown()
+    {
+        _shutdownBegun = false;
+        _shutdownSeenSent = false;
+        SendHttp2ShutdownNow = false;
+    }
+
+    /// <summary>
+    /// The HTTP/2 drain, called on every tick of the drain: first GOAWAY(2^31-1) and a PING
+    /// (<see cref="Http2ShutdownPipe"/>), just before the next frame that ends a stream until
+    /// <paramref name="sendNow"/>, then, once the client acknowledged the PING or
+    /// <paramref name="acknowledgeLimit"/> after the GOAWAY went, Kestrel's graceful close with
+    /// its final GOAWAY.
+    /// </summary>
+    public void ShutdownHttp2(Http2ShutdownPipe pipe, long now, long acknowledgeLimit, bool sendNow)
+    {
+        if (!_shutdownBegun)
+        {
+            _shutdownBegun = true;
+            if (!pipe.BeginShutdown(RequestClose, beforeStreamEnd: !sendNow))
+            {
+                RequestClose();
+                return;
+            }
+        }
+        else if (sendNow && !pipe.ShutdownSent)
+        {
+            pipe.SendShutdownNow();
+        }
+
+        // The client's time to acknowledge runs from the first tick that sees the GOAWAY sent.
+        if (!_shutdownSeenSent)
+        {
+            if (pipe.ShutdownSent)
+            {
+                _shutdownSeenSent = true;
+                _shutdownSent = now;
+            }
+        }
+        else if (now - _shutdownSent >= acknowledgeLimit)
+        {
+            pipe.AbandonShutdown();
+            RequestClose();
+        }
+    }
 }

@@ -25,7 +25,7 @@ namespace Handoff.AspNetCore;
 /// and from then on every call goes straight to the inner pipe: one field read more, no
 /// allocation, no copy. Kestrel answers a PING ACK it did not ask for by ignoring it.
 /// </remarks>
-internal sealed class Http2ShutdownPipe : IDuplexPipe
+internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
 {
     private const int Undecided = 0;
     private const int NotHttp2 = 1;
@@ -40,8 +40,10 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     private static readonly TimeSpan FlushLimit = TimeSpan.FromSeconds(1);
 
     private readonly IDuplexPipe _inner;
-    private readonly object _lock = new();
-    private readonly ShutdownReader _reader;
+    private readonly PipeReader _innerInput;
+
+    // Also the lock that guards the shutdown and the output framing: one object fewer per
+    // connection than a lock of its own.
     private readonly ShutdownWriter _writer;
     private volatile int _protocol;
 
@@ -53,7 +55,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     // The pending shutdown waits for the next frame that ends a stream, to go just before it.
     private bool _beforeStreamEnd;
 
-    // Output framing, guarded by _lock: whether Kestrel holds a buffer it has not advanced,
+    // Output framing, guarded by _writer: whether Kestrel holds a buffer it has not advanced,
     // how much of the current frame is still to come, how much of its header has been seen.
     private Memory<byte> _lent;
     private bool _lentOut;
@@ -70,13 +72,14 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     public Http2ShutdownPipe(IDuplexPipe inner)
     {
         _inner = inner;
-        _reader = new ShutdownReader(this);
+        _innerInput = inner.Input;
         _writer = new ShutdownWriter(this);
     }
 
     internal static ReadOnlySpan<byte> ClientPreface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
 
-    public PipeReader Input => _reader;
+    /// <summary>The pipe is its own reader: one object per connection fewer.</summary>
+    public PipeReader Input => this;
 
     public PipeWriter Output => _writer;
 
@@ -96,7 +99,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     /// arrives. Returns false when the connection is not HTTP/2.</summary>
     public bool BeginShutdown(Action acknowledged, bool beforeStreamEnd = false)
     {
-        lock (_lock)
+        lock (_writer)
         {
             if (_protocol != Http2)
             {
@@ -122,7 +125,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     /// boundary, at once if Kestrel is not writing.</summary>
     public void SendShutdownNow()
     {
-        lock (_lock)
+        lock (_writer)
         {
             _beforeStreamEnd = false;
         }
@@ -137,7 +140,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     /// was not, a later <see cref="BeginShutdown"/> starts over.</summary>
     public bool AbandonShutdown()
     {
-        lock (_lock)
+        lock (_writer)
         {
             switch (_shutdown)
             {
@@ -157,7 +160,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     /// writing; otherwise they go out after Kestrel's next complete frame.</summary>
     public void TryWriteShutdown()
     {
-        lock (_lock)
+        lock (_writer)
         {
             if (_shutdown != State.Pending || _beforeStreamEnd || _lentOut || !AtFrameBoundary || _innerFlushing || _ownFlush is not null)
             {
@@ -211,11 +214,11 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         finally
         {
             TaskCompletionSource done;
-            lock (_lock)
+            lock (_writer)
             {
                 done = _ownFlush!;
                 _ownFlush = null;
-                Monitor.PulseAll(_lock);
+                Monitor.PulseAll(_writer);
             }
 
             done.TrySetResult();
@@ -227,7 +230,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
     {
         while (_ownFlush is not null)
         {
-            Monitor.Wait(_lock);
+            Monitor.Wait(_writer);
         }
     }
 
@@ -292,60 +295,55 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
         public const int Abandoned = 4;
     }
 
-    private sealed class ShutdownReader(Http2ShutdownPipe pipe) : PipeReader
+    public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
-        private readonly PipeReader _inner = pipe._inner.Input;
-
-        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        if (!NeedsInput)
         {
-            if (!pipe.NeedsInput)
-            {
-                return _inner.ReadAsync(cancellationToken);
-            }
-
-            var read = _inner.ReadAsync(cancellationToken);
-            if (read.IsCompletedSuccessfully)
-            {
-                var result = read.Result;
-                pipe.Inspect(result);
-                return new ValueTask<ReadResult>(result);
-            }
-
-            return InspectAsync(read);
+            return _innerInput.ReadAsync(cancellationToken);
         }
 
-        public override bool TryRead(out ReadResult result)
+        var read = _innerInput.ReadAsync(cancellationToken);
+        if (read.IsCompletedSuccessfully)
         {
-            if (!_inner.TryRead(out result))
-            {
-                return false;
-            }
-
-            if (pipe.NeedsInput)
-            {
-                pipe.Inspect(result);
-            }
-
-            return true;
+            var result = read.Result;
+            Inspect(result);
+            return new ValueTask<ReadResult>(result);
         }
 
-        public override void AdvanceTo(SequencePosition consumed) => _inner.AdvanceTo(consumed);
+        return InspectAsync(read);
+    }
 
-        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined) => _inner.AdvanceTo(consumed, examined);
-
-        public override void CancelPendingRead() => _inner.CancelPendingRead();
-
-        public override void Complete(Exception? exception = null) => _inner.Complete(exception);
-
-        public override ValueTask CompleteAsync(Exception? exception = null) => _inner.CompleteAsync(exception);
-
-        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
-        private async ValueTask<ReadResult> InspectAsync(ValueTask<ReadResult> read)
+    public override bool TryRead(out ReadResult result)
+    {
+        if (!_innerInput.TryRead(out result))
         {
-            var result = await read.ConfigureAwait(false);
-            pipe.Inspect(result);
-            return result;
+            return false;
         }
+
+        if (NeedsInput)
+        {
+            Inspect(result);
+        }
+
+        return true;
+    }
+
+    public override void AdvanceTo(SequencePosition consumed) => _innerInput.AdvanceTo(consumed);
+
+    public override void AdvanceTo(SequencePosition consumed, SequencePosition examined) => _innerInput.AdvanceTo(consumed, examined);
+
+    public override void CancelPendingRead() => _innerInput.CancelPendingRead();
+
+    public override void Complete(Exception? exception = null) => _innerInput.Complete(exception);
+
+    public override ValueTask CompleteAsync(Exception? exception = null) => _innerInput.CompleteAsync(exception);
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<ReadResult> InspectAsync(ValueTask<ReadResult> read)
+    {
+        var result = await read.ConfigureAwait(false);
+        Inspect(result);
+        return result;
     }
 
     // Kestrel's read is usually pending already when the drain begins, so an HTTP/2 read is
@@ -367,7 +365,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
                 return _inner.GetMemory(sizeHint);
             }
 
-            lock (pipe._lock)
+            lock (pipe._writer)
             {
                 pipe.WaitForOwnFlush();
                 pipe._lentOut = true;
@@ -385,7 +383,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
                 return;
             }
 
-            lock (pipe._lock)
+            lock (pipe._writer)
             {
                 if (pipe._lentOut)
                 {
@@ -424,7 +422,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
             }
 
             Task? ownFlush;
-            lock (pipe._lock)
+            lock (pipe._writer)
             {
                 ownFlush = pipe._ownFlush?.Task;
                 if (ownFlush is null)
@@ -462,7 +460,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
 
         public override void Complete(Exception? exception = null)
         {
-            lock (pipe._lock)
+            lock (pipe._writer)
             {
                 pipe.WaitForOwnFlush();
             }
@@ -482,7 +480,7 @@ internal sealed class Http2ShutdownPipe : IDuplexPipe
 
         private void FlushEnded()
         {
-            lock (pipe._lock)
+            lock (pipe._writer)
             {
                 pipe._innerFlushing = false;
             }

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -71,13 +70,11 @@ internal sealed class WebSocketDrainStream : Stream
         _inner = inner;
         _drainer = drainer;
         _context = context;
-        Connection = context.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(ConnectionDrainer.ItemKey, out var item) == true
-            ? item as TrackedConnection
-            : null;
+        Connection = DrainableConnection.Find(context);
     }
 
     /// <summary>The connection it runs on, if Handoff's listener accepted it.</summary>
-    public TrackedConnection? Connection { get; }
+    public DrainableConnection? Connection { get; }
 
     public static Stream Track(Stream stream, ConnectionDrainer drainer, HttpContext context)
     {

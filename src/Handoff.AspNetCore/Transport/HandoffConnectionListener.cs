@@ -87,13 +87,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
                 }
             }
 
-            if (connection is not null)
-            {
-                connection = new DrainableConnection(connection);
-                _drainer.Track(connection, this);
-            }
-
-            return connection;
+            return connection is null ? null : _drainer.Track(connection, this);
         }
     }
 

@@ -202,7 +202,7 @@ public sealed class ConnectionDrainerTests
         var clock = new TestClock();
         var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (_, connection, toClient) = await Http2ConnectionAsync(drainer);
-        var tracked = (TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!;
+        var tracked = connection;
         tracked.RequestStarted(clock.GetTimestamp());
 
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
@@ -229,7 +229,7 @@ public sealed class ConnectionDrainerTests
         var clock = new TestClock();
         var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (fake, connection, _) = await Http2ConnectionAsync(drainer);
-        var tracked = (TrackedConnection)connection.Items[ConnectionDrainer.ItemKey]!;
+        var tracked = connection;
         tracked.RequestStarted(clock.GetTimestamp());
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
         await clock.StepAsync(Tick);
@@ -252,8 +252,7 @@ public sealed class ConnectionDrainerTests
         var toClient = new System.IO.Pipelines.Pipe();
         var fake = new FakeConnection();
         fake.Context.Transport = new Duplex(fromClient.Reader, toClient.Writer);
-        var connection = new DrainableConnection(fake.Context);
-        drainer.Track(connection);
+        var connection = drainer.Track(fake.Context);
         await fromClient.Writer.WriteAsync(Http2ShutdownPipe.ClientPreface.ToArray());
         var preface = await connection.Transport.Input.ReadAsync();
         connection.Transport.Input.AdvanceTo(preface.Buffer.End);
@@ -444,12 +443,11 @@ public sealed class ConnectionDrainerTests
     private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null, bool closesWhenAsked = false)
     {
         var connection = new FakeConnection { ClosesWhenAsked = closesWhenAsked };
-        drainer.Track(connection.Context, owner);
+        connection.Tracked = drainer.Track(connection.Context, owner);
         return connection;
     }
 
-    private static TrackedConnection Tracked(FakeConnection connection) =>
-        (TrackedConnection)connection.Context.Items[ConnectionDrainer.ItemKey]!;
+    private static DrainableConnection Tracked(FakeConnection connection) => connection.Tracked!;
 
     private sealed class FakeConnection : IConnectionLifetimeNotificationFeature
     {
@@ -462,6 +460,9 @@ public sealed class ConnectionDrainerTests
         }
 
         public DefaultConnectionContext Context { get; }
+
+        /// <summary>What the drain tracks: closing the connection disposes it, as Kestrel does.</summary>
+        public DrainableConnection? Tracked { get; set; }
 
         public int CloseRequests { get; private set; }
 
@@ -480,7 +481,11 @@ public sealed class ConnectionDrainerTests
             }
         }
 
-        public void Close() => _closed.Cancel();
+        public void Close()
+        {
+            _closed.Cancel();
+            Tracked?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
     }
 
     private sealed class AbortRecordingContext(FakeConnection owner) : DefaultConnectionContext(Guid.NewGuid().ToString("N"))

@@ -51,7 +51,7 @@ public sealed class DrainMiddlewareTests
 
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.Equal(0, allocated);
-        Assert.True(ConnectionDrainer.Find(context)!.IsIdleSince(TimeProvider.System.GetTimestamp()));
+        Assert.True(DrainableConnection.Find(context)!.IsIdleSince(TimeProvider.System.GetTimestamp()));
     }
 
     [Fact]
@@ -84,7 +84,7 @@ public sealed class DrainMiddlewareTests
         var context = request.Context;
         var application = new TaskCompletionSource();
         var middleware = new DrainMiddleware(_ => application.Task, drainer);
-        var tracked = ConnectionDrainer.Find(context)!;
+        var tracked = DrainableConnection.Find(context)!;
 
         _ = middleware.InvokeAsync(context);
         application.SetResult();
