@@ -40,6 +40,9 @@ public sealed record UpgradeResult
     /// generation became ready.</summary>
     public TimeSpan TimeToReady { get; }
 
+    /// <summary>A success's phases, as the old generation timed them; null otherwise.</summary>
+    internal UpgradeTimeline? Timeline { get; init; }
+
     internal static UpgradeResult Success(int pid, int generation, TimeSpan timeToReady) => new(true, pid, generation, null, UpgradeFailureKind.None, UpgradeFailureReason.None, timeToReady);
 
     internal static UpgradeResult Failure(int pid, int generation, UpgradeFailureReason reason, string error) => new(false, pid, generation, error, UpgradeFailureKind.Failed, reason, TimeSpan.Zero);

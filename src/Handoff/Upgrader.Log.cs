@@ -97,5 +97,8 @@ public sealed partial class Upgrader
 
         [LoggerMessage(64, LogLevel.Warning, "Generation {Generation} (pid {Pid}): upgrade to pid {NewPid} failed; this generation is stopping. {Reason} [{ErrorType}]", EventName = "UpgradeFailedStopping")]
         public static partial void UpgradeFailedStopping(ILogger logger, int pid, int generation, int newPid, string reason, string errorType);
+
+        [LoggerMessage(85, LogLevel.Debug, "Generation {Generation} (pid {Pid}) handed over to generation {NewGeneration} (pid {NewPid}); from the request: {Timeline}.", EventName = "UpgradeTimeline")]
+        public static partial void Timeline(ILogger logger, int pid, int generation, int newPid, int newGeneration, UpgradeTimeline timeline);
     }
 }

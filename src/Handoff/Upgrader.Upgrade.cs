@@ -110,7 +110,9 @@ public sealed partial class Upgrader
         RaiseEvents();
         attempt.Watch();
         _pidFile.Write(attempt.Pid);
+        long windowStarted = _time.GetTimestamp();
         await attempt.WaitRollbackWindowAsync(_options.RollbackWindow, _stopping.Token).ConfigureAwait(false);
+        long windowEnded = _time.GetTimestamp();
 
         // Commit. The watch takes a last look (a withdrawal written until now still counts:
         // nothing is closed yet, so this generation can still accept again); then systemd learns
@@ -134,6 +136,7 @@ public sealed partial class Upgrader
             }
         }
 
+        long committed = _time.GetTimestamp();
         why ??= attempt.HasExited ? "exited" : null;
         if (why is not null)
         {
@@ -142,7 +145,10 @@ public sealed partial class Upgrader
 
         bool rollBack;
         bool takeMainBack = false;
-        var result = UpgradeResult.Success(attempt.Pid, attempt.Generation, attempt.TimeToReady);
+        var result = UpgradeResult.Success(attempt.Pid, attempt.Generation, attempt.TimeToReady) with
+        {
+            Timeline = UpgradeTimeline.From(_time, _upgradeStartedAt, attempt.SpawnedAt, attempt.Moments, attempt.ReportReadAt, windowStarted, windowEnded, committed),
+        };
         lock (_lock)
         {
             // A stop that began during the handover lets the new generation serve on.
@@ -203,6 +209,8 @@ public sealed partial class Upgrader
         await Listeners.CloseAllAsync().ConfigureAwait(false);
         _status.TookOver(attempt.Generation, attempt.Pid);
         Metrics.UpgradeEnded(HandoffMetrics.Succeeded, null, triggerToReady);
+        Metrics.UpgradeTimed(result.Timeline!);
+        Log.Timeline(_logger, pid, Generation, attempt.Pid, attempt.Generation, result.Timeline!);
         Log.Superseded(_logger, pid, Generation, attempt.Pid, attempt.Generation);
         RaiseEvents();
         FireToken(_superseded, nameof(Superseded));

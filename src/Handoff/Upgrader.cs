@@ -318,7 +318,8 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
             // parent is known to be gone: the write fails (EPIPE) and the pipe is closed, rather
             // than held open for the life of the process.
             Listeners.Gate.Open();
-            parentTold = _inheritance.ReadyPipe?.ReportReady(released) == true && _inheritance.ParentAlive;
+            var (startedAt, adoptedAt) = _inheritance.Moments;
+            parentTold = _inheritance.ReadyPipe?.ReportReady(released, startedAt == 0 ? null : ChildMoments.Now(startedAt, adoptedAt)) == true && _inheritance.ParentAlive;
             _reportedReady = parentTold;
             if (parentTold)
             {

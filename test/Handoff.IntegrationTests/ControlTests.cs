@@ -21,11 +21,23 @@ public sealed class ControlTests
             for (int i = 0; i < 3; i++)
             {
                 int old = server.CurrentPid;
-                var run = await ToolRun.RunAsync(["upgrade", "--control", control]);
+                bool json = i == 2;
+                var run = await ToolRun.RunAsync(json ? ["upgrade", "--control", control, "--json"] : ["upgrade", "--control", control]);
                 Assert.True(run.ExitCode == 0, run.ToString());
                 int current = server.CurrentPid;
                 Assert.NotEqual(old, current);
-                Assert.Contains($"upgraded: pid {old} -> {current}, generation {i + 2}, ready after ", run.Output, StringComparison.Ordinal);
+                if (json)
+                {
+                    CheckTimeline(run.Output, current);
+                }
+                else
+                {
+                    Assert.Contains($"upgraded: pid {old} -> {current}, generation {i + 2}, ready after ", run.Output, StringComparison.Ordinal);
+
+                    // The new build timed its own start: the runtime's and the application's shares.
+                    Assert.Matches(@"timeline: Handoff \d+\.\d ms, runtime start \d+\.\d ms, application start \d+\.\d ms, rollback window \d+ ms; stopped accepting \d+\.\d ms and committed \d+\.\d ms after the request", run.Output);
+                }
+
                 server.Track(current);
                 await load.WaitForProgressAsync(200, TimeSpan.FromSeconds(30));
             }
@@ -371,4 +383,22 @@ public sealed class ControlTests
     }
 
     private static ulong Inode(string path) => ProcessTable.Inode(path);
+
+    // The answer's timeline: every moment after the one before it, and the shares add up.
+    private static void CheckTimeline(string output, int newPid)
+    {
+        using var answer = JsonDocument.Parse(output);
+        Assert.Equal(newPid, answer.RootElement.GetProperty("newPid").GetInt32());
+        var t = answer.RootElement.GetProperty("timeline");
+        double Ms(string name) => t.GetProperty(name).GetDouble();
+        string[] order = ["spawnedMs", "runtimeStartedMs", "adoptedMs", "readyMs", "reportReadMs", "committedMs"];
+        for (int i = 1; i < order.Length; i++)
+        {
+            Assert.True(Ms(order[i - 1]) <= Ms(order[i]), $"{order[i - 1]} after {order[i]}: {output}");
+        }
+
+        Assert.True(Ms("spawnedMs") >= 0 && Ms("runtimeMs") > 0 && Ms("applicationMs") > 0, output);
+        double sum = Ms("handoffMs") + Ms("runtimeMs") + Ms("applicationMs") + Ms("rollbackWindowMs");
+        Assert.True(Math.Abs(sum - Ms("committedMs")) < 0.5, $"the shares add up to {sum} ms, not to the commit's {Ms("committedMs")} ms: {output}");
+    }
 }

@@ -113,6 +113,11 @@ internal sealed class FakeGeneration(int pid, StartFailure? readyResult, bool ho
         }
     }
 
+    /// <summary>The moments the new generation reports with its ready line.</summary>
+    public ChildMoments? Moments { get; init; }
+
+    public ChildMoments? TakeMoments() => Moments;
+
     /// <summary>What the new generation writes between the last look and the close.</summary>
     public string? LateWithdrawal { get; set; }
 

@@ -122,6 +122,10 @@ internal static class UpgradeCommand
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"upgraded: pid {result.OldPid} -> {result.NewPid}, generation {result.Generation}, ready after {result.TimeToReadyMs} ms"));
+            if (result.Timeline is { } t)
+            {
+                Console.WriteLine(Timeline(t));
+            }
         }
         else
         {
@@ -138,6 +142,17 @@ internal static class UpgradeCommand
             ControlProtocol.Refused => ToolExitCodes.UpgradeRefused,
             _ => ToolExitCodes.UpgradeFailed,
         };
+    }
+
+    // Handoff's own share first: the rest is the runtime's and the application's start, and a
+    // window Handoff waits out.
+    internal static string Timeline(TimelineAnswer t)
+    {
+        string starts = t.RuntimeMs is { } runtime && t.ApplicationMs is { } application
+            ? string.Create(CultureInfo.InvariantCulture, $"runtime start {runtime:0.0} ms, application start {application:0.0} ms")
+            : "the new build did not time its start";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"timeline: Handoff {t.HandoffMs:0.0} ms, {starts}, rollback window {t.RollbackWindowMs:0} ms; stopped accepting {t.ReportReadMs:0.0} ms and committed {t.CommittedMs:0.0} ms after the request");
     }
 
     private static async Task<int> SignalAsync(Arguments options, TimeSpan timeout)

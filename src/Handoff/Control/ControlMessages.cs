@@ -63,7 +63,8 @@ internal sealed record ResultAnswer(
     long TimeToReadyMs,
     bool OldServing,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Reason,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? ErrorType)
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? ErrorType,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] TimelineAnswer? Timeline = null)
 {
     [JsonPropertyOrder(-2)]
     public int Protocol { get; init; } = ControlProtocol.Version;
@@ -73,6 +74,30 @@ internal sealed record ResultAnswer(
 }
 
 /// <summary>Answer to a request the server refuses (unknown, too long, too slow, not allowed).</summary>
+/// <summary>A success's phases in milliseconds since the request (UpgradeTimeline), and the
+/// shares: Handoff's own, the runtime's start, the application's start, the rollback window. The
+/// new generation's moments are absent when its build did not report them.</summary>
+internal sealed record TimelineAnswer(
+    double SpawnedMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? RuntimeStartedMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? AdoptedMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? ReadyMs,
+    double ReportReadMs,
+    double CommittedMs,
+    double HandoffMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? RuntimeMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? ApplicationMs,
+    double RollbackWindowMs)
+{
+    public static TimelineAnswer From(UpgradeTimeline t) => new(
+        Round(t.Spawned), Round(t.RuntimeStarted), Round(t.Adopted), Round(t.Ready), Round(t.ReportRead), Round(t.Committed),
+        Round(t.Own), Round(t.Runtime), Round(t.Application), Round(t.RollbackWindow));
+
+    private static double Round(double ms) => Math.Round(ms, 1);
+
+    private static double? Round(double? ms) => ms is { } value ? Round(value) : null;
+}
+
 internal sealed record ErrorAnswer(string Error)
 {
     [JsonPropertyOrder(-2)]

@@ -238,7 +238,8 @@ internal sealed partial class ControlServer
         (long)Math.Round(result.TimeToReady.TotalMilliseconds),
         oldServing,
         result.Error,
-        result.Error is null ? null : result.Reason.Tag());
+        result.Error is null ? null : result.Reason.Tag(),
+        result.Timeline is { } timeline ? TimelineAnswer.From(timeline) : null);
 
     private static StatusAnswer Status(GenerationStatus status) => new(
         status.Pid,

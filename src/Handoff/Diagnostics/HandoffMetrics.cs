@@ -21,6 +21,7 @@ internal sealed class HandoffMetrics : IDisposable
     public const string ErrorTypeTag = "error.type";
     public const string DrainResultTag = "handoff.drain.result";
     public const string DrainReasonTag = "handoff.drain.reason";
+    public const string PhaseTag = "handoff.upgrade.phase";
 
     public const string Succeeded = "succeeded";
     public const string Failed = "failed";
@@ -30,10 +31,14 @@ internal sealed class HandoffMetrics : IDisposable
     // DrainTimeout. OpenTelemetry's default buckets (0 to 10,000) suit milliseconds, not these.
     private static readonly double[] SecondsBuckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
+    // Handoff's own share is milliseconds; a NativeAOT start tens of them; a JIT start hundreds.
+    private static readonly double[] PhaseBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
     private readonly Meter _meter;
     private readonly bool _ownsMeter;
     private readonly Histogram<double> _upgradeDuration;
     private readonly Histogram<double> _drainDuration;
+    private readonly Histogram<double> _upgradePhase;
     private readonly Counter<long> _abortedConnections;
     private readonly Lock _lock = new();
     private readonly Dictionary<(string Result, string? ErrorType), long> _outcomes = [];
@@ -78,6 +83,11 @@ internal sealed class HandoffMetrics : IDisposable
             unit: "s",
             description: "From the start of this process's drain to its last connection's end, or to the abort of what was left at Handoff:DrainTimeout.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
+        _upgradePhase = _meter.CreateHistogram(
+            "handoff.upgrade.phase.duration",
+            unit: "s",
+            description: "One phase of a successful upgrade, timed by the generation that started it: handoff (Handoff's own share: until the spawn, the adoption of the listeners in the new process, the reading of its report, the commit), runtime (from the spawn to Handoff's first code in the new process), application (from the adoption to the report of ready), rollback_window.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = PhaseBuckets });
         _abortedConnections = _meter.CreateCounter<long>(
             "handoff.drain.aborted_connections",
             unit: "{connection}",
@@ -121,6 +131,24 @@ internal sealed class HandoffMetrics : IDisposable
 
             _upgradeDuration.Record(elapsed.TotalSeconds, tags);
         }
+    }
+
+    /// <summary>A successful upgrade's phases (those the new build reported, if any).</summary>
+    public void UpgradeTimed(UpgradeTimeline timeline)
+    {
+        if (!_upgradePhase.Enabled)
+        {
+            return;
+        }
+
+        _upgradePhase.Record(timeline.Own / 1000, new TagList { { PhaseTag, "handoff" } });
+        if (timeline.Runtime is { } runtime && timeline.Application is { } application)
+        {
+            _upgradePhase.Record(runtime / 1000, new TagList { { PhaseTag, "runtime" } });
+            _upgradePhase.Record(application / 1000, new TagList { { PhaseTag, "application" } });
+        }
+
+        _upgradePhase.Record(timeline.RollbackWindow / 1000, new TagList { { PhaseTag, "rollback_window" } });
     }
 
     /// <summary>A drain ended.</summary>

@@ -68,6 +68,7 @@ internal static class EarlyStart
                 return _inheritance;
             }
 
+            long startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             string? value = Environment.GetEnvironmentVariable(HandoverEnvironment.VariableName);
             if (value is not null)
             {
@@ -121,6 +122,12 @@ internal static class EarlyStart
                 Console.Error.WriteLine($"Handoff: cannot start pid {Environment.ProcessId} as a new generation: {e.Message} Exiting with code {ExitCodes.HandoverRejected}.");
                 Environment.Exit(ExitCodes.HandoverRejected);
                 throw; // Unreachable.
+            }
+
+            if (_inheritance.ReadyPipe is not null)
+            {
+                // For the ready report: how long the runtime took to get here, and this took.
+                _inheritance.Moments = (startedAt, System.Diagnostics.Stopwatch.GetTimestamp());
             }
 
             return _inheritance;

@@ -46,6 +46,10 @@ internal interface IStartedGeneration
     /// build that does not say.</summary>
     IReadOnlyList<int> TakeReleased() => [];
 
+    /// <summary>Right after the ready report: the moments the new generation reported with it
+    /// (<see cref="ChildMoments"/>), or null from a build that does not say.</summary>
+    ChildMoments? TakeMoments() => null;
+
     /// <summary>Reaps the accepted generation whenever it exits while this process runs (so it
     /// never stays a zombie) and then calls <paramref name="exited"/> with how it ended.</summary>
     void ReapWhenExited(Action<string> exited);

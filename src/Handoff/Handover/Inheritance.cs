@@ -32,6 +32,11 @@ internal sealed class Inheritance
     /// <summary>Where to report ready to the parent, or null for a first start.</summary>
     public ReadyPipe? ReadyPipe { get; }
 
+    /// <summary>When Handoff's first code ran in this process and when it had taken this over
+    /// (<see cref="System.Diagnostics.Stopwatch"/> timestamps, set by <see cref="EarlyStart"/>;
+    /// zero in tests), for the ready report.</summary>
+    public (long StartedAt, long AdoptedAt) Moments { get; internal set; }
+
     /// <summary>Whether the generation that started this one still runs (by pid and start time,
     /// so a recycled pid does not count; getppid() does not tell when this one was started
     /// detached).</summary>

@@ -44,12 +44,18 @@ internal sealed class ReadyPipe
     /// <summary>Reports ready and keeps the pipe open; false when nobody read it any more
     /// (the parent is gone or gave up) or a report was made already. <paramref name="released"/>:
     /// the positions of the inherited listeners this generation does not serve, which the
-    /// parent then keeps serving until it commits.</summary>
-    public bool ReportReady(IReadOnlyList<int>? released = null)
+    /// parent then keeps serving until it commits. <paramref name="moments"/>: when this process
+    /// started, adopted and became ready, for the parent's timeline of the upgrade.</summary>
+    public bool ReportReady(IReadOnlyList<int>? released = null, ChildMoments? moments = null)
     {
         string report = released is { Count: > 0 }
             ? ReadyLine + "\n" + ReleasedPrefix + string.Join(',', released.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)))
             : ReadyLine;
+        if (moments is { } timeline)
+        {
+            report += "\n" + timeline.ToLine();
+        }
+
         lock (_gate)
         {
             if (_reportedReady || !Write(report))

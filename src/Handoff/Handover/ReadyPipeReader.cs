@@ -11,6 +11,11 @@ internal sealed class ReadyPipeReader(int fd)
     private readonly List<byte> _received = [];
     private int _fd = fd;
 
+    // A pipe of this process's own that Wake writes to, so that a wait for the new generation's
+    // next line ends at once when the old generation commits, not at the wait's timeout.
+    private int _wakeRead = -1;
+    private int _wakeWrite = -1;
+
     /// <summary>True once <see cref="Close"/> ran.</summary>
     public bool IsClosed
     {
@@ -41,24 +46,60 @@ internal sealed class ReadyPipeReader(int fd)
 
     /// <summary>The "released" line the new generation writes with its ready line (in the same
     /// write(2), so read with it), taken out of what was received; empty when there is none.</summary>
-    public IReadOnlyList<int> TakeReleased()
+    public IReadOnlyList<int> TakeReleased() =>
+        TakeLine(ReadyPipe.ReleasedPrefix) is { } line ? ReadyPipe.ParseReleased(line) : [];
+
+    /// <summary>The "timeline" line the new generation writes with its ready line, taken out of
+    /// what was received; null when there is none (a build older than this one).</summary>
+    public ChildMoments? TakeTimeline() =>
+        TakeLine(ChildMoments.Prefix) is { } line ? ChildMoments.Parse(line) : null;
+
+    // A line the new generation wrote with "ready", in the same write: all of it is here, or
+    // comes with the next read.
+    private string? TakeLine(string prefix)
     {
         do
         {
             string[] lines = Encoding.UTF8.GetString([.. _received]).Split('\n');
             for (int i = 0; i < lines.Length - 1; i++)
             {
-                if (lines[i].StartsWith(ReadyPipe.ReleasedPrefix, StringComparison.Ordinal))
+                if (lines[i].StartsWith(prefix, StringComparison.Ordinal))
                 {
                     _received.Clear();
                     _received.AddRange(Encoding.UTF8.GetBytes(string.Join('\n', lines.Where((_, j) => j != i))));
-                    return ReadyPipe.ParseReleased(lines[i]);
+                    return lines[i];
                 }
             }
         }
         while (Receive(0) > 0);
 
-        return [];
+        return null;
+    }
+
+    /// <summary>From now on <see cref="Wake"/> ends a wait of <see cref="ReadLine"/> at once.</summary>
+    public void PrepareWake()
+    {
+        lock (_gate)
+        {
+            if (_fd >= 0 && _wakeRead < 0)
+            {
+                (_wakeRead, _wakeWrite) = Interop.Libc.CreatePipe();
+            }
+        }
+    }
+
+    /// <summary>Ends the current or next wait of <see cref="ReadLine"/> (it returns with what it
+    /// has), after <see cref="PrepareWake"/>.</summary>
+    public unsafe void Wake()
+    {
+        lock (_gate)
+        {
+            if (_wakeWrite >= 0)
+            {
+                byte one = 1;
+                _ = Interop.Libc.Write(_wakeWrite, &one, 1);
+            }
+        }
     }
 
     /// <summary>Closes this end: the new generation learns (end-of-file on its next write, or
@@ -72,6 +113,13 @@ internal sealed class ReadyPipeReader(int fd)
                 Interop.Libc.Close(_fd);
                 _fd = -1;
             }
+
+            if (_wakeRead >= 0)
+            {
+                Interop.Libc.Close(_wakeRead);
+                Interop.Libc.Close(_wakeWrite);
+                _wakeRead = _wakeWrite = -1;
+            }
         }
     }
 
@@ -80,9 +128,11 @@ internal sealed class ReadyPipeReader(int fd)
     private unsafe int? Receive(int milliseconds)
     {
         int fd;
+        int wake;
         lock (_gate)
         {
             fd = _fd;
+            wake = _wakeRead;
         }
 
         if (fd < 0)
@@ -90,10 +140,22 @@ internal sealed class ReadyPipeReader(int fd)
             return null;
         }
 
-        var poll = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
-        if (Interop.Libc.Poll(&poll, 1, milliseconds) <= 0)
+        var polls = stackalloc Interop.Libc.PollFd[2];
+        polls[0] = new Interop.Libc.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
+        polls[1] = new Interop.Libc.PollFd { Fd = wake, Events = Interop.Libc.POLLIN };
+        if (Interop.Libc.Poll(polls, wake >= 0 ? 2u : 1u, milliseconds) <= 0)
         {
             return 0;
+        }
+
+        if (wake >= 0 && polls[1].Revents != 0)
+        {
+            byte woken;
+            _ = Interop.Libc.Read(wake, &woken, 1);
+            if (polls[0].Revents == 0)
+            {
+                return 0;
+            }
         }
 
         byte* buffer = stackalloc byte[512];

@@ -83,6 +83,8 @@ internal sealed class StartedGeneration : IStartedGeneration
     // Called before the watch starts reading, so nothing else takes lines meanwhile.
     public IReadOnlyList<int> TakeReleased() => _pipe.TakeReleased();
 
+    public ChildMoments? TakeMoments() => _pipe.TakeTimeline();
+
     public void ReapWhenExited(Action<string> exited) => _process.ReapWhenExited(exited);
 
     // The pipe stays open whatever this returns. After "ready" it is how the new generation learns
@@ -128,6 +130,10 @@ internal sealed class StartedGeneration : IStartedGeneration
     private string? Watch(CancellationToken commit)
     {
         string? reason = null;
+
+        // The commit ends the wait at once: it waits for this loop's last look.
+        _pipe.PrepareWake();
+        using var wake = commit.Register(_pipe.Wake);
         try
         {
             while (!commit.IsCancellationRequested)

@@ -38,6 +38,15 @@ internal sealed partial class UpgradeAttempt : IDisposable
     /// <summary>From the spawn to the ready report.</summary>
     public TimeSpan TimeToReady { get; private set; }
 
+    /// <summary>When the new process had been spawned (a timestamp of the upgrade's clock).</summary>
+    public long SpawnedAt => _spawnedAt;
+
+    /// <summary>When the ready report was read.</summary>
+    public long ReportReadAt { get; private set; }
+
+    /// <summary>The moments the new generation reported with its ready line, if it did.</summary>
+    public ChildMoments? Moments { get; private set; }
+
     /// <summary>Whether the new generation has exited (known once <see cref="Watch"/> reaps it).</summary>
     public bool HasExited => _exited.Task.IsCompleted;
 
@@ -95,7 +104,14 @@ internal sealed partial class UpgradeAttempt : IDisposable
         try
         {
             var failure = await _child.WaitReadyAsync(timeout, stopping).ConfigureAwait(false);
-            TimeToReady = _time.GetElapsedTime(_spawnedAt);
+            ReportReadAt = _time.GetTimestamp();
+            TimeToReady = _time.GetElapsedTime(_spawnedAt, ReportReadAt);
+            if (failure is null)
+            {
+                // Written with "ready", so read with it, before the watch reads on.
+                Moments = _child.TakeMoments();
+            }
+
             return failure;
         }
         catch (OperationCanceledException)
