@@ -380,6 +380,7 @@ internal sealed partial class ConnectionDrainer
         // The table's own walk: no copy of the connections, on any tick.
         foreach (var connection in _connections)
         {
+            connection.Observe(now);
             if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
             {
                 continue;
@@ -407,8 +408,8 @@ internal sealed partial class ConnectionDrainer
 
     // A client that pauses between its requests sends the next one after a pause like those, so
     // a connection whose client paused before waits twice its longest pause (at most maxWait).
-    private static bool IsIdle(DrainableConnection connection, long now, long idleTicks, long maxWaitTicks) =>
-        connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPause, maxWaitTicks)));
+    private bool IsIdle(DrainableConnection connection, long now, long idleTicks, long maxWaitTicks) =>
+        connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPauseMs * _time.TimestampFrequency / 1000, maxWaitTicks)));
 
     /// <summary>How many idle connections a tick may close: all of them over about
     /// <see cref="PacingTicks"/> ticks, so that their clients do not all reconnect to the new

@@ -47,10 +47,11 @@ public sealed class ConnectionDrainerTests
         var busy = Connect(drainer);
         var recent = Connect(drainer);
         long start = _time.GetTimestamp();
-        Tracked(busy).RequestStarted(_time.GetTimestamp());
+        Tracked(busy).RequestStarted(Ms(_time));
         _time.Advance(TimeSpan.FromMilliseconds(1500));
-        Tracked(recent).RequestStarted(_time.GetTimestamp());
-        Tracked(recent).RequestEnded(_time.GetTimestamp());
+        Tracked(recent).RequestStarted(Ms(_time));
+        Tracked(recent).RequestEnded(Ms(_time));
+        drainer.CloseIdle(start, _time.GetTimestamp(), Idle); // the drain's tick that sees the end
 
         _time.Advance(TimeSpan.FromMilliseconds(500));
         drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
@@ -70,7 +71,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
         var connection = Connect(drainer);
         Tracked(connection).IsHttp2 = true;
-        Tracked(connection).RequestStarted(_time.GetTimestamp());
+        Tracked(connection).RequestStarted(Ms(_time));
 
         drainer.CloseIdle(_time.GetTimestamp(), _time.GetTimestamp(), Idle);
 
@@ -98,7 +99,7 @@ public sealed class ConnectionDrainerTests
     {
         var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
         var connection = Connect(drainer);
-        Tracked(connection).RequestStarted(_time.GetTimestamp());
+        Tracked(connection).RequestStarted(Ms(_time));
 
         Assert.False(await drainer.DrainAsync(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10), new CancellationToken(canceled: true)));
         Assert.True(connection.Aborted);
@@ -138,7 +139,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         object reloaded = new();
         var busy = Connect(drainer, reloaded);
-        Tracked(busy).RequestStarted(clock.GetTimestamp());
+        Tracked(busy).RequestStarted(Ms(clock));
 
         var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2), TimeSpan.FromMilliseconds(500));
         await clock.StepUntilAsync(() => drain.IsCompleted, Tick);
@@ -156,7 +157,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         object reloaded = new();
         var busy = Connect(drainer, reloaded);
-        Tracked(busy).RequestStarted(clock.GetTimestamp());
+        Tracked(busy).RequestStarted(Ms(clock));
 
         var drain = drainer.DrainListenerAsync(reloaded, "127.0.0.1:1", TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(50));
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30)); // an upgrade right after the reload
@@ -203,7 +204,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (_, connection, toClient) = await Http2ConnectionAsync(drainer);
         var tracked = connection;
-        tracked.RequestStarted(clock.GetTimestamp());
+        tracked.RequestStarted(Ms(clock));
 
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
         for (int i = 0; i < 6; i++)
@@ -230,7 +231,7 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(clock, NullLogger.Instance);
         var (fake, connection, _) = await Http2ConnectionAsync(drainer);
         var tracked = connection;
-        tracked.RequestStarted(clock.GetTimestamp());
+        tracked.RequestStarted(Ms(clock));
         drainer.BeginDrain(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
         await clock.StepAsync(Tick);
         await clock.StepAsync(Tick);
@@ -269,12 +270,13 @@ public sealed class ConnectionDrainerTests
         var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
         var connection = Connect(drainer);
         var tracked = Tracked(connection);
-        tracked.RequestStarted(_time.GetTimestamp());
-        tracked.RequestEnded(_time.GetTimestamp());
+        tracked.RequestStarted(Ms(_time));
+        tracked.RequestEnded(Ms(_time));
         _time.Advance(TimeSpan.FromSeconds(pauseSeconds));
-        tracked.RequestStarted(_time.GetTimestamp());
-        tracked.RequestEnded(_time.GetTimestamp());
+        tracked.RequestStarted(Ms(_time));
+        tracked.RequestEnded(Ms(_time));
         long start = _time.GetTimestamp();
+        drainer.CloseIdle(start, start, Idle, maxWait: TimeSpan.FromSeconds(maxWaitSeconds)); // the drain's first tick
 
         _time.Advance(TimeSpan.FromSeconds(closedAfterSeconds) - TimeSpan.FromMilliseconds(100));
         drainer.CloseIdle(start, _time.GetTimestamp(), Idle, maxWait: TimeSpan.FromSeconds(maxWaitSeconds));
@@ -439,6 +441,9 @@ public sealed class ConnectionDrainerTests
     }
 
     private static readonly object Owner = new();
+
+    // Environment.TickCount64, as the request pipeline reads it, on a test's clock.
+    private static long Ms(TimeProvider time) => time.GetTimestamp() * 1000 / time.TimestampFrequency;
 
     private static FakeConnection Connect(ConnectionDrainer drainer, object? owner = null, bool closesWhenAsked = false)
     {
