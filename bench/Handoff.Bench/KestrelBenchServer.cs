@@ -11,6 +11,11 @@ internal enum KestrelMode
     /// <summary>With Handoff; action: upgrade by SIGUSR2.</summary>
     Handoff,
 
+    /// <summary>samples/HelloAot published as NativeAOT (the executable named by
+    /// <see cref="KestrelBenchServer.AotVariable"/>, which bench/run publishes), with Handoff;
+    /// action: upgrade by SIGUSR2. Plain HTTP/1.1 only: the slim builder has no HTTPS.</summary>
+    HandoffAot,
+
     /// <summary>Plain Kestrel; action: a naive restart (SIGTERM, wait, start), for contrast.</summary>
     Plain,
 
@@ -38,12 +43,16 @@ internal sealed class KestrelBenchServer : BenchServer
         : base(directory, port, http2, tls)
     {
         _mode = mode;
-        _handoff = mode == KestrelMode.Handoff;
+        _handoff = mode is KestrelMode.Handoff or KestrelMode.HandoffAot;
     }
+
+    /// <summary>The environment variable that names the NativeAOT executable.</summary>
+    public const string AotVariable = "HANDOFF_BENCH_AOT";
 
     public override string Name => _mode switch
     {
         KestrelMode.Handoff => "handoff",
+        KestrelMode.HandoffAot => "handoff-aot",
         KestrelMode.Plain => "kestrel",
         _ => "kestrel-socket",
     };
@@ -124,7 +133,21 @@ internal sealed class KestrelBenchServer : BenchServer
             return;
         }
 
-        _current = BenchProcess.Start(TestAssets.TestServerAppHost, arguments, log);
+        string executable = TestAssets.TestServerAppHost;
+        if (_mode == KestrelMode.HandoffAot)
+        {
+            executable = Environment.GetEnvironmentVariable(AotVariable) is { Length: > 0 } aot && File.Exists(aot)
+                ? aot
+                : throw new InvalidOperationException($"{AotVariable} does not name the published NativeAOT sample; bench/run publishes samples/HelloAot and sets it.");
+            if (Tls || Http2)
+            {
+                throw new InvalidOperationException("the NativeAOT sample serves plain HTTP/1.1 only");
+            }
+
+            arguments.Remove("--TestServer:NoHandoff=true");
+        }
+
+        _current = BenchProcess.Start(executable, arguments, log);
         _startedHere.Add(_current.Id);
         if (_handoff)
         {

@@ -23,6 +23,7 @@ internal static class Runner
             "nginx" => new NginxBenchServer(directory, port, http2, tls),
             "grace" or "tableflip" or "shutdown" => new GoBenchServer(scenario.Server, directory, port),
             "handoff" => new KestrelBenchServer(KestrelMode.Handoff, directory, port, http2, tls),
+            "handoff-aot" => new KestrelBenchServer(KestrelMode.HandoffAot, directory, port, http2, tls),
             "kestrel-socket" => new KestrelBenchServer(KestrelMode.SocketActivated, directory, port, http2, tls),
             _ => new KestrelBenchServer(KestrelMode.Plain, directory, port, http2, tls),
         };

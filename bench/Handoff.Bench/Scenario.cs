@@ -10,6 +10,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
     public static IReadOnlyList<(string Server, string Action, string Title)> Systems { get; } =
     [
         ("handoff", "upgrade", "**Handoff** (Kestrel, `kill -USR2`)"),
+        ("handoff-aot", "upgrade", "**Handoff**, NativeAOT (samples/HelloAot, `kill -USR2`)"),
         ("nginx", "upgrade", "nginx binary upgrade"),
         ("tableflip", "upgrade", "cloudflare/tableflip"),
         ("grace", "upgrade", "facebookgo/grace"),
@@ -18,12 +19,14 @@ internal sealed record Scenario(string Server, string Load, string Action)
         ("kestrel", "restart", "Kestrel restart, naive"),
     ];
 
-    /// <summary>The loads each system serves (the Go demos and nginx's `return 200` have no
+    /// <summary>The loads each system serves (the NativeAOT sample serves plain HTTP/1.1 only and
+    /// has no WebSocket endpoint; the Go demos and nginx's `return 200` have no
     /// WebSocket endpoint; the Go demos serve no TLS or h2c; a plain Kestrel restart waits up to
     /// its ShutdownTimeout for open WebSockets, so it is not measured with them).</summary>
     public static IReadOnlyDictionary<string, string[]> LoadsOf { get; } = new Dictionary<string, string[]>
     {
         ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "idle"],
+        ["handoff-aot"] = ["keepalive", "close", "idle"],
         ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "idle"],
         ["tableflip"] = ["keepalive", "close", "h1log", "longmix", "idle"],
         ["grace"] = ["keepalive", "close", "h1log", "longmix", "idle"],
@@ -52,6 +55,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
         new("handoff", "h2c-node", "upgrade"),
         new("handoff", "ws", "upgrade"),
         new("handoff", "idle", "upgrade"),
+        new("handoff-aot", "keepalive", "upgrade"),
         new("nginx", "keepalive", "upgrade"),
         new("grace", "keepalive", "upgrade"),
         new("kestrel-socket", "keepalive", "restart"),
