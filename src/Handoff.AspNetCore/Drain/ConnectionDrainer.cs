@@ -43,6 +43,7 @@ internal sealed partial class ConnectionDrainer
     private readonly ILogger _logger;
     private readonly Func<IAcceptQueuePacing> _pacing;
     private readonly Action<DrainableConnection> _untrack;
+    private readonly Func<long> _milliseconds;
     private readonly Lock _lock = new();
     private Task<bool>? _drain;
     private CancellationTokenSource? _undrain;
@@ -63,6 +64,12 @@ internal sealed partial class ConnectionDrainer
     internal ConnectionDrainer(TimeProvider time, ILogger logger, Func<IAcceptQueuePacing>? pacing = null)
     {
         _time = time;
+
+        // The request pipeline's clock (DrainMiddleware reads Environment.TickCount64): the
+        // time a connection was last active is on it. A test's clock stands in for it.
+        _milliseconds = ReferenceEquals(time, TimeProvider.System)
+            ? static () => Environment.TickCount64
+            : () => time.GetTimestamp() * 1000 / time.TimestampFrequency;
         _logger = logger;
         _pacing = pacing ?? (static () => new AcceptQueuePacing());
         _untrack = Untrack;
@@ -88,7 +95,7 @@ internal sealed partial class ConnectionDrainer
     /// disposes it.</summary>
     public DrainableConnection Track(Microsoft.AspNetCore.Connections.ConnectionContext connection, object? owner = null)
     {
-        var tracked = new DrainableConnection(connection, _time.GetTimestamp(), owner) { Disposed = _untrack };
+        var tracked = new DrainableConnection(connection, _milliseconds(), owner) { Disposed = _untrack };
         _connections.Add(tracked);
         if (_draining)
         {
@@ -373,14 +380,15 @@ internal sealed partial class ConnectionDrainer
         // A client that pauses between its requests sends the next one after a pause like those:
         // answered with "Connection: close" it goes to the new generation safely, whereas closing
         // the connection under it loses that request if it is already on its way (IsIdle).
-        long maxWaitTicks = (long)(maxWait.TotalSeconds * _time.TimestampFrequency);
+        long maxWaitMs = (long)maxWait.TotalMilliseconds;
+        long idleMs = (long)idleTimeout.TotalMilliseconds;
+        long nowMs = _milliseconds();
         long acknowledgeLimit = (long)(Http2AcknowledgeLimit.TotalSeconds * _time.TimestampFrequency);
         int closed = 0;
 
         // The table's own walk: no copy of the connections, on any tick.
         foreach (var connection in _connections)
         {
-            connection.Observe(now);
             if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
             {
                 continue;
@@ -393,10 +401,10 @@ internal sealed partial class ConnectionDrainer
             // if a stream runs on (a long request, a gRPC or WebSocket stream), after idleTimeout.
             if (connection.Http is { IsHttp2: true } http)
             {
-                bool sendNow = drainStart <= idleBefore && (connection.HasActiveRequest || IsIdle(connection, now, idleTicks, maxWaitTicks));
+                bool sendNow = drainStart <= idleBefore && (connection.HasActiveRequest || IsIdle(connection, nowMs, idleMs, maxWaitMs));
                 connection.ShutdownHttp2(http, now, acknowledgeLimit, sendNow || connection.SendHttp2ShutdownNow);
             }
-            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && IsIdle(connection, now, idleTicks, maxWaitTicks))) && (queues?.TryTake(connection.Owner) ?? true))
+            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && IsIdle(connection, nowMs, idleMs, maxWaitMs))) && (queues?.TryTake(connection.Owner) ?? true))
             {
                 connection.RequestClose();
                 closed++;
@@ -408,8 +416,8 @@ internal sealed partial class ConnectionDrainer
 
     // A client that pauses between its requests sends the next one after a pause like those, so
     // a connection whose client paused before waits twice its longest pause (at most maxWait).
-    private bool IsIdle(DrainableConnection connection, long now, long idleTicks, long maxWaitTicks) =>
-        connection.IsIdleSince(now - Math.Max(idleTicks, Math.Min(2 * connection.LongestPauseMs * _time.TimestampFrequency / 1000, maxWaitTicks)));
+    private static bool IsIdle(DrainableConnection connection, long nowMs, long idleMs, long maxWaitMs) =>
+        connection.IsIdleSince(nowMs - Math.Max(idleMs, Math.Min(2 * connection.LongestPauseMs, maxWaitMs)));
 
     /// <summary>How many idle connections a tick may close: all of them over about
     /// <see cref="PacingTicks"/> ticks, so that their clients do not all reconnect to the new

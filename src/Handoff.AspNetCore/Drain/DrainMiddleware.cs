@@ -50,8 +50,8 @@ internal sealed class DrainMiddleware
                 tracked.IsHttp2 = true;
             }
 
-            // A coarse clock (milliseconds, a few nanoseconds to read) for the pauses between
-            // requests; the drain sees when a request ended on its own ticks.
+            // A coarse clock (milliseconds, a few nanoseconds to read; Stopwatch takes 25): the
+            // drain reads the same one to tell how long a connection has been idle.
             tracked.RequestStarted(Environment.TickCount64);
             context.Response.OnCompleted(_onCompleted, tracked);
         }

@@ -11,12 +11,28 @@ internal sealed partial class DrainableConnection : IDictionary<object, object?>
 {
     private IDictionary<object, object?>? _items;
 
+    // What a replacement of the items replaced: `saved = Items; Items = other; Items = saved`
+    // must give back what was stored, and `saved` is the connection itself.
+    private IDictionary<object, object?>? _replaced;
+
     public override IDictionary<object, object?> Items
     {
         get => this;
+        set
+        {
+            if (ReferenceEquals(value, this))
+            {
+                if (_replaced is not null)
+                {
+                    (_items, _replaced) = (_replaced, null);
+                }
 
-        // Replacing the items replaces what the connection holds besides its record.
-        set => _items = ReferenceEquals(value, this) ? _items : value;
+                return;
+            }
+
+            _replaced ??= _items ?? new Dictionary<object, object?>();
+            _items = value;
+        }
     }
 
     private IDictionary<object, object?> Store => _items ??= new Dictionary<object, object?>();

@@ -37,28 +37,24 @@ internal sealed partial class DrainableConnection : ConnectionContext
     // end is one atomic operation.
     private long _requests;
 
-    // When the last response ended and the longest pause before a next request, in milliseconds
-    // of Environment.TickCount64: a clock read of a few nanoseconds (Stopwatch takes 25).
+    // When the last response ended (the accept before the first), and the longest pause before
+    // a next request, in milliseconds of the drain's request clock: Environment.TickCount64,
+    // a read of a few nanoseconds (Stopwatch takes 25).
     private long _lastEndMs;
     private int _longestPauseMs;
-
-    // The drain's view, on the drain's clock: the ended count it last saw, and when it saw it
-    // change (the connection's accept before that). No clock is read per request for it.
-    private int _observedEnded;
-    private long _lastActivity;
     private int _closeRequested;
     private bool _shutdownBegun;
     private bool _shutdownSeenSent;
     private long _shutdownSent;
 
-    public DrainableConnection(ConnectionContext inner, long now = 0, object? owner = null)
+    public DrainableConnection(ConnectionContext inner, long nowMs = 0, object? owner = null)
     {
         _inner = inner;
 
         // A transport always comes with a socket connection; a test's bare context may lack one.
         _http = inner.Transport is { } transport ? new Http2ShutdownPipe(transport) : null;
         _transport = (IDuplexPipe?)_http ?? inner.Transport!;
-        _lastActivity = now;
+        _lastEndMs = nowMs;
         Owner = owner;
 
         // Not read first: Kestrel's socket connection makes its dictionary on the first read,
@@ -171,10 +167,13 @@ internal sealed partial class DrainableConnection : ConnectionContext
         // The pause since the last response: how long this client leaves the connection idle
         // between its requests. (Concurrent HTTP/2 streams may race here; a lost maximum only
         // makes the drain close the connection sooner, as it would without this.)
-        long lastEnd = Volatile.Read(ref _lastEndMs);
-        if (lastEnd != 0 && nowMs - lastEnd > Volatile.Read(ref _longestPauseMs))
+        if (Volatile.Read(ref _requests) >> 32 != 0)
         {
-            Volatile.Write(ref _longestPauseMs, (int)Math.Min(nowMs - lastEnd, int.MaxValue));
+            long pause = nowMs - Volatile.Read(ref _lastEndMs);
+            if (pause > Volatile.Read(ref _longestPauseMs))
+            {
+                Volatile.Write(ref _longestPauseMs, (int)Math.Min(pause, int.MaxValue));
+            }
         }
 
         Interlocked.Increment(ref _requests);
@@ -183,6 +182,7 @@ internal sealed partial class DrainableConnection : ConnectionContext
     /// <summary>A request's response completed; <paramref name="nowMs"/> is <see cref="Environment.TickCount64"/>.</summary>
     public void RequestEnded(long nowMs)
     {
+        // The time first, then the count: whoever sees no request running sees this end's time.
         Volatile.Write(ref _lastEndMs, nowMs);
         Interlocked.Add(ref _requests, (1L << 32) - 1);
     }
@@ -194,22 +194,13 @@ internal sealed partial class DrainableConnection : ConnectionContext
     /// <summary>True while a request runs on the connection.</summary>
     public bool HasActiveRequest => (int)Volatile.Read(ref _requests) > 0;
 
-    /// <summary>The drain's look, on each of its ticks: a request that ended since the last look
-    /// makes <paramref name="now"/> the connection's last activity. A tick is at most 50 ms late,
-    /// which only makes a connection look busy a little longer.</summary>
-    public void Observe(long now)
-    {
-        int ended = (int)(Volatile.Read(ref _requests) >> 32);
-        if (ended != _observedEnded)
-        {
-            _observedEnded = ended;
-            Volatile.Write(ref _lastActivity, now);
-        }
-    }
+    /// <summary>True when no request runs and none ended after <paramref name="sinceMs"/> (the
+    /// request clock's milliseconds; the accept counts as the first end).</summary>
+    public bool IsIdleSince(long sinceMs) =>
 
-    /// <summary>True when no request runs and none was seen ending after <paramref name="since"/>
-    /// (by <see cref="Observe"/>, on the drain's clock).</summary>
-    public bool IsIdleSince(long since) => !HasActiveRequest && Volatile.Read(ref _lastActivity) <= since;
+        // The count before the time (RequestEnded writes them the other way round): a response
+        // that ends between the two reads is never taken for an old one.
+        !HasActiveRequest && Volatile.Read(ref _lastEndMs) <= sinceMs;
 
     /// <summary>Asks Kestrel to close the connection gracefully: an idle HTTP/1.1 connection
     /// is closed at once, a request in flight gets <c>Connection: close</c>, HTTP/2 gets GOAWAY.</summary>

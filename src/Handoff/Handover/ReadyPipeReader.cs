@@ -83,7 +83,15 @@ internal sealed class ReadyPipeReader(int fd)
         {
             if (_fd >= 0 && _wakeRead < 0)
             {
-                (_wakeRead, _wakeWrite) = Interop.Libc.CreatePipe();
+                try
+                {
+                    (_wakeRead, _wakeWrite) = Interop.Libc.CreatePipe();
+                }
+                catch (IOException)
+                {
+                    // No descriptor left (EMFILE): the commit waits for the wait's timeout
+                    // instead, as it did before there was a wake-up.
+                }
             }
         }
     }

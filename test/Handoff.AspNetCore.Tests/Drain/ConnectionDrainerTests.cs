@@ -51,7 +51,6 @@ public sealed class ConnectionDrainerTests
         _time.Advance(TimeSpan.FromMilliseconds(1500));
         Tracked(recent).RequestStarted(Ms(_time));
         Tracked(recent).RequestEnded(Ms(_time));
-        drainer.CloseIdle(start, _time.GetTimestamp(), Idle); // the drain's tick that sees the end
 
         _time.Advance(TimeSpan.FromMilliseconds(500));
         drainer.CloseIdle(start, _time.GetTimestamp(), Idle);
@@ -276,7 +275,6 @@ public sealed class ConnectionDrainerTests
         tracked.RequestStarted(Ms(_time));
         tracked.RequestEnded(Ms(_time));
         long start = _time.GetTimestamp();
-        drainer.CloseIdle(start, start, Idle, maxWait: TimeSpan.FromSeconds(maxWaitSeconds)); // the drain's first tick
 
         _time.Advance(TimeSpan.FromSeconds(closedAfterSeconds) - TimeSpan.FromMilliseconds(100));
         drainer.CloseIdle(start, _time.GetTimestamp(), Idle, maxWait: TimeSpan.FromSeconds(maxWaitSeconds));
@@ -438,6 +436,54 @@ public sealed class ConnectionDrainerTests
         public System.IO.Pipelines.PipeReader Input { get; } = input;
 
         public System.IO.Pipelines.PipeWriter Output { get; } = output;
+    }
+
+    [Fact]
+    public void CloseIdle_ClientThatOncePausedThenStayedIdleLongBeforeTheDrain_ClosedAfterTheIdleTimeout()
+    {
+        // Found by review: idleness seen only from the drain's own ticks made such a connection
+        // wait twice its pause after the drain's start (10 s here) instead of the idle timeout.
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var connection = Connect(drainer);
+        var tracked = Tracked(connection);
+        tracked.RequestStarted(Ms(_time));
+        tracked.RequestEnded(Ms(_time));
+        _time.Advance(TimeSpan.FromSeconds(5)); // the client once paused 5 s
+        tracked.RequestStarted(Ms(_time));
+        tracked.RequestEnded(Ms(_time));
+        _time.Advance(TimeSpan.FromSeconds(60)); // then left the connection idle for a minute
+        long start = _time.GetTimestamp();
+        int ticks = 0;
+        while (connection.CloseRequests == 0 && ticks < 400)
+        {
+            drainer.CloseIdle(start, _time.GetTimestamp(), Idle, maxWait: TimeSpan.FromSeconds(15));
+            if (connection.CloseRequests == 0)
+            {
+                _time.Advance(Tick);
+                ticks++;
+            }
+        }
+
+        Assert.True(ticks * Tick.TotalMilliseconds <= Idle.TotalMilliseconds, $"closed {ticks * Tick.TotalMilliseconds} ms after the drain began");
+    }
+
+    [Fact]
+    public void IsIdleSince_AResponseEndingNow_IsNotTakenForAnOldEnd()
+    {
+        // Found by review: a response ending between the look at its running count and the look
+        // at its time must not make a connection idle (RequestClose would race the next request).
+        var drainer = new ConnectionDrainer(_time, NullLogger.Instance);
+        var tracked = Tracked(Connect(drainer));
+        tracked.RequestStarted(Ms(_time)); // a long response, begun before the drain
+        _time.Advance(TimeSpan.FromSeconds(5));
+        long since = Ms(_time) - (long)Idle.TotalMilliseconds;
+        Assert.False(tracked.IsIdleSince(since));
+
+        tracked.RequestEnded(Ms(_time)); // it ends now
+
+        Assert.False(tracked.IsIdleSince(since));
+        _time.Advance(Idle);
+        Assert.True(tracked.IsIdleSince(Ms(_time) - (long)Idle.TotalMilliseconds));
     }
 
     private static readonly object Owner = new();

@@ -63,6 +63,50 @@ public sealed class ConnectionTableTests
         Assert.Equal(seen.Count, seen.Distinct().Count());
     }
 
+    [Fact]
+    public async Task Walk_WhileTwoThreadsAddAndRemoveAndTheTableGrows_SeesEveryConnectionThatStays()
+    {
+        var table = new ConnectionTable();
+        var staying = Enumerable.Range(0, 50).Select(i => Connection($"s{i}")).ToArray();
+        foreach (var connection in staying)
+        {
+            table.Add(connection);
+        }
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        var churn = Enumerable.Range(0, 2).Select(seed => Task.Run(() =>
+        {
+            var mine = new List<DrainableConnection>();
+            var random = new Random(seed);
+            while (!stop.IsCancellationRequested)
+            {
+                if (mine.Count < 3000 && random.Next(3) != 0)
+                {
+                    var connection = Connection("x");
+                    table.Add(connection);
+                    mine.Add(connection);
+                }
+                else if (mine.Count > 0)
+                {
+                    int k = random.Next(mine.Count);
+                    Assert.True(table.Remove(mine[k]));
+                    mine.RemoveAt(k);
+                }
+            }
+        })).ToArray();
+
+        int walks = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            var seen = Walk(table).ToHashSet();
+            Assert.All(staying, connection => Assert.Contains(connection, seen));
+            walks++;
+        }
+
+        await Task.WhenAll(churn);
+        Assert.True(walks > 10);
+    }
+
     private static List<DrainableConnection> Walk(ConnectionTable table)
     {
         var list = new List<DrainableConnection>();

@@ -55,6 +55,26 @@ public sealed class DrainableConnectionTests
     }
 
     [Fact]
+    public void Items_SavedReplacedAndRestored_KeepWhatWasStored()
+    {
+        // Found by review: the saved items are the connection itself, and restoring them was a
+        // no-op that left the replacement in place.
+        var inner = new DefaultConnectionContext("items") { Transport = Duplex() };
+        ConnectionContext connection = new DrainableConnection(inner);
+        connection.Items["a"] = 1;
+        var saved = connection.Items;
+        connection.Items = new Dictionary<object, object?> { ["b"] = 2 };
+        Assert.False(connection.Items.ContainsKey("a"));
+        Assert.True(connection.Items.ContainsKey("b"));
+
+        connection.Items = saved;
+
+        Assert.Equal(1, connection.Items["a"]);
+        Assert.False(connection.Items.ContainsKey("b"));
+        Assert.Same(connection, DrainableConnection.Find(Request(inner)));
+    }
+
+    [Fact]
     public void Track_AddsThreeObjectsPerConnection()
     {
         // The record with the connection's items, the HTTP/2 shutdown pipe that is its own
@@ -92,6 +112,13 @@ public sealed class DrainableConnectionTests
 
         Assert.Equal(0, drainer.Count);
         Assert.True(await drainer.DrainAsync(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(1), CancellationToken.None));
+    }
+
+    private static DefaultHttpContext Request(IConnectionItemsFeature connection)
+    {
+        var features = new FeatureCollection();
+        features.Set(connection);
+        return new DefaultHttpContext(features);
     }
 
     private static DuplexPipe Duplex()
