@@ -105,6 +105,43 @@ public sealed class ReportTests
     }
 
     [Fact]
+    public void WarmTable_DifferencesArePerRound_InTenthsOfAPercent()
+    {
+        // Round 1: 10.0 against 10.3 µs (+3.0 %); round 2: 12.0 against 12.0 (+0.0 %); round 3:
+        // 10.5 against 10.29 (−2.0 %). Medians of each side alone would give 10.5 against 10.3,
+        // −1.9 %: the per-round median is +0.0 %, its range −2.0 … +3.0.
+        var runs = new[]
+        {
+            Warm("kestrel", 1, 10.0), Warm("handoff", 1, 10.3),
+            Warm("handoff", 2, 12.0), Warm("kestrel", 2, 12.0),
+            Warm("kestrel", 3, 10.5), Warm("handoff", 3, 10.29),
+            Steady("kestrel", 1, 10.0), Steady("handoff", 1, 99.0),
+        };
+
+        string table = Report.WarmTable(runs);
+
+        Assert.Contains("| keepalive | 3 | 10.50, 10.30 | **+0.0 % [−2.0 … +3.0]** | +0.00 [−0.21 … +0.30] |", table, StringComparison.Ordinal);
+        Assert.DoesNotContain("99", table, StringComparison.Ordinal); // the steady pair is not a round
+        Assert.Equal("", Report.WarmTable([Steady("kestrel", 1, 10.0), Steady("handoff", 1, 11.0)]));
+
+        static RunResult Warm(string server, int round, double cpu) => new()
+        {
+            Scenario = new Scenario(server, "keepalive", "warm"),
+            Repeat = round,
+            Load = new LoadResult { Requests = 50_000, DurationSeconds = 2 },
+            ServerCpuMicrosecondsPerRequest = cpu,
+        };
+
+        static RunResult Steady(string server, int pair, double cpu) => new()
+        {
+            Scenario = new Scenario(server, "keepalive", "none"),
+            Repeat = pair,
+            Load = new LoadResult { Requests = 50_000, DurationSeconds = 2 },
+            ServerCpuMicrosecondsPerRequest = cpu,
+        };
+    }
+
+    [Fact]
     public void SteadyTable_OnePair_GivesNoFigureButSaysItIsNoise()
     {
         // The quick run: one pair of fresh processes, 34,092 against 24,955 req/s once, which

@@ -3,12 +3,14 @@
 // docs/benchmarks.md and docs/benchmarks-timeline.svg.
 //
 //   Handoff.Bench [--quick] [--repeats N] [--duration SECONDS] [--pairs N] [--steady-duration SECONDS]
-//                 [--only TEXT] [--root DIR] [--server-cpus LIST]
+//                 [--rounds N] [--warmup SECONDS] [--burst SECONDS] [--only TEXT] [--root DIR] [--server-cpus LIST]
 //                 [--merge bench/results/DATE.json]  (rerun some scenarios into an earlier run)
 //   Handoff.Bench --report bench/results/DATE.json     (rewrite the report and its pictures from
 //                 a results file, without running anything)
 // Runs with an action (upgrade, restart) repeat --repeats times; runs without one (plain Kestrel
-// against Kestrel with Handoff) come in --pairs pairs, back to back, the order alternating.
+// against Kestrel with Handoff) come in --pairs pairs, back to back, the order alternating; and
+// the warm comparison keeps both running: --warmup seconds of load each, then --rounds rounds of
+// one --burst each, the order alternating (Runner.WarmAsync).
 using System.Globalization;
 using System.Text.Json;
 using Handoff.Bench;
@@ -19,6 +21,9 @@ int repeats = int.Parse(Option("--repeats") ?? (quick ? "1" : "2"), CultureInfo.
 var duration = TimeSpan.FromSeconds(int.Parse(Option("--duration") ?? (quick ? "12" : "20"), CultureInfo.InvariantCulture));
 int pairs = int.Parse(Option("--pairs") ?? (quick || Option("--only") is not null ? "1" : "4"), CultureInfo.InvariantCulture);
 var steadyDuration = TimeSpan.FromSeconds(int.Parse(Option("--steady-duration") ?? "10", CultureInfo.InvariantCulture));
+int rounds = int.Parse(Option("--rounds") ?? (quick ? "6" : "10"), CultureInfo.InvariantCulture);
+var warmup = TimeSpan.FromSeconds(int.Parse(Option("--warmup") ?? (quick ? "15" : "30"), CultureInfo.InvariantCulture));
+var burst = TimeSpan.FromSeconds(int.Parse(Option("--burst") ?? (quick ? "2" : "3"), CultureInfo.InvariantCulture));
 // bench/run pins this process (and so the load generators it starts) to some cores and passes
 // the others here: every server generation is started on those.
 BenchProcess.ServerCpus = Option("--server-cpus");
@@ -35,9 +40,10 @@ if (Option("--report") is { } reportFile)
 }
 
 // --only takes comma-separated parts of "server/load/action"; a scenario matching any runs.
-var scenarios = (quick ? Scenario.Quick : Scenario.Full)
-    .Where(s => only is null || only.Split(',').Any(part => s.ToString().Contains(part, StringComparison.Ordinal)))
-    .ToList();
+bool Selected(Scenario s) => only is null || only.Split(',').Any(part => s.ToString().Contains(part, StringComparison.Ordinal));
+var scenarios = (quick ? Scenario.Quick : Scenario.Full).Where(Selected).ToList();
+// A warm load runs when either of its two scenarios is selected; the quick run measures keep-alive.
+var warmLoads = (quick ? ["keepalive"] : Scenario.WarmLoads).Where(load => Scenario.Warm([load]).Any(Selected)).ToList();
 
 _ = ProcessTable.State(Environment.ProcessId); // loads the helpers: this process reaps the servers' generations
 string work = Directory.CreateTempSubdirectory("handoff-bench-").FullName;
@@ -45,7 +51,7 @@ string[] hidden = ["--root", "--server-cpus"]; // shown in the machine block ins
 string shown = string.Join(' ', args.Where((a, i) => !hidden.Contains(a) && (i == 0 || !hidden.Contains(args[i - 1]))));
 var acting = scenarios.Where(s => !s.Steady).ToList();
 var steady = scenarios.Where(s => s.Steady).ToList();
-var command = $"bench/run {shown}  ({acting.Count} scenarios with actions x {repeats} repeats x {duration.TotalSeconds:0} s; {steady.Count} steady scenarios x {pairs} pairs x {steadyDuration.TotalSeconds:0} s)";
+var command = $"bench/run {shown}  ({acting.Count} scenarios with actions x {repeats} repeats x {duration.TotalSeconds:0} s; {steady.Count} steady scenarios x {pairs} pairs x {steadyDuration.TotalSeconds:0} s; warm: {warmLoads.Count} loads x ({warmup.TotalSeconds:0} s warm-up + {rounds} rounds of 2 x {burst.TotalSeconds:0} s))";
 Console.WriteLine(command);
 
 // --merge FILE: keep the runs of an earlier results file except those of the scenarios run now.
@@ -54,7 +60,7 @@ var runs = new List<RunResult>();
 if (merge is not null)
 {
     var earlier = JsonSerializer.Deserialize<ResultsFile>(await File.ReadAllTextAsync(merge), ResultsFile.JsonOptions)!;
-    runs.AddRange(earlier.Runs.Where(r => !scenarios.Contains(r.Scenario)));
+    runs.AddRange(earlier.Runs.Where(r => !scenarios.Contains(r.Scenario) && !(r.Scenario.IsWarm && warmLoads.Contains(r.Scenario.Load))));
     command = earlier.Command + $"; then {command} merged";
     duration = TimeSpan.FromSeconds(earlier.DurationSeconds);
     repeats = earlier.Repeats;
@@ -94,6 +100,26 @@ for (int pair = 1; pair <= pairs; pair++)
         {
             await RunAsync(scenario, pair, steadyDuration);
         }
+    }
+}
+
+// The warm comparison: what Handoff costs once both processes have warmed up.
+foreach (string load in warmLoads)
+{
+    try
+    {
+        await Runner.WarmAsync(load, rounds, warmup, burst, work, async run =>
+        {
+            runs.Add(run);
+            await SaveAsync();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{run.Scenario,-32} #{run.Repeat}: {run.Load.RequestsPerSecond,8:0} req/s, {run.Load.Failed,5} failed, {run.ServerCpuMicrosecondsPerRequest ?? double.NaN,6:0.00} µs/request"));
+        });
+    }
+    catch (Exception e) when (e is InvalidOperationException or IOException or TimeoutException or System.Net.Sockets.SocketException or FormatException or OperationCanceledException)
+    {
+        Console.Error.WriteLine($"warm {load} could not run: {e.Message}");
+        broken.Add($"warm {load}: {e.Message}");
     }
 }
 

@@ -56,6 +56,7 @@ internal static class Report
         text.Append(Headline(runs));
         text.AppendLine(CultureInfo.InvariantCulture, $"![failed requests per upgrade, by system and load]({failedSvgName})");
         text.AppendLine();
+        text.Append(WarmTable(runs));
         text.Append(SteadyTable(runs));
         if (notes is not null)
         {
@@ -69,13 +70,13 @@ internal static class Report
         text.AppendLine();
         text.AppendLine("## Every run, by load");
         text.AppendLine();
-        foreach (string load in LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l)))
+        foreach (string load in LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l && !r.Scenario.IsWarm)))
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"### {load}: {LoadGenerator.Descriptions[load]}");
             text.AppendLine();
             text.AppendLine("| server | action | runs | actions | succeeded | req/s | failed | failed per action | failures by kind | reconnects | requests over 1 s | p50 ms | p99 ms | p99.9 ms | max ms | p99 ms, 1 s after action | p99 ms, steady | signal to ready ms | ready to old gone ms | last idle connection closed, ms after signal | peak RSS MiB start, end | fds start, end | allocated B per request |");
             text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-            foreach (var group in runs.Where(r => r.Scenario.Load == load).GroupBy(r => r.Scenario))
+            foreach (var group in runs.Where(r => r.Scenario.Load == load && !r.Scenario.IsWarm).GroupBy(r => r.Scenario))
             {
                 var g = group.ToList();
                 int actionCount = g.Sum(r => r.Actions.Count);
@@ -120,7 +121,7 @@ internal static class Report
     /// under each load, its time to ready and how many of its actions succeeded.</summary>
     public static string Headline(IReadOnlyList<RunResult> runs)
     {
-        var loads = LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l && !r.Scenario.Steady)).ToList();
+        var loads = LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l && r.Actions.Count > 0)).ToList();
         var text = new StringBuilder();
         text.AppendLine("| system | " + string.Join(" | ", loads) + " | signal to ready, ms | actions succeeded |");
         text.AppendLine("|---|" + string.Concat(loads.Select(_ => "---|")) + "---|---|");
@@ -160,6 +161,48 @@ internal static class Report
             string unanswered = Unanswered(g);
             return (bold ? $"**{value}**" : value) + (unanswered.Length > 0 ? $" ({unanswered})" : "");
         }
+    }
+
+    /// <summary>What Handoff costs warm: plain Kestrel against Kestrel with Handoff, both kept
+    /// running and warmed up, measured in alternating bursts (see <see cref="Runner.WarmAsync"/>);
+    /// each difference is taken per round, as the two ran back to back.</summary>
+    public static string WarmTable(IReadOnlyList<RunResult> runs)
+    {
+        var loads = LoadGenerator.Descriptions.Keys.Where(l => runs.Any(r => r.Scenario.Load == l && r.Scenario.IsWarm)).ToList();
+        if (loads.Count == 0)
+        {
+            return "";
+        }
+
+        var text = new StringBuilder();
+        text.AppendLine("## What Handoff costs per request, warm");
+        text.AppendLine();
+        text.AppendLine("| load | rounds | server CPU µs per request, kestrel, handoff | handoff against kestrel, CPU per request per round | difference, µs per request | req/s kestrel, handoff | handoff against kestrel, req/s per round |");
+        text.AppendLine("|---|---|---|---|---|---|---|");
+        foreach (string load in loads)
+        {
+            var rounds = runs.Where(r => r.Scenario == new Scenario("kestrel", load, "warm")).Join(
+                runs.Where(r => r.Scenario == new Scenario("handoff", load, "warm")), k => k.Repeat, h => h.Repeat, (k, h) => (Kestrel: k, Handoff: h))
+                .Where(p => p.Kestrel.ServerCpuMicrosecondsPerRequest is > 0 && p.Handoff.ServerCpuMicrosecondsPerRequest is > 0 && p.Kestrel.Load.RequestsPerSecond > 0)
+                .ToList();
+            if (rounds.Count == 0)
+            {
+                continue;
+            }
+
+            var kestrel = rounds.Select(p => p.Kestrel.ServerCpuMicrosecondsPerRequest!.Value).ToList();
+            var handoff = rounds.Select(p => p.Handoff.ServerCpuMicrosecondsPerRequest!.Value).ToList();
+            var cpu = rounds.Select(p => (p.Handoff.ServerCpuMicrosecondsPerRequest!.Value / p.Kestrel.ServerCpuMicrosecondsPerRequest!.Value) - 1).ToList();
+            var micro = rounds.Select(p => p.Handoff.ServerCpuMicrosecondsPerRequest!.Value - p.Kestrel.ServerCpuMicrosecondsPerRequest!.Value).ToList();
+            var rate = rounds.Select(p => (p.Handoff.Load.RequestsPerSecond / p.Kestrel.Load.RequestsPerSecond) - 1).ToList();
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {load} | {rounds.Count} | {Median(kestrel):0.00}, {Median(handoff):0.00} | **{Percent(cpu, "0.0")}** | {Median(micro):+0.00;−0.00} [{micro.Min():+0.00;−0.00} … {micro.Max():+0.00;−0.00}] | {Median(rounds.Select(p => p.Kestrel.Load.RequestsPerSecond)):0}, {Median(rounds.Select(p => p.Handoff.Load.RequestsPerSecond)):0} | {Percent(rate, "0.0")} |"));
+        }
+
+        text.AppendLine();
+        text.AppendLine("Both servers (the same test server, with and without `UseHandoff()`) start once per load and keep running, on the same server cpu; each serves the load alone for the warm-up first (the runtime recompiles hot code, optimized, in the background for 20 to 30 s of load here; Handoff's assemblies are not ReadyToRun), then the rounds: one burst each, back to back, the one going first alternating, so that drift of the machine falls on both. *CPU per request*: the server's user and system time (/proc/PID/stat) over the burst, over the requests the load completed; each cell is the median of the rounds' differences with the smallest and largest in brackets. This is the figure to read for what Handoff costs; the pairs below are fresh processes measured from their first second.");
+        text.AppendLine();
+        return text.ToString();
     }
 
     /// <summary>Plain Kestrel against Kestrel with Handoff without actions, from the pairs: each
@@ -203,15 +246,16 @@ internal static class Report
     internal static string PairedChange(IReadOnlyList<double> changes) =>
         changes.Count == 1 ? "one pair: noise, not a cost" : Percent(changes);
 
-    /// <summary>"−3 % [−9 … +2]": a median change with its range, in whole percent.</summary>
-    internal static string Percent(IReadOnlyList<double> changes)
+    /// <summary>"−3 % [−9 … +2]": a median change with its range, in whole percent (or in the
+    /// <paramref name="format"/> given, "0.0" for tenths).</summary>
+    internal static string Percent(IReadOnlyList<double> changes, string format = "0")
     {
         if (changes.Count == 0)
         {
             return "-";
         }
 
-        static string P(double v) => (v >= 0 ? "+" : "−") + Math.Abs(v * 100).ToString("0", CultureInfo.InvariantCulture);
+        string P(double v) => (v >= 0 ? "+" : "−") + Math.Abs(v * 100).ToString(format, CultureInfo.InvariantCulture);
         string median = P(Median(changes)) + " %";
         return changes.Count == 1 ? median : $"{median} [{P(changes.Min())} … {P(changes.Max())}]";
     }

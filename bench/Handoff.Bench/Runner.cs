@@ -1,3 +1,5 @@
+using System.Globalization;
+
 namespace Handoff.Bench;
 
 /// <summary>Runs one scenario once: starts the server, puts the load on it, repeats the
@@ -91,6 +93,79 @@ internal static class Runner
             FdsStart = fdsStart,
             FdsEnd = fdsEnd,
         };
+    }
+
+    /// <summary>
+    /// The warm comparison for one load: plain Kestrel and Kestrel with Handoff, each started once
+    /// and kept running on the server cpus. Each serves the load alone for
+    /// <paramref name="warmup"/> (the runtime recompiles the hot code, optimized, in the
+    /// background: a fresh process of a few seconds measures the compiler as much as the server),
+    /// then both are measured in <paramref name="rounds"/> rounds of one burst each, back to back,
+    /// the one going first alternating, so that the machine's drift falls on both.
+    /// <paramref name="measured"/> gets each burst (its round as the repeat) with the server's CPU
+    /// time per request.
+    /// </summary>
+    public static async Task WarmAsync(string load, int rounds, TimeSpan warmup, TimeSpan burst, string workDirectory, Func<RunResult, Task> measured)
+    {
+        bool http2 = LoadGenerator.IsHttp2(load);
+        bool tls = LoadGenerator.IsTls(load);
+        var scenarios = Scenario.Warm([load]).ToList();
+        var servers = new List<KestrelBenchServer>();
+        try
+        {
+            foreach (var scenario in scenarios)
+            {
+                string directory = Path.Combine(workDirectory, $"{scenario.Server}-{load}-warm");
+                Directory.CreateDirectory(directory);
+                var server = new KestrelBenchServer(scenario.Server == "handoff" ? KestrelMode.Handoff : KestrelMode.Plain, directory, BenchProcess.FreePort(), http2, tls);
+                servers.Add(server);
+                await server.StartAsync();
+                if (load == "close" && !await LoadGenerator.ServerClosesOnRequestAsync(server.Port))
+                {
+                    throw new InvalidOperationException($"{server.Name} does not answer 'Connection: close' with close: the close load would measure keep-alive.");
+                }
+            }
+
+            for (int i = 0; i < servers.Count; i++)
+            {
+                var warm = await BurstAsync(scenarios[i], servers[i], 0, warmup);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{scenarios[i],-32} warm-up: {warm.Load.RequestsPerSecond,8:0} req/s, {warm.ServerCpuMicrosecondsPerRequest ?? double.NaN,6:0.00} µs/request over its first {warmup.TotalSeconds:0} s"));
+            }
+
+            for (int round = 1; round <= rounds; round++)
+            {
+                foreach (int i in round % 2 == 1 ? [0, 1] : new[] { 1, 0 })
+                {
+                    await measured(await BurstAsync(scenarios[i], servers[i], round, burst));
+                }
+            }
+        }
+        finally
+        {
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+        }
+
+        async Task<RunResult> BurstAsync(Scenario scenario, KestrelBenchServer server, int round, TimeSpan length)
+        {
+            int pid = server.ServingPid;
+            double cpuStart = BenchProcess.CpuSeconds(pid);
+            var result = await await LoadGenerator.StartAsync(load, server.Port, length, server.Directory);
+            double cpu = BenchProcess.CpuSeconds(pid) - cpuStart;
+            if (server.ServingPid != pid)
+            {
+                throw new InvalidOperationException($"{scenario}: the serving process changed during a burst ({pid} -> {server.ServingPid}); a warm comparison has no actions.");
+            }
+
+            return Summarize(scenario, round, result, []) with
+            {
+                ServerCpuMicrosecondsPerRequest = result.Requests > 0 ? cpu * 1e6 / result.Requests : null,
+                ServerCpus = BenchProcess.CpusOf(pid),
+            };
+        }
     }
 
     /// <summary>Derives the per-request figures: p99 after actions, steady p99, timeline.</summary>

@@ -39,6 +39,17 @@ internal sealed record Scenario(string Server, string Load, string Action)
     /// action, in pairs.</summary>
     public static IReadOnlyList<string> SteadyLoads { get; } = ["keepalive", "close", "h1log", "h2c", "h2tls", "https", "longmix"];
 
+    /// <summary>The loads of the warm comparison (<see cref="Runner.WarmAsync"/>): plain Kestrel
+    /// and Kestrel with Handoff kept running, warmed up, then measured in alternating bursts.
+    /// The loads whose server CPU per request is the cost users pay on every request: keep-alive,
+    /// a connection per request, TLS, HTTP/2.</summary>
+    public static IReadOnlyList<string> WarmLoads { get; } = ["keepalive", "close", "https", "h2c"];
+
+    /// <summary>The warm scenarios of a run: "kestrel/LOAD/warm" and "handoff/LOAD/warm" (so
+    /// <c>--only warm</c> or <c>--only keepalive/warm</c> picks them).</summary>
+    public static IEnumerable<Scenario> Warm(IEnumerable<string> loads) =>
+        loads.SelectMany(load => new[] { new Scenario("kestrel", load, "warm"), new Scenario("handoff", load, "warm") });
+
     /// <summary>Every scenario of a full run: each system under each load it serves, with its
     /// action; then the steady pairs.</summary>
     public static IReadOnlyList<Scenario> Full { get; } =
@@ -66,4 +77,8 @@ internal sealed record Scenario(string Server, string Load, string Action)
 
     /// <summary>A run without an action, measured in pairs.</summary>
     public bool Steady => Action == "none";
+
+    /// <summary>A burst of the warm comparison: no action, a process that had already served
+    /// the same load for the warm-up.</summary>
+    public bool IsWarm => Action == "warm";
 }
