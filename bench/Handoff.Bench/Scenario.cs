@@ -26,7 +26,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
     public static IReadOnlyDictionary<string, string[]> LoadsOf { get; } = new Dictionary<string, string[]>
     {
         ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "idle"],
-        ["handoff-aot"] = ["keepalive", "close", "idle"],
+        ["handoff-aot"] = ["keepalive", "close", "h1log", "idle"],
         ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "idle"],
         ["tableflip"] = ["keepalive", "close", "h1log", "longmix", "idle"],
         ["grace"] = ["keepalive", "close", "h1log", "longmix", "idle"],
