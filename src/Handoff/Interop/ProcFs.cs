@@ -97,6 +97,58 @@ internal static class ProcFs
         }
     }
 
+    /// <summary>
+    /// Every registration in every epoll instance of this process: the epoll descriptor, the
+    /// registered descriptor number (<c>tfd</c>), its event mask, its user data and the inode of
+    /// the file registered (an entry stays while any descriptor of any process still refers to
+    /// that file, so the number alone may name another file by now). From the
+    /// <c>/proc/self/fdinfo</c> of each <c>anon_inode:[eventpoll]</c> descriptor.
+    /// </summary>
+    public static IReadOnlyList<EpollRegistration> SelfEpollRegistrations()
+    {
+        var registrations = new List<EpollRegistration>();
+        foreach (var (fd, target) in Fds(Environment.ProcessId))
+        {
+            if (target != "anon_inode:[eventpoll]")
+            {
+                continue;
+            }
+
+            string[] lines;
+            try
+            {
+                lines = File.ReadAllLines($"/proc/self/fdinfo/{fd}");
+            }
+            catch (IOException)
+            {
+                continue; // Closed meanwhile.
+            }
+
+            // "tfd:       12 events:   80002019 data:                c  pos:0 ino:4a1b sdev:8"
+            foreach (string line in lines)
+            {
+                if (!line.StartsWith("tfd:", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                string[] f = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+                int Index(string name) => Array.IndexOf(f, name);
+                if (Index("tfd:") is int t and >= 0 && Index("events:") is int e and >= 0 && Index("data:") is int d and >= 0 &&
+                    f.FirstOrDefault(x => x.StartsWith("ino:", StringComparison.Ordinal)) is { } ino &&
+                    int.TryParse(f[t + 1], NumberStyles.None, CultureInfo.InvariantCulture, out int registered) &&
+                    uint.TryParse(f[e + 1], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out uint events) &&
+                    ulong.TryParse(f[d + 1], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong data) &&
+                    ulong.TryParse(ino.AsSpan(4), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong inode))
+                {
+                    registrations.Add(new EpollRegistration(fd, registered, events, data, inode));
+                }
+            }
+        }
+
+        return registrations;
+    }
+
     /// <summary>The inode in a descriptor's target ("socket:[123]" gives 123), or null.</summary>
     public static ulong? Inode(string? target)
     {
@@ -134,3 +186,7 @@ internal static class ProcFs
         }
     }
 }
+
+/// <summary>One entry of an epoll instance's interest list (see
+/// <see cref="ProcFs.SelfEpollRegistrations"/>).</summary>
+internal readonly record struct EpollRegistration(int EpollFd, int Fd, uint Events, ulong Data, ulong Inode);

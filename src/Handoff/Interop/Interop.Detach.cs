@@ -1,0 +1,76 @@
+using System.Runtime.InteropServices;
+
+namespace Handoff;
+
+internal static partial class Interop
+{
+    internal static partial class Libc
+    {
+        internal const int EPOLL_CTL_ADD = 1;
+        internal const int EPOLL_CTL_DEL = 2;
+
+        [LibraryImport(LibraryName, EntryPoint = "dup3", SetLastError = true)]
+        private static partial int Dup3Core(int oldFd, int newFd, int flags);
+
+        [LibraryImport(LibraryName, EntryPoint = "socketpair", SetLastError = true)]
+        private static unsafe partial int SocketPairCore(int domain, int type, int protocol, int* fds);
+
+        [LibraryImport(LibraryName, EntryPoint = "epoll_ctl", SetLastError = true)]
+        private static unsafe partial int EpollCtlCore(int epollFd, int operation, int fd, EpollEvent* @event);
+
+        // struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).
+        [StructLayout(LayoutKind.Sequential, Pack = 4)]
+        private struct EpollEvent
+        {
+            public uint Events;
+            public ulong Data;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        private struct EpollEventAligned
+        {
+            public uint Events;
+            public ulong Data;
+        }
+
+        /// <summary>dup3(2): makes <paramref name="newFd"/> refer to what <paramref name="oldFd"/>
+        /// refers to, atomically, with FD_CLOEXEC.</summary>
+        internal static void Dup3(int oldFd, int newFd)
+        {
+            if (Dup3Core(oldFd, newFd, O_CLOEXEC) < 0)
+            {
+                throw Error($"dup3({oldFd}, {newFd})");
+            }
+        }
+
+        /// <summary>A connected pair of Unix stream sockets, both with FD_CLOEXEC.</summary>
+        internal static unsafe (int First, int Second) StreamSocketPair()
+        {
+            int* fds = stackalloc int[2];
+            if (SocketPairCore(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+            {
+                throw Error("socketpair(AF_UNIX, SOCK_STREAM)");
+            }
+
+            return (fds[0], fds[1]);
+        }
+
+        /// <summary>epoll_ctl(2) ADD or DEL; returns 0 or the errno.</summary>
+        internal static unsafe int EpollControl(int epollFd, int operation, int fd, uint events, ulong data)
+        {
+            int result;
+            if (RuntimeInformation.ProcessArchitecture == Architecture.X64)
+            {
+                var packed = new EpollEvent { Events = events, Data = data };
+                result = EpollCtlCore(epollFd, operation, fd, &packed);
+            }
+            else
+            {
+                var aligned = new EpollEventAligned { Events = events, Data = data };
+                result = EpollCtlCore(epollFd, operation, fd, (EpollEvent*)&aligned);
+            }
+
+            return result == 0 ? 0 : Marshal.GetLastPInvokeError();
+        }
+    }
+}
