@@ -44,37 +44,52 @@ internal static partial class Interop
                     return Marshal.GetLastPInvokeError() == EAGAIN ? -1 : throw Error("recvmsg");
                 }
 
-                // struct cmsghdr { size_t len; int level; int type; } then the data, each
-                // header aligned to 8 bytes.
-                long offset = 0;
-                while (offset + 16 <= (long)message.ControlLength)
+                var fds = new List<int>();
+                senderPid = ParseControl(control, message.ControlLength, fds);
+                foreach (int passed in fds)
                 {
-                    byte* header = control + offset;
-                    long length = (long)*(nuint*)header;
-                    if (length < 16)
-                    {
-                        break;
-                    }
-
-                    int level = *(int*)(header + 8);
-                    int type = *(int*)(header + 12);
-                    if (level == SOL_SOCKET && type == SCM_CREDENTIALS && length >= 16 + 12)
-                    {
-                        senderPid = *(int*)(header + 16);
-                    }
-                    else if (level == SOL_SOCKET && type == SCM_RIGHTS)
-                    {
-                        for (long at = 16; at + 4 <= length; at += 4)
-                        {
-                            _ = Close(*(int*)(header + at));
-                        }
-                    }
-
-                    offset += (length + 7) & ~7L;
+                    _ = Close(passed);
                 }
 
                 return (int)received;
             }
+        }
+
+        /// <summary>Walks the control messages recvmsg(2) filled in: adds every SCM_RIGHTS
+        /// descriptor to <paramref name="fds"/> and returns the SCM_CREDENTIALS pid (0 if none).</summary>
+        internal static unsafe int ParseControl(byte* control, nuint controlLength, List<int> fds)
+        {
+            // struct cmsghdr { size_t len; int level; int type; } then the data, each header
+            // aligned to 8 bytes.
+            int pid = 0;
+            long offset = 0;
+            while (offset + 16 <= (long)controlLength)
+            {
+                byte* header = control + offset;
+                long length = (long)*(nuint*)header;
+                if (length < 16)
+                {
+                    break;
+                }
+
+                int level = *(int*)(header + 8);
+                int type = *(int*)(header + 12);
+                if (level == SOL_SOCKET && type == SCM_CREDENTIALS && length >= 16 + 12)
+                {
+                    pid = *(int*)(header + 16);
+                }
+                else if (level == SOL_SOCKET && type == SCM_RIGHTS)
+                {
+                    for (long at = 16; at + 4 <= length; at += 4)
+                    {
+                        fds.Add(*(int*)(header + at));
+                    }
+                }
+
+                offset += (length + 7) & ~7L;
+            }
+
+            return pid;
         }
     }
 }

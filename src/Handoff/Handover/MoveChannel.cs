@@ -1,0 +1,151 @@
+using System.Buffers.Binary;
+
+namespace Handoff;
+
+/// <summary>What kind of connection moves, which decides who adopts it in the new generation.</summary>
+internal enum MoveKind : byte
+{
+    /// <summary>An HTTP/1.1 connection between two requests; Kestrel adopts it as if accepted.</summary>
+    Http1 = 1,
+
+    /// <summary>A connection of the application's own protocol (the core's connection drain);
+    /// the application adopts it, with the state it saved.</summary>
+    Tcp = 2,
+}
+
+/// <summary>One connection received from the previous generation: the new generation owns
+/// <see cref="Fd"/> (FD_CLOEXEC set) and must serve or close it.</summary>
+/// <param name="Fd">The connected socket.</param>
+/// <param name="Kind">Who adopts it.</param>
+/// <param name="ListenerInode">The inode of the listening socket that accepted it (the same
+/// socket in both generations), to serve it as that listener's connection.</param>
+/// <param name="Bytes">Bytes the previous generation had read from it but not consumed (a
+/// pipelined request): they come before anything read from the socket.</param>
+/// <param name="State">The application's state for the connection (<see cref="MoveKind.Tcp"/>).</param>
+internal sealed record MovedConnection(int Fd, MoveKind Kind, ulong ListenerInode, byte[] Bytes, byte[] State);
+
+/// <summary>
+/// The wire format of the move channel: a Unix stream socket pair made for an upgrade, on which
+/// the old generation sends the new one each connection it moves, one frame each. See
+/// docs/protocol.md ("Connections that move").
+/// </summary>
+/// <remarks>
+/// A frame is a 24-byte header, then the connection's unconsumed bytes, then its state. The
+/// connection's descriptor goes as SCM_RIGHTS with the header's first byte. Header, big-endian:
+/// magic "HM" (2 bytes), version (1), kind (1), bytes length (4), state length (4), reserved (4,
+/// zero), listener inode (8). A stream, not datagrams, because a connection's bytes may be larger
+/// than a datagram can be (Kestrel buffers up to 1 MB of a request by default). Blocking calls:
+/// the sender and the receiver each run on a thread of their own for the duration.
+/// </remarks>
+internal static class MoveChannel
+{
+    /// <summary>The frame format's version; a receiver refuses any other.</summary>
+    public const byte Version = 1;
+
+    public const int HeaderLength = 24;
+
+    /// <summary>The most unconsumed bytes a frame may carry: far above Kestrel's default request
+    /// buffer (1 MB), and a bound a malformed frame cannot push the receiver past.</summary>
+    public const int MaxBytes = 16 << 20;
+
+    /// <summary>The most state a frame may carry.</summary>
+    public const int MaxState = 1 << 20;
+
+    private const ushort Magic = 0x484D; // "HM"
+
+    /// <summary>Sends one connection. The caller still owns <paramref name="connectionFd"/> and
+    /// closes it afterwards (the receiver has its own descriptor for the connection by then).</summary>
+    /// <exception cref="IOException">The channel is closed or broken (the new generation is gone).</exception>
+    public static void Send(int channel, int connectionFd, MoveKind kind, ulong listenerInode, ReadOnlySpan<byte> bytes, ReadOnlySpan<byte> state)
+    {
+        if (bytes.Length > MaxBytes || state.Length > MaxState)
+        {
+            throw new ArgumentException($"A moved connection carries at most {MaxBytes} bytes and {MaxState} bytes of state, not {bytes.Length} and {state.Length}.");
+        }
+
+        byte[] frame = new byte[HeaderLength + bytes.Length + state.Length];
+        var header = frame.AsSpan(0, HeaderLength);
+        BinaryPrimitives.WriteUInt16BigEndian(header, Magic);
+        header[2] = Version;
+        header[3] = (byte)kind;
+        BinaryPrimitives.WriteInt32BigEndian(header[4..], bytes.Length);
+        BinaryPrimitives.WriteInt32BigEndian(header[8..], state.Length);
+        BinaryPrimitives.WriteUInt64BigEndian(header[16..], listenerInode);
+        bytes.CopyTo(frame.AsSpan(HeaderLength));
+        state.CopyTo(frame.AsSpan(HeaderLength + bytes.Length));
+
+        int sent = Interop.Libc.SendWithDescriptor(channel, frame, connectionFd);
+        Interop.Libc.WriteAll(channel, frame.AsSpan(sent));
+    }
+
+    /// <summary>Receives the next connection, or null when the channel ended between frames
+    /// (the old generation has moved all it will).</summary>
+    /// <exception cref="HandoffProtocolException">A malformed frame (any descriptor that came
+    /// with it is closed).</exception>
+    public static MovedConnection? Receive(int channel)
+    {
+        Span<byte> header = stackalloc byte[HeaderLength];
+        var fds = new List<int>(1);
+        try
+        {
+            int got = 0;
+            while (got < HeaderLength)
+            {
+                int n = Interop.Libc.ReceiveWithDescriptors(channel, header[got..], fds);
+                if (n == 0)
+                {
+                    return got == 0 && fds.Count == 0 ? null : throw Malformed($"the channel ended inside a frame's header ({got} of {HeaderLength} bytes)");
+                }
+
+                got += n;
+            }
+
+            if (BinaryPrimitives.ReadUInt16BigEndian(header) != Magic || header[2] != Version)
+            {
+                throw Malformed($"expected magic 'HM' and version {Version}, found {Convert.ToHexString(header[..3])}");
+            }
+
+            var kind = (MoveKind)header[3];
+            int bytesLength = BinaryPrimitives.ReadInt32BigEndian(header[4..]);
+            int stateLength = BinaryPrimitives.ReadInt32BigEndian(header[8..]);
+            if (kind is not (MoveKind.Http1 or MoveKind.Tcp) || bytesLength is < 0 or > MaxBytes || stateLength is < 0 or > MaxState)
+            {
+                throw Malformed($"kind {header[3]}, {bytesLength} bytes and {stateLength} bytes of state (kinds 1 and 2, at most {MaxBytes} and {MaxState} bytes)");
+            }
+
+            if (fds.Count != 1)
+            {
+                throw Malformed($"a frame must bring one descriptor, not {fds.Count}");
+            }
+
+            byte[] bytes = new byte[bytesLength];
+            byte[] state = new byte[stateLength];
+            try
+            {
+                if ((bytesLength > 0 && !Interop.Libc.ReadAll(channel, bytes)) || (stateLength > 0 && !Interop.Libc.ReadAll(channel, state)))
+                {
+                    throw Malformed("the channel ended before a frame's bytes");
+                }
+            }
+            catch (EndOfStreamException e)
+            {
+                throw Malformed($"the channel ended inside a frame's bytes ({e.Message})");
+            }
+
+            var connection = new MovedConnection(fds[0], kind, BinaryPrimitives.ReadUInt64BigEndian(header[16..]), bytes, state);
+            fds.Clear();
+            return connection;
+        }
+        finally
+        {
+            // Descriptors of a frame that is not returned are never served: closed here.
+            foreach (int fd in fds)
+            {
+                Interop.Libc.Close(fd);
+            }
+        }
+    }
+
+    private static HandoffProtocolException Malformed(string why) =>
+        new($"A malformed frame on the move channel from the previous generation: {why}. The connection it carried is closed; the channel is not read further.");
+}

@@ -1,0 +1,150 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Handoff.Tests;
+
+/// <summary>The move channel's frames over a real Unix socket pair, carrying real TCP connections.</summary>
+public sealed class MoveChannelTests
+{
+    [Fact]
+    public void Send_Receive_CarriesTheConnectionItsBytesAndState_AndTheReceiverServesIt()
+    {
+        var (sender, receiver) = Interop.Libc.StreamSocketPair();
+        try
+        {
+            using var pair = TcpPair();
+            byte[] pipelined = Encoding.ASCII.GetBytes("GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+            int fd = (int)pair.Server.SafeHandle.DangerousGetHandle();
+
+            MoveChannel.Send(sender, fd, MoveKind.Tcp, 4242, pipelined, [1, 2, 3]);
+            pair.Server.Dispose(); // The sender's copy goes; the connection stays (no FIN while the receiver holds it).
+            var moved = MoveChannel.Receive(receiver);
+
+            Assert.NotNull(moved);
+            Assert.Equal(MoveKind.Tcp, moved.Kind);
+            Assert.Equal(4242UL, moved.ListenerInode);
+            Assert.Equal(pipelined, moved.Bytes);
+            Assert.Equal([1, 2, 3], moved.State);
+            Assert.True(Interop.Libc.IsCloseOnExec(moved.Fd));
+            using var adopted = new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true));
+            adopted.Send("moved"u8);
+            byte[] buffer = new byte[5];
+            Assert.Equal(5, pair.Client.Receive(buffer));
+            Assert.Equal("moved", Encoding.ASCII.GetString(buffer));
+        }
+        finally
+        {
+            Interop.Libc.Close(sender);
+            Interop.Libc.Close(receiver);
+        }
+    }
+
+    [Fact]
+    public async Task Send_ManyFramesAndLargeBytes_ArriveInOrder_ThenNullAtTheEnd()
+    {
+        var (sender, receiver) = Interop.Libc.StreamSocketPair();
+        var pairs = Enumerable.Range(0, 3).Select(_ => TcpPair()).ToList();
+        try
+        {
+            // 2 MB of bytes in the second frame: more than the socket pair buffers, so the sender
+            // blocks until the receiver reads, and the frames must not run into each other.
+            byte[][] payloads = [[], new byte[2 << 20], Encoding.ASCII.GetBytes("third")];
+            Random.Shared.NextBytes(payloads[1]);
+            var sending = Task.Run(() =>
+            {
+                for (int i = 0; i < pairs.Count; i++)
+                {
+                    MoveChannel.Send(sender, (int)pairs[i].Server.SafeHandle.DangerousGetHandle(), MoveKind.Http1, (ulong)i + 1, payloads[i], []);
+                }
+
+                Interop.Libc.Close(sender);
+            });
+
+            for (int i = 0; i < pairs.Count; i++)
+            {
+                var moved = MoveChannel.Receive(receiver);
+                Assert.NotNull(moved);
+                Assert.Equal((ulong)i + 1, moved.ListenerInode);
+                Assert.Equal(payloads[i], moved.Bytes);
+                Assert.Empty(moved.State);
+
+                // Each frame's descriptor is its own connection.
+                Assert.Equal(ProcFs.Inode(ProcFs.SelfFd((int)pairs[i].Server.SafeHandle.DangerousGetHandle())), ProcFs.Inode(ProcFs.SelfFd(moved.Fd)));
+                Interop.Libc.Close(moved.Fd);
+            }
+
+            await sending.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Null(MoveChannel.Receive(receiver));
+        }
+        finally
+        {
+            Interop.Libc.Close(receiver);
+            pairs.ForEach(p => p.Dispose());
+        }
+    }
+
+    [Theory]
+    [InlineData("magic")]
+    [InlineData("version")]
+    [InlineData("kind")]
+    [InlineData("length")]
+    [InlineData("truncated")]
+    public void Receive_AMalformedFrame_ThrowsAndClosesTheDescriptorItBrought(string fault)
+    {
+        var (sender, receiver) = Interop.Libc.StreamSocketPair();
+        using var pair = TcpPair();
+        try
+        {
+            byte[] header = new byte[MoveChannel.HeaderLength];
+            header[0] = (byte)'H';
+            header[1] = (byte)'M';
+            header[2] = MoveChannel.Version;
+            header[3] = (byte)MoveKind.Http1;
+            BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), 10);
+            switch (fault)
+            {
+                case "magic": header[0] = (byte)'X'; break;
+                case "version": header[2] = 99; break;
+                case "kind": header[3] = 7; break;
+                case "length": BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), MoveChannel.MaxBytes + 1); break;
+            }
+
+            Interop.Libc.SendWithDescriptor(sender, header, (int)pair.Server.SafeHandle.DangerousGetHandle());
+            Interop.Libc.Close(sender); // "truncated": the 10 bytes announced never come
+            pair.Server.Dispose();
+
+            var error = Assert.Throws<HandoffProtocolException>(() => MoveChannel.Receive(receiver));
+            Assert.Contains("move channel", error.Message, StringComparison.Ordinal);
+
+            // The descriptor that came with the frame is closed: the connection's last one, so
+            // the client reads end of file.
+            pair.Client.ReceiveTimeout = 10_000;
+            Assert.Equal(0, pair.Client.Receive(new byte[1]));
+        }
+        finally
+        {
+            Interop.Libc.Close(receiver);
+        }
+    }
+
+    private static TcpPairResult TcpPair()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndPoint!);
+        return new TcpPairResult(client, listener.Accept());
+    }
+
+    private sealed record TcpPairResult(Socket Client, Socket Server) : IDisposable
+    {
+        public void Dispose()
+        {
+            Client.Dispose();
+            Server.Dispose();
+        }
+    }
+}
