@@ -84,6 +84,9 @@ internal sealed partial class ConnectionDrainer
 
     public int Count => _connections.Count;
 
+    /// <summary>The connections tracked now.</summary>
+    internal ConnectionTable Connections => _connections;
+
     /// <summary>True once the host's stop has drained (or given up on) every connection: from
     /// then on an unbind comes from Kestrel stopping, never from a configuration reload.</summary>
     public bool ServerStopping { get; set; }

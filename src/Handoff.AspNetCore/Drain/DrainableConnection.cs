@@ -131,9 +131,17 @@ internal sealed partial class DrainableConnection : ConnectionContext
     /// <summary>Set by the drain when Kestrel is done with the connection.</summary>
     internal Action<DrainableConnection>? Disposed { get; set; }
 
-    public override void Abort(ConnectionAbortedException abortReason) => _inner.Abort(abortReason);
+    public override void Abort(ConnectionAbortedException abortReason)
+    {
+        if (_moving is { } move)
+        {
+            move.Aborted = true;
+        }
 
-    public void AbortAtDrainTimeout() => _inner.Abort(new ConnectionAbortedException("Handoff:DrainTimeout expired before the connection finished."));
+        _inner.Abort(abortReason);
+    }
+
+    public void AbortAtDrainTimeout() => Abort(new ConnectionAbortedException("Handoff:DrainTimeout expired before the connection finished."));
 
     // Kestrel disposes every connection it accepted once it is done with it, whatever happened:
     // the drain forgets it then (no registration on ConnectionClosed, one object fewer).
@@ -142,6 +150,11 @@ internal sealed partial class DrainableConnection : ConnectionContext
     {
         try
         {
+            if (_moving is not null)
+            {
+                await MoveOrCloseAsync().ConfigureAwait(false);
+            }
+
             await _inner.DisposeAsync().ConfigureAwait(false);
         }
         finally
@@ -185,6 +198,10 @@ internal sealed partial class DrainableConnection : ConnectionContext
         // The time first, then the count: whoever sees no request running sees this end's time.
         Volatile.Write(ref _lastEndMs, nowMs);
         Interlocked.Add(ref _requests, (1L << 32) - 1);
+        if (_moving is not null)
+        {
+            CloseForMove();
+        }
     }
 
     /// <summary>The longest pause between a response and the next request seen on this

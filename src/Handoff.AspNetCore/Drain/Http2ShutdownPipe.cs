@@ -59,6 +59,10 @@ internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
     // how much of the current frame is still to come, how much of its header has been seen.
     private Memory<byte> _lent;
     private bool _lentOut;
+    // HTTP/2: what is left of the current frame's payload. Anything else (nothing is written
+    // before the first bytes decide): every byte the HTTP layer has written, for the move, which
+    // waits until the kernel's count of bytes written (Interop.Libc.TcpWrittenBytes) reaches it.
+    // One field for both: a field more would make every connection 8 bytes larger.
     private long _payloadLeft;
     private int _headerSeen;
     private int _headerLength;
@@ -85,6 +89,10 @@ internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
 
     /// <summary>True once the client preface has been read.</summary>
     public bool IsHttp2 => _protocol == Http2;
+
+    /// <summary>True once the first bytes showed anything but HTTP/2 (on an HTTP endpoint
+    /// without TLS underneath: HTTP/1.x).</summary>
+    public bool IsHttp1 => _protocol == NotHttp2;
 
     /// <summary>True once the first phase has been sent.</summary>
     public bool ShutdownSent => Volatile.Read(ref _shutdown) is State.Sent or State.Acknowledged;
@@ -338,6 +346,12 @@ internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
 
     public override ValueTask CompleteAsync(Exception? exception = null) => _innerInput.CompleteAsync(exception);
 
+    /// <summary>Bytes the HTTP layer has written so far (HTTP/1.x).</summary>
+    internal long Written => Volatile.Read(ref _payloadLeft);
+
+    /// <summary>The socket's side of the pipe: what the HTTP layer left unread stays there.</summary>
+    internal IDuplexPipe Inner => _inner;
+
     [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ReadResult> InspectAsync(ValueTask<ReadResult> read)
     {
@@ -379,6 +393,7 @@ internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
         {
             if (pipe._protocol == NotHttp2)
             {
+                pipe._payloadLeft += bytes;
                 _inner.Advance(bytes);
                 return;
             }

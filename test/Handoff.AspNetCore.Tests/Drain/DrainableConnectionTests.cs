@@ -78,7 +78,8 @@ public sealed class DrainableConnectionTests
     public void Track_AddsThreeObjectsPerConnection()
     {
         // The record with the connection's items, the HTTP/2 shutdown pipe that is its own
-        // reader, and its writer: about 300 bytes in all on .NET 10 (x64). A dictionary entry, a
+        // reader, and its writer: about 310 bytes in all on .NET 10 (x64), 8 of them for moving
+        // the connection (a reference to the move, made only when it moves). A dictionary entry, a
         // registration on ConnectionClosed, the items dictionary or a lock object more would each
         // take it over the bound (each is 24 to 80 bytes).
         var drainer = new ConnectionDrainer(TimeProvider.System, NullLogger.Instance);
@@ -97,7 +98,7 @@ public sealed class DrainableConnectionTests
 
         // The table doubles once on the way (1,024 to 2,048 slots: 8 KB, 8 bytes a connection).
         long perConnection = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000;
-        Assert.True(perConnection <= 320, $"tracking a connection allocated {perConnection} bytes");
+        Assert.True(perConnection <= 328, $"tracking a connection allocated {perConnection} bytes");
     }
 
     [Fact]
