@@ -79,6 +79,7 @@ public static class HandoffWebHostBuilderExtensions
                 return upgrader;
             });
             services.TryAddSingleton<ConnectionDrainer>();
+            services.TryAddSingleton<ConnectionAdoption>();
 
             // Socket activation: with no address configured, serve every socket systemd passed,
             // as Kestrel's own UseSystemd() does; otherwise the configured addresses claim them.

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using Microsoft.AspNetCore.Connections;
 
@@ -38,16 +39,26 @@ internal sealed class HandoffConnectionListener : IConnectionListener
     private readonly ConnectionDrainer _drainer;
     private readonly Upgrader _upgrader;
     private readonly CancellationTokenSource _unbound = new();
+    private readonly ConcurrentQueue<ConnectionContext> _adopted = new();
     private IDisposable? _closing;
     private bool _reloading;
 
-    public HandoffConnectionListener(IConnectionListener inner, Listener listener, ConnectionDrainer drainer, Upgrader upgrader)
+    // Cancelled (and replaced) when a connection comes from the previous generation
+    // (ConnectionAdoption), to wake a waiting accept. Linked where the unbind token was already
+    // linked: an accept costs what it did before connections could move.
+    private CancellationTokenSource _wake = new();
+
+    private readonly ConnectionAdoption? _adoption;
+
+    public HandoffConnectionListener(IConnectionListener inner, Listener listener, ConnectionDrainer drainer, Upgrader upgrader, ConnectionAdoption? adoption = null)
     {
         _inner = inner;
         _listener = listener;
         _drainer = drainer;
         _upgrader = upgrader;
         _closing = listener.OnClosing(StopAcceptingAsync);
+        _adoption = adoption;
+        adoption?.Register(this);
     }
 
     public EndPoint EndPoint => _listener.EndPoint;
@@ -57,13 +68,27 @@ internal sealed class HandoffConnectionListener : IConnectionListener
 
     public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
         while (true)
         {
+            // The wake-up first, then the queue: a connection adopted after the look cancels it.
+            var wake = Volatile.Read(ref _wake);
+            if (_adopted.TryDequeue(out var adopted))
+            {
+                return _drainer.Track(adopted, this);
+            }
+
+            using var stop = cancellationToken.CanBeCanceled
+                ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token, wake.Token)
+                : CancellationTokenSource.CreateLinkedTokenSource(_unbound.Token, wake.Token);
+            bool Stopped() => _unbound.IsCancellationRequested || cancellationToken.IsCancellationRequested;
             CancellationToken gateClosing;
             try
             {
                 gateClosing = await _listener.Gate.WaitOpenAsync(stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!Stopped())
+            {
+                continue; // A connection was adopted.
             }
             catch (OperationCanceledException)
             {
@@ -77,9 +102,9 @@ internal sealed class HandoffConnectionListener : IConnectionListener
                 {
                     connection = await _inner.AcceptAsync(accept.Token).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+                catch (OperationCanceledException) when (!Stopped())
                 {
-                    continue; // The gate closed; the connection, if any, stays in the queue.
+                    continue; // The gate closed or a connection was adopted; one queued stays queued.
                 }
                 catch (OperationCanceledException)
                 {
@@ -89,6 +114,14 @@ internal sealed class HandoffConnectionListener : IConnectionListener
 
             return connection is null ? null : _drainer.Track(connection, this);
         }
+    }
+
+    /// <summary>A connection moved from the previous generation: Kestrel gets it from the next
+    /// (or the waiting) accept, as if accepted here.</summary>
+    internal void Adopt(ConnectionContext connection)
+    {
+        _adopted.Enqueue(connection);
+        Interlocked.Exchange(ref _wake, new CancellationTokenSource()).Cancel();
     }
 
     /// <summary>Called by Kestrel when it stops, and when a configuration reload changes the
@@ -119,6 +152,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
     {
         _closing?.Dispose();
         _closing = null;
+        _adoption?.Unregister(this);
         await _unbound.CancelAsync().ConfigureAwait(false);
         if (_reloading && !_listener.IsClosed)
         {

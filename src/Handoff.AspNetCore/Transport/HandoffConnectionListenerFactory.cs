@@ -28,9 +28,11 @@ internal sealed partial class HandoffConnectionListenerFactory : IConnectionList
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger _logger;
     private readonly SocketTransportFactory _sockets;
+    private readonly ConnectionAdoption _adoption;
 
-    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    public HandoffConnectionListenerFactory(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, ConnectionAdoption adoption)
     {
+        _adoption = adoption;
         _upgrader = upgrader;
         _lifetime = lifetime;
         _logger = loggerFactory.CreateLogger<HandoffConnectionListenerFactory>();
@@ -89,7 +91,7 @@ internal sealed partial class HandoffConnectionListenerFactory : IConnectionList
         // descriptor: disposing it ends pending accepts and never closes the fd.
         var inner = listener.TakeParked() as IConnectionListener
             ?? await _sockets.BindAsync(new FileHandleEndPoint((ulong)listener.FileDescriptor, FileHandleType.Auto), cancellationToken).ConfigureAwait(false);
-        return new HandoffConnectionListener(inner, listener, _drainer, _upgrader);
+        return new HandoffConnectionListener(inner, listener, _drainer, _upgrader, _adoption);
     }
 
     private static partial class Log

@@ -62,6 +62,13 @@ internal static partial class Interop
             return null;
         }
 
+        [LibraryImport(LibraryName, EntryPoint = "shutdown", SetLastError = true)]
+        private static partial int ShutdownCore(int fd, int how);
+
+        /// <summary>shutdown(2) of both directions: wakes a thread blocked reading the socket
+        /// (closing it would not). Returns 0 or -1.</summary>
+        internal static int Shutdown(int fd) => ShutdownCore(fd, 2);
+
         [LibraryImport(LibraryName, EntryPoint = "dup3", SetLastError = true)]
         private static partial int Dup3Core(int oldFd, int newFd, int flags);
 

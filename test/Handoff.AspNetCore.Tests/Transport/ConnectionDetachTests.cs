@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
-using System.Net;
 using System.Net.Sockets;
+using Handoff.Tests;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -21,14 +21,14 @@ public sealed class ConnectionDetachTests
     [Fact]
     public async Task Detach_IdleKestrelConnection_EndsItsInputCleanly_AndTheNewDescriptorServesTheSameConnection()
     {
-        using var pair = await LoopbackPair.OpenAsync();
+        using var pair = TcpPair.Open();
         var factory = new SocketConnectionContextFactory(new SocketConnectionFactoryOptions(), NullLogger.Instance);
-        var context = factory.Create(pair.Accepted);
+        var context = factory.Create(pair.Server);
         await pair.Client.SendAsync("first"u8.ToArray());
         Assert.Equal("first", await ReadAsync(context.Transport.Input, 5));
 
         // Kestrel's receive loop now waits in the engine for the next bytes.
-        int connection = ConnectionDetach.Detach((int)pair.Accepted.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
+        int connection = ConnectionDetach.Detach((int)pair.Server.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
         Assert.True(connection >= 0);
 
         var rest = await ReadToEndAsync(context.Transport.Input).WaitAsync(Patience);
@@ -55,8 +55,8 @@ public sealed class ConnectionDetachTests
         // together must be the stream exactly.
         for (int round = 0; round < 20; round++)
         {
-            using var pair = await LoopbackPair.OpenAsync();
-            var context = new SocketConnectionContextFactory(new SocketConnectionFactoryOptions(), NullLogger.Instance).Create(pair.Accepted);
+            using var pair = TcpPair.Open();
+            var context = new SocketConnectionContextFactory(new SocketConnectionFactoryOptions(), NullLogger.Instance).Create(pair.Server);
             using var stop = new CancellationTokenSource();
             var sender = Task.Run(async () =>
             {
@@ -88,7 +88,7 @@ public sealed class ConnectionDetachTests
                 context.Transport.Input.AdvanceTo(result.Buffer.End);
             }
 
-            int connection = ConnectionDetach.Detach((int)pair.Accepted.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
+            int connection = ConnectionDetach.Detach((int)pair.Server.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
             Assert.True(connection >= 0);
             received.Write(await ReadToEndAsync(context.Transport.Input).WaitAsync(Patience));
             await context.DisposeAsync().AsTask().WaitAsync(Patience);
@@ -126,15 +126,15 @@ public sealed class ConnectionDetachTests
     [Fact]
     public async Task Detach_ASocketTheEngineNeverSaw_ChangesNothing()
     {
-        using var pair = await LoopbackPair.OpenAsync();
+        using var pair = TcpPair.Open();
 
         // No asynchronous operation yet: the engine has not registered it.
-        int result = ConnectionDetach.Detach((int)pair.Accepted.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
+        int result = ConnectionDetach.Detach((int)pair.Server.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
 
         Assert.Equal(-1, result);
         pair.Client.Send("still"u8);
         byte[] buffer = new byte[5];
-        Assert.Equal(5, pair.Accepted.Receive(buffer, SocketFlags.None));
+        Assert.Equal(5, pair.Server.Receive(buffer, SocketFlags.None));
         Assert.Equal("still", System.Text.Encoding.ASCII.GetString(buffer));
     }
 
@@ -187,36 +187,5 @@ public sealed class ConnectionDetachTests
         }
 
         return System.Text.Encoding.ASCII.GetString(buffer);
-    }
-
-    private sealed class LoopbackPair : IDisposable
-    {
-        private LoopbackPair(Socket client, Socket accepted)
-        {
-            Client = client;
-            Accepted = accepted;
-        }
-
-        public Socket Client { get; }
-
-        public Socket Accepted { get; }
-
-        public static async Task<LoopbackPair> OpenAsync()
-        {
-            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            listener.Listen();
-            var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            var connect = client.ConnectAsync(listener.LocalEndPoint!);
-            var accepted = listener.Accept();
-            await connect;
-            return new LoopbackPair(client, accepted);
-        }
-
-        public void Dispose()
-        {
-            Client.Dispose();
-            Accepted.Dispose();
-        }
     }
 }

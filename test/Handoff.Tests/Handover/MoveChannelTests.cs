@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
@@ -14,7 +13,7 @@ public sealed class MoveChannelTests
         var (sender, receiver) = Interop.Libc.StreamSocketPair();
         try
         {
-            using var pair = TcpPair();
+            using var pair = TcpPair.Open();
             byte[] pipelined = Encoding.ASCII.GetBytes("GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
             int fd = (int)pair.Server.SafeHandle.DangerousGetHandle();
 
@@ -45,7 +44,7 @@ public sealed class MoveChannelTests
     public async Task Send_ManyFramesAndLargeBytes_ArriveInOrder_ThenNullAtTheEnd()
     {
         var (sender, receiver) = Interop.Libc.StreamSocketPair();
-        var pairs = Enumerable.Range(0, 3).Select(_ => TcpPair()).ToList();
+        var pairs = Enumerable.Range(0, 3).Select(_ => TcpPair.Open()).ToList();
         try
         {
             // 2 MB of bytes in the second frame: more than the socket pair buffers, so the sender
@@ -94,7 +93,7 @@ public sealed class MoveChannelTests
     public void Receive_AMalformedFrame_ThrowsAndClosesTheDescriptorItBrought(string fault)
     {
         var (sender, receiver) = Interop.Libc.StreamSocketPair();
-        using var pair = TcpPair();
+        using var pair = TcpPair.Open();
         try
         {
             byte[] header = new byte[MoveChannel.HeaderLength];
@@ -126,25 +125,6 @@ public sealed class MoveChannelTests
         finally
         {
             Interop.Libc.Close(receiver);
-        }
-    }
-
-    private static TcpPairResult TcpPair()
-    {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen();
-        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        client.Connect(listener.LocalEndPoint!);
-        return new TcpPairResult(client, listener.Accept());
-    }
-
-    private sealed record TcpPairResult(Socket Client, Socket Server) : IDisposable
-    {
-        public void Dispose()
-        {
-            Client.Dispose();
-            Server.Dispose();
         }
     }
 }

@@ -1,0 +1,157 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// The new generation's half of moving connections: reads the move channel from the previous
+/// generation (<see cref="MoveChannel"/>) on a thread of its own and gives each HTTP/1.1
+/// connection to the listener that serves the socket which accepted it, as Kestrel's socket
+/// transport would have made it (<see cref="SocketConnectionContextFactory"/>), with the bytes the
+/// previous generation had read first (<see cref="PrefixedReader"/>).
+/// </summary>
+internal sealed partial class ConnectionAdoption : IDisposable
+{
+    private readonly ConcurrentDictionary<ulong, HandoffConnectionListener> _listeners = new();
+    private readonly SocketConnectionContextFactory _factory;
+    private readonly ILogger _logger;
+    private int _channel = -1;
+    private Thread? _thread;
+    private int _adopted;
+    private int _refused;
+
+    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    {
+        var options = socketOptions.Value;
+        _logger = loggerFactory.CreateLogger<ConnectionAdoption>();
+        _factory = new SocketConnectionContextFactory(
+            new SocketConnectionFactoryOptions
+            {
+                IOQueueCount = options.IOQueueCount,
+                WaitForDataBeforeAllocatingBuffer = options.WaitForDataBeforeAllocatingBuffer,
+                MaxReadBufferSize = options.MaxReadBufferSize,
+                MaxWriteBufferSize = options.MaxWriteBufferSize,
+                UnsafePreferInlineScheduling = options.UnsafePreferInlineScheduling,
+            },
+            _logger);
+    }
+
+    /// <summary>Connections adopted so far.</summary>
+    public int Adopted => Volatile.Read(ref _adopted);
+
+    /// <summary>Connections received that no listener here serves (closed).</summary>
+    public int Refused => Volatile.Read(ref _refused);
+
+    /// <summary>True while the channel is read.</summary>
+    public bool IsReceiving => _thread is { IsAlive: true };
+
+    /// <summary>A listener whose socket's connections this generation takes.</summary>
+    public void Register(HandoffConnectionListener listener)
+    {
+        if (listener.Listener.SocketInode is { } inode)
+        {
+            _listeners[inode] = listener;
+        }
+    }
+
+    public void Unregister(HandoffConnectionListener listener)
+    {
+        if (listener.Listener.SocketInode is { } inode)
+        {
+            _listeners.TryRemove(new KeyValuePair<ulong, HandoffConnectionListener>(inode, listener));
+        }
+    }
+
+    /// <summary>Reads <paramref name="channel"/> (this object owns it from now on) until the
+    /// previous generation closes it.</summary>
+    public void Start(int channel)
+    {
+        _channel = channel;
+        _thread = new Thread(Receive) { IsBackground = true, Name = "Handoff moved connections" };
+        _thread.Start();
+    }
+
+    private void Receive()
+    {
+        try
+        {
+            while (MoveChannel.Receive(_channel) is { } moved)
+            {
+                Adopt(moved);
+            }
+        }
+        catch (Exception e) when (e is HandoffProtocolException or IOException)
+        {
+            Log.ChannelFailed(_logger, e.Message);
+        }
+        finally
+        {
+            int fd = Interlocked.Exchange(ref _channel, -1);
+            if (fd >= 0)
+            {
+                Interop.Libc.Close(fd);
+            }
+
+            Log.ChannelEnded(_logger, Adopted, Refused);
+        }
+    }
+
+    private void Adopt(MovedConnection moved)
+    {
+        if (moved.Kind != MoveKind.Http1 || !_listeners.TryGetValue(moved.ListenerInode, out var listener))
+        {
+            // Closed: the client sees the end of an idle connection, as without moving.
+            Interop.Libc.Close(moved.Fd);
+            Interlocked.Increment(ref _refused);
+            Log.Refused(_logger, moved.Kind.ToString(), moved.ListenerInode);
+            return;
+        }
+
+        ConnectionContext context;
+        try
+        {
+            context = _factory.Create(new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true)));
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException or ArgumentException)
+        {
+            Interop.Libc.Close(moved.Fd);
+            Interlocked.Increment(ref _refused);
+            Log.Refused(_logger, e.Message, moved.ListenerInode);
+            return;
+        }
+
+        if (moved.Bytes.Length > 0)
+        {
+            context.Transport = new PrefixedReader(context.Transport, moved.Bytes);
+        }
+
+        listener.Adopt(context);
+        Interlocked.Increment(ref _adopted);
+    }
+
+    public void Dispose()
+    {
+        // A thread blocked in recvmsg wakes when the socket is shut down, not when it is closed.
+        int fd = Volatile.Read(ref _channel);
+        if (fd >= 0)
+        {
+            _ = Interop.Libc.Shutdown(fd);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(86, LogLevel.Warning, "The channel of moved connections from the previous generation failed: {Error}. Connections not received yet are closed by the previous generation.", EventName = "MoveChannelFailed")]
+        public static partial void ChannelFailed(ILogger logger, string error);
+
+        [LoggerMessage(87, LogLevel.Information, "The previous generation has moved its connections: {Adopted} adopted, {Refused} closed.", EventName = "MoveChannelEnded")]
+        public static partial void ChannelEnded(ILogger logger, int adopted, int refused);
+
+        [LoggerMessage(88, LogLevel.Warning, "A moved connection was closed: {Reason} (listener socket inode {Inode}).", EventName = "MovedConnectionRefused")]
+        public static partial void Refused(ILogger logger, string reason, ulong inode);
+    }
+}
