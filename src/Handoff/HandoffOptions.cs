@@ -100,6 +100,15 @@ public sealed class HandoffOptions
     public int MaxDrainingGenerations { get; set; } = 4;
 
     /// <summary>
+    /// Whether idle HTTP/1.1 connections move to the new generation at an upgrade instead of
+    /// being closed (see docs/protocol.md, "Connections that move").
+    /// </summary>
+    /// <remarks>Default: false while the feature is being completed (issue 23); it will become
+    /// the default. Connections that cannot move (TLS, HTTP/2, WebSockets, a new generation
+    /// that does not adopt them) are drained as before.</remarks>
+    public bool MoveConnections { get; set; }
+
+    /// <summary>
     /// A file that always holds the pid of the generation that is accepting, or null for none.
     /// </summary>
     /// <remarks>Default: null. Written atomically (temporary file and rename) when a generation

@@ -81,6 +81,7 @@ public sealed partial class Upgrader
             {
                 // The decisive moment: from here on the upgrade stands.
                 released = attempt.KeepServingReleased(listeners);
+                attempt.NoteAcceptsMoves();
                 Listeners.Gate.Close();
                 MoveLocked(GenerationState.HandingOver);
             }
@@ -206,6 +207,11 @@ public sealed partial class Upgrader
         }
 
         await attempt.CommitAsync().ConfigureAwait(false); // Closed already unless it withdrew too late.
+        if (_options.MoveConnections)
+        {
+            Volatile.Write(ref _moveChannel, attempt.TakeMoveChannel());
+        }
+
         await Listeners.CloseAllAsync().ConfigureAwait(false);
         _status.TookOver(attempt.Generation, attempt.Pid);
         Metrics.UpgradeEnded(HandoffMetrics.Succeeded, null, triggerToReady);

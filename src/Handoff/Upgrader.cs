@@ -40,6 +40,10 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
     ];
 
     // The state and the facts decided with it; written only under _lock.
+    // After a commit with Handoff:MoveConnections, the channel to the new generation, until the
+    // drain takes it (TakeMoveChannel); -1 otherwise.
+    private int _moveChannel = -1;
+
     private readonly Lock _lock = new();
     private GenerationState _state = GenerationState.Starting;
     private MainRole _main;
@@ -319,7 +323,7 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
             // than held open for the life of the process.
             Listeners.Gate.Open();
             var (startedAt, adoptedAt) = _inheritance.Moments;
-            parentTold = _inheritance.ReadyPipe?.ReportReady(released, startedAt == 0 ? null : ChildMoments.Now(startedAt, adoptedAt)) == true && _inheritance.ParentAlive;
+            parentTold = _inheritance.ReadyPipe?.ReportReady(released, startedAt == 0 ? null : ChildMoments.Now(startedAt, adoptedAt), _inheritance.AcceptsMoves) == true && _inheritance.ParentAlive;
             _reportedReady = parentTold;
             if (parentTold)
             {
@@ -516,7 +520,20 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
         _service.Dispose();
         _superseded.Dispose();
         Metrics.Dispose();
+        int moves = TakeMoveChannel();
+        if (moves >= 0)
+        {
+            Interop.Libc.Close(moves);
+        }
     }
+
+    /// <summary>After a commit with <see cref="HandoffOptions.MoveConnections"/>, when the new
+    /// generation adopts moved connections: the channel to it (the caller owns it from now on and
+    /// closes it when it has moved all it will); -1 otherwise.</summary>
+    internal int TakeMoveChannel() => Interlocked.Exchange(ref _moveChannel, -1);
+
+    /// <summary>What this generation inherited from the previous one.</summary>
+    internal Inheritance Inheritance => _inheritance;
 
     /// <summary>Throws unless <paramref name="from"/> to <paramref name="to"/> is in
     /// <see cref="Transitions"/>.</summary>

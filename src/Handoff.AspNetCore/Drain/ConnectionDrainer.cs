@@ -87,6 +87,9 @@ internal sealed partial class ConnectionDrainer
     /// <summary>The connections tracked now.</summary>
     internal ConnectionTable Connections => _connections;
 
+    /// <summary>Where this drain moves connections, when it does.</summary>
+    public MoveTarget? Moves { get; private set; }
+
     /// <summary>True once the host's stop has drained (or given up on) every connection: from
     /// then on an unbind comes from Kestrel stopping, never from a configuration reload.</summary>
     public bool ServerStopping { get; set; }
@@ -137,7 +140,8 @@ internal sealed partial class ConnectionDrainer
     /// <param name="idleTimeout">How long a connection must be idle to be closed.</param>
     /// <param name="restart">True when a new generation serves on (WebSockets get 1012 Service
     /// Restart), false for a stop (1001 Going Away).</param>
-    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout, bool restart = true)
+    /// <param name="moves">Where HTTP/1.1 connections move instead of closing, if anywhere.</param>
+    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout, bool restart = true, MoveTarget? moves = null)
     {
         lock (_lock)
         {
@@ -148,6 +152,20 @@ internal sealed partial class ConnectionDrainer
 
             _restarting = restart;
             _draining = true;
+            if (moves is not null)
+            {
+                // Each HTTP/1.1 connection over plain TCP moves to the new generation at its next
+                // request boundary; the rest drain as always.
+                Moves = moves;
+                foreach (var connection in _connections)
+                {
+                    if (!connection.BeginMove(moves))
+                    {
+                        moves.CountIneligible();
+                    }
+                }
+            }
+
             _undrain = new CancellationTokenSource();
             var undrain = _undrain.Token;
 
@@ -392,7 +410,7 @@ internal sealed partial class ConnectionDrainer
         // The table's own walk: no copy of the connections, on any tick.
         foreach (var connection in _connections)
         {
-            if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
+            if (connection.IsCloseRequested || connection.IsMoving || (owner is not null && connection.Owner != owner))
             {
                 continue;
             }

@@ -346,8 +346,14 @@ internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
 
     public override ValueTask CompleteAsync(Exception? exception = null) => _innerInput.CompleteAsync(exception);
 
-    /// <summary>Bytes the HTTP layer has written so far (HTTP/1.x).</summary>
+    /// <summary>Bytes written into the connection so far (HTTP/1.x), on the kernel's count: from
+    /// its start, by the HTTP layer and, for a connection that moved here, before.</summary>
     internal long Written => Volatile.Read(ref _payloadLeft);
+
+    /// <summary>For a connection that moved here: what was written into it before (the
+    /// kernel's count at the adoption, when every byte the previous generation wrote had been
+    /// taken). Before anything is read or written here.</summary>
+    internal void WrittenBefore(long bytes) => _payloadLeft = bytes;
 
     /// <summary>The socket's side of the pipe: what the HTTP layer left unread stays there.</summary>
     internal IDuplexPipe Inner => _inner;

@@ -5,13 +5,15 @@ namespace Handoff.AspNetCore;
 /// new generation (<see cref="MoveChannel"/>), written by one connection at a time, and the
 /// count of what moved and what could not.
 /// </summary>
-internal sealed class MoveTarget(int channel)
+internal sealed class MoveTarget(int channel) : IDisposable
 {
     private readonly Lock _sending = new();
     private IReadOnlyList<EpollRegistration>? _registrations;
     private int _moved;
     private int _notMoved;
+    private int _ineligible;
     private volatile bool _broken;
+    private bool _closed;
 
     /// <summary>True once a send failed: the new generation no longer receives, nothing more is
     /// sent (each connection then closes as it would without moving).</summary>
@@ -20,6 +22,12 @@ internal sealed class MoveTarget(int channel)
     public int Moved => Volatile.Read(ref _moved);
 
     public int NotMoved => Volatile.Read(ref _notMoved);
+
+    /// <summary>Connections that could not move at all (TLS, HTTP/2, no request served yet),
+    /// drained as before.</summary>
+    public int Ineligible => Volatile.Read(ref _ineligible);
+
+    public void CountIneligible() => Interlocked.Increment(ref _ineligible);
 
     /// <summary>This process's epoll registrations, read once for every connection that moves
     /// (reading them is linear in the open descriptors), and again when one is not in them
@@ -63,4 +71,18 @@ internal sealed class MoveTarget(int channel)
 
     /// <summary>Counts a connection that was to move and closed instead.</summary>
     public void CountNotMoved() => Interlocked.Increment(ref _notMoved);
+
+    /// <summary>Closes the channel: the new generation has all it will get.</summary>
+    public void Dispose()
+    {
+        lock (_sending)
+        {
+            if (!_closed)
+            {
+                _closed = true;
+                _broken = true;
+                Interop.Libc.Close(channel);
+            }
+        }
+    }
 }

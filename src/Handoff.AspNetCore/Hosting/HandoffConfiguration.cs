@@ -46,7 +46,8 @@ internal static class HandoffConfiguration
         {
             string key = $"{HandoffOptions.SectionName}:{child.Key}";
             string? value = child.Value;
-            bool known = Durations.ContainsKey(child.Key) || Strings.ContainsKey(child.Key) || string.Equals(child.Key, nameof(HandoffOptions.MaxDrainingGenerations), StringComparison.OrdinalIgnoreCase);
+            bool known = Durations.ContainsKey(child.Key) || Strings.ContainsKey(child.Key) || string.Equals(child.Key, nameof(HandoffOptions.MaxDrainingGenerations), StringComparison.OrdinalIgnoreCase) ||
+                string.Equals(child.Key, nameof(HandoffOptions.MoveConnections), StringComparison.OrdinalIgnoreCase);
             if (known && child.GetChildren().FirstOrDefault() is { } nested)
             {
                 // {"DrainTimeout": {"x": 1}}: an object where a value belongs (perhaps beside
@@ -81,9 +82,20 @@ internal static class HandoffConfiguration
                     errors.Add($"{key} '{value}' must be a whole number, 0 or more.");
                 }
             }
+            else if (string.Equals(child.Key, nameof(HandoffOptions.MoveConnections), StringComparison.OrdinalIgnoreCase))
+            {
+                if (bool.TryParse(value, out bool move))
+                {
+                    options.MoveConnections = move;
+                }
+                else
+                {
+                    errors.Add($"{key} '{value}' must be true or false.");
+                }
+            }
             else
             {
-                var names = Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)).ToList();
+                var names = Durations.Keys.Concat(Strings.Keys).Append(nameof(HandoffOptions.MaxDrainingGenerations)).Append(nameof(HandoffOptions.MoveConnections)).ToList();
                 string guess = Spelling.Closest(child.Key, names) is { } option ? $"did you mean '{option}'?" : "misspelt?";
                 warnings.Add($"{key} is not a Handoff option and is ignored ({guess}). The options are: {string.Join(", ", names)}. A warm-up is added in code: services.AddHandoffWarmUp(...).");
             }

@@ -102,6 +102,13 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         {
             // Kestrel stops next (hosted services stop before the server).
             _drainer.ServerStopping = true;
+
+            // Every connection has moved or closed: the new generation stops reading.
+            if (_drainer.Moves is { } moves)
+            {
+                moves.Dispose();
+                Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, moves.NotMoved, moves.Ineligible);
+            }
         }
     }
 
@@ -130,13 +137,25 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         switch (state)
         {
             case GenerationState.HandingOver:
-                _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout);
+                // Connections that may move wait for the commit: until then this generation
+                // serves them as before (a rollback keeps them).
+                if (!_options.MoveConnections)
+                {
+                    _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout);
+                }
+
                 break;
             case GenerationState.Ready:
                 // Back from a handover whose new generation died: keep the connections.
                 _drainer.EndDrain();
                 break;
             case GenerationState.Superseded:
+                if (_options.MoveConnections)
+                {
+                    int channel = _upgrader.TakeMoveChannel();
+                    _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout, moves: channel >= 0 ? new MoveTarget(channel) : null);
+                }
+
                 _lifetime.StopApplication();
                 break;
         }
@@ -188,6 +207,9 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
         [LoggerMessage(43, LogLevel.Error, "Generation {Generation} (pid {Pid}) cannot become ready: {Reason}", EventName = "StartFailed")]
         public static partial void StartFailed(ILogger logger, Exception exception, int pid, int generation, string reason);
+
+        [LoggerMessage(89, LogLevel.Information, "Generation {Generation} (pid {Pid}) moved {Moved} connections to the new generation; {NotMoved} were to move and closed instead, {Ineligible} could not move (TLS, HTTP/2, or no request yet) and drained.", EventName = "ConnectionsMoved")]
+        public static partial void Moved(ILogger logger, int pid, int generation, int moved, int notMoved, int ineligible);
 
         [LoggerMessage(45, LogLevel.Information, "Generation {Generation} (pid {Pid}) received SIGHUP (hang-up): stopping gracefully.", EventName = "HangUp")]
         public static partial void HangUp(ILogger logger, int pid, int generation);

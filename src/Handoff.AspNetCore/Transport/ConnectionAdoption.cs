@@ -24,7 +24,7 @@ internal sealed partial class ConnectionAdoption : IDisposable
     private int _adopted;
     private int _refused;
 
-    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory)
+    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, Upgrader? upgrader = null)
     {
         var options = socketOptions.Value;
         _logger = loggerFactory.CreateLogger<ConnectionAdoption>();
@@ -38,6 +38,14 @@ internal sealed partial class ConnectionAdoption : IDisposable
                 UnsafePreferInlineScheduling = options.UnsafePreferInlineScheduling,
             },
             _logger);
+
+        // The previous generation sent a channel: it is read from now on (before this generation
+        // reports ready, which then says it adopts; nothing is sent before the commit).
+        if (upgrader?.Inheritance is { MoveChannel: >= 0 } inheritance)
+        {
+            inheritance.AcceptsMoves = true;
+            Start(inheritance.MoveChannel);
+        }
     }
 
     /// <summary>Connections adopted so far.</summary>
@@ -111,6 +119,8 @@ internal sealed partial class ConnectionAdoption : IDisposable
             return;
         }
 
+        // Every byte the previous generation wrote had been taken by the kernel before it let go.
+        long writtenBefore = Interop.Libc.TcpWrittenBytes(moved.Fd) ?? 0;
         ConnectionContext context;
         try
         {
@@ -129,7 +139,7 @@ internal sealed partial class ConnectionAdoption : IDisposable
             context.Transport = new PrefixedReader(context.Transport, moved.Bytes);
         }
 
-        listener.Adopt(context);
+        listener.Adopt(context, writtenBefore);
         Interlocked.Increment(ref _adopted);
     }
 

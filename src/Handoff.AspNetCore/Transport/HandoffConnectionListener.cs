@@ -39,7 +39,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
     private readonly ConnectionDrainer _drainer;
     private readonly Upgrader _upgrader;
     private readonly CancellationTokenSource _unbound = new();
-    private readonly ConcurrentQueue<ConnectionContext> _adopted = new();
+    private readonly ConcurrentQueue<(ConnectionContext Connection, long WrittenBefore)> _adopted = new();
     private IDisposable? _closing;
     private bool _reloading;
 
@@ -74,7 +74,9 @@ internal sealed class HandoffConnectionListener : IConnectionListener
             var wake = Volatile.Read(ref _wake);
             if (_adopted.TryDequeue(out var adopted))
             {
-                return _drainer.Track(adopted, this);
+                var tracked = _drainer.Track(adopted.Connection, this);
+                tracked.Http?.WrittenBefore(adopted.WrittenBefore);
+                return tracked;
             }
 
             using var stop = cancellationToken.CanBeCanceled
@@ -117,10 +119,12 @@ internal sealed class HandoffConnectionListener : IConnectionListener
     }
 
     /// <summary>A connection moved from the previous generation: Kestrel gets it from the next
-    /// (or the waiting) accept, as if accepted here.</summary>
-    internal void Adopt(ConnectionContext connection)
+    /// (or the waiting) accept, as if accepted here. <paramref name="writtenBefore"/>: the
+    /// kernel's count of bytes written into it so far (its next move waits for the count to
+    /// reach what was written here too).</summary>
+    internal void Adopt(ConnectionContext connection, long writtenBefore)
     {
-        _adopted.Enqueue(connection);
+        _adopted.Enqueue((connection, writtenBefore));
         Interlocked.Exchange(ref _wake, new CancellationTokenSource()).Cancel();
     }
 

@@ -75,6 +75,12 @@ internal static class EarlyStart
                 Interop.Libc.SetEnvironmentVariable(HandoverEnvironment.VariableName, null);
             }
 
+            string? moves = Environment.GetEnvironmentVariable(MoveChannel.VariableName);
+            if (moves is not null)
+            {
+                Interop.Libc.SetEnvironmentVariable(MoveChannel.VariableName, null);
+            }
+
             // Set by the previous generation, or by a unit file so that generation 1 also runs
             // this before Main: either way no other .NET program this process starts must get it.
             RemoveStartupHookEntry();
@@ -105,7 +111,7 @@ internal static class EarlyStart
                 }
                 else
                 {
-                    _inheritance = Inheritance.Load(value, Interop.Libc.GetParentPid());
+                    _inheritance = Inheritance.Load(value, Interop.Libc.GetParentPid(), moves: moves);
                     if (_inheritance.ReadyPipe is { } pipe)
                     {
                         // A build that throws before it is ready (in Main, in a host build step)

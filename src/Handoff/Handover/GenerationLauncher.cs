@@ -55,6 +55,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
         var systemd = ServiceManagerGone() ? SystemdEnvironment.None : _systemd;
         bool detached = systemd.NotifySocket is not null && Setsid is not null;
         var (readyRead, readyWrite) = Interop.Libc.CreatePipe();
+        var (moves, childMoves) = Interop.Libc.StreamSocketPair();
         var sources = new List<int>();
         StartedGeneration started;
         ulong pipeInode = 0;
@@ -77,7 +78,13 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
             sources.Add(Interop.Libc.DuplicateCloseOnExec(readyWrite, firstFree));
             pipeInode = ProcFs.SelfInode(readyWrite);
             var handover = HandoverEnvironment.ForChild(Environment.ProcessId, generation, [.. sources.Select(ProcFs.SelfInode)], older, [.. listeners.Select(l => l.IsActivated)], detached);
+
+            // The move channel's other end, right after the ready pipe, named by a variable of
+            // its own (an older build ignores it; see MoveChannel.VariableName).
+            int movesFd = HandoverEnvironment.FirstFd + sources.Count;
+            sources.Add(Interop.Libc.DuplicateCloseOnExec(childMoves, firstFree));
             var environment = ChildEnvironment(command, handover, systemd);
+            environment.Add($"{MoveChannel.VariableName}={MoveChannel.Format(movesFd, ProcFs.SelfInode(childMoves))}");
             started = detached
                 ? StartedGeneration.Detached(Spawn(Setsid!, ["setsid", "--fork", executable, .. command.Arguments.Skip(1)], environment, command.WorkingDirectory, sources, blockedSignals), readyRead)
                 : new StartedGeneration(Spawn(executable, command.Arguments, environment, command.WorkingDirectory, sources, blockedSignals), readyRead);
@@ -85,6 +92,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
         catch
         {
             Interop.Libc.Close(readyRead);
+            Interop.Libc.Close(moves);
             throw;
         }
         finally
@@ -92,17 +100,27 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
             // The child has its own copies now; the parent must hold no write end, or it would
             // never see end-of-file when the child dies.
             Interop.Libc.Close(readyWrite);
+            Interop.Libc.Close(childMoves);
             foreach (int fd in sources)
             {
                 Interop.Libc.Close(fd);
             }
         }
 
+        started.MoveChannel = moves;
         if (detached)
         {
-            // Throws (and closes the pipe, so that a late new generation stops itself) when no
-            // pid comes.
-            started.AwaitPid(timeout, pipeInode, cancellationToken);
+            try
+            {
+                // Throws (and closes the pipe, so that a late new generation stops itself) when
+                // no pid comes.
+                started.AwaitPid(timeout, pipeInode, cancellationToken);
+            }
+            catch
+            {
+                Interop.Libc.Close(started.TakeMoveChannel());
+                throw;
+            }
         }
 
         return started;
@@ -114,7 +132,7 @@ internal sealed class GenerationLauncher(SystemdEnvironment? systemd = null) : I
     internal static List<string> ChildEnvironment(StartCommand command, HandoverEnvironment handover, SystemdEnvironment? systemd = null)
     {
         var environment = command.Environment
-            .Where(e => e.Key is not (HandoverEnvironment.VariableName or "PWD" or EarlyStart.StartupHooksVariable
+            .Where(e => e.Key is not (HandoverEnvironment.VariableName or MoveChannel.VariableName or "PWD" or EarlyStart.StartupHooksVariable
                 or SystemdConstants.NotifySocket or SystemdConstants.WatchdogUsec or SystemdConstants.WatchdogPid
                 or SystemdConstants.ListenPid or SystemdConstants.ListenFds or SystemdConstants.ListenFdNames))
             .Select(e => $"{e.Key}={e.Value}")

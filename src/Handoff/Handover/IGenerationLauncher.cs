@@ -46,6 +46,14 @@ internal interface IStartedGeneration
     /// build that does not say.</summary>
     IReadOnlyList<int> TakeReleased() => [];
 
+    /// <summary>Right after a ready report: whether the new generation said it adopts moved
+    /// connections (<see cref="MoveChannel.AcceptsLine"/>).</summary>
+    bool TakeAcceptsMoves() => false;
+
+    /// <summary>Gives up this generation's end of the move channel (the caller closes it or
+    /// moves connections on it); -1 when there is none.</summary>
+    int TakeMoveChannel() => -1;
+
     /// <summary>Right after the ready report: the moments the new generation reported with it
     /// (<see cref="ChildMoments"/>), or null from a build that does not say.</summary>
     ChildMoments? TakeMoments() => null;

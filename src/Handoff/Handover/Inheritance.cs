@@ -48,6 +48,29 @@ internal sealed class Inheritance
 
     public static Inheritance None { get; } = new(1, 0, false, [], null, []);
 
+    /// <summary>The new generation's end of the move channel (<see cref="Handoff.MoveChannel"/>),
+    /// or -1 when the previous generation sent none (an older build, a first start) or named one
+    /// that is not what it says.</summary>
+    public int MoveChannel { get; private init; } = -1;
+
+    /// <summary>Set by whoever reads <see cref="MoveChannel"/> (the ASP.NET Core adoption)
+    /// before the ready report, which then tells the previous generation that connections may
+    /// move here.</summary>
+    public bool AcceptsMoves { get; set; }
+
+    // The channel named by HANDOFF_MOVES, when the descriptor is the socket it names: kept out
+    // of any process this one starts. Anything else is ignored (nothing moves here then).
+    private static int TakeMoveChannel(string? moves, Func<int, string?> readLink)
+    {
+        if (Handoff.MoveChannel.Parse(moves) is not var (fd, inode) || readLink(fd) != $"socket:[{inode}]")
+        {
+            return -1;
+        }
+
+        Interop.Libc.SetCloseOnExec(fd, true);
+        return fd;
+    }
+
     /// <summary>A first generation, serving on the sockets systemd created for it (socket
     /// activation) if any. Each is checked to be a listening TCP or Unix stream socket and gets
     /// FD_CLOEXEC; one that is not is left alone with a warning in <paramref name="warnings"/>.</summary>
@@ -89,9 +112,10 @@ internal sealed class Inheritance
     /// <param name="value">The variable's value, or null for a first start.</param>
     /// <param name="actualParentPid">getppid().</param>
     /// <param name="readLink">Reads /proc/self/fd/N (a seam for tests).</param>
+    /// <param name="moves">The value of <see cref="MoveChannel.VariableName"/>, if set.</param>
     /// <exception cref="HandoffProtocolException">The handover is malformed, forged or stale;
     /// the parent has been told why when its ready pipe was authentic.</exception>
-    public static Inheritance Load(string? value, int actualParentPid, Func<int, string?>? readLink = null)
+    public static Inheritance Load(string? value, int actualParentPid, Func<int, string?>? readLink = null, string? moves = null)
     {
         if (value is null)
         {
@@ -130,7 +154,10 @@ internal sealed class Inheritance
             // Started detached, this process's parent is systemd, not the old generation; that
             // one read the pid report just now, so it lives.
             bool parentAlive = handover.Detached || handover.ParentPid == actualParentPid;
-            return new Inheritance(handover.Generation, handover.ParentPid, parentAlive, listeners, readyPipe, handover.Older);
+            return new Inheritance(handover.Generation, handover.ParentPid, parentAlive, listeners, readyPipe, handover.Older)
+            {
+                MoveChannel = TakeMoveChannel(moves, readLink),
+            };
         }
         catch (HandoffProtocolException e)
         {

@@ -53,6 +53,28 @@ internal static class MoveChannel
 
     private const ushort Magic = 0x484D; // "HM"
 
+    /// <summary>The variable that names the new generation's end of the channel: <c>FD:INODE</c>.
+    /// A variable of its own, not a field of <see cref="HandoverEnvironment"/>: an older build,
+    /// which does not know it, starts all the same (it never says it adopts, so nothing is sent).</summary>
+    public const string VariableName = "HANDOFF_MOVES";
+
+    /// <summary>The line a new generation writes after <c>ready</c> when it reads the channel.</summary>
+    public const string AcceptsLine = "moves 1";
+
+    public static string Format(int fd, ulong inode) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{fd}:{inode}");
+
+    /// <summary>The descriptor and inode named by <see cref="VariableName"/>, or null when the
+    /// value is not two positive numbers.</summary>
+    public static (int Fd, ulong Inode)? Parse(string? value)
+    {
+        string[] parts = value?.Split(':') ?? [];
+        return parts.Length == 2 &&
+            int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd) && fd > 2 &&
+            ulong.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong inode) && inode > 0
+            ? (fd, inode)
+            : null;
+    }
+
     /// <summary>Sends one connection. The caller still owns <paramref name="connectionFd"/> and
     /// closes it afterwards (the receiver has its own descriptor for the connection by then).</summary>
     /// <exception cref="IOException">The channel is closed or broken (the new generation is gone).</exception>

@@ -46,7 +46,7 @@ internal sealed class ReadyPipe
     /// the positions of the inherited listeners this generation does not serve, which the
     /// parent then keeps serving until it commits. <paramref name="moments"/>: when this process
     /// started, adopted and became ready, for the parent's timeline of the upgrade.</summary>
-    public bool ReportReady(IReadOnlyList<int>? released = null, ChildMoments? moments = null)
+    public bool ReportReady(IReadOnlyList<int>? released = null, ChildMoments? moments = null, bool acceptsMoves = false)
     {
         string report = released is { Count: > 0 }
             ? ReadyLine + "\n" + ReleasedPrefix + string.Join(',', released.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)))
@@ -54,6 +54,11 @@ internal sealed class ReadyPipe
         if (moments is { } timeline)
         {
             report += "\n" + timeline.ToLine();
+        }
+
+        if (acceptsMoves)
+        {
+            report += "\n" + MoveChannel.AcceptsLine;
         }
 
         lock (_gate)

@@ -54,6 +54,10 @@ internal sealed class ReadyPipeReader(int fd)
     public ChildMoments? TakeTimeline() =>
         TakeLine(ChildMoments.Prefix) is { } line ? ChildMoments.Parse(line) : null;
 
+    /// <summary>Whether the new generation wrote, with its ready line, that it adopts moved
+    /// connections (<see cref="MoveChannel.AcceptsLine"/>); false for a build that does not.</summary>
+    public bool TakeAcceptsMoves() => TakeLine(MoveChannel.AcceptsLine) is not null;
+
     // A line the new generation wrote with "ready", in the same write: all of it is here, or
     // comes with the next read.
     private string? TakeLine(string prefix)

@@ -31,6 +31,19 @@ internal sealed class StartedGeneration : IStartedGeneration
         _pipe = new ReadyPipeReader(readyFd);
     }
 
+    /// <summary>This generation's end of the move channel (<see cref="Handoff.MoveChannel"/>),
+    /// -1 once taken.</summary>
+    public int MoveChannel { get; set; } = -1;
+
+    public int TakeMoveChannel()
+    {
+        int fd = MoveChannel;
+        MoveChannel = -1;
+        return fd;
+    }
+
+    public bool TakeAcceptsMoves() => _pipe.TakeAcceptsMoves();
+
     /// <summary>The pid; for a generation started detached, the intermediate's until
     /// <see cref="AwaitPid"/> has read the real one.</summary>
     public int Pid => _process.Pid;

@@ -17,6 +17,7 @@ internal sealed partial class UpgradeAttempt : IDisposable
     private readonly long _spawnedAt;
     private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _commit = new();
+    private bool _acceptsMoves;
     private Task<string?> _withdrawn = Task.FromResult<string?>(null);
     private long _readyAt;
 
@@ -201,7 +202,25 @@ internal sealed partial class UpgradeAttempt : IDisposable
     /// <summary>Waits, at most <paramref name="timeout"/>, for the new generation's exit.</summary>
     public Task WaitForExitAsync(TimeSpan timeout) => Task.WhenAny(_exited.Task, Task.Delay(timeout, _time));
 
-    public void Dispose() => _commit.Dispose();
+    /// <summary>Right after the ready report (before the watch reads the pipe): notes whether
+    /// the new generation adopts moved connections.</summary>
+    public void NoteAcceptsMoves() => _acceptsMoves = _child.TakeAcceptsMoves();
+
+    /// <summary>After the commit: the move channel to the new generation, when it adopts moved
+    /// connections (the caller owns it then); -1 otherwise.</summary>
+    public int TakeMoveChannel() => _acceptsMoves ? _child.TakeMoveChannel() : -1;
+
+    public void Dispose()
+    {
+        _commit.Dispose();
+
+        // Not taken: the new generation's reading of it ends.
+        int moves = _child.TakeMoveChannel();
+        if (moves >= 0)
+        {
+            Interop.Libc.Close(moves);
+        }
+    }
 
     private static partial class Log
     {
