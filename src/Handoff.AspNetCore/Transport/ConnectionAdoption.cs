@@ -104,7 +104,15 @@ internal sealed partial class ConnectionAdoption : IDisposable
                 Interop.Libc.Close(fd);
             }
 
-            Log.ChannelEnded(_logger, Adopted, Refused);
+            if (Adopted + Refused > 0)
+            {
+                Log.ChannelEnded(_logger, Adopted, Refused);
+            }
+            else
+            {
+                // The previous generation moved nothing (Handoff:MoveConnections is off there).
+                Log.NothingMoved(_logger);
+            }
         }
     }
 
@@ -160,6 +168,9 @@ internal sealed partial class ConnectionAdoption : IDisposable
 
         [LoggerMessage(87, LogLevel.Information, "The previous generation has moved its connections: {Adopted} adopted, {Refused} closed.", EventName = "MoveChannelEnded")]
         public static partial void ChannelEnded(ILogger logger, int adopted, int refused);
+
+        [LoggerMessage(90, LogLevel.Debug, "The previous generation moved no connection here.", EventName = "NothingMoved")]
+        public static partial void NothingMoved(ILogger logger);
 
         [LoggerMessage(88, LogLevel.Warning, "A moved connection was closed: {Reason} (listener socket inode {Inode}).", EventName = "MovedConnectionRefused")]
         public static partial void Refused(ILogger logger, string reason, ulong inode);
