@@ -29,6 +29,11 @@ internal sealed class StartedGeneration : IStartedGeneration
     {
         _process = process;
         _pipe = new ReadyPipeReader(readyFd);
+
+        // Made now rather than when the watch starts: every descriptor of the upgrade exists
+        // before the new generation runs (a supervisor or test that looks for new ones after
+        // the ready report sees only what the commit adds).
+        _pipe.PrepareWake();
     }
 
     /// <summary>This generation's end of the move channel (<see cref="Handoff.MoveChannel"/>),
@@ -145,7 +150,6 @@ internal sealed class StartedGeneration : IStartedGeneration
         string? reason = null;
 
         // The commit ends the wait at once: it waits for this loop's last look.
-        _pipe.PrepareWake();
         using var wake = commit.Register(_pipe.Wake);
         try
         {
