@@ -151,20 +151,26 @@ internal sealed partial class ConnectionDrainer
             }
 
             _restarting = restart;
-            _draining = true;
             if (moves is not null)
             {
                 // Each HTTP/1.1 connection over plain TCP moves to the new generation at its next
-                // request boundary; the rest drain as always.
+                // request boundary; the rest drain as always. Before the drain shows: a response
+                // that starts meanwhile must not say "Connection: close" on a connection that
+                // then moves (its client would close it under the new generation).
                 Moves = moves;
+                long idleSince = _milliseconds() - (long)idleTimeout.TotalMilliseconds;
                 foreach (var connection in _connections)
                 {
-                    if (!connection.BeginMove(moves))
+                    // Idle for idleTimeout: at once; a busy one at its next request's end, or by
+                    // a tick of the drain once it has been idle that long (CloseIdle).
+                    if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)))
                     {
                         moves.CountIneligible();
                     }
                 }
             }
+
+            _draining = true;
 
             _undrain = new CancellationTokenSource();
             var undrain = _undrain.Token;
@@ -410,7 +416,17 @@ internal sealed partial class ConnectionDrainer
         // The table's own walk: no copy of the connections, on any tick.
         foreach (var connection in _connections)
         {
-            if (connection.IsCloseRequested || connection.IsMoving || (owner is not null && connection.Owner != owner))
+            if (connection.IsMoving)
+            {
+                if (connection.IsIdleSince(nowMs - idleMs))
+                {
+                    connection.MoveNow();
+                }
+
+                continue;
+            }
+
+            if (connection.IsCloseRequested || (owner is not null && connection.Owner != owner))
             {
                 continue;
             }

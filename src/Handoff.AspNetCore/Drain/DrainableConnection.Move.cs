@@ -39,9 +39,14 @@ internal sealed partial class DrainableConnection
     /// <summary>
     /// Moves this connection to <paramref name="target"/> at its next request boundary instead
     /// of closing it; false (and nothing changed) when it cannot move: not HTTP/1.1 over plain
-    /// TCP, or no socket to take.
+    /// TCP, or no socket to take. With <paramref name="now"/>, an idle connection is asked to
+    /// close for the move at once; otherwise the move waits for the end of its next request
+    /// (<see cref="MoveNow"/> for one that stays idle): asked between two requests of a busy
+    /// client, Kestrel may already be reading the next one, which then ends with
+    /// <c>Connection: close</c> instead of moving, whereas at a request's end it stops before
+    /// the next and leaves its bytes to travel with the connection.
     /// </summary>
-    public bool BeginMove(MoveTarget target)
+    public bool BeginMove(MoveTarget target, bool now = true)
     {
         if (_http is not { IsHttp1: true } pipe || !ReferenceEquals(pipe.Inner, _inner.Transport) || Socket is null ||
             (Owner as HandoffConnectionListener)?.Listener.SocketInode is null ||
@@ -50,12 +55,21 @@ internal sealed partial class DrainableConnection
             return false;
         }
 
-        if (!HasActiveRequest)
+        if (now && !HasActiveRequest)
         {
             CloseForMove();
         }
 
         return true;
+    }
+
+    /// <summary>A connection waiting to move that stayed idle: asked to close for the move now.</summary>
+    public void MoveNow()
+    {
+        if (!HasActiveRequest)
+        {
+            CloseForMove();
+        }
     }
 
     /// <summary>True once the connection was asked to move (moved or not).</summary>

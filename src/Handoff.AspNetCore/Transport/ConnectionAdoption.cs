@@ -118,6 +118,13 @@ internal sealed partial class ConnectionAdoption : IDisposable
 
     private void Adopt(MovedConnection moved)
     {
+        if (moved.Fd < 0)
+        {
+            Interlocked.Increment(ref _refused);
+            Log.Lost(_logger);
+            return;
+        }
+
         if (moved.Kind != MoveKind.Http1 || !_listeners.TryGetValue(moved.ListenerInode, out var listener))
         {
             // Closed: the client sees the end of an idle connection, as without moving.
@@ -168,6 +175,9 @@ internal sealed partial class ConnectionAdoption : IDisposable
 
         [LoggerMessage(87, LogLevel.Information, "The previous generation has moved its connections: {Adopted} adopted, {Refused} closed.", EventName = "MoveChannelEnded")]
         public static partial void ChannelEnded(ILogger logger, int adopted, int refused);
+
+        [LoggerMessage(91, LogLevel.Error, "A moved connection's descriptor did not arrive: this process had no descriptor left (EMFILE; raise LimitNOFILE or ulimit -n), and the kernel dropped it with its connection. The next ones are received as they come.", EventName = "MovedConnectionLost")]
+        public static partial void Lost(ILogger logger);
 
         [LoggerMessage(90, LogLevel.Debug, "The previous generation moved no connection here.", EventName = "NothingMoved")]
         public static partial void NothingMoved(ILogger logger);

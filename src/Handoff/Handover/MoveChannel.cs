@@ -15,7 +15,8 @@ internal enum MoveKind : byte
 
 /// <summary>One connection received from the previous generation: the new generation owns
 /// <see cref="Fd"/> (FD_CLOEXEC set) and must serve or close it.</summary>
-/// <param name="Fd">The connected socket.</param>
+/// <param name="Fd">The connected socket; -1 when its descriptor did not arrive (this process
+/// had none left: the kernel drops it, and the connection with it).</param>
 /// <param name="Kind">Who adopts it.</param>
 /// <param name="ListenerInode">The inode of the listening socket that accepted it (the same
 /// socket in both generations), to serve it as that listener's connection.</param>
@@ -135,7 +136,7 @@ internal static class MoveChannel
                 throw Malformed($"kind {header[3]}, {bytesLength} bytes and {stateLength} bytes of state (kinds 1 and 2, at most {MaxBytes} and {MaxState} bytes)");
             }
 
-            if (fds.Count != 1)
+            if (fds.Count > 1)
             {
                 throw Malformed($"a frame must bring one descriptor, not {fds.Count}");
             }
@@ -154,7 +155,9 @@ internal static class MoveChannel
                 throw Malformed($"the channel ended inside a frame's bytes ({e.Message})");
             }
 
-            var connection = new MovedConnection(fds[0], kind, BinaryPrimitives.ReadUInt64BigEndian(header[16..]), bytes, state);
+            // No descriptor: the kernel could not give it to this process (it had none left,
+            // EMFILE, and dropped it). That connection is lost, but not the frames after it.
+            var connection = new MovedConnection(fds.Count == 1 ? fds[0] : -1, kind, BinaryPrimitives.ReadUInt64BigEndian(header[16..]), bytes, state);
             fds.Clear();
             return connection;
         }

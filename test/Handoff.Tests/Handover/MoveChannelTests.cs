@@ -84,6 +84,34 @@ public sealed class MoveChannelTests
         }
     }
 
+    [Fact]
+    public void Receive_AFrameWhoseDescriptorDidNotArrive_IsReportedAsLost_AndTheNextFrameStillComes()
+    {
+        // What a receiver with no descriptor left (EMFILE) gets: the kernel drops the descriptor
+        // and delivers the bytes. One lost connection must not lose the ones after it.
+        var (sender, receiver) = Interop.Libc.StreamSocketPair();
+        using var pair = TcpPair.Open();
+        try
+        {
+            byte[] header = Header(bytesLength: 3);
+            Interop.Libc.WriteAll(sender, [.. header, .. "abc"u8.ToArray()]);
+            MoveChannel.Send(sender, pair.ServerFd, MoveKind.Http1, 7, "next"u8, []);
+
+            var lost = MoveChannel.Receive(receiver);
+            var next = MoveChannel.Receive(receiver);
+
+            Assert.Equal(-1, lost!.Fd);
+            Assert.NotNull(next);
+            Assert.Equal("next", Encoding.ASCII.GetString(next.Bytes));
+            Interop.Libc.Close(next.Fd);
+        }
+        finally
+        {
+            Interop.Libc.Close(sender);
+            Interop.Libc.Close(receiver);
+        }
+    }
+
     [Theory]
     [InlineData("magic")]
     [InlineData("version")]
@@ -96,12 +124,7 @@ public sealed class MoveChannelTests
         using var pair = TcpPair.Open();
         try
         {
-            byte[] header = new byte[MoveChannel.HeaderLength];
-            header[0] = (byte)'H';
-            header[1] = (byte)'M';
-            header[2] = MoveChannel.Version;
-            header[3] = (byte)MoveKind.Http1;
-            BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), 10);
+            byte[] header = Header(bytesLength: 10);
             switch (fault)
             {
                 case "magic": header[0] = (byte)'X'; break;
@@ -126,5 +149,17 @@ public sealed class MoveChannelTests
         {
             Interop.Libc.Close(receiver);
         }
+    }
+
+    // A well-formed header of an HTTP/1.1 frame announcing bytesLength bytes and no state.
+    private static byte[] Header(int bytesLength)
+    {
+        byte[] header = new byte[MoveChannel.HeaderLength];
+        header[0] = (byte)'H';
+        header[1] = (byte)'M';
+        header[2] = MoveChannel.Version;
+        header[3] = (byte)MoveKind.Http1;
+        BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), bytesLength);
+        return header;
     }
 }
