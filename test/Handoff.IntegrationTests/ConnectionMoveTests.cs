@@ -1,7 +1,4 @@
-using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
-using System.Text;
 using Handoff.Testing;
 using Xunit.Abstractions;
 
@@ -20,16 +17,15 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
     public async Task Upgrade_WithMoveConnections_IdleKeepAliveConnectionsMove_TheSameSocketsAnsweredByEachNewGeneration()
     {
         await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:MoveConnections=true", "--Handoff:RollbackWindow=0s"]);
-        var sockets = new List<Socket>();
+        var sockets = new List<HttpProbe>();
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         try
         {
             int pid = server.CurrentPid;
             for (int i = 0; i < Connections; i++)
             {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                sockets.Add(socket);
-                await socket.ConnectAsync(server.EndPoint);
-                Assert.Equal(pid, await RequestAsync(socket));
+                sockets.Add(await HttpProbe.ConnectAsync(server.EndPoint, limit.Token));
+                Assert.Equal(pid, await RequestAsync(sockets[i], limit.Token));
             }
 
             var ports = sockets.Select(s => ((IPEndPoint)s.LocalEndPoint!).Port).ToList();
@@ -43,8 +39,8 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
                 foreach (var socket in sockets)
                 {
                     // No FIN or RST arrived: the same connection carries the next request.
-                    Assert.False(socket.Poll(TimeSpan.Zero, SelectMode.SelectRead), "the connection was closed");
-                    Assert.Equal(pid, await RequestAsync(socket));
+                    Assert.False(socket.HasUnaskedInput, "the connection was closed");
+                    Assert.Equal(pid, await RequestAsync(socket, limit.Token));
                 }
 
                 output.WriteLine($"upgrade {upgrade}: {Connections} connections moved from pid {old} to pid {pid}");
@@ -60,37 +56,12 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<int> RequestAsync(Socket socket)
+    // A keep-alive request whose answer keeps the connection alive: the pid that answered.
+    private static async Task<int> RequestAsync(HttpProbe probe, CancellationToken cancellationToken)
     {
-        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        await socket.SendAsync(Encoding.ASCII.GetBytes("GET /?sleep=0 HTTP/1.1\r\nHost: localhost\r\n\r\n"), limit.Token);
-        var received = new List<byte>();
-        var buffer = new byte[4096];
-        while (true)
-        {
-            int read = await socket.ReceiveAsync(buffer, limit.Token);
-            if (read == 0)
-            {
-                throw new IOException("the server closed the connection before the response was complete");
-            }
-
-            received.AddRange(buffer.AsSpan(0, read));
-            string text = Encoding.ASCII.GetString([.. received]);
-            int headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
-            if (headEnd < 0)
-            {
-                continue;
-            }
-
-            Assert.StartsWith("HTTP/1.1 200", text, StringComparison.Ordinal);
-            Assert.DoesNotContain("Connection: close", text[..headEnd], StringComparison.OrdinalIgnoreCase);
-            string lengthLine = text[..headEnd].Split("\r\n").Single(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
-            int length = int.Parse(lengthLine["Content-Length:".Length..].Trim(), CultureInfo.InvariantCulture);
-            if (received.Count >= headEnd + 4 + length)
-            {
-                string body = text[(headEnd + 4)..];
-                return int.Parse(body[4..body.IndexOf('\n', StringComparison.Ordinal)], CultureInfo.InvariantCulture);
-            }
-        }
+        var response = await probe.GetAsync("/?sleep=0", keepAlive: true, cancellationToken);
+        Assert.Equal(200, response.Status);
+        Assert.False(response.ConnectionClose);
+        return response.Pid;
     }
 }

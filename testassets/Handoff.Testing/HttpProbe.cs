@@ -28,6 +28,12 @@ public sealed class HttpProbe : IDisposable
         CertificateHash = certificateHash;
     }
 
+    /// <summary>This end's address (its port names the TCP connection).</summary>
+    public EndPoint? LocalEndPoint => _socket.LocalEndPoint;
+
+    /// <summary>True when something arrived unasked: bytes, or the server's FIN or RST.</summary>
+    public bool HasUnaskedInput => _start < _end || _socket.Poll(TimeSpan.Zero, SelectMode.SelectRead);
+
     /// <summary>With TLS, the SHA-256 hash of the certificate the server presented.</summary>
     public string? CertificateHash { get; }
 

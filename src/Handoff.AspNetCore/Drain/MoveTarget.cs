@@ -8,7 +8,7 @@ namespace Handoff.AspNetCore;
 internal sealed class MoveTarget(int channel) : IDisposable
 {
     private readonly Lock _sending = new();
-    private IReadOnlyList<EpollRegistration>? _registrations;
+    private IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration>? _registrations;
     private int _moved;
     private int _notMoved;
     private int _ineligible;
@@ -32,10 +32,10 @@ internal sealed class MoveTarget(int channel) : IDisposable
     /// <summary>This process's epoll registrations, read once for every connection that moves
     /// (reading them is linear in the open descriptors), and again when one is not in them
     /// (a connection accepted since).</summary>
-    public IReadOnlyList<EpollRegistration> Registrations(int fd)
+    public IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> Registrations(int fd)
     {
         var known = Volatile.Read(ref _registrations);
-        if (known is null || !known.Any(r => r.Fd == fd))
+        if (known is null || !known.ContainsKey((fd, ProcFs.SelfInode(fd))))
         {
             known = ProcFs.SelfEpollRegistrations();
             Volatile.Write(ref _registrations, known);

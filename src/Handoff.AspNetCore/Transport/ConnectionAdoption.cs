@@ -127,9 +127,10 @@ internal sealed partial class ConnectionAdoption : IDisposable
 
         if (moved.Kind != MoveKind.Http1 || !_listeners.TryGetValue(moved.ListenerInode, out var listener))
         {
-            // Closed: the client sees the end of an idle connection, as without moving.
-            Interop.Libc.Close(moved.Fd);
+            // Closed: the client sees the end of an idle connection, as without moving. Counted
+            // first, so that whoever sees the close sees it counted.
             Interlocked.Increment(ref _refused);
+            Interop.Libc.Close(moved.Fd);
             Log.Refused(_logger, moved.Kind.ToString(), moved.ListenerInode);
             return;
         }

@@ -39,20 +39,9 @@ internal static class ConnectionDetach
     /// <param name="fd">The descriptor of a connected stream socket owned by a .NET <c>Socket</c>.</param>
     /// <param name="registrations">This process's epoll registrations
     /// (<see cref="ProcFs.SelfEpollRegistrations"/>), read once for many connections.</param>
-    public static int Detach(int fd, IReadOnlyList<EpollRegistration> registrations)
+    public static int Detach(int fd, IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> registrations)
     {
-        ulong inode = ProcFs.SelfInode(fd);
-        EpollRegistration? found = null;
-        foreach (var registration in registrations)
-        {
-            if (registration.Fd == fd && registration.Inode == inode)
-            {
-                found = registration;
-                break;
-            }
-        }
-
-        if (found is not { } engine)
+        if (!registrations.TryGetValue((fd, ProcFs.SelfInode(fd)), out var engine))
         {
             return -1;
         }

@@ -101,12 +101,12 @@ internal static class ProcFs
     /// Every registration in every epoll instance of this process: the epoll descriptor, the
     /// registered descriptor number (<c>tfd</c>), its event mask, its user data and the inode of
     /// the file registered (an entry stays while any descriptor of any process still refers to
-    /// that file, so the number alone may name another file by now). From the
+    /// that file, so the number alone may name another file by now), by number and inode. From the
     /// <c>/proc/self/fdinfo</c> of each <c>anon_inode:[eventpoll]</c> descriptor.
     /// </summary>
-    public static IReadOnlyList<EpollRegistration> SelfEpollRegistrations()
+    public static IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> SelfEpollRegistrations()
     {
-        var registrations = new List<EpollRegistration>();
+        var registrations = new Dictionary<(int Fd, ulong Inode), EpollRegistration>();
         foreach (var (fd, target) in Fds(Environment.ProcessId))
         {
             if (target != "anon_inode:[eventpoll]")
@@ -141,7 +141,7 @@ internal static class ProcFs
                     ulong.TryParse(f[d + 1], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong data) &&
                     ulong.TryParse(ino.AsSpan(4), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong inode))
                 {
-                    registrations.Add(new EpollRegistration(fd, registered, events, data, inode));
+                    registrations[(registered, inode)] = new EpollRegistration(fd, registered, events, data, inode);
                 }
             }
         }
