@@ -56,8 +56,34 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task TenUpgrades_UnderAKeepAliveLoad_EveryClientKeepsItsConnection_NoneFails()
+    {
+        const int Clients = 64;
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:MoveConnections=true", "--Handoff:RollbackWindow=0s"]);
+        var load = new LoadClient(server.EndPoint, Clients, keepAlive: true);
+        LoadReport report;
+        IReadOnlyList<int> pids;
+        try
+        {
+            (report, pids) = await server.UpgradeUnderLoadAsync(load, 10);
+            output.WriteLine($"{report}; {load.Connects} connections opened");
+        }
+        finally
+        {
+            output.WriteLine(server.Output);
+        }
+
+        // Clients that never retry: not one request failed, and not one client had to open a
+        // second connection, yet every generation answered them.
+        Assert.Empty(report.Failures);
+        Assert.Equal(Clients, load.Connects);
+        Assert.Equal(pids.Order(), report.Pids.Order());
+        Assert.Equal(10, server.CountOf($"{Clients} adopted, 0 closed"));
+    }
+
     // A keep-alive request whose answer keeps the connection alive: the pid that answered.
-    private static async Task<int> RequestAsync(HttpProbe probe, CancellationToken cancellationToken)
+    internal static async Task<int> RequestAsync(HttpProbe probe, CancellationToken cancellationToken)
     {
         var response = await probe.GetAsync("/?sleep=0", keepAlive: true, cancellationToken);
         Assert.Equal(200, response.Status);

@@ -44,6 +44,7 @@ public sealed class LoadClient : ILoad
     private readonly ConcurrentDictionary<int, bool> _pids = new();
     private readonly Task[] _workers;
     private long _succeeded;
+    private long _connects;
 
     /// <param name="endPoint">The server.</param>
     /// <param name="connections">How many clients run at once, each on its own connection.</param>
@@ -69,6 +70,10 @@ public sealed class LoadClient : ILoad
     public long Succeeded => Interlocked.Read(ref _succeeded);
 
     public int FailureCount => _failures.Count;
+
+    /// <summary>Connections opened so far: with keep-alive, one per client unless the server
+    /// closed some (a drain) or a request failed.</summary>
+    public long Connects => Interlocked.Read(ref _connects);
 
     /// <summary>Over TLS: the hashes of the certificates the server presented so far.</summary>
     public IReadOnlyCollection<string> Certificates => [.. _certificates.Keys];
@@ -110,6 +115,7 @@ public sealed class LoadClient : ILoad
                 {
                     if (connection is null)
                     {
+                        Interlocked.Increment(ref _connects);
                         connection = await HttpProbe.ConnectAsync(_endPoint, timeout.Token, _tls);
                         if (connection.CertificateHash is { } hash)
                         {

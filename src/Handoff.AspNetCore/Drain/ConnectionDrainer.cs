@@ -98,14 +98,24 @@ internal sealed partial class ConnectionDrainer
     public HandoffMetrics? Metrics { get; set; }
 
     /// <summary>Wraps a connection Kestrel's transport accepted and tracks it until Kestrel
-    /// disposes it.</summary>
-    public DrainableConnection Track(Microsoft.AspNetCore.Connections.ConnectionContext connection, object? owner = null)
+    /// disposes it. <paramref name="adoptedWritten"/>: for a connection moved here from the
+    /// previous generation, the kernel's count of bytes written into it before.</summary>
+    public DrainableConnection Track(Microsoft.AspNetCore.Connections.ConnectionContext connection, object? owner = null, long? adoptedWritten = null)
     {
         var tracked = new DrainableConnection(connection, _milliseconds(), owner) { Disposed = _untrack };
+        if (adoptedWritten is { } written)
+        {
+            tracked.Http?.Adopted(written);
+        }
+
         _connections.Add(tracked);
-        if (_draining)
+        // Not asked to close at once: Kestrel has not made the connection's close request yet
+        // (it does once this returns); the drain's ticks ask once it is idle, or its request's end.
+        if (_draining && !(Moves is { } moves && tracked.BeginMove(moves, now: false)))
         {
             // Accepted in the instant before the listener closed: it is drained like the rest.
+            // One moved here while this generation moves its own (a second upgrade during the
+            // first one's move) moves on with them.
             Log.LateConnection(_logger, connection.ConnectionId);
         }
 

@@ -111,7 +111,7 @@ internal sealed partial class DrainableConnection
         {
             byte[] unread = await ReadToEndAsync(pipe.Inner.Input).WaitAsync(UnreadLimit).ConfigureAwait(false);
             ulong listener = (Owner as HandoffConnectionListener)!.Listener.SocketInode!.Value;
-            if (!target.TrySend(connection, listener, unread))
+            if (!await target.SendAsync(connection, listener, unread).ConfigureAwait(false))
             {
                 target.CountNotMoved();
             }

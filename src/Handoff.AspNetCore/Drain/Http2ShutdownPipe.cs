@@ -350,10 +350,15 @@ internal sealed class Http2ShutdownPipe : PipeReader, IDuplexPipe
     /// its start, by the HTTP layer and, for a connection that moved here, before.</summary>
     internal long Written => Volatile.Read(ref _payloadLeft);
 
-    /// <summary>For a connection that moved here: what was written into it before (the
-    /// kernel's count at the adoption, when every byte the previous generation wrote had been
-    /// taken). Before anything is read or written here.</summary>
-    internal void WrittenBefore(long bytes) => _payloadLeft = bytes;
+    /// <summary>For a connection that moved here: an HTTP/1.1 connection already (it can move
+    /// on before its first request here), and what was written into it before (the kernel's
+    /// count at the adoption, when every byte the previous generation wrote had been taken).
+    /// Before anything is read or written here.</summary>
+    internal void Adopted(long writtenBefore)
+    {
+        _payloadLeft = writtenBefore;
+        _protocol = NotHttp2;
+    }
 
     /// <summary>The socket's side of the pipe: what the HTTP layer left unread stays there.</summary>
     internal IDuplexPipe Inner => _inner;

@@ -1,19 +1,49 @@
+using System.Collections.Concurrent;
+
 namespace Handoff.AspNetCore;
 
 /// <summary>
 /// Where a generation that hands over sends the connections that move: the move channel to the
-/// new generation (<see cref="MoveChannel"/>), written by one connection at a time, and the
-/// count of what moved and what could not.
+/// new generation (<see cref="MoveChannel"/>), written by a thread of its own, one connection at
+/// a time, and the count of what moved and what could not.
 /// </summary>
-internal sealed class MoveTarget(int channel) : IDisposable
+/// <remarks>
+/// A send blocks while the new generation does not read (a Unix socket holds a few hundred
+/// frames), so it never runs on the thread pool: connections that wait to be sent would take
+/// every pool thread, and the pool would stop running anything else, the disposal of the
+/// connections already sent included.
+/// </remarks>
+internal sealed class MoveTarget : IDisposable
 {
+    // How long one send may wait for the new generation to read: a generation that is stopped
+    // or hung would otherwise keep connections waiting here until the drain timeout. Past it
+    // the channel counts as broken, and the connections not sent yet close as they would
+    // without moving.
+    private static readonly TimeSpan SendLimit = TimeSpan.FromSeconds(2);
+
+    private readonly int _channel;
+    private readonly BlockingCollection<Outgoing> _queue = [];
     private readonly Lock _sending = new();
     private IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration>? _registrations;
+    private Thread? _sender;
     private int _moved;
     private int _notMoved;
     private int _ineligible;
     private volatile bool _broken;
     private bool _closed;
+
+    public MoveTarget(int channel)
+    {
+        _channel = channel;
+        try
+        {
+            Interop.Libc.SetSendTimeout(channel, SendLimit);
+        }
+        catch (IOException)
+        {
+            _broken = true; // Not a socket this process can use: nothing moves.
+        }
+    }
 
     /// <summary>True once a send failed: the new generation no longer receives, nothing more is
     /// sent (each connection then closes as it would without moving).</summary>
@@ -44,45 +74,87 @@ internal sealed class MoveTarget(int channel) : IDisposable
         return known;
     }
 
-    /// <summary>Sends one detached connection; false when the channel is broken (the caller
-    /// closes it).</summary>
-    public bool TrySend(int fd, ulong listenerInode, ReadOnlySpan<byte> bytes)
+    /// <summary>Sends one detached connection on the sending thread; true once it went, false
+    /// when the channel is broken or closed. The caller still owns <paramref name="fd"/> and
+    /// closes it once this completes, either way.</summary>
+    public Task<bool> SendAsync(int fd, ulong listenerInode, byte[] bytes, MoveKind kind = MoveKind.Http1, byte[]? state = null)
     {
+        var outgoing = new Outgoing(fd, listenerInode, bytes, kind, state ?? []);
         lock (_sending)
         {
-            if (_broken)
+            if (_broken || _closed)
             {
-                return false;
+                return Task.FromResult(false);
             }
 
-            try
+            _sender ??= StartSender();
+            _queue.Add(outgoing);
+        }
+
+        return outgoing.Done.Task;
+    }
+
+    private Thread StartSender()
+    {
+        var thread = new Thread(Send) { IsBackground = true, Name = "Handoff moving connections" };
+        thread.Start();
+        return thread;
+    }
+
+    private void Send()
+    {
+        foreach (var outgoing in _queue.GetConsumingEnumerable())
+        {
+            bool sent = false;
+            if (!_broken)
             {
-                MoveChannel.Send(channel, fd, MoveKind.Http1, listenerInode, bytes, []);
-                Interlocked.Increment(ref _moved);
-                return true;
+                try
+                {
+                    MoveChannel.Send(_channel, outgoing.Fd, outgoing.Kind, outgoing.ListenerInode, outgoing.Bytes, outgoing.State);
+                    Interlocked.Increment(ref _moved);
+                    sent = true;
+                }
+                catch (IOException)
+                {
+                    // The new generation is gone, or read nothing for SendLimit.
+                    _broken = true;
+                }
             }
-            catch (IOException)
-            {
-                _broken = true;
-                return false;
-            }
+
+            outgoing.Done.TrySetResult(sent);
+        }
+
+        lock (_sending)
+        {
+            Interop.Libc.Close(_channel);
         }
     }
 
     /// <summary>Counts a connection that was to move and closed instead.</summary>
     public void CountNotMoved() => Interlocked.Increment(ref _notMoved);
 
-    /// <summary>Closes the channel: the new generation has all it will get.</summary>
+    /// <summary>Closes the channel once what is queued has gone: the new generation has all it
+    /// will get.</summary>
     public void Dispose()
     {
         lock (_sending)
         {
-            if (!_closed)
+            if (_closed)
             {
-                _closed = true;
-                _broken = true;
-                Interop.Libc.Close(channel);
+                return;
+            }
+
+            _closed = true;
+            _queue.CompleteAdding();
+            if (_sender is null)
+            {
+                Interop.Libc.Close(_channel);
             }
         }
+    }
+
+    private sealed record Outgoing(int Fd, ulong ListenerInode, byte[] Bytes, MoveKind Kind, byte[] State)
+    {
+        public TaskCompletionSource<bool> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

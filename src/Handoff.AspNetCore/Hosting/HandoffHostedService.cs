@@ -15,6 +15,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 {
     private readonly Upgrader _upgrader;
     private readonly ConnectionDrainer _drainer;
+    private readonly ConnectionAdoption? _adoption;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly IServiceProvider _services;
     private readonly HandoffWarmUp[] _warmUps;
@@ -26,8 +27,9 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
     private PosixSignalRegistration[] _shutdownSignals = [];
     private int _shutdownSignalCount;
 
-    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IEnumerable<HandoffWarmUp> warmUps, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger)
+    public HandoffHostedService(Upgrader upgrader, ConnectionDrainer drainer, IHostApplicationLifetime lifetime, IServiceProvider services, IEnumerable<HandoffWarmUp> warmUps, IOptions<HandoffOptions> options, HandoffConfigurationWarnings warnings, ILogger<HandoffHostedService> logger, ConnectionAdoption? adoption = null)
     {
+        _adoption = adoption;
         _upgrader = upgrader;
         _drainer = drainer;
         _lifetime = lifetime;
@@ -103,9 +105,17 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
             // Kestrel stops next (hosted services stop before the server).
             _drainer.ServerStopping = true;
 
-            // Every connection has moved or closed: the new generation stops reading.
+            // Every connection has moved or closed: the new generation stops reading. Unless the
+            // previous generation still moves connections here (this upgrade came in the middle
+            // of its move): they go on to the new generation as they come, until it is done.
             if (_drainer.Moves is { } moves)
             {
+                if (_adoption?.Ended is { IsCompleted: false } previous)
+                {
+                    Log.WaitingForPreviousMove(_logger, Environment.ProcessId, _upgrader.Generation);
+                    await previous.WaitAsync(_options.DrainTimeout, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                }
+
                 moves.Dispose();
                 Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, moves.NotMoved, moves.Ineligible);
             }
@@ -207,6 +217,9 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
         [LoggerMessage(43, LogLevel.Error, "Generation {Generation} (pid {Pid}) cannot become ready: {Reason}", EventName = "StartFailed")]
         public static partial void StartFailed(ILogger logger, Exception exception, int pid, int generation, string reason);
+
+        [LoggerMessage(92, LogLevel.Information, "Generation {Generation} (pid {Pid}) waits for the previous generation to finish moving its connections here; they go on to the new generation.", EventName = "WaitingForPreviousMove")]
+        public static partial void WaitingForPreviousMove(ILogger logger, int pid, int generation);
 
         [LoggerMessage(89, LogLevel.Information, "Generation {Generation} (pid {Pid}) moved {Moved} connections to the new generation; {NotMoved} were to move and closed instead, {Ineligible} could not move (TLS, HTTP/2, or no request yet) and drained.", EventName = "ConnectionsMoved")]
         public static partial void Moved(ILogger logger, int pid, int generation, int moved, int notMoved, int ineligible);

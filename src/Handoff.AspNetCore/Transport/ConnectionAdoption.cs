@@ -19,14 +19,20 @@ internal sealed partial class ConnectionAdoption : IDisposable
     private readonly ConcurrentDictionary<ulong, HandoffConnectionListener> _listeners = new();
     private readonly SocketConnectionContextFactory _factory;
     private readonly ILogger _logger;
+    private readonly ConnectionDrainer? _drainer;
     private int _channel = -1;
     private Thread? _thread;
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _adopted;
     private int _refused;
+    private int _passedOn;
+    private int _nearLimit;
+    private int _lost;
 
-    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, Upgrader? upgrader = null)
+    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, Upgrader? upgrader = null, ConnectionDrainer? drainer = null)
     {
         var options = socketOptions.Value;
+        _drainer = drainer;
         _logger = loggerFactory.CreateLogger<ConnectionAdoption>();
         _factory = new SocketConnectionContextFactory(
             new SocketConnectionFactoryOptions
@@ -54,8 +60,16 @@ internal sealed partial class ConnectionAdoption : IDisposable
     /// <summary>Connections received that no listener here serves (closed).</summary>
     public int Refused => Volatile.Read(ref _refused);
 
+    /// <summary>Connections received while this generation itself moved its connections to a
+    /// newer one (a second upgrade during the first one's move), and sent on to it.</summary>
+    public int PassedOn => Volatile.Read(ref _passedOn);
+
     /// <summary>True while the channel is read.</summary>
     public bool IsReceiving => _thread is { IsAlive: true };
+
+    /// <summary>Completes when the previous generation has moved all it will (at once when it
+    /// moves nothing here).</summary>
+    public Task Ended => _thread is null ? Task.CompletedTask : _ended.Task;
 
     /// <summary>A listener whose socket's connections this generation takes.</summary>
     public void Register(HandoffConnectionListener listener)
@@ -104,9 +118,10 @@ internal sealed partial class ConnectionAdoption : IDisposable
                 Interop.Libc.Close(fd);
             }
 
-            if (Adopted + Refused > 0)
+            _ended.TrySetResult();
+            if (Adopted + Refused + PassedOn > 0)
             {
-                Log.ChannelEnded(_logger, Adopted, Refused);
+                Log.ChannelEnded(_logger, Adopted, Refused, PassedOn);
             }
             else
             {
@@ -116,12 +131,55 @@ internal sealed partial class ConnectionAdoption : IDisposable
         }
     }
 
+    // Descriptors left free for everything else this process does: the runtime fails hard
+    // (it aborts) when it cannot get one, so moved connections never take the last of them.
+    internal const int DescriptorReserve = 64;
+
     private void Adopt(MovedConnection moved)
     {
         if (moved.Fd < 0)
         {
+            // One line for the first, the count at the end: a limit too low loses many at once.
             Interlocked.Increment(ref _refused);
-            Log.Lost(_logger);
+            if (Interlocked.Increment(ref _lost) == 1)
+            {
+                Log.Lost(_logger);
+            }
+
+            return;
+        }
+
+        // The kernel gives the lowest free number: every number below this one is taken.
+        if (moved.Fd >= Interop.Libc.DescriptorLimit() - DescriptorReserve)
+        {
+            Interop.Libc.Close(moved.Fd);
+            Interlocked.Increment(ref _refused);
+            if (Interlocked.Increment(ref _nearLimit) == 1)
+            {
+                Log.NearDescriptorLimit(_logger, moved.Fd, DescriptorReserve);
+            }
+
+            return;
+        }
+
+        // This generation hands over too and moves its own connections to a newer one: this
+        // one goes on with them, before Kestrel here ever sees it (the listener that would have
+        // given it to Kestrel may have stopped already).
+        if (_drainer?.Moves is { } onward)
+        {
+            // Waited for on this thread (its own): the next frame is read once this one went.
+            bool sent = onward.SendAsync(moved.Fd, moved.ListenerInode, moved.Bytes, moved.Kind, moved.State).GetAwaiter().GetResult();
+            Interop.Libc.Close(moved.Fd);
+            if (sent)
+            {
+                Interlocked.Increment(ref _passedOn);
+            }
+            else
+            {
+                onward.CountNotMoved();
+                Interlocked.Increment(ref _refused);
+            }
+
             return;
         }
 
@@ -174,11 +232,14 @@ internal sealed partial class ConnectionAdoption : IDisposable
         [LoggerMessage(86, LogLevel.Warning, "The channel of moved connections from the previous generation failed: {Error}. Connections not received yet are closed by the previous generation.", EventName = "MoveChannelFailed")]
         public static partial void ChannelFailed(ILogger logger, string error);
 
-        [LoggerMessage(87, LogLevel.Information, "The previous generation has moved its connections: {Adopted} adopted, {Refused} closed.", EventName = "MoveChannelEnded")]
-        public static partial void ChannelEnded(ILogger logger, int adopted, int refused);
+        [LoggerMessage(87, LogLevel.Information, "The previous generation has moved its connections: {Adopted} adopted, {Refused} closed, {PassedOn} passed on to the next generation.", EventName = "MoveChannelEnded")]
+        public static partial void ChannelEnded(ILogger logger, int adopted, int refused, int passedOn);
 
-        [LoggerMessage(91, LogLevel.Error, "A moved connection's descriptor did not arrive: this process had no descriptor left (EMFILE; raise LimitNOFILE or ulimit -n), and the kernel dropped it with its connection. The next ones are received as they come.", EventName = "MovedConnectionLost")]
+        [LoggerMessage(91, LogLevel.Error, "A moved connection's descriptor did not arrive: this process had no descriptor left (EMFILE; raise LimitNOFILE or ulimit -n), and the kernel dropped it with its connection. The next ones are received as they come; the count of those closed comes when the previous generation is done.", EventName = "MovedConnectionLost")]
         public static partial void Lost(ILogger logger);
+
+        [LoggerMessage(93, LogLevel.Error, "A moved connection arrived as descriptor {Fd}, within {Reserve} of this process's limit: it and the next ones over that line are closed (their clients reconnect) so that the runtime keeps descriptors of its own. Raise LimitNOFILE or ulimit -n.", EventName = "MovedConnectionNearLimit")]
+        public static partial void NearDescriptorLimit(ILogger logger, int fd, int reserve);
 
         [LoggerMessage(90, LogLevel.Debug, "The previous generation moved no connection here.", EventName = "NothingMoved")]
         public static partial void NothingMoved(ILogger logger);

@@ -74,9 +74,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
             var wake = Volatile.Read(ref _wake);
             if (_adopted.TryDequeue(out var adopted))
             {
-                var tracked = _drainer.Track(adopted.Connection, this);
-                tracked.Http?.WrittenBefore(adopted.WrittenBefore);
-                return tracked;
+                return _drainer.Track(adopted.Connection, this, adopted.WrittenBefore);
             }
 
             using var stop = cancellationToken.CanBeCanceled
@@ -126,6 +124,22 @@ internal sealed class HandoffConnectionListener : IConnectionListener
     {
         _adopted.Enqueue((connection, writtenBefore));
         Interlocked.Exchange(ref _wake, new CancellationTokenSource()).Cancel();
+
+        // Kestrel's accept loop has ended meanwhile: nothing here will ever serve it.
+        if (_unbound.IsCancellationRequested)
+        {
+            CloseAdopted();
+        }
+    }
+
+    // Connections moved here that Kestrel will not take (its accept loop has ended): closed, as
+    // the previous generation would have closed them without moving.
+    private void CloseAdopted()
+    {
+        while (_adopted.TryDequeue(out var adopted))
+        {
+            _ = adopted.Connection.DisposeAsync().AsTask();
+        }
     }
 
     /// <summary>Called by Kestrel when it stops, and when a configuration reload changes the
@@ -158,6 +172,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
         _closing = null;
         _adoption?.Unregister(this);
         await _unbound.CancelAsync().ConfigureAwait(false);
+        CloseAdopted();
         if (_reloading && !_listener.IsClosed)
         {
             await _listener.ParkAsync(_inner).ConfigureAwait(false);
@@ -184,6 +199,8 @@ internal sealed class HandoffConnectionListener : IConnectionListener
             {
                 await _unbound.CancelAsync().ConfigureAwait(false);
             }
+
+            CloseAdopted();
 
             await _inner.UnbindAsync().ConfigureAwait(false);
         }

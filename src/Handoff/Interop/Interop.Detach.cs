@@ -62,6 +62,39 @@ internal static partial class Interop
             return null;
         }
 
+        private const int RLIMIT_NOFILE = 7;
+
+        [LibraryImport(LibraryName, EntryPoint = "getrlimit", SetLastError = true)]
+        private static unsafe partial int GetRLimitCore(int resource, ulong* limits);
+
+        /// <summary>The soft limit on this process's descriptors (RLIMIT_NOFILE), read each time:
+        /// an operator may change it while the process runs (prlimit).</summary>
+        internal static unsafe long DescriptorLimit()
+        {
+            // struct rlimit: the soft and the hard limit, two unsigned longs.
+            ulong* limits = stackalloc ulong[2];
+            return GetRLimitCore(RLIMIT_NOFILE, limits) == 0 ? (long)Math.Min(limits[0], long.MaxValue) : long.MaxValue;
+        }
+
+        private const int SO_SNDTIMEO = 21;
+
+        [LibraryImport(LibraryName, EntryPoint = "setsockopt", SetLastError = true)]
+        private static unsafe partial int SetSockOptCore(int fd, int level, int name, void* value, uint length);
+
+        /// <summary>SO_SNDTIMEO: a blocking send that cannot go on for <paramref name="timeout"/>
+        /// fails with EAGAIN instead of waiting for a receiver that may never read again.</summary>
+        internal static unsafe void SetSendTimeout(int fd, TimeSpan timeout)
+        {
+            // struct timeval: seconds and microseconds, two longs.
+            long* value = stackalloc long[2];
+            value[0] = (long)timeout.TotalSeconds;
+            value[1] = timeout.Microseconds + (timeout.Milliseconds * 1000L);
+            if (SetSockOptCore(fd, SOL_SOCKET, SO_SNDTIMEO, value, 16) != 0)
+            {
+                throw Error("setsockopt(SO_SNDTIMEO)");
+            }
+        }
+
         [LibraryImport(LibraryName, EntryPoint = "shutdown", SetLastError = true)]
         private static partial int ShutdownCore(int fd, int how);
 
