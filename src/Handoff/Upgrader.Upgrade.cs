@@ -167,6 +167,13 @@ public sealed partial class Upgrader
             else
             {
                 _supersededBy = result;
+
+                // Before the state changes: whoever sees Superseded finds the channel here.
+                if (_options.MoveConnections)
+                {
+                    _moveChannel = attempt.TakeMoveChannel();
+                }
+
                 MoveLocked(GenerationState.Superseded);
             }
         }
@@ -207,10 +214,6 @@ public sealed partial class Upgrader
         }
 
         await attempt.CommitAsync().ConfigureAwait(false); // Closed already unless it withdrew too late.
-        if (_options.MoveConnections)
-        {
-            Volatile.Write(ref _moveChannel, attempt.TakeMoveChannel());
-        }
 
         await Listeners.CloseAllAsync().ConfigureAwait(false);
         _status.TookOver(attempt.Generation, attempt.Pid);

@@ -48,6 +48,9 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
 
             Assert.Equal(ports, sockets.Select(s => ((IPEndPoint)s.LocalEndPoint!).Port).ToList());
             Assert.Equal(3, server.CountOf($"{Connections} adopted, 0 closed"));
+
+            // Each old generation learnt from the new one what became of them.
+            await server.WaitForOutputAsync($"moved {Connections} connections to the new generation (it took {Connections} and closed 0)", 3);
         }
         finally
         {

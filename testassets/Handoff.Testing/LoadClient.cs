@@ -103,6 +103,16 @@ public sealed class LoadClient : ILoad
         return new LoadReport(Succeeded, [.. _failures], [.. _pids.Keys]);
     }
 
+    // ss's view of both ends of the connection from this local port, with their processes.
+    private static string SocketState(int port)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("sh", ["-c", $"ss -tnpie | grep -A1 ':{port}\\b'"]) { RedirectStandardOutput = true };
+        using var ss = System.Diagnostics.Process.Start(info)!;
+        string state = ss.StandardOutput.ReadToEnd();
+        ss.WaitForExit();
+        return $"; the connection from port {port} now:\n{state}";
+    }
+
     private async Task RunAsync()
     {
         HttpProbe? connection = null;
@@ -145,7 +155,10 @@ public sealed class LoadClient : ILoad
                 }
                 catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or OperationCanceledException or FormatException or System.Security.Authentication.AuthenticationException)
                 {
-                    _failures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} {e.GetType().Name}: {e.Message}");
+                    // A request that timed out: where is its connection now (which process holds
+                    // it, what waits unread in it)? Nothing else can tell once the test has ended.
+                    string diag = e is OperationCanceledException && connection?.LocalEndPoint is System.Net.IPEndPoint local ? SocketState(local.Port) : "";
+                    _failures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} {e.GetType().Name}: {e.Message}{diag}");
                     connection?.Dispose();
                     connection = null;
                 }

@@ -21,6 +21,12 @@ internal sealed class MoveTarget : IDisposable
     // without moving.
     private static readonly TimeSpan SendLimit = TimeSpan.FromSeconds(2);
 
+    // How long the new generation may take to answer once everything went: it adopts what it
+    // has received first (microseconds each), or sends it on to a newer generation.
+    private static readonly TimeSpan AnswerLimit = TimeSpan.FromSeconds(5);
+
+    private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     private readonly int _channel;
     private readonly BlockingCollection<Outgoing> _queue = [];
     private readonly Lock _sending = new();
@@ -124,17 +130,39 @@ internal sealed class MoveTarget : IDisposable
             outgoing.Done.TrySetResult(sent);
         }
 
-        lock (_sending)
+        // Everything went: the new generation reads the end of the channel and answers with
+        // what it took and what it closed. A new generation that died answers nothing (end of
+        // file at once); one that hangs, nothing within the bound.
+        if (!_broken && Interop.Libc.ShutdownWrite(_channel) == 0)
         {
-            Interop.Libc.Close(_channel);
+            try
+            {
+                Interop.Libc.SetReceiveTimeout(_channel, AnswerLimit);
+                Confirmed = MoveChannel.ReadTotals(_channel);
+            }
+            catch (IOException)
+            {
+                // No answer: the counts stay what was sent.
+            }
         }
+
+        Interop.Libc.Close(_channel);
+        _completed.TrySetResult();
     }
+
+    /// <summary>The new generation's answer once everything went: how many connections it took
+    /// and how many it closed; null before, or when it did not answer.</summary>
+    public (int Taken, int Closed)? Confirmed { get; private set; }
+
+    /// <summary>Completes once the channel is closed (after <see cref="Dispose"/>), with
+    /// <see cref="Confirmed"/> read if it came.</summary>
+    public Task Completion => _completed.Task;
 
     /// <summary>Counts a connection that was to move and closed instead.</summary>
     public void CountNotMoved() => Interlocked.Increment(ref _notMoved);
 
-    /// <summary>Closes the channel once what is queued has gone: the new generation has all it
-    /// will get.</summary>
+    /// <summary>Closes the channel once what is queued has gone (<see cref="Completion"/>): the
+    /// new generation has all it will get.</summary>
     public void Dispose()
     {
         lock (_sending)
@@ -148,7 +176,9 @@ internal sealed class MoveTarget : IDisposable
             _queue.CompleteAdding();
             if (_sender is null)
             {
+                // Nothing was sent: nothing to confirm.
                 Interop.Libc.Close(_channel);
+                _completed.TrySetResult();
             }
         }
     }

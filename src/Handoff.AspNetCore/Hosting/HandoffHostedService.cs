@@ -117,7 +117,12 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                 }
 
                 moves.Dispose();
-                Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, moves.NotMoved, moves.Ineligible);
+                await moves.Completion.ConfigureAwait(false);
+                string there = moves.Confirmed is { } confirmed
+                    ? $"it took {confirmed.Taken} and closed {confirmed.Closed}"
+                    : "it did not confirm what it took";
+                Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, there, moves.NotMoved, moves.Ineligible);
+                _upgrader.Metrics.ConnectionsHandedOver(moves.Moved, moves.NotMoved, moves.Ineligible);
             }
         }
     }
@@ -163,6 +168,10 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                 if (_options.MoveConnections)
                 {
                     int channel = _upgrader.TakeMoveChannel();
+                    if (channel < 0)
+                    {
+                        Log.NoMoves(_logger, Environment.ProcessId, _upgrader.Generation);
+                    }
                     _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout, moves: channel >= 0 ? new MoveTarget(channel) : null);
                 }
 
@@ -218,11 +227,14 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         [LoggerMessage(43, LogLevel.Error, "Generation {Generation} (pid {Pid}) cannot become ready: {Reason}", EventName = "StartFailed")]
         public static partial void StartFailed(ILogger logger, Exception exception, int pid, int generation, string reason);
 
+        [LoggerMessage(94, LogLevel.Information, "Generation {Generation} (pid {Pid}): the new generation does not take moved connections (a build without them, or its channel is gone); they drain.", EventName = "NoMoveChannel")]
+        public static partial void NoMoves(ILogger logger, int pid, int generation);
+
         [LoggerMessage(92, LogLevel.Information, "Generation {Generation} (pid {Pid}) waits for the previous generation to finish moving its connections here; they go on to the new generation.", EventName = "WaitingForPreviousMove")]
         public static partial void WaitingForPreviousMove(ILogger logger, int pid, int generation);
 
-        [LoggerMessage(89, LogLevel.Information, "Generation {Generation} (pid {Pid}) moved {Moved} connections to the new generation; {NotMoved} were to move and closed instead, {Ineligible} could not move (TLS, HTTP/2, or no request yet) and drained.", EventName = "ConnectionsMoved")]
-        public static partial void Moved(ILogger logger, int pid, int generation, int moved, int notMoved, int ineligible);
+        [LoggerMessage(89, LogLevel.Information, "Generation {Generation} (pid {Pid}) moved {Moved} connections to the new generation ({There}); {NotMoved} were to move and closed instead, {Ineligible} could not move (TLS, HTTP/2, or no request yet) and drained.", EventName = "ConnectionsMoved")]
+        public static partial void Moved(ILogger logger, int pid, int generation, int moved, string there, int notMoved, int ineligible);
 
         [LoggerMessage(45, LogLevel.Information, "Generation {Generation} (pid {Pid}) received SIGHUP (hang-up): stopping gracefully.", EventName = "HangUp")]
         public static partial void HangUp(ILogger logger, int pid, int generation);

@@ -20,6 +20,9 @@ internal sealed partial class ConnectionAdoption : IDisposable
     private readonly SocketConnectionContextFactory _factory;
     private readonly ILogger _logger;
     private readonly ConnectionDrainer? _drainer;
+    private readonly HandoffMetrics? _metrics;
+    private readonly Upgrader? _upgrader;
+    private bool _noOnwardTarget;
     private int _channel = -1;
     private Thread? _thread;
     private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -33,6 +36,8 @@ internal sealed partial class ConnectionAdoption : IDisposable
     {
         var options = socketOptions.Value;
         _drainer = drainer;
+        _metrics = upgrader?.Metrics;
+        _upgrader = upgrader;
         _logger = loggerFactory.CreateLogger<ConnectionAdoption>();
         _factory = new SocketConnectionContextFactory(
             new SocketConnectionFactoryOptions
@@ -105,6 +110,9 @@ internal sealed partial class ConnectionAdoption : IDisposable
             {
                 Adopt(moved);
             }
+
+            // The previous generation has moved all it will: it learns what became of them.
+            _ = MoveChannel.WriteTotals(_channel, Adopted + PassedOn, Refused);
         }
         catch (Exception e) when (e is HandoffProtocolException or IOException)
         {
@@ -119,6 +127,7 @@ internal sealed partial class ConnectionAdoption : IDisposable
             }
 
             _ended.TrySetResult();
+            _metrics?.ConnectionsReceived(Adopted, PassedOn, Refused);
             if (Adopted + Refused + PassedOn > 0)
             {
                 Log.ChannelEnded(_logger, Adopted, Refused, PassedOn);
@@ -129,6 +138,27 @@ internal sealed partial class ConnectionAdoption : IDisposable
                 Log.NothingMoved(_logger);
             }
         }
+    }
+
+    // Where a connection moved here goes on to, once this generation has handed over too: its
+    // drain's target. The listeners close at the commit a moment before the drain begins, so a
+    // connection that comes in between waits for it (once: without a target by then, this
+    // generation does not move connections, and those that come close as they would have).
+    private MoveTarget? OnwardTarget()
+    {
+        if (_drainer!.Moves is { } onward || _upgrader?.State is not (GenerationState.Superseded or GenerationState.Stopping or GenerationState.Stopped) || _noOnwardTarget)
+        {
+            return _drainer.Moves;
+        }
+
+        long deadline = Environment.TickCount64 + 1000;
+        while (_drainer.Moves is null && Environment.TickCount64 < deadline)
+        {
+            Thread.Sleep(1);
+        }
+
+        _noOnwardTarget = _drainer.Moves is null;
+        return _drainer.Moves;
     }
 
     // Descriptors left free for everything else this process does: the runtime fails hard
@@ -165,7 +195,7 @@ internal sealed partial class ConnectionAdoption : IDisposable
         // This generation hands over too and moves its own connections to a newer one: this
         // one goes on with them, before Kestrel here ever sees it (the listener that would have
         // given it to Kestrel may have stopped already).
-        if (_drainer?.Moves is { } onward)
+        if (_drainer is not null && OnwardTarget() is { } onward)
         {
             // Waited for on this thread (its own): the next frame is read once this one went.
             bool sent = onward.SendAsync(moved.Fd, moved.ListenerInode, moved.Bytes, moved.Kind, moved.State).GetAwaiter().GetResult();

@@ -92,7 +92,9 @@ internal sealed class HandoffConnectionListener : IConnectionListener
             }
             catch (OperationCanceledException)
             {
-                return null; // Unbound: Kestrel's loop ends.
+                // Unbound: Kestrel's loop ends, after the connections moved here that wait (a
+                // handover closes the listener while the previous generation still moves).
+                return _adopted.TryDequeue(out adopted) ? _drainer.Track(adopted.Connection, this, adopted.WrittenBefore) : null;
             }
 
             ConnectionContext? connection;
@@ -108,7 +110,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
                 }
                 catch (OperationCanceledException)
                 {
-                    return null;
+                    return _adopted.TryDequeue(out adopted) ? _drainer.Track(adopted.Connection, this, adopted.WrittenBefore) : null;
                 }
             }
 

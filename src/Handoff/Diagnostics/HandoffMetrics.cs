@@ -22,6 +22,7 @@ internal sealed class HandoffMetrics : IDisposable
     public const string DrainResultTag = "handoff.drain.result";
     public const string DrainReasonTag = "handoff.drain.reason";
     public const string PhaseTag = "handoff.upgrade.phase";
+    public const string ConnectionOutcomeTag = "handoff.connection.outcome";
 
     public const string Succeeded = "succeeded";
     public const string Failed = "failed";
@@ -40,6 +41,8 @@ internal sealed class HandoffMetrics : IDisposable
     private readonly Histogram<double> _drainDuration;
     private readonly Histogram<double> _upgradePhase;
     private readonly Counter<long> _abortedConnections;
+    private readonly Counter<long> _handedOver;
+    private readonly Counter<long> _received;
     private readonly Lock _lock = new();
     private readonly Dictionary<(string Result, string? ErrorType), long> _outcomes = [];
     private Func<int>? _generation;
@@ -92,6 +95,14 @@ internal sealed class HandoffMetrics : IDisposable
             "handoff.drain.aborted_connections",
             unit: "{connection}",
             description: "Connections still open at Handoff:DrainTimeout, which the drain aborted.");
+        _handedOver = _meter.CreateCounter<long>(
+            "handoff.drain.connections",
+            unit: "{connection}",
+            description: "What became of the connections of a generation that moved its connections (Handoff:MoveConnections), recorded by it when its drain ended: moved (sent to the new generation), closed (were to move, closed instead), drained (could not move: TLS, HTTP/2, none served yet).");
+        _received = _meter.CreateCounter<long>(
+            "handoff.moved_connections",
+            unit: "{connection}",
+            description: "Connections the previous generation moved to this one, by outcome: adopted (served here), passed_on (sent on to a newer generation), closed (no listener or no descriptor left here).");
     }
 
     /// <summary>The meter (for tests, which listen to this instance only).</summary>
@@ -149,6 +160,27 @@ internal sealed class HandoffMetrics : IDisposable
         }
 
         _upgradePhase.Record(timeline.RollbackWindow / 1000, new TagList { { PhaseTag, "rollback_window" } });
+    }
+
+    /// <summary>A generation that moved its connections finished its drain.</summary>
+    public void ConnectionsHandedOver(int moved, int closed, int drained) =>
+        AddByOutcome(_handedOver, ("moved", moved), ("closed", closed), ("drained", drained));
+
+    /// <summary>The previous generation has moved all it will to this one.</summary>
+    public void ConnectionsReceived(int adopted, int passedOn, int closed) =>
+        AddByOutcome(_received, ("adopted", adopted), ("passed_on", passedOn), ("closed", closed));
+
+    private static void AddByOutcome(Counter<long> counter, params ReadOnlySpan<(string Outcome, int Count)> counts)
+    {
+        if (!counter.Enabled)
+        {
+            return;
+        }
+
+        foreach (var (outcome, count) in counts)
+        {
+            counter.Add(count, new TagList { { ConnectionOutcomeTag, outcome } });
+        }
     }
 
     /// <summary>A drain ended.</summary>

@@ -171,6 +171,62 @@ internal static class MoveChannel
         }
     }
 
+    /// <summary>The length of the new generation's answer at the channel's end.</summary>
+    public const int TotalsLength = 12;
+
+    private const ushort TotalsMagic = 0x4841; // "HA"
+
+    /// <summary>
+    /// The new generation's answer once the old one has moved all it will (its end of file): how
+    /// many connections it took (served, or sent on to a newer generation) and how many it closed
+    /// (no listener, no descriptor left). 12 bytes, big-endian: magic "HA", version, a zero byte,
+    /// taken (4), closed (4). The one thing the new generation ever writes on the channel, at its
+    /// end, so that neither side can block the other while connections are on their way.
+    /// </summary>
+    /// <returns>False when the old generation no longer listens (it has exited).</returns>
+    public static bool WriteTotals(int channel, int taken, int closed)
+    {
+        Span<byte> totals = stackalloc byte[TotalsLength];
+        BinaryPrimitives.WriteUInt16BigEndian(totals, TotalsMagic);
+        totals[2] = Version;
+        totals[3] = 0;
+        BinaryPrimitives.WriteInt32BigEndian(totals[4..], taken);
+        BinaryPrimitives.WriteInt32BigEndian(totals[8..], closed);
+        try
+        {
+            Interop.Libc.WriteAll(channel, totals);
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Reads the new generation's totals after this side shut down its writing; null
+    /// when they do not come (the new generation died, or is an older build) or are malformed.</summary>
+    public static (int Taken, int Closed)? ReadTotals(int channel)
+    {
+        Span<byte> totals = stackalloc byte[TotalsLength];
+        try
+        {
+            if (!Interop.Libc.ReadAll(channel, totals))
+            {
+                return null;
+            }
+        }
+        catch (Exception e) when (e is IOException or EndOfStreamException)
+        {
+            return null;
+        }
+
+        int taken = BinaryPrimitives.ReadInt32BigEndian(totals[4..]);
+        int closed = BinaryPrimitives.ReadInt32BigEndian(totals[8..]);
+        return BinaryPrimitives.ReadUInt16BigEndian(totals) == TotalsMagic && totals[2] == Version && taken >= 0 && closed >= 0
+            ? (taken, closed)
+            : null;
+    }
+
     private static HandoffProtocolException Malformed(string why) =>
         new($"A malformed frame on the move channel from the previous generation: {why}. The connection it carried is closed; the channel is not read further.");
 }

@@ -76,6 +76,7 @@ internal static partial class Interop
             return GetRLimitCore(RLIMIT_NOFILE, limits) == 0 ? (long)Math.Min(limits[0], long.MaxValue) : long.MaxValue;
         }
 
+        private const int SO_RCVTIMEO = 20;
         private const int SO_SNDTIMEO = 21;
 
         [LibraryImport(LibraryName, EntryPoint = "setsockopt", SetLastError = true)]
@@ -83,15 +84,21 @@ internal static partial class Interop
 
         /// <summary>SO_SNDTIMEO: a blocking send that cannot go on for <paramref name="timeout"/>
         /// fails with EAGAIN instead of waiting for a receiver that may never read again.</summary>
-        internal static unsafe void SetSendTimeout(int fd, TimeSpan timeout)
+        internal static void SetSendTimeout(int fd, TimeSpan timeout) => SetTimeout(fd, SO_SNDTIMEO, timeout);
+
+        /// <summary>SO_RCVTIMEO: a blocking read that gets nothing for <paramref name="timeout"/>
+        /// fails with EAGAIN.</summary>
+        internal static void SetReceiveTimeout(int fd, TimeSpan timeout) => SetTimeout(fd, SO_RCVTIMEO, timeout);
+
+        private static unsafe void SetTimeout(int fd, int option, TimeSpan timeout)
         {
             // struct timeval: seconds and microseconds, two longs.
             long* value = stackalloc long[2];
             value[0] = (long)timeout.TotalSeconds;
             value[1] = timeout.Microseconds + (timeout.Milliseconds * 1000L);
-            if (SetSockOptCore(fd, SOL_SOCKET, SO_SNDTIMEO, value, 16) != 0)
+            if (SetSockOptCore(fd, SOL_SOCKET, option, value, 16) != 0)
             {
-                throw Error("setsockopt(SO_SNDTIMEO)");
+                throw Error("setsockopt(SO_SNDTIMEO/SO_RCVTIMEO)");
             }
         }
 
@@ -101,6 +108,10 @@ internal static partial class Interop
         /// <summary>shutdown(2) of both directions: wakes a thread blocked reading the socket
         /// (closing it would not). Returns 0 or -1.</summary>
         internal static int Shutdown(int fd) => ShutdownCore(fd, 2);
+
+        /// <summary>shutdown(2) of the writing direction: the peer reads end of file, and may
+        /// still answer.</summary>
+        internal static int ShutdownWrite(int fd) => ShutdownCore(fd, 1);
 
         [LibraryImport(LibraryName, EntryPoint = "dup3", SetLastError = true)]
         private static partial int Dup3Core(int oldFd, int newFd, int flags);

@@ -82,6 +82,27 @@ public sealed class HandoffMetricsTests
         Assert.Single(recorder.Recorded, r => r.Series == "handoff.upgrade.duration{error.type=timeout,handoff.upgrade.result=failed}" && r.Value == 30);
     }
 
+    [Fact]
+    public void MovedConnections_CountedByOutcome_OnBothSidesOfTheMove()
+    {
+        using var metrics = new HandoffMetrics(null);
+        using var recorder = new MetricsRecorder(metrics.Meter);
+
+        metrics.ConnectionsHandedOver(moved: 60, closed: 3, drained: 1);
+        metrics.ConnectionsReceived(adopted: 55, passedOn: 4, closed: 1);
+
+        Assert.Equal(
+            [
+                ("handoff.drain.connections{handoff.connection.outcome=moved}", 60),
+                ("handoff.drain.connections{handoff.connection.outcome=closed}", 3),
+                ("handoff.drain.connections{handoff.connection.outcome=drained}", 1),
+                ("handoff.moved_connections{handoff.connection.outcome=adopted}", 55),
+                ("handoff.moved_connections{handoff.connection.outcome=passed_on}", 4),
+                ("handoff.moved_connections{handoff.connection.outcome=closed}", 1),
+            ],
+            recorder.Recorded);
+    }
+
     private Upgrader CreateUpgrader(TimeSpan? rollbackWindow = null) =>
         TestUpgrader.Create(_launcher, new HandoffOptions { RollbackWindow = rollbackWindow ?? TimeSpan.Zero });
 }

@@ -151,6 +151,71 @@ public sealed class MoveChannelTests
         }
     }
 
+    [Fact]
+    public void Totals_AfterTheSenderShutsDownItsWriting_ComeBackOnTheSameChannel()
+    {
+        var (sender, receiver) = Interop.Libc.StreamSocketPair();
+        try
+        {
+            // The old generation's end of file ends the new one's reading; its answer follows.
+            Assert.Equal(0, Interop.Libc.ShutdownWrite(sender));
+            Assert.Null(MoveChannel.Receive(receiver));
+            Assert.True(MoveChannel.WriteTotals(receiver, taken: 9_999, closed: 1));
+            Interop.Libc.Close(receiver);
+            receiver = -1;
+
+            Assert.Equal((9_999, 1), MoveChannel.ReadTotals(sender));
+        }
+        finally
+        {
+            Interop.Libc.Close(sender);
+            if (receiver >= 0)
+            {
+                Interop.Libc.Close(receiver);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("nothing")]
+    [InlineData("short")]
+    [InlineData("magic")]
+    [InlineData("negative")]
+    public void Totals_MissingOrMalformed_AreNull(string fault)
+    {
+        var (sender, receiver) = Interop.Libc.StreamSocketPair();
+        try
+        {
+            byte[] totals = new byte[MoveChannel.TotalsLength];
+            totals[0] = (byte)'H';
+            totals[1] = (byte)'A';
+            totals[2] = MoveChannel.Version;
+            switch (fault)
+            {
+                case "short": totals = totals[..5]; break;
+                case "magic": totals[1] = (byte)'M'; break;
+                case "negative": BinaryPrimitives.WriteInt32BigEndian(totals.AsSpan(8), -1); break;
+            }
+
+            if (fault != "nothing")
+            {
+                Interop.Libc.WriteAll(receiver, totals);
+            }
+
+            Interop.Libc.Close(receiver); // the new generation exits
+            receiver = -1;
+            Assert.Null(MoveChannel.ReadTotals(sender));
+        }
+        finally
+        {
+            Interop.Libc.Close(sender);
+            if (receiver >= 0)
+            {
+                Interop.Libc.Close(receiver);
+            }
+        }
+    }
+
     // A well-formed header of an HTTP/1.1 frame announcing bytesLength bytes and no state.
     private static byte[] Header(int bytesLength)
     {
