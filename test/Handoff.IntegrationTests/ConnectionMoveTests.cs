@@ -85,6 +85,51 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
         Assert.Equal(10, server.CountOf($"{Clients} adopted, 0 closed"));
     }
 
+    [Fact]
+    public async Task Upgrade_TenThousandIdleKeepAliveConnections_AllMove_NoneReconnects()
+    {
+        const int Many = 10_000;
+        IdleConnectionsTests.RaiseOpenFileLimit(Many + 2048);
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:MoveConnections=true", "--Handoff:RollbackWindow=0s"]);
+        int first = server.CurrentPid;
+        var sockets = new System.Net.Sockets.Socket[Many];
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = 64 };
+        try
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, Many), parallel, async (i, token) =>
+            {
+                sockets[i] = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                await sockets[i].ConnectAsync(server.EndPoint, token);
+                Assert.Equal(first, await IdleConnectionsTests.RequestAsync(sockets[i], keepAlive: true, token));
+            });
+
+            var upgraded = System.Diagnostics.Stopwatch.StartNew();
+            int second = await server.UpgradeWithoutWaitingForExitAsync();
+            var committed = upgraded.Elapsed;
+            Assert.Equal(0, await server.WaitForExitAsync(first, ServerProcess.StartTimeout));
+            var exited = upgraded.Elapsed;
+            await server.WaitForOutputAsync($"moved {Many} connections to the new generation (it took {Many} and closed 0)");
+            output.WriteLine($"{Many} idle connections: committed {committed.TotalSeconds:0.00} s after the signal, the old generation exited {(exited - committed).TotalSeconds:0.00} s later (the test's clock)");
+
+            // The same connections, none closed, each answered by the new generation.
+            await Parallel.ForEachAsync(Enumerable.Range(0, Many), parallel, async (i, token) =>
+            {
+                Assert.False(sockets[i].Poll(TimeSpan.Zero, System.Net.Sockets.SelectMode.SelectRead), $"connection {i} was closed");
+                Assert.Equal(second, await IdleConnectionsTests.RequestAsync(sockets[i], keepAlive: true, token));
+            });
+            Assert.Equal(1, server.CountOf($"{Many} adopted, 0 closed"));
+        }
+        finally
+        {
+            foreach (var socket in sockets)
+            {
+                socket?.Dispose();
+            }
+
+            output.WriteLine(server.Output.Length > 20_000 ? server.Output[^20_000..] : server.Output);
+        }
+    }
+
     // A keep-alive request whose answer keeps the connection alive: the pid that answered.
     internal static async Task<int> RequestAsync(HttpProbe probe, CancellationToken cancellationToken)
     {

@@ -187,7 +187,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<int> RequestAsync(Socket socket, bool keepAlive, CancellationToken token)
+    internal static async Task<int> RequestAsync(Socket socket, bool keepAlive, CancellationToken token)
     {
         await socket.SendAsync(Encoding.ASCII.GetBytes($"GET /?sleep=0 HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n"), token);
         var received = new List<byte>();
@@ -222,7 +222,7 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
     /// <summary>Raises this process's RLIMIT_NOFILE with util-linux's prlimit, if it is lower
     /// (soft and hard: the tests run as root, though a container may forbid raising the hard
     /// limit; the runtime has already raised the soft limit to the hard one).</summary>
-    private static void RaiseOpenFileLimit(int limit)
+    internal static void RaiseOpenFileLimit(int limit)
     {
         string limits = File.ReadAllText("/proc/self/limits");
         string line = limits.Split('\n').Single(l => l.StartsWith("Max open files", StringComparison.Ordinal));

@@ -25,7 +25,13 @@ internal sealed class MoveTarget : IDisposable
     // has received first (microseconds each), or sends it on to a newer generation.
     private static readonly TimeSpan AnswerLimit = TimeSpan.FromSeconds(5);
 
+    private const int MaxDetached = 64;
+
     private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // Connections detached and not yet sent, each holding a descriptor more: the channel takes
+    // a few hundred frames at a time anyway, and one thread sends.
+    private readonly SemaphoreSlim _detached = new(MaxDetached);
 
     private readonly int _channel;
     private readonly BlockingCollection<Outgoing> _queue = [];
@@ -35,6 +41,7 @@ internal sealed class MoveTarget : IDisposable
     private int _moved;
     private int _notMoved;
     private int _ineligible;
+    private int _asked;
     private volatile bool _broken;
     private bool _closed;
 
@@ -64,6 +71,17 @@ internal sealed class MoveTarget : IDisposable
     public int Ineligible => Volatile.Read(ref _ineligible);
 
     public void CountIneligible() => Interlocked.Increment(ref _ineligible);
+
+    /// <summary>Waits for room among the connections detached and not yet sent.</summary>
+    public Task EnterAsync() => _detached.WaitAsync();
+
+    /// <summary>A detached connection was sent or closed.</summary>
+    public void Exit() => _detached.Release();
+
+    /// <summary>Connections asked to move (each then moves, or closes counted in <see cref="NotMoved"/>).</summary>
+    public int Asked => Volatile.Read(ref _asked);
+
+    public void CountAsked() => Interlocked.Increment(ref _asked);
 
     /// <summary>This process's epoll registrations, read once for every connection that moves
     /// (reading them is linear in the open descriptors), and again when one is not in them

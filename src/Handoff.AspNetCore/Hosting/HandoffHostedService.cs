@@ -121,7 +121,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                 string there = moves.Confirmed is { } confirmed
                     ? $"it took {confirmed.Taken} and closed {confirmed.Closed}"
                     : "it did not confirm what it took";
-                Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, there, moves.NotMoved, moves.Ineligible);
+                Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, moves.Asked, there, moves.NotMoved, moves.Ineligible);
                 _upgrader.Metrics.ConnectionsHandedOver(moves.Moved, moves.NotMoved, moves.Ineligible);
             }
         }
@@ -233,8 +233,8 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         [LoggerMessage(92, LogLevel.Information, "Generation {Generation} (pid {Pid}) waits for the previous generation to finish moving its connections here; they go on to the new generation.", EventName = "WaitingForPreviousMove")]
         public static partial void WaitingForPreviousMove(ILogger logger, int pid, int generation);
 
-        [LoggerMessage(89, LogLevel.Information, "Generation {Generation} (pid {Pid}) moved {Moved} connections to the new generation ({There}); {NotMoved} were to move and closed instead, {Ineligible} could not move (TLS, HTTP/2, or no request yet) and drained.", EventName = "ConnectionsMoved")]
-        public static partial void Moved(ILogger logger, int pid, int generation, int moved, string there, int notMoved, int ineligible);
+        [LoggerMessage(89, LogLevel.Information, "Generation {Generation} (pid {Pid}) moved {Moved} connections to the new generation ({There}); of {Asked} asked to move, {NotMoved} closed instead; {Ineligible} could not move (TLS, HTTP/2, or no request yet) and drained.", EventName = "ConnectionsMoved")]
+        public static partial void Moved(ILogger logger, int pid, int generation, int moved, int asked, string there, int notMoved, int ineligible);
 
         [LoggerMessage(45, LogLevel.Information, "Generation {Generation} (pid {Pid}) received SIGHUP (hang-up): stopping gracefully.", EventName = "HangUp")]
         public static partial void HangUp(ILogger logger, int pid, int generation);

@@ -19,6 +19,23 @@ public sealed class ConnectionMoveTests
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
 
     [Fact]
+    public async Task ReadToEnd_AReadCancelledBeforeIt_StillWaitsForTheEnd_AndKeepsWhatCameMeanwhile()
+    {
+        // Kestrel cancelled its pending read when asked to close, while it was not reading: the
+        // cancellation waits for the next read. The socket's receive loop puts the client's next
+        // request in a moment later, then the end of file of the detach.
+        var pipe = new System.IO.Pipelines.Pipe();
+        pipe.Reader.CancelPendingRead();
+        var reading = DrainableConnection.ReadToEndAsync(pipe.Reader);
+        await Task.Yield();
+        Assert.False(reading.IsCompleted, "the cancelled read was taken for the end");
+
+        await pipe.Writer.WriteAsync(Encoding.ASCII.GetBytes("GET /next HTTP/1.1\r\n\r\n"));
+        await pipe.Writer.CompleteAsync();
+        Assert.Equal("GET /next HTTP/1.1\r\n\r\n", Encoding.ASCII.GetString(await reading.WaitAsync(Patience)));
+    }
+
+    [Fact]
     public async Task BeginMove_IdleKeepAliveConnection_MovesWithoutAClose_AndTheNewOwnerServesTheNextRequest()
     {
         await using var server = await Server.StartAsync();
