@@ -150,9 +150,18 @@ internal sealed partial class DrainableConnection : ConnectionContext
     {
         try
         {
-            if (_moving is not null)
+            if (_moving is { } move)
             {
-                await MoveOrCloseAsync().ConfigureAwait(false);
+                try
+                {
+                    await MoveOrCloseAsync().ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // Whatever failed, the connection must still be disposed (closed), and counted.
+                catch (Exception e)
+#pragma warning restore CA1031
+                {
+                    move.Target.CountFailed(e);
+                }
             }
 
             await _inner.DisposeAsync().ConfigureAwait(false);

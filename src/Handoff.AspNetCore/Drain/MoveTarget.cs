@@ -42,6 +42,7 @@ internal sealed class MoveTarget : IDisposable
     private int _notMoved;
     private int _ineligible;
     private int _asked;
+    private int _failed;
     private volatile bool _broken;
     private bool _closed;
 
@@ -77,6 +78,20 @@ internal sealed class MoveTarget : IDisposable
 
     /// <summary>A detached connection was sent or closed.</summary>
     public void Exit() => _detached.Release();
+
+    /// <summary>Connections whose move failed unexpectedly (closed instead), and the first
+    /// error, for the drain's log line.</summary>
+    public int Failed => Volatile.Read(ref _failed);
+
+    public string? FirstError { get; private set; }
+
+    public void CountFailed(Exception error)
+    {
+        if (Interlocked.Increment(ref _failed) == 1)
+        {
+            FirstError = $"{error.GetType().Name}: {error.Message}";
+        }
+    }
 
     /// <summary>Connections asked to move (each then moves, or closes counted in <see cref="NotMoved"/>).</summary>
     public int Asked => Volatile.Read(ref _asked);

@@ -122,7 +122,12 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                     ? $"it took {confirmed.Taken} and closed {confirmed.Closed}"
                     : "it did not confirm what it took";
                 Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, moves.Asked, there, moves.NotMoved, moves.Ineligible);
-                _upgrader.Metrics.ConnectionsHandedOver(moves.Moved, moves.NotMoved, moves.Ineligible);
+                if (moves.Failed > 0)
+                {
+                    Log.MoveFailed(_logger, Environment.ProcessId, _upgrader.Generation, moves.Failed, moves.FirstError);
+                }
+
+                _upgrader.Metrics.ConnectionsHandedOver(moves.Moved, moves.NotMoved + moves.Failed, moves.Ineligible);
             }
         }
     }
@@ -226,6 +231,9 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
 
         [LoggerMessage(43, LogLevel.Error, "Generation {Generation} (pid {Pid}) cannot become ready: {Reason}", EventName = "StartFailed")]
         public static partial void StartFailed(ILogger logger, Exception exception, int pid, int generation, string reason);
+
+        [LoggerMessage(95, LogLevel.Warning, "Generation {Generation} (pid {Pid}): moving {Count} connections failed unexpectedly, and they were closed instead; the first error: {Error}.", EventName = "MoveFailed")]
+        public static partial void MoveFailed(ILogger logger, int pid, int generation, int count, string? error);
 
         [LoggerMessage(94, LogLevel.Information, "Generation {Generation} (pid {Pid}): the new generation does not take moved connections (a build without them, or its channel is gone); they drain.", EventName = "NoMoveChannel")]
         public static partial void NoMoves(ILogger logger, int pid, int generation);
