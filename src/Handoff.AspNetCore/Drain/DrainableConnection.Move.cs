@@ -111,7 +111,9 @@ internal sealed partial class DrainableConnection
         int connection;
         try
         {
-            connection = ConnectionDetach.Detach(fd, target.Registrations(fd));
+            // The inode once: it finds the registration and tells this socket from an earlier one.
+            ulong inode = ProcFs.SelfInode(fd);
+            connection = ConnectionDetach.Detach(fd, inode, target.Registrations(fd, inode));
         }
         catch (IOException)
         {

@@ -101,10 +101,10 @@ internal sealed class MoveTarget : IDisposable
     /// <summary>This process's epoll registrations, read once for every connection that moves
     /// (reading them is linear in the open descriptors), and again when one is not in them
     /// (a connection accepted since).</summary>
-    public IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> Registrations(int fd)
+    public IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> Registrations(int fd, ulong inode)
     {
         var known = Volatile.Read(ref _registrations);
-        if (known is null || !known.ContainsKey((fd, ProcFs.SelfInode(fd))))
+        if (known is null || !known.ContainsKey((fd, inode)))
         {
             known = ProcFs.SelfEpollRegistrations();
             Volatile.Write(ref _registrations, known);

@@ -72,9 +72,9 @@ internal sealed class HandoffConnectionListener : IConnectionListener
         {
             // The wake-up first, then the queue: a connection adopted after the look cancels it.
             var wake = Volatile.Read(ref _wake);
-            if (_adopted.TryDequeue(out var adopted))
+            if (TakeAdopted() is { } adopted)
             {
-                return _drainer.Track(adopted.Connection, this, adopted.WrittenBefore);
+                return adopted;
             }
 
             using var stop = cancellationToken.CanBeCanceled
@@ -94,7 +94,7 @@ internal sealed class HandoffConnectionListener : IConnectionListener
             {
                 // Unbound: Kestrel's loop ends, after the connections moved here that wait (a
                 // handover closes the listener while the previous generation still moves).
-                return _adopted.TryDequeue(out adopted) ? _drainer.Track(adopted.Connection, this, adopted.WrittenBefore) : null;
+                return TakeAdopted();
             }
 
             ConnectionContext? connection;
@@ -110,13 +110,17 @@ internal sealed class HandoffConnectionListener : IConnectionListener
                 }
                 catch (OperationCanceledException)
                 {
-                    return _adopted.TryDequeue(out adopted) ? _drainer.Track(adopted.Connection, this, adopted.WrittenBefore) : null;
+                    return TakeAdopted();
                 }
             }
 
             return connection is null ? null : _drainer.Track(connection, this);
         }
     }
+
+    // The next connection moved here, tracked as an accepted one; null when none waits.
+    private DrainableConnection? TakeAdopted() =>
+        _adopted.TryDequeue(out var adopted) ? _drainer.Track(adopted.Connection, this, adopted.WrittenBefore) : null;
 
     /// <summary>A connection moved from the previous generation: Kestrel gets it from the next
     /// (or the waiting) accept, as if accepted here. <paramref name="writtenBefore"/>: the

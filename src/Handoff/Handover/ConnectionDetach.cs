@@ -37,11 +37,13 @@ internal static class ConnectionDetach
     /// <paramref name="fd"/> refers to the stand-in, and is closed by whoever owned it.
     /// </summary>
     /// <param name="fd">The descriptor of a connected stream socket owned by a .NET <c>Socket</c>.</param>
+    /// <param name="inode">The socket's inode (<see cref="ProcFs.SelfInode"/>), which tells it
+    /// from an earlier socket that had the same number.</param>
     /// <param name="registrations">This process's epoll registrations
     /// (<see cref="ProcFs.SelfEpollRegistrations"/>), read once for many connections.</param>
-    public static int Detach(int fd, IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> registrations)
+    public static int Detach(int fd, ulong inode, IReadOnlyDictionary<(int Fd, ulong Inode), EpollRegistration> registrations)
     {
-        if (!registrations.TryGetValue((fd, ProcFs.SelfInode(fd)), out var engine))
+        if (!registrations.TryGetValue((fd, inode), out var engine))
         {
             return -1;
         }

@@ -28,7 +28,7 @@ public sealed class ConnectionDetachTests
         Assert.Equal("first", await ReadAsync(context.Transport.Input, 5));
 
         // Kestrel's receive loop now waits in the engine for the next bytes.
-        int connection = ConnectionDetach.Detach((int)pair.Server.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
+        int connection = Detach(pair.Server);
         Assert.True(connection >= 0);
 
         var rest = await ReadToEndAsync(context.Transport.Input).WaitAsync(Patience);
@@ -88,7 +88,7 @@ public sealed class ConnectionDetachTests
                 context.Transport.Input.AdvanceTo(result.Buffer.End);
             }
 
-            int connection = ConnectionDetach.Detach((int)pair.Server.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
+            int connection = Detach(pair.Server);
             Assert.True(connection >= 0);
             received.Write(await ReadToEndAsync(context.Transport.Input).WaitAsync(Patience));
             await context.DisposeAsync().AsTask().WaitAsync(Patience);
@@ -129,7 +129,7 @@ public sealed class ConnectionDetachTests
         using var pair = TcpPair.Open();
 
         // No asynchronous operation yet: the engine has not registered it.
-        int result = ConnectionDetach.Detach((int)pair.Server.SafeHandle.DangerousGetHandle(), ProcFs.SelfEpollRegistrations());
+        int result = Detach(pair.Server);
 
         Assert.Equal(-1, result);
         pair.Client.Send("still"u8);
@@ -187,5 +187,11 @@ public sealed class ConnectionDetachTests
         }
 
         return System.Text.Encoding.ASCII.GetString(buffer);
+    }
+
+    private static int Detach(System.Net.Sockets.Socket socket)
+    {
+        int fd = (int)socket.SafeHandle.DangerousGetHandle();
+        return ConnectionDetach.Detach(fd, ProcFs.SelfInode(fd), ProcFs.SelfEpollRegistrations());
     }
 }
