@@ -1,14 +1,17 @@
 // The seeds' raw TCP server, on Handoff's core API without ASP.NET Core: a connection stays open
 // for as long as the client wants, and every line the client sends comes back as
-// "pid:<pid> <line>", so the client sees which generation serves it. SIGUSR2 upgrades it: the
-// new generation takes new connections while the old one keeps serving the ones it has until
-// their clients leave (or Handoff:DrainTimeout aborts them), then exits 0. SIGTERM stops it the
-// same way. The articles' client, which writes its name once a second on one connection, is
-// here too:
+// "pid:<pid> <line> #<n>", the n-th line of this connection's session, so the client sees which
+// generation serves it and that the session goes on. SIGUSR2 upgrades it: the new generation
+// takes new connections, and the old one moves each open connection to it, with its session
+// (the count, and the start of a line not ended yet): the client keeps its TCP connection and
+// sees the new pid answer. Handoff__MoveConnections=false turns moving off: the old generation
+// then serves its connections until their clients leave (or Handoff:DrainTimeout aborts them),
+// and exits 0. SIGTERM stops it: no generation to move to, so it drains. The articles' client,
+// which writes its name once a second on one connection, is here too:
 //
 //   dotnet run --project samples/RawTcpServer -- 127.0.0.1:9000 /tmp/raw.pid
 //   dotnet run --project samples/RawTcpServer -- client 127.0.0.1:9000 alice
-//   kill -USR2 "$(cat /tmp/raw.pid)"      (the client goes on; new clients meet the new pid)
+//   kill -USR2 "$(cat /tmp/raw.pid)"      (the client goes on, answered by the new pid)
 //
 // A third argument sets the drain timeout (e.g. 5s).
 using System.Net;
@@ -24,6 +27,17 @@ if (args is ["client", var server, var name])
 
 var endPoint = IPEndPoint.Parse(args.Length > 0 ? args[0] : "127.0.0.1:9000");
 var options = new HandoffOptions { PidFile = args.Length > 1 ? args[1] : null };
+if (Environment.GetEnvironmentVariable("Handoff__MoveConnections") is { } move)
+{
+    if (!bool.TryParse(move, out bool moves))
+    {
+        Console.Error.WriteLine($"RawTcpServer: Handoff__MoveConnections is '{move}'; use true or false. Exiting with code 78.");
+        return 78;
+    }
+
+    options.MoveConnections = moves;
+}
+
 if (args.Length > 2)
 {
     options.DrainTimeout = TimeSpan.FromSeconds(double.Parse(args[2].TrimEnd('s'), System.Globalization.CultureInfo.InvariantCulture));
@@ -48,13 +62,17 @@ using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, contex
     stop.Cancel();
 });
 using var superseded = upgrader.Superseded.Register(stop.Cancel);
-using var drain = new ConnectionDrain();
+
+// Made with the upgrader, before ReadyAsync: its connections can move to the next generation,
+// and it receives those the previous generation moves here.
+using var drain = new ConnectionDrain(upgrader);
 
 var listener = upgrader.Listeners.Listen(endPoint);
 Console.WriteLine($"pid {Environment.ProcessId} generation {upgrader.Generation} listening on {listener.EndPoint}");
 
 // ConnectionDrain.AcceptAsync accepts only while this generation accepts (from ReadyAsync until
-// it hands over to a newer one), counts every connection, and returns null once closed.
+// it hands over to a newer one), returns the connections moved here too, counts every
+// connection, and returns null once closed.
 var acceptLoop = Task.Run(async () =>
 {
     while (await drain.AcceptAsync(listener) is { } connection)
@@ -77,7 +95,7 @@ await upgrader.StopAsync();
 await acceptLoop;
 Console.WriteLine($"pid {Environment.ProcessId} draining {drain.Count} connections (at most {options.DrainTimeout.TotalSeconds:0.#} s)");
 var result = await drain.DrainAsync(options.DrainTimeout);
-Console.WriteLine($"pid {Environment.ProcessId} exits: {result.Finished} connections finished, {result.Aborted} aborted at the drain timeout");
+Console.WriteLine($"pid {Environment.ProcessId} exits: {result.Moved} connections moved, {result.Finished} finished, {result.Aborted} aborted at the drain timeout");
 upgrader.Dispose();
 return 0;
 
@@ -86,20 +104,48 @@ static async Task ServeAsync(CountedConnection connection)
     using (connection)
     {
         var socket = connection.Socket;
-        var pending = new List<byte>();
+
+        // A session moved here from the previous generation goes on where it was.
+        var (answered, pending) = Session.Restore(connection.MovedState);
         var buffer = new byte[1024];
+        var draining = connection.Draining;
         try
         {
-            int n;
-            while ((n = await socket.ReceiveAsync(buffer)) > 0)
+            while (true)
             {
+                int n;
+                try
+                {
+                    n = await socket.ReceiveAsync(buffer, draining);
+                }
+                catch (OperationCanceledException) when (draining.IsCancellationRequested)
+                {
+                    // The generation drains, and no receive is pending now: nothing is half
+                    // done but a line not ended yet, which goes along with the session.
+                    if (await connection.MoveAsync(Session.Save(answered, pending)))
+                    {
+                        return;
+                    }
+
+                    // No newer generation takes it (SIGTERM, or moving is off): serve on until
+                    // the client leaves or the drain timeout aborts the connection.
+                    draining = CancellationToken.None;
+                    continue;
+                }
+
+                if (n == 0)
+                {
+                    break;
+                }
+
                 pending.AddRange(buffer.AsSpan(0, n));
                 int newline;
                 while ((newline = pending.IndexOf((byte)'\n')) >= 0)
                 {
                     string line = Encoding.UTF8.GetString([.. pending[..newline]]).TrimEnd('\r');
                     pending.RemoveRange(0, newline + 1);
-                    await socket.SendAsync(Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId} {line}\n"));
+                    answered++;
+                    await socket.SendAsync(Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId} {line} #{answered}\n"));
                 }
             }
 
@@ -110,6 +156,22 @@ static async Task ServeAsync(CountedConnection connection)
         {
             // Reset by the client, or aborted at the drain timeout.
         }
+    }
+}
+
+// What a connection's session is, as it moves: the lines answered (4 bytes), then the start
+// of a line not ended yet.
+internal static class Session
+{
+    public static (int Answered, List<byte> Pending) Restore(byte[]? state) =>
+        state is { Length: >= 4 } ? (System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(state), [.. state.AsSpan(4)]) : (0, []);
+
+    public static byte[] Save(int answered, List<byte> pending)
+    {
+        byte[] state = new byte[4 + pending.Count];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(state, answered);
+        pending.CopyTo(state, 4);
+        return state;
     }
 }
 

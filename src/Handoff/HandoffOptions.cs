@@ -103,10 +103,10 @@ public sealed class HandoffOptions
     /// Whether idle HTTP/1.1 connections move to the new generation at an upgrade instead of
     /// being closed (see docs/protocol.md, "Connections that move").
     /// </summary>
-    /// <remarks>Default: false while the feature is being completed (issue 23); it will become
-    /// the default. Connections that cannot move (TLS, HTTP/2, WebSockets, a new generation
-    /// that does not adopt them) are drained as before.</remarks>
-    public bool MoveConnections { get; set; }
+    /// <remarks>Default: true. Connections that cannot move (TLS, HTTP/2, WebSockets, a new
+    /// generation that does not adopt them) are drained as before; false drains every
+    /// connection, closing each idle one.</remarks>
+    public bool MoveConnections { get; set; } = true;
 
     /// <summary>
     /// A file that always holds the pid of the generation that is accepting, or null for none.

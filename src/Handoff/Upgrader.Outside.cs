@@ -137,7 +137,14 @@ public sealed partial class Upgrader
         OpenConnections?.Invoke(),
         [.. DrainingOlder().Select(g => new DrainingGeneration(g.Pid, g.StartedAt(), ProcessSockets.CountConnections(g.Pid)))],
         _status.Last,
-        _inheritance.ParentPid);
+        _inheritance.ParentPid,
+        MoveReceiver is { } moves && (moves.Adopted + moves.Closed + moves.PassedOn > 0 || !moves.Ended.IsCompleted)
+            ? new MovedHere(moves.Adopted, moves.Closed, moves.PassedOn, moves.Ended.IsCompleted)
+            : null);
+
+    /// <summary>What reads the connections the previous generation moves here (set by the
+    /// ASP.NET Core adoption or a raw server's connection drain), for the status.</summary>
+    internal MoveReceiver? MoveReceiver { get; set; }
 
     /// <summary>Ends <see cref="HandoffOptions.ShutdownDelay"/> now, if a shutdown waits in
     /// it (a second SIGTERM or SIGINT).</summary>

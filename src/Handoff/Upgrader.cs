@@ -146,6 +146,7 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
         _launcher = launcher;
         _time = time ?? TimeProvider.System;
         _startedAt = _time.GetUtcNow();
+        LoggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger("Handoff.Upgrader");
         _main = IsInherited ? MainRole.Successor : MainRole.Main;
         _status = new StatusReport(Generation, inheritance.ParentPid, _startedAt, _time);
@@ -531,6 +532,9 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
     /// generation adopts moved connections: the channel to it (the caller owns it from now on and
     /// closes it when it has moved all it will); -1 otherwise.</summary>
     internal int TakeMoveChannel() => Interlocked.Exchange(ref _moveChannel, -1);
+
+    /// <summary>Where this generation's parts log (a raw server's connection drain).</summary>
+    internal ILoggerFactory LoggerFactory { get; }
 
     /// <summary>What this generation inherited from the previous one.</summary>
     internal Inheritance Inheritance => _inheritance;

@@ -14,9 +14,11 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
     private const int Connections = 16;
 
     [Fact]
-    public async Task Upgrade_WithMoveConnections_IdleKeepAliveConnectionsMove_TheSameSocketsAnsweredByEachNewGeneration()
+    public async Task Upgrade_ByDefault_IdleKeepAliveConnectionsMove_TheSameSocketsAnsweredByEachNewGeneration()
     {
-        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:MoveConnections=true", "--Handoff:RollbackWindow=0s"]);
+        using var directory = new TempDirectory();
+        string control = Path.Combine(directory.Path, "control.sock");
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=0s", $"--Handoff:ControlSocket={control}"]);
         var sockets = new List<HttpProbe>();
         using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         try
@@ -48,6 +50,15 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
 
             Assert.Equal(ports, sockets.Select(s => ((IPEndPoint)s.LocalEndPoint!).Port).ToList());
             Assert.Equal(3, server.CountOf($"{Connections} adopted, 0 closed"));
+
+            // handoff status, asked the newest generation, says what came to it.
+            var status = await ToolRun.RunAsync(["status", "--control", control]);
+            Assert.True(status.ExitCode == 0, status.ToString());
+            Assert.Contains($"moved here at the last upgrade: {Connections} connections adopted, 0 closed, 0 passed on", status.Output, StringComparison.Ordinal);
+            var json = await ToolRun.RunAsync(["status", "--control", control, "--json"]);
+            using var document = System.Text.Json.JsonDocument.Parse(json.Output);
+            var movedHere = document.RootElement.GetProperty("movedHere");
+            Assert.Equal((Connections, 0, 0, true), (movedHere.GetProperty("adopted").GetInt32(), movedHere.GetProperty("closed").GetInt32(), movedHere.GetProperty("passedOn").GetInt32(), movedHere.GetProperty("ended").GetBoolean()));
 
             // Each old generation learnt from the new one what became of them.
             await server.WaitForOutputAsync($"moved {Connections} connections to the new generation (it took {Connections} and closed 0)", 3);

@@ -229,7 +229,7 @@ public sealed class ControlTests
         Assert.Equal(control, status.GetProperty("controlSocket").GetString());
         var draining = Assert.Single(status.GetProperty("draining").EnumerateArray());
         Assert.Equal(old, draining.GetProperty("pid").GetInt32());
-        Assert.Equal(1, draining.GetProperty("openConnections").GetInt32()); // the slow request
+        Assert.Equal(1, draining.GetProperty("openConnections").GetInt32()); // the slow request, not the channel its idle ones moved on
         Assert.Equal("succeeded", status.GetProperty("lastUpgrade").GetProperty("outcome").GetString());
 
         var text = await ToolRun.RunAsync(["status", "--control", control]);

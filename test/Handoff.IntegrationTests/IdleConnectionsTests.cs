@@ -23,7 +23,9 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         RaiseOpenFileLimit(Connections + 2048);
         string directory = TestAssets.CreateTempDirectory();
         string metricsLog = Path.Combine(directory, "metrics.log");
+        // The drain's way (closing each idle connection); ConnectionMoveTests has the moves'.
         await using var server = await ServerProcess.StartAsync(
+            arguments: ["--Handoff:MoveConnections=false"],
             environment: new Dictionary<string, string> { ["TESTSERVER_METRICS_LOG"] = metricsLog },
             directory: directory,
             removeDirectory: true);
@@ -88,15 +90,17 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public async Task Upgrade_KeepAliveClientsThatPauseLongerThanDrainIdleTimeout_NoneLosesARequest()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Upgrade_KeepAliveClientsThatPauseLongerThanDrainIdleTimeout_NoneLosesARequest(bool move)
     {
         // Service-to-service traffic: each client pauses 1.2 to 1.8 s between its requests, longer
         // than DrainIdleTimeout (1 s), and sends the next one without looking whether the server
         // closed the connection meanwhile. Closing such a connection as idle would lose that
         // request; the drain waits twice a connection's longest pause, so each client's next
-        // request gets "Connection: close" instead.
-        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms"]);
+        // request gets "Connection: close" instead. Moved, the connections are never closed.
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=500ms", $"--Handoff:MoveConnections={move}"]);
         var load = new LoadClient(server.EndPoint, connections: 100, keepAlive: true, pause: TimeSpan.FromSeconds(1.5));
         LoadReport report;
         try
@@ -123,7 +127,8 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         // would find that queue full, their SYNs dropped: the old generation keeps serving them
         // instead, until the queue has room again.
         const int Idle = 100, Queued = 300; // Kestrel's backlog is 512: the queue is more than half full
-        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=3s", "--Handoff:DrainTimeout=40s"]);
+        // Idle connections that would move do not close at all: this is the drain's way.
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:DrainIdleTimeout=3s", "--Handoff:DrainTimeout=40s", "--Handoff:MoveConnections=false"]);
         int first = server.CurrentPid;
         var idle = new List<Socket>();
         var queued = new List<Socket>();

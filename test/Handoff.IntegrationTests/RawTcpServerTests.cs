@@ -21,11 +21,11 @@ public sealed partial class RawTcpServerTests
     {
         await using var server = await RawServer.StartAsync();
         int first = server.Process.Id;
-        Assert.Equal($"pid:{first} hello", await AskAsync(server.EndPoint, "hello"));
+        Assert.Equal($"pid:{first} hello #1", await AskAsync(server.EndPoint, "hello"));
 
         int second = await server.UpgradeAsync(first);
         Assert.Equal(0, await server.ExitCodeAsync(first));
-        Assert.Equal($"pid:{second} again", await AskAsync(server.EndPoint, "again"));
+        Assert.Equal($"pid:{second} again #1", await AskAsync(server.EndPoint, "again"));
         await server.WaitForOutputAsync($"pid {second} generation 2 listening on {server.EndPoint}");
 
         ServerProcess.Signal(second, 15);
@@ -34,9 +34,9 @@ public sealed partial class RawTcpServerTests
     }
 
     [Fact]
-    public async Task LongLivedClient_AcrossTwoUpgrades_SeesNoError_ItsGenerationServesItUntilItLeaves()
+    public async Task LongLivedClient_MovingOff_AcrossTwoUpgrades_SeesNoError_ItsGenerationServesItUntilItLeaves()
     {
-        await using var server = await RawServer.StartAsync();
+        await using var server = await RawServer.StartAsync(move: false);
         int first = server.Process.Id;
 
         // The articles' client: one connection, its name again and again.
@@ -51,7 +51,7 @@ public sealed partial class RawTcpServerTests
             {
                 await client.SendAsync(Encoding.UTF8.GetBytes("alice\n"));
                 string? line = await reader.ReadLineAsync();
-                Assert.Equal($"pid:{first} alice", line);
+                Assert.Equal($"pid:{first} alice #{answers + 1}", line);
                 Interlocked.Increment(ref answers);
                 await Task.Delay(50); // the client's own rhythm (the articles' writes once a second), not a wait for the server
             }
@@ -59,7 +59,7 @@ public sealed partial class RawTcpServerTests
 
         int second = await server.UpgradeAsync(first);
         int third = await server.UpgradeAsync(second);
-        Assert.Equal($"pid:{third} bob", await AskAsync(server.EndPoint, "bob"));
+        Assert.Equal($"pid:{third} bob #1", await AskAsync(server.EndPoint, "bob"));
         int before = Volatile.Read(ref answers);
         await server.WaitUntilAsync(() => Volatile.Read(ref answers) > before + 5, "the client to go on after two upgrades");
 
@@ -72,7 +72,7 @@ public sealed partial class RawTcpServerTests
 
         Assert.Equal(0, await server.ExitCodeAsync(first));
         Assert.Equal(0, await server.ExitCodeAsync(second));
-        await server.WaitForOutputAsync($"pid {first} exits: 1 connections finished, 0 aborted");
+        await server.WaitForOutputAsync($"pid {first} exits: 0 connections moved, 1 finished, 0 aborted");
         server.Track(third);
     }
 
@@ -91,13 +91,73 @@ public sealed partial class RawTcpServerTests
 
         Assert.Equal(0, await server.ExitCodeAsync(pid));
         await server.WaitForOutputAsync($"pid {pid} draining 1 connections (at most 2 s)");
-        await server.WaitForOutputAsync($"pid {pid} exits: 0 connections finished, 1 aborted at the drain timeout");
+        await server.WaitForOutputAsync($"pid {pid} exits: 0 connections moved, 0 finished, 1 aborted at the drain timeout");
         Assert.False(File.Exists(server.PidFile));
 
         // Reset, not a clean end: the connection was aborted.
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         await Assert.ThrowsAsync<SocketException>(async () => await client.ReceiveAsync(buffer, timeout.Token));
     }
+
+    [Fact]
+    public async Task SeedsClient_AcrossTenUpgrades_KeepsItsConnectionAndSession_EachNewGenerationAnswers()
+    {
+        // The articles' client (the sample's client mode): one connection, its name once a
+        // second, every answer printed; it exits 1 if the server ever closes the connection.
+        await using var server = await RawServer.StartAsync();
+        using var client = Process.Start(new ProcessStartInfo(RawTcpServer, ["client", server.EndPoint.ToString(), "alice"]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })!;
+        var answers = new List<string>();
+        client.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line)
+            {
+                lock (answers)
+                {
+                    answers.Add(line);
+                }
+            }
+        };
+        client.BeginOutputReadLine();
+        string[] Answers()
+        {
+            lock (answers)
+            {
+                return [.. answers];
+            }
+        }
+
+        try
+        {
+            var pids = new List<int> { server.Process.Id };
+            await server.WaitUntilAsync(() => Answers().Length > 0, "the client's first answer");
+            for (int i = 0; i < 10; i++)
+            {
+                int next = await server.UpgradeAsync(pids[^1]);
+                Assert.Equal(0, await server.ExitCodeAsync(pids[^1])); // it moved the client and left
+                pids.Add(next);
+                await server.WaitUntilAsync(() => Answers()[^1].StartsWith($"pid:{next} ", StringComparison.Ordinal), $"pid {next} to answer the client");
+                Assert.False(client.HasExited, "the client lost its connection");
+                await server.WaitForOutputAsync($"pid {pids[^2]} exits: 1 connections moved, 0 finished, 0 aborted");
+            }
+
+            // One session: the n-th answer says #n whichever generation gave it, and the
+            // generations answered in their order, each until it moved the connection on.
+            var lines = Answers();
+            var answered = lines.Select(l => AnswerRegex().Match(l)).ToList();
+            Assert.All(answered, m => Assert.True(m.Success, string.Join("\n", lines)));
+            Assert.Equal(Enumerable.Range(1, lines.Length), answered.Select(m => int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture)));
+            Assert.Equal(pids, answered.Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Distinct());
+            Assert.False(client.HasExited);
+        }
+        finally
+        {
+            client.Kill();
+            await client.WaitForExitAsync();
+        }
+    }
+
+    [GeneratedRegex(@"^pid:(\d+) alice #(\d+)$")]
+    private static partial Regex AnswerRegex();
 
     private static async Task<string> AskAsync(EndPoint endPoint, string line)
     {
@@ -116,12 +176,14 @@ public sealed partial class RawTcpServerTests
         private readonly HashSet<int> _pids = [];
         private readonly TempDirectory _directory = new();
 
-        private RawServer(int? drainSeconds)
+        private RawServer(int? drainSeconds, bool move)
         {
             string[] arguments = drainSeconds is { } seconds
                 ? ["127.0.0.1:0", PidFile, seconds.ToString(System.Globalization.CultureInfo.InvariantCulture)]
                 : ["127.0.0.1:0", PidFile];
-            Process = Process.Start(new ProcessStartInfo(RawTcpServer, arguments) { RedirectStandardOutput = true, UseShellExecute = false })!;
+            var start = new ProcessStartInfo(RawTcpServer, arguments) { RedirectStandardOutput = true, UseShellExecute = false };
+            start.Environment["Handoff__MoveConnections"] = move ? "true" : "false";
+            Process = Process.Start(start)!;
             Process.OutputDataReceived += (_, e) =>
             {
                 lock (_output)
@@ -150,9 +212,9 @@ public sealed partial class RawTcpServerTests
             }
         }
 
-        public static async Task<RawServer> StartAsync(int? drainSeconds = null)
+        public static async Task<RawServer> StartAsync(int? drainSeconds = null, bool move = true)
         {
-            var server = new RawServer(drainSeconds);
+            var server = new RawServer(drainSeconds, move);
             try
             {
                 await server.WaitUntilAsync(() => Handoff.PidFile.Read(server.PidFile) == server.Process.Id && ListeningRegex().IsMatch(server.Output), "the first generation");

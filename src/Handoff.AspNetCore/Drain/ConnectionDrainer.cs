@@ -51,6 +51,12 @@ internal sealed partial class ConnectionDrainer
     private volatile bool _restarting = true;
     private volatile bool _abort;
 
+    // From a handover's start to its commit when connections may move: the drain runs for the
+    // rest (WebSockets get their close, HTTP/2 its GOAWAY, as without moving), and the HTTP/1.1
+    // connections that can move are neither closed nor told to close until StartMoves.
+    private volatile bool _holdingForMove;
+    private TimeSpan _idleTimeout;
+
     // Connections marked Draining by a reload and not closed yet. An over-count (a connection
     // that closed while being marked) only costs the middleware a lookup per request.
     private int _reloadDraining;
@@ -89,6 +95,10 @@ internal sealed partial class ConnectionDrainer
 
     /// <summary>Where this drain moves connections, when it does.</summary>
     public MoveTarget? Moves { get; private set; }
+
+    /// <summary>True while the connections that can move wait for the commit
+    /// (<see cref="StartMoves"/>): their responses do not say <c>Connection: close</c>.</summary>
+    public bool HoldingForMove => _holdingForMove;
 
     /// <summary>True once the host's stop has drained (or given up on) every connection: from
     /// then on an unbind comes from Kestrel stopping, never from a configuration reload.</summary>
@@ -151,7 +161,9 @@ internal sealed partial class ConnectionDrainer
     /// <param name="restart">True when a new generation serves on (WebSockets get 1012 Service
     /// Restart), false for a stop (1001 Going Away).</param>
     /// <param name="moves">Where HTTP/1.1 connections move instead of closing, if anywhere.</param>
-    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout, bool restart = true, MoveTarget? moves = null)
+    /// <param name="holdForMove">True at a handover's start when connections may move once it
+    /// commits: those that can move wait for <see cref="StartMoves"/>, the rest drain now.</param>
+    public void BeginDrain(TimeSpan timeout, TimeSpan idleTimeout, bool restart = true, MoveTarget? moves = null, bool holdForMove = false)
     {
         lock (_lock)
         {
@@ -161,23 +173,11 @@ internal sealed partial class ConnectionDrainer
             }
 
             _restarting = restart;
+            _idleTimeout = idleTimeout;
+            _holdingForMove = holdForMove && moves is null;
             if (moves is not null)
             {
-                // Each HTTP/1.1 connection over plain TCP moves to the new generation at its next
-                // request boundary; the rest drain as always. Before the drain shows: a response
-                // that starts meanwhile must not say "Connection: close" on a connection that
-                // then moves (its client would close it under the new generation).
-                Moves = moves;
-                long idleSince = _milliseconds() - (long)idleTimeout.TotalMilliseconds;
-                foreach (var connection in _connections)
-                {
-                    // Idle for idleTimeout: at once; a busy one at its next request's end, or by
-                    // a tick of the drain once it has been idle that long (CloseIdle).
-                    if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)))
-                    {
-                        moves.CountIneligible();
-                    }
-                }
+                AskToMove(moves);
             }
 
             _draining = true;
@@ -213,6 +213,41 @@ internal sealed partial class ConnectionDrainer
         }
     }
 
+    /// <summary>The handover committed: the connections held for it move to
+    /// <paramref name="moves"/> or, when there is none (the new generation takes none), drain
+    /// like the rest from now on.</summary>
+    public void StartMoves(MoveTarget? moves)
+    {
+        lock (_lock)
+        {
+            if (moves is not null && Moves is null)
+            {
+                AskToMove(moves);
+            }
+
+            _holdingForMove = false;
+        }
+    }
+
+    // Each HTTP/1.1 connection over plain TCP moves to the new generation at its next request
+    // boundary; the rest drain as always. Before the hold ends: a response that starts
+    // meanwhile must not say "Connection: close" on a connection that then moves (its client
+    // would close it under the new generation).
+    private void AskToMove(MoveTarget moves)
+    {
+        Moves = moves;
+        long idleSince = _milliseconds() - (long)_idleTimeout.TotalMilliseconds;
+        foreach (var connection in _connections)
+        {
+            // Idle for idleTimeout: at once; a busy one at its next request's end, or by a tick
+            // of the drain once it has been idle that long (CloseIdle).
+            if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)))
+            {
+                moves.CountIneligible();
+            }
+        }
+    }
+
     /// <summary>Stops a drain that has begun (the generation accepts again after a failed
     /// handover): connections stay open and responses keep their keep-alive.</summary>
     public void EndDrain()
@@ -224,6 +259,7 @@ internal sealed partial class ConnectionDrainer
             _drain = null;
             _undrain = null;
             _draining = false;
+            _holdingForMove = false;
         }
 
         if (undrain is not null)
@@ -451,7 +487,8 @@ internal sealed partial class ConnectionDrainer
                 bool sendNow = drainStart <= idleBefore && (connection.HasActiveRequest || IsIdle(connection, nowMs, idleMs, maxWaitMs));
                 connection.ShutdownHttp2(http, now, acknowledgeLimit, sendNow || connection.SendHttp2ShutdownNow);
             }
-            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && IsIdle(connection, nowMs, idleMs, maxWaitMs))) && (queues?.TryTake(connection.Owner) ?? true))
+            else if (!http2Only && closed < budget && (connection.IsHttp2 || (drainStart <= idleBefore && IsIdle(connection, nowMs, idleMs, maxWaitMs))) &&
+                !(_holdingForMove && connection.CanMove) && (queues?.TryTake(connection.Owner) ?? true))
             {
                 connection.RequestClose();
                 closed++;

@@ -84,7 +84,8 @@ internal sealed class DrainMiddleware
         // protocol) and "close" would replace "Upgrade", failing the handshake.
         // The connection's own flag is looked up only while a reload drains some connections.
         if ((_drainer.IsDraining || (_drainer.AnyConnectionDraining && DrainableConnection.Find(context)?.Draining == true)) && response.StatusCode != StatusCodes.Status101SwitchingProtocols &&
-            !(_drainer.Moves is not null && DrainableConnection.Find(context)?.IsMoving == true))
+            !(_drainer.Moves is not null && DrainableConnection.Find(context)?.IsMoving == true) &&
+            !(_drainer.HoldingForMove && DrainableConnection.Find(context)?.CanMove == true))
         {
             response.Headers[HeaderNames.Connection] = "close";
         }

@@ -36,10 +36,17 @@ internal sealed partial class DrainableConnection
     // Made by BeginMove: a connection that never moves carries one null reference for it.
     private Move? _moving;
 
+    // Set when a request switched the connection to another protocol (a WebSocket): what
+    // follows its end is not HTTP, so it never moves.
+    private volatile bool _upgraded;
+
+    /// <summary>A request on this connection switches protocols: it must not move.</summary>
+    public void MarkUpgraded() => _upgraded = true;
+
     /// <summary>
     /// Moves this connection to <paramref name="target"/> at its next request boundary instead
     /// of closing it; false (and nothing changed) when it cannot move: not HTTP/1.1 over plain
-    /// TCP, or no socket to take. With <paramref name="now"/>, an idle connection is asked to
+    /// TCP, switched to another protocol (a WebSocket), or no socket to take. With <paramref name="now"/>, an idle connection is asked to
     /// close for the move at once; otherwise the move waits for the end of its next request
     /// (<see cref="MoveNow"/> for one that stays idle): asked between two requests of a busy
     /// client, Kestrel may already be reading the next one, which then ends with
@@ -48,9 +55,7 @@ internal sealed partial class DrainableConnection
     /// </summary>
     public bool BeginMove(MoveTarget target, bool now = true)
     {
-        if (_http is not { IsHttp1: true } pipe || !ReferenceEquals(pipe.Inner, _inner.Transport) || Socket is null ||
-            (Owner as HandoffConnectionListener)?.Listener.SocketInode is null ||
-            Interlocked.CompareExchange(ref _moving, new Move(target), null) is not null)
+        if (!CanMove || Interlocked.CompareExchange(ref _moving, new Move(target), null) is not null)
         {
             return false;
         }
@@ -63,6 +68,12 @@ internal sealed partial class DrainableConnection
 
         return true;
     }
+
+    /// <summary>Whether the connection can move: HTTP/1.1 over plain TCP from one of Handoff's
+    /// listeners, not switched to another protocol.</summary>
+    public bool CanMove =>
+        _http is { IsHttp1: true } pipe && ReferenceEquals(pipe.Inner, _inner.Transport) && !_upgraded &&
+        (Owner as HandoffConnectionListener)?.Listener.SocketInode is not null && Socket is not null;
 
     /// <summary>A connection waiting to move that stayed idle: asked to close for the move now.</summary>
     public void MoveNow()
@@ -95,7 +106,7 @@ internal sealed partial class DrainableConnection
         var pipe = _http!;
         var move = _moving!;
         var target = move.Target;
-        bool boundary = Volatile.Read(ref move.State) == Move.Closing && !move.Aborted && !HasActiveRequest &&
+        bool boundary = Volatile.Read(ref move.State) == Move.Closing && !move.Aborted && !HasActiveRequest && !_upgraded &&
             Volatile.Read(ref _requests) >> 32 == Volatile.Read(ref move.EndedAtClose);
         int fd = boundary && !target.IsBroken && Socket is { } socket ? (int)socket.SafeHandle.DangerousGetHandle() : -1;
         if (fd < 0 || !await AllWrittenAsync(fd, pipe.Written).ConfigureAwait(false))
@@ -104,25 +115,9 @@ internal sealed partial class DrainableConnection
             return;
         }
 
-        // A detached connection holds a descriptor more until it is sent; a few at a time, so
-        // that a generation near its descriptor limit does not run out (10,000 connections under
-        // a limit of 12,048 lost 221 here).
-        await target.EnterAsync().ConfigureAwait(false);
-        int connection;
-        try
-        {
-            // The inode once: it finds the registration and tells this socket from an earlier one.
-            ulong inode = ProcFs.SelfInode(fd);
-            connection = ConnectionDetach.Detach(fd, inode, target.Registrations(fd, inode));
-        }
-        catch (IOException)
-        {
-            connection = -1; // Out of descriptors, say: nothing changed, it closes as before.
-        }
-
+        int connection = await target.DetachAsync(fd).ConfigureAwait(false);
         if (connection < 0)
         {
-            target.Exit();
             target.CountNotMoved();
             return;
         }

@@ -13,6 +13,9 @@ internal sealed class DrainingUpgradeFeature(IHttpUpgradeFeature inner, Connecti
 
     public async Task<Stream> UpgradeAsync()
     {
+        // From here its bytes are another protocol's: the connection never moves (a move waits
+        // for the request's end, which comes after this).
+        DrainableConnection.Find(context)?.MarkUpgraded();
         var stream = await inner.UpgradeAsync().ConfigureAwait(false);
         bool webSocket = string.Equals(context.Request.Headers.Upgrade, "websocket", StringComparison.OrdinalIgnoreCase);
         return webSocket ? WebSocketDrainStream.Track(stream, drainer, context) : stream;

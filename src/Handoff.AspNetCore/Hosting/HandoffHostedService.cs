@@ -158,11 +158,10 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
         {
             case GenerationState.HandingOver:
                 // Connections that may move wait for the commit: until then this generation
-                // serves them as before (a rollback keeps them).
-                if (!_options.MoveConnections)
-                {
-                    _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout);
-                }
+                // serves them as before (a rollback keeps them). The rest drain now, as they
+                // always did: a WebSocket's close in particular must go before the application
+                // stops at the commit (SignalR then closes its connections without one).
+                _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout, holdForMove: _options.MoveConnections);
 
                 break;
             case GenerationState.Ready:
@@ -177,7 +176,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                     {
                         Log.NoMoves(_logger, Environment.ProcessId, _upgrader.Generation);
                     }
-                    _drainer.BeginDrain(_options.DrainTimeout, _options.DrainIdleTimeout, moves: channel >= 0 ? new MoveTarget(channel) : null);
+                    _drainer.StartMoves(channel >= 0 ? new MoveTarget(channel) : null);
                 }
 
                 _lifetime.StopApplication();

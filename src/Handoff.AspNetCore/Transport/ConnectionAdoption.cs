@@ -14,31 +14,22 @@ namespace Handoff.AspNetCore;
 /// transport would have made it (<see cref="SocketConnectionContextFactory"/>), with the bytes the
 /// previous generation had read first (<see cref="PrefixedReader"/>).
 /// </summary>
-internal sealed partial class ConnectionAdoption : IDisposable
+internal sealed class ConnectionAdoption : IDisposable
 {
     private readonly ConcurrentDictionary<ulong, HandoffConnectionListener> _listeners = new();
     private readonly SocketConnectionContextFactory _factory;
-    private readonly ILogger _logger;
     private readonly ConnectionDrainer? _drainer;
-    private readonly HandoffMetrics? _metrics;
     private readonly Upgrader? _upgrader;
+    private readonly MoveReceiver _receiver;
     private bool _noOnwardTarget;
-    private int _channel = -1;
-    private Thread? _thread;
-    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private int _adopted;
-    private int _refused;
-    private int _passedOn;
-    private int _nearLimit;
-    private int _lost;
 
     public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, Upgrader? upgrader = null, ConnectionDrainer? drainer = null)
     {
         var options = socketOptions.Value;
         _drainer = drainer;
-        _metrics = upgrader?.Metrics;
         _upgrader = upgrader;
-        _logger = loggerFactory.CreateLogger<ConnectionAdoption>();
+        var logger = loggerFactory.CreateLogger<ConnectionAdoption>();
+        _receiver = new MoveReceiver(logger, upgrader?.Metrics, Adopt);
         _factory = new SocketConnectionContextFactory(
             new SocketConnectionFactoryOptions
             {
@@ -48,33 +39,33 @@ internal sealed partial class ConnectionAdoption : IDisposable
                 MaxWriteBufferSize = options.MaxWriteBufferSize,
                 UnsafePreferInlineScheduling = options.UnsafePreferInlineScheduling,
             },
-            _logger);
+            logger);
 
         // The previous generation sent a channel: it is read from now on (before this generation
         // reports ready, which then says it adopts; nothing is sent before the commit).
-        if (upgrader?.Inheritance is { MoveChannel: >= 0 } inheritance)
+        if (upgrader?.Inheritance.TakeMoveChannel() is >= 0 and var channel)
         {
-            inheritance.AcceptsMoves = true;
-            Start(inheritance.MoveChannel);
+            upgrader.MoveReceiver = _receiver;
+            Start(channel);
         }
     }
 
     /// <summary>Connections adopted so far.</summary>
-    public int Adopted => Volatile.Read(ref _adopted);
+    public int Adopted => _receiver.Adopted;
 
-    /// <summary>Connections received that no listener here serves (closed).</summary>
-    public int Refused => Volatile.Read(ref _refused);
+    /// <summary>Connections received and closed (no listener here serves them, no descriptor left).</summary>
+    public int Refused => _receiver.Closed;
 
     /// <summary>Connections received while this generation itself moved its connections to a
     /// newer one (a second upgrade during the first one's move), and sent on to it.</summary>
-    public int PassedOn => Volatile.Read(ref _passedOn);
+    public int PassedOn => _receiver.PassedOn;
 
     /// <summary>True while the channel is read.</summary>
-    public bool IsReceiving => _thread is { IsAlive: true };
+    public bool IsReceiving => _receiver.IsReceiving;
 
     /// <summary>Completes when the previous generation has moved all it will (at once when it
     /// moves nothing here).</summary>
-    public Task Ended => _thread is null ? Task.CompletedTask : _ended.Task;
+    public Task Ended => _receiver.Ended;
 
     /// <summary>A listener whose socket's connections this generation takes.</summary>
     public void Register(HandoffConnectionListener listener)
@@ -95,50 +86,7 @@ internal sealed partial class ConnectionAdoption : IDisposable
 
     /// <summary>Reads <paramref name="channel"/> (this object owns it from now on) until the
     /// previous generation closes it.</summary>
-    public void Start(int channel)
-    {
-        _channel = channel;
-        _thread = new Thread(Receive) { IsBackground = true, Name = "Handoff moved connections" };
-        _thread.Start();
-    }
-
-    private void Receive()
-    {
-        try
-        {
-            while (MoveChannel.Receive(_channel) is { } moved)
-            {
-                Adopt(moved);
-            }
-
-            // The previous generation has moved all it will: it learns what became of them.
-            _ = MoveChannel.WriteTotals(_channel, Adopted + PassedOn, Refused);
-        }
-        catch (Exception e) when (e is HandoffProtocolException or IOException)
-        {
-            Log.ChannelFailed(_logger, e.Message);
-        }
-        finally
-        {
-            int fd = Interlocked.Exchange(ref _channel, -1);
-            if (fd >= 0)
-            {
-                Interop.Libc.Close(fd);
-            }
-
-            _ended.TrySetResult();
-            _metrics?.ConnectionsReceived(Adopted, PassedOn, Refused);
-            if (Adopted + Refused + PassedOn > 0)
-            {
-                Log.ChannelEnded(_logger, Adopted, Refused, PassedOn);
-            }
-            else
-            {
-                // The previous generation moved nothing (Handoff:MoveConnections is off there).
-                Log.NothingMoved(_logger);
-            }
-        }
-    }
+    public void Start(int channel) => _receiver.Start(channel);
 
     // Where a connection moved here goes on to, once this generation has handed over too: its
     // drain's target. The listeners close at the commit a moment before the drain begins, so a
@@ -161,66 +109,22 @@ internal sealed partial class ConnectionAdoption : IDisposable
         return _drainer.Moves;
     }
 
-    // Descriptors left free for everything else this process does: the runtime fails hard
-    // (it aborts) when it cannot get one, so moved connections never take the last of them.
-    internal const int DescriptorReserve = 64;
-
-    private void Adopt(MovedConnection moved)
+    private MoveOutcome Adopt(MovedConnection moved)
     {
-        if (moved.Fd < 0)
-        {
-            // One line for the first, the count at the end: a limit too low loses many at once.
-            Interlocked.Increment(ref _refused);
-            if (Interlocked.Increment(ref _lost) == 1)
-            {
-                Log.Lost(_logger);
-            }
-
-            return;
-        }
-
-        // The kernel gives the lowest free number: every number below this one is taken.
-        if (moved.Fd >= Interop.Libc.DescriptorLimit() - DescriptorReserve)
-        {
-            Interop.Libc.Close(moved.Fd);
-            Interlocked.Increment(ref _refused);
-            if (Interlocked.Increment(ref _nearLimit) == 1)
-            {
-                Log.NearDescriptorLimit(_logger, moved.Fd, DescriptorReserve);
-            }
-
-            return;
-        }
-
         // This generation hands over too and moves its own connections to a newer one: this
         // one goes on with them, before Kestrel here ever sees it (the listener that would have
         // given it to Kestrel may have stopped already).
         if (_drainer is not null && OnwardTarget() is { } onward)
         {
-            // Waited for on this thread (its own): the next frame is read once this one went.
-            bool sent = onward.SendAsync(moved.Fd, moved.ListenerInode, moved.Bytes, moved.Kind, moved.State).GetAwaiter().GetResult();
-            Interop.Libc.Close(moved.Fd);
-            if (sent)
-            {
-                Interlocked.Increment(ref _passedOn);
-            }
-            else
-            {
-                onward.CountNotMoved();
-                Interlocked.Increment(ref _refused);
-            }
-
-            return;
+            return MoveReceiver.PassOn(onward, moved);
         }
 
         if (moved.Kind != MoveKind.Http1 || !_listeners.TryGetValue(moved.ListenerInode, out var listener))
         {
-            // Closed: the client sees the end of an idle connection, as without moving. Counted
-            // first, so that whoever sees the close sees it counted.
-            Interlocked.Increment(ref _refused);
+            // Closed: the client sees the end of an idle connection, as without moving.
             Interop.Libc.Close(moved.Fd);
-            Log.Refused(_logger, moved.Kind.ToString(), moved.ListenerInode);
-            return;
+            _receiver.LogRefused(moved.Kind.ToString(), moved.ListenerInode);
+            return MoveOutcome.Closed;
         }
 
         // Every byte the previous generation wrote had been taken by the kernel before it let go.
@@ -233,9 +137,8 @@ internal sealed partial class ConnectionAdoption : IDisposable
         catch (Exception e) when (e is SocketException or ObjectDisposedException or ArgumentException)
         {
             Interop.Libc.Close(moved.Fd);
-            Interlocked.Increment(ref _refused);
-            Log.Refused(_logger, e.Message, moved.ListenerInode);
-            return;
+            _receiver.LogRefused(e.Message, moved.ListenerInode);
+            return MoveOutcome.Closed;
         }
 
         if (moved.Bytes.Length > 0)
@@ -244,37 +147,8 @@ internal sealed partial class ConnectionAdoption : IDisposable
         }
 
         listener.Adopt(context, writtenBefore);
-        Interlocked.Increment(ref _adopted);
+        return MoveOutcome.Adopted;
     }
 
-    public void Dispose()
-    {
-        // A thread blocked in recvmsg wakes when the socket is shut down, not when it is closed.
-        int fd = Volatile.Read(ref _channel);
-        if (fd >= 0)
-        {
-            _ = Interop.Libc.Shutdown(fd);
-        }
-    }
-
-    private static partial class Log
-    {
-        [LoggerMessage(86, LogLevel.Warning, "The channel of moved connections from the previous generation failed: {Error}. Connections not received yet are closed by the previous generation.", EventName = "MoveChannelFailed")]
-        public static partial void ChannelFailed(ILogger logger, string error);
-
-        [LoggerMessage(87, LogLevel.Information, "The previous generation has moved its connections: {Adopted} adopted, {Refused} closed, {PassedOn} passed on to the next generation.", EventName = "MoveChannelEnded")]
-        public static partial void ChannelEnded(ILogger logger, int adopted, int refused, int passedOn);
-
-        [LoggerMessage(91, LogLevel.Error, "A moved connection's descriptor did not arrive: this process had no descriptor left (EMFILE; raise LimitNOFILE or ulimit -n), and the kernel dropped it with its connection. The next ones are received as they come; the count of those closed comes when the previous generation is done.", EventName = "MovedConnectionLost")]
-        public static partial void Lost(ILogger logger);
-
-        [LoggerMessage(93, LogLevel.Error, "A moved connection arrived as descriptor {Fd}, within {Reserve} of this process's limit: it and the next ones over that line are closed (their clients reconnect) so that the runtime keeps descriptors of its own. Raise LimitNOFILE or ulimit -n.", EventName = "MovedConnectionNearLimit")]
-        public static partial void NearDescriptorLimit(ILogger logger, int fd, int reserve);
-
-        [LoggerMessage(90, LogLevel.Debug, "The previous generation moved no connection here.", EventName = "NothingMoved")]
-        public static partial void NothingMoved(ILogger logger);
-
-        [LoggerMessage(88, LogLevel.Warning, "A moved connection was closed: {Reason} (listener socket inode {Inode}).", EventName = "MovedConnectionRefused")]
-        public static partial void Refused(ILogger logger, string reason, ulong inode);
-    }
+    public void Dispose() => _receiver.Dispose();
 }

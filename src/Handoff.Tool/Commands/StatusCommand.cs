@@ -80,6 +80,11 @@ internal static class StatusCommand
             text.AppendLine("draining: none");
         }
 
+        if (status.MovedHere is { } moved)
+        {
+            text.Append(invariant, $"moved here at the last upgrade: {moved.Adopted} connections adopted, {moved.Closed} closed, {moved.PassedOn} passed on{(moved.Ended ? "" : " (still arriving)")}").AppendLine();
+        }
+
         if (status.LastUpgrade is { } last)
         {
             text.Append(invariant, $"last upgrade: {last.Outcome}");

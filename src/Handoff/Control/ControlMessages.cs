@@ -22,7 +22,8 @@ internal sealed record StatusAnswer(
     string? ControlSocket,
     int? OpenConnections,
     IReadOnlyList<DrainingAnswer> Draining,
-    LastUpgradeAnswer? LastUpgrade)
+    LastUpgradeAnswer? LastUpgrade,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] MovedHereAnswer? MovedHere = null)
 {
     [JsonPropertyOrder(-2)]
     public int Protocol { get; init; } = ControlProtocol.Version;
@@ -39,6 +40,10 @@ internal sealed record DrainingAnswer(
     int Pid,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? StartedAt,
     int? OpenConnections);
+
+/// <summary>The connections the previous generation moved to this one, in <see cref="StatusAnswer"/>
+/// (absent when it moved none here: the first generation, or moving is off).</summary>
+internal sealed record MovedHereAnswer(int Adopted, int Closed, int PassedOn, bool Ended);
 
 /// <summary>The last upgrade, in <see cref="StatusAnswer"/>.</summary>
 internal sealed record LastUpgradeAnswer(string Outcome, string At, string Detail);

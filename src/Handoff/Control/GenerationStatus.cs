@@ -12,8 +12,14 @@ internal sealed record GenerationStatus(
     int? OpenConnections,
     IReadOnlyList<DrainingGeneration> Draining,
     LastUpgrade? LastUpgrade,
-    int ParentPid);
+    int ParentPid,
+    MovedHere? MovedHere = null);
 
 /// <summary>An older generation that still drains: its pid, when it started, and the
 /// connections it holds (null when /proc does not say).</summary>
 internal sealed record DrainingGeneration(int Pid, DateTimeOffset? StartedAt, int? OpenConnections);
+
+/// <summary>What became of the connections the previous generation moved to this one: adopted,
+/// closed (nothing here could serve them), passed on to a newer generation; <see cref="Ended"/>
+/// once the previous generation has moved all it will.</summary>
+internal sealed record MovedHere(int Adopted, int Closed, int PassedOn, bool Ended);

@@ -2,9 +2,11 @@ namespace Handoff;
 
 /// <summary>
 /// Counts the connections a process holds, as the kernel sees them: its TCP sockets in any state
-/// but LISTEN and its connected Unix stream sockets, other than standard input, output and
-/// error (under systemd those are sockets to the journal). Used for older generations, which no
-/// longer answer on the control socket while they drain.
+/// but LISTEN and the connected Unix stream sockets that a listener accepted (they carry its
+/// path; a socket pair has none, such as the channel on which a generation moves its
+/// connections), other than standard input, output and error (under systemd those are sockets to
+/// the journal). Used for older generations, which no longer answer on the control socket while
+/// they drain.
 /// </summary>
 internal static class ProcessSockets
 {
@@ -39,8 +41,8 @@ internal static class ProcessSockets
                 count += CountRows(ProcFs.NetTable(pid, table), inodes, fields => fields.Length > 9 && fields[3] != TcpListen ? fields[9] : null);
             }
 
-            // Num RefCount Protocol Flags Type St Inode Path
-            count += CountRows(ProcFs.NetTable(pid, "unix"), inodes, fields => fields.Length > 6 && fields[4] == UnixStream && fields[5] == UnixConnected ? fields[6] : null);
+            // Num RefCount Protocol Flags Type St Inode Path (an accepted socket has its listener's)
+            count += CountRows(ProcFs.NetTable(pid, "unix"), inodes, fields => fields.Length > 7 && fields[4] == UnixStream && fields[5] == UnixConnected ? fields[6] : null);
             return count;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

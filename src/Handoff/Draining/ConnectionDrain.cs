@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
 
 namespace Handoff;
 
@@ -10,16 +11,54 @@ namespace Handoff;
 /// <see cref="DrainAsync"/>.
 /// </summary>
 /// <remarks>
-/// <see cref="Draining"/> (also on every connection) fires when the drain starts: a protocol that
-/// can say goodbye (finish the current message, then close) does so then; one that cannot keeps
-/// serving until the client leaves or <see cref="DrainAsync"/>'s timeout aborts the connection.
+/// <para><see cref="Draining"/> (also on every connection) fires when the drain starts: a protocol
+/// that can say goodbye (finish the current message, then close) does so then; one that cannot
+/// keeps serving until the client leaves or <see cref="DrainAsync"/>'s timeout aborts the
+/// connection.</para>
+/// <para>Made with the generation's <see cref="Upgrader"/>, a drain can also move its connections
+/// to the new generation instead (<see cref="HandoffOptions.MoveConnections"/>): at a point the
+/// application chooses, <see cref="CountedConnection.MoveAsync"/> hands the connected socket over
+/// with a state of the application's own, and the new generation's drain returns it from
+/// <see cref="AcceptAsync"/> with <see cref="CountedConnection.MovedState"/> set. The client sees
+/// nothing: the same TCP connection, served by the new process.</para>
 /// </remarks>
 public sealed class ConnectionDrain : IDisposable
 {
     private readonly Lock _lock = new();
     private readonly HashSet<CountedConnection> _connections = [];
     private readonly CancellationTokenSource _draining = new();
+    private readonly Upgrader? _upgrader;
+    private readonly MoveReceiver? _receiver;
+    private readonly Dictionary<ulong, Inbox> _inboxes = [];
     private TaskCompletionSource? _empty;
+    private MoveTarget? _target;
+    private bool _drainStarted;
+    private int _moved;
+
+    /// <summary>A drain that counts connections and drains them (none moves).</summary>
+    public ConnectionDrain()
+    {
+    }
+
+    /// <summary>
+    /// A drain whose connections may move to the new generation at an upgrade, and which
+    /// receives those the previous generation moves here. Make it before
+    /// <see cref="Upgrader.ReadyAsync"/>: the ready report tells the previous generation whether
+    /// anything here takes moved connections.
+    /// </summary>
+    /// <param name="upgrader">This generation's upgrader.</param>
+    public ConnectionDrain(Upgrader upgrader)
+    {
+        ArgumentNullException.ThrowIfNull(upgrader);
+        _upgrader = upgrader;
+        if (upgrader.Inheritance.TakeMoveChannel() is >= 0 and var channel)
+        {
+            _receiver = new MoveReceiver(upgrader.LoggerFactory.CreateLogger<ConnectionDrain>(), upgrader.Metrics, Receive);
+            upgrader.MoveReceiver = _receiver;
+            _receiver.Start(channel);
+            _ = _receiver.Ended.ContinueWith(_ => EndInboxes(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
 
     /// <summary>The connections open now.</summary>
     public int Count
@@ -42,15 +81,25 @@ public sealed class ConnectionDrain : IDisposable
     /// Returns null once the listener is closed.
     /// </summary>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    /// <remarks>While the previous generation moves its connections here, those it moved from
+    /// <paramref name="listener"/>'s socket come from here too, before the next accepted one,
+    /// with <see cref="CountedConnection.MovedState"/> set. Call it from one loop per listener.</remarks>
     public async ValueTask<CountedConnection?> AcceptAsync(Listener listener, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(listener);
-        if (await listener.AcceptAsync(cancellationToken).ConfigureAwait(false) is not { } socket)
+        ulong? inode = listener.SocketInode;
+        if (_receiver is not null && inode is { } key && InboxFor(key) is { } inbox)
         {
-            return null;
+            return await inbox.AcceptAsync(this, listener, key, cancellationToken).ConfigureAwait(false);
         }
 
-        var connection = new CountedConnection(socket, this);
+        return await listener.AcceptAsync(cancellationToken).ConfigureAwait(false) is { } socket
+            ? Track(new CountedConnection(socket, this, inode, movedState: null))
+            : null;
+    }
+
+    private CountedConnection Track(CountedConnection connection)
+    {
         lock (_lock)
         {
             _connections.Add(connection);
@@ -66,12 +115,26 @@ public sealed class ConnectionDrain : IDisposable
     /// </summary>
     /// <returns>How many connections that were open when the drain started finished by
     /// themselves, and how many were aborted.</returns>
+    /// <remarks>When this generation was superseded by one that takes moved connections (the
+    /// drain was made with the <see cref="Upgrader"/>), <see cref="CountedConnection.MoveAsync"/>
+    /// moves connections from when <see cref="Draining"/> fires until the drain ends, and the
+    /// result counts them in <see cref="DrainResult.Moved"/>.</remarks>
     public async Task<DrainResult> DrainAsync(TimeSpan timeout)
     {
         Task empty;
         int open;
+        List<Inbox.Moved> stranded;
+        MoveTarget? target = null;
+        if (_upgrader?.TakeMoveChannel() is >= 0 and var channel)
+        {
+            target = new MoveTarget(channel);
+        }
+
         lock (_lock)
         {
+            _target ??= target;
+            _drainStarted = true;
+            stranded = [.. _inboxes.Values.SelectMany(inbox => inbox.TakeAll())];
             open = _connections.Count;
             _empty ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             if (open == 0)
@@ -82,33 +145,299 @@ public sealed class ConnectionDrain : IDisposable
             empty = _empty.Task;
         }
 
+        // Moved here while this generation handed over, before the application took them:
+        // they go on to the new generation, or close as an idle connection would.
+        foreach (var waiting in stranded)
+        {
+            bool sent = target is not null && await target.SendAsync(waiting.Fd, waiting.ListenerInode, [], MoveKind.Tcp, waiting.State).ConfigureAwait(false);
+            Interop.Libc.Close(waiting.Fd);
+            if (target is not null && !sent)
+            {
+                target.CountNotMoved();
+            }
+        }
+
         await _draining.CancelAsync().ConfigureAwait(false);
+        CountedConnection[] left = [];
         try
         {
             await empty.WaitAsync(timeout).ConfigureAwait(false);
-            return new DrainResult(open, 0);
         }
         catch (TimeoutException)
         {
             // What is left never finished: abort it.
+            lock (_lock)
+            {
+                left = [.. _connections];
+            }
+
+            foreach (var connection in left)
+            {
+                connection.Abort();
+            }
         }
 
-        CountedConnection[] left;
-        lock (_lock)
+        if (target is not null)
         {
-            left = [.. _connections];
+            // Every move has been sent (a connection that moves is disposed once it went): the
+            // new generation has all it will get, and answers with what it took.
+            target.Dispose();
+            await target.Completion.ConfigureAwait(false);
         }
 
-        foreach (var connection in left)
-        {
-            connection.Abort();
-        }
-
-        return new DrainResult(Math.Max(0, open - left.Length), left.Length);
+        int moved = Volatile.Read(ref _moved);
+        return new DrainResult(Math.Max(0, open - left.Length - moved), left.Length) { Moved = moved };
     }
 
     /// <inheritdoc />
-    public void Dispose() => _draining.Dispose();
+    public void Dispose()
+    {
+        _draining.Dispose();
+        _receiver?.Dispose();
+        List<Inbox.Moved> stranded;
+        lock (_lock)
+        {
+            stranded = [.. _inboxes.Values.SelectMany(inbox => inbox.TakeAll())];
+        }
+
+        foreach (var moved in stranded)
+        {
+            Interop.Libc.Close(moved.Fd);
+        }
+
+        foreach (var inbox in _inboxes.Values)
+        {
+            inbox.Dispose();
+        }
+    }
+
+    /// <summary>Where a connection moves, once this generation drains towards a new one that
+    /// takes moved connections; null otherwise.</summary>
+    internal MoveTarget? Target
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _target;
+            }
+        }
+    }
+
+    internal void CountMoved() => Interlocked.Increment(ref _moved);
+
+    private Inbox? InboxFor(ulong inode)
+    {
+        lock (_lock)
+        {
+            if (!_inboxes.TryGetValue(inode, out var inbox))
+            {
+                if (!_receiver!.IsReceiving && _receiver.Ended.IsCompleted)
+                {
+                    return null; // Nothing more comes: accept as without moves.
+                }
+
+                _inboxes[inode] = inbox = new Inbox();
+            }
+
+            return inbox;
+        }
+    }
+
+    // On the receiving thread: a connection the previous generation moved here.
+    private MoveOutcome Receive(MovedConnection moved)
+    {
+        if (moved.Kind != MoveKind.Tcp)
+        {
+            Interop.Libc.Close(moved.Fd);
+            _receiver!.LogRefused($"a {moved.Kind} connection, which a raw server's drain does not serve", moved.ListenerInode);
+            return MoveOutcome.Closed;
+        }
+
+        MoveTarget? onward;
+        lock (_lock)
+        {
+            onward = _target;
+            if (onward is null && !_drainStarted)
+            {
+                if (!_inboxes.TryGetValue(moved.ListenerInode, out var inbox))
+                {
+                    _inboxes[moved.ListenerInode] = inbox = new Inbox();
+                }
+
+                inbox.Add(new Inbox.Moved(moved.Fd, moved.ListenerInode, moved.State));
+                return MoveOutcome.Adopted;
+            }
+        }
+
+        if (onward is null)
+        {
+            // This generation drains without a newer one to move to (SIGTERM): it serves
+            // nothing new, so the connection closes as an idle one would.
+            Interop.Libc.Close(moved.Fd);
+            return MoveOutcome.Closed;
+        }
+
+        return MoveReceiver.PassOn(onward, moved);
+    }
+
+    private void EndInboxes()
+    {
+        lock (_lock)
+        {
+            foreach (var inbox in _inboxes.Values)
+            {
+                inbox.End();
+            }
+        }
+    }
+
+    /// <summary>The connections moved here from one listening socket, until the application's
+    /// accept loop takes them, and that loop's pending accept.</summary>
+    private sealed class Inbox : IDisposable
+    {
+        private readonly Lock _lock = new();
+        private readonly Queue<Moved> _queue = new();
+        private readonly SemaphoreSlim _oneLoop = new(1);
+        private TaskCompletionSource _arrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private Task<Socket?>? _accepting;
+        private bool _ended;
+
+        public void Add(Moved moved)
+        {
+            lock (_lock)
+            {
+                _queue.Enqueue(moved);
+                _arrived.TrySetResult();
+            }
+        }
+
+        /// <summary>Nothing more comes: the previous generation has moved all it will.</summary>
+        public void End()
+        {
+            lock (_lock)
+            {
+                _ended = true;
+                _arrived.TrySetResult();
+            }
+        }
+
+        public List<Moved> TakeAll()
+        {
+            lock (_lock)
+            {
+                List<Moved> all = [.. _queue];
+                _queue.Clear();
+                return all;
+            }
+        }
+
+        public async ValueTask<CountedConnection?> AcceptAsync(ConnectionDrain drain, Listener listener, ulong inode, CancellationToken cancellationToken)
+        {
+            await _oneLoop.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                while (true)
+                {
+                    if (TryTake() is { } moved)
+                    {
+                        if (Adopt(drain, moved) is { } adopted)
+                        {
+                            return adopted;
+                        }
+
+                        continue;
+                    }
+
+                    // An accept started by an earlier call that returned a moved connection (or
+                    // was cancelled) is the one awaited now: no accepted socket is left behind.
+                    _accepting ??= listener.AcceptAsync(CancellationToken.None).AsTask();
+                    if (!_accepting.IsCompleted)
+                    {
+                        await (Arrival() is { } arrival ? Task.WhenAny(_accepting, arrival) : (Task)_accepting).WaitAsync(cancellationToken).ConfigureAwait(false);
+                    }
+
+                    if (_accepting.IsCompleted)
+                    {
+                        var accepting = _accepting;
+                        _accepting = null;
+                        if (await accepting.ConfigureAwait(false) is { } socket)
+                        {
+                            return drain.Track(new CountedConnection(socket, drain, inode, movedState: null));
+                        }
+
+                        // The listener closed: what was moved here before still comes.
+                        while (TryTake() is { } left)
+                        {
+                            if (Adopt(drain, left) is { } adopted)
+                            {
+                                return adopted;
+                            }
+                        }
+
+                        return null;
+                    }
+                }
+            }
+            finally
+            {
+                _oneLoop.Release();
+            }
+        }
+
+        private static CountedConnection? Adopt(ConnectionDrain drain, Moved moved)
+        {
+            Socket socket;
+            try
+            {
+                socket = new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true));
+            }
+            catch (SocketException)
+            {
+                Interop.Libc.Close(moved.Fd); // Not a socket after all: never served.
+                return null;
+            }
+
+            return drain.Track(new CountedConnection(socket, drain, moved.ListenerInode, moved.State));
+        }
+
+        public void Dispose()
+        {
+            if (_accepting is { IsCompletedSuccessfully: true, Result: { } socket })
+            {
+                socket.Dispose();
+            }
+        }
+
+        private Moved? TryTake()
+        {
+            lock (_lock)
+            {
+                return _queue.TryDequeue(out var moved) ? moved : null;
+            }
+        }
+
+        // Completes when a moved connection arrives; null once none will.
+        private Task? Arrival()
+        {
+            lock (_lock)
+            {
+                if (_queue.Count == 0 && _ended)
+                {
+                    return null;
+                }
+
+                if (_arrived.Task.IsCompleted && _queue.Count == 0)
+                {
+                    _arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
+
+                return _arrived.Task;
+            }
+        }
+
+        public sealed record Moved(int Fd, ulong ListenerInode, byte[] State);
+    }
 
     internal void Remove(CountedConnection connection)
     {
@@ -127,16 +456,82 @@ public sealed class ConnectionDrain : IDisposable
 public sealed class CountedConnection : IDisposable
 {
     private readonly ConnectionDrain _drain;
+    private readonly ulong? _listenerInode;
     private int _disposed;
 
-    internal CountedConnection(Socket socket, ConnectionDrain drain)
+    internal CountedConnection(Socket socket, ConnectionDrain drain, ulong? listenerInode, byte[]? movedState)
     {
         Socket = socket;
         _drain = drain;
+        _listenerInode = listenerInode;
+        MovedState = movedState;
     }
 
     /// <summary>The connected socket.</summary>
     public Socket Socket { get; }
+
+    /// <summary>The state the previous generation gave <see cref="MoveAsync"/> when it moved this
+    /// connection here (possibly empty); null for a connection this generation accepted.</summary>
+    public byte[]? MovedState { get; }
+
+    /// <summary>
+    /// Moves the connection to the new generation, with <paramref name="state"/>, instead of
+    /// closing it: the client keeps its TCP connection, and the new generation's
+    /// <see cref="ConnectionDrain.AcceptAsync"/> returns it with <see cref="MovedState"/> set to
+    /// <paramref name="state"/>. Call it once <see cref="Draining"/> has fired, at a point where
+    /// nothing is half read or half written, with no receive or send pending on the socket
+    /// (cancel the pending receive first, with <see cref="Draining"/> as its token): every byte
+    /// this process read and has not answered must be in <paramref name="state"/>.
+    /// </summary>
+    /// <param name="state">What the new generation needs to go on (at most 1 MiB).</param>
+    /// <returns>True when the connection went: it is disposed here and its socket must not be
+    /// used again. False when it could not move (this generation is not draining towards a new
+    /// one that takes moved connections, <see cref="HandoffOptions.MoveConnections"/> is off,
+    /// or the new generation stopped taking them): serve it on as a connection that cannot
+    /// move; if it was let go and could not be sent, it is closed and its next receive returns
+    /// end of file.</returns>
+    /// <exception cref="ArgumentException"><paramref name="state"/> is longer than 1 MiB.</exception>
+    public async ValueTask<bool> MoveAsync(ReadOnlyMemory<byte> state)
+    {
+        if (state.Length > MoveChannel.MaxState)
+        {
+            throw new ArgumentException($"A moved connection's state is at most {MoveChannel.MaxState} bytes, not {state.Length}: keep what the new generation needs to go on, and let it find the rest by itself.", nameof(state));
+        }
+
+        if (_drain.Target is not { IsBroken: false } target || _listenerInode is not { } listener || Volatile.Read(ref _disposed) != 0)
+        {
+            return false;
+        }
+
+        int fd = (int)Socket.SafeHandle.DangerousGetHandle();
+        int connection = await target.DetachAsync(fd).ConfigureAwait(false);
+        if (connection < 0)
+        {
+            return false;
+        }
+
+        // From here the connection is no longer this process's to serve: sent, or closed.
+        bool sent;
+        try
+        {
+            sent = await target.SendAsync(connection, listener, [], MoveKind.Tcp, state.ToArray()).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interop.Libc.Close(connection);
+            target.Exit();
+        }
+
+        if (!sent)
+        {
+            target.CountNotMoved();
+            return false;
+        }
+
+        _drain.CountMoved();
+        Dispose(); // Closes the stand-in that took the socket's number: the client sees nothing.
+        return true;
+    }
 
     /// <summary>Cancelled when the generation starts draining: finish the current exchange and
     /// close, if the protocol allows it.</summary>
@@ -172,4 +567,9 @@ public sealed class CountedConnection : IDisposable
 /// <summary>The outcome of <see cref="ConnectionDrain.DrainAsync"/>.</summary>
 /// <param name="Finished">Connections open when the drain started that ended by themselves.</param>
 /// <param name="Aborted">Connections still open at the timeout, which were reset.</param>
-public readonly record struct DrainResult(int Finished, int Aborted);
+public readonly record struct DrainResult(int Finished, int Aborted)
+{
+    /// <summary>Connections moved to the new generation (<see cref="CountedConnection.MoveAsync"/>),
+    /// not counted in <see cref="Finished"/>.</summary>
+    public int Moved { get; init; }
+}

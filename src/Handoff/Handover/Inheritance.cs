@@ -51,12 +51,28 @@ internal sealed class Inheritance
     /// <summary>The new generation's end of the move channel (<see cref="Handoff.MoveChannel"/>),
     /// or -1 when the previous generation sent none (an older build, a first start) or named one
     /// that is not what it says.</summary>
-    public int MoveChannel { get; private init; } = -1;
+    public int MoveChannel { get => Volatile.Read(ref _moveChannel); private init => _moveChannel = value; }
 
-    /// <summary>Set by whoever reads <see cref="MoveChannel"/> (the ASP.NET Core adoption)
-    /// before the ready report, which then tells the previous generation that connections may
-    /// move here.</summary>
+    private int _moveChannel = -1;
+
+    /// <summary>Set when <see cref="TakeMoveChannel()"/> gave the channel to its reader (the
+    /// ASP.NET Core adoption, or a raw server's connection drain) before the ready report, which
+    /// then tells the previous generation that connections may move here.</summary>
     public bool AcceptsMoves { get; set; }
+
+    /// <summary>Gives <see cref="MoveChannel"/> to its one reader, which owns it from now on, and
+    /// notes that this generation accepts moved connections; -1 when there is none or another
+    /// reader took it (two readers would each get half of every frame).</summary>
+    public int TakeMoveChannel()
+    {
+        int fd = Interlocked.Exchange(ref _moveChannel, -1);
+        if (fd >= 0)
+        {
+            AcceptsMoves = true;
+        }
+
+        return fd;
+    }
 
     // The channel named by HANDOFF_MOVES, when the descriptor is the socket it names: kept out
     // of any process this one starts. Anything else is ignored (nothing moves here then).

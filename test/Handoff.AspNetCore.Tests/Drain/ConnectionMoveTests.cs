@@ -186,6 +186,39 @@ public sealed class ConnectionMoveTests
     }
 
     // "/slow": answers "slow" once released.
+    [Fact]
+    public async Task WebSocket_UpgradedAfterItsConnectionWasAskedToClose_ReadsAndNeverMoves()
+    {
+        // A drain or a move asks Kestrel to close an idle connection just as the client sends a
+        // WebSocket handshake on it: the WebSocket works, and its connection, whose bytes are no
+        // longer HTTP, can never move.
+        DrainableConnection? carrier = null;
+        await using var server = await Server.StartAsync(app =>
+        {
+            app.UseWebSockets();
+            app.Map("/ws", async context =>
+            {
+                carrier = DrainableConnection.Find(context)!;
+                carrier.RequestClose();
+                using var webSocket = await context.WebSockets.AcceptWebSocketAsync();
+                var buffer = new byte[64];
+                var received = await webSocket.ReceiveAsync(buffer, CancellationToken.None);
+                await webSocket.SendAsync(buffer.AsMemory(0, received.Count), System.Net.WebSockets.WebSocketMessageType.Text, true, CancellationToken.None);
+                await webSocket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "", CancellationToken.None);
+            });
+        });
+
+        using var client = new System.Net.WebSockets.ClientWebSocket();
+        using var timeout = new CancellationTokenSource(Patience);
+        await client.ConnectAsync(new Uri(server.Url.Replace("http:", "ws:", StringComparison.Ordinal) + "ws"), timeout.Token);
+        await client.SendAsync(Encoding.ASCII.GetBytes("hello"), System.Net.WebSockets.WebSocketMessageType.Text, true, timeout.Token);
+        var echo = new byte[64];
+        var result = await client.ReceiveAsync(echo, timeout.Token);
+        Assert.Equal("hello", Encoding.ASCII.GetString(echo, 0, result.Count));
+        Assert.Equal(System.Net.WebSockets.WebSocketMessageType.Close, (await client.ReceiveAsync(echo, timeout.Token)).MessageType);
+        Assert.False(carrier!.CanMove);
+    }
+
     private static (TaskCompletionSource Release, TaskCompletionSource Started, Action<WebApplication> Map) SlowEndpoint()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -258,6 +291,8 @@ public sealed class ConnectionMoveTests
             context.Response.ContentLength = body.Length;
             return context.Response.Body.WriteAsync(Encoding.ASCII.GetBytes(body)).AsTask();
         }
+
+        public string Url => _app.Urls.First().TrimEnd('/') + "/";
 
         public async Task<Socket> ConnectAsync()
         {

@@ -83,11 +83,20 @@ public sealed class ConnectionAdoptionTests
 
             pair.Client.ReceiveTimeout = (int)Patience.TotalMilliseconds;
             Assert.Equal(0, pair.Client.Receive(new byte[1]));
+
+            // Counted once the channel has ended (the count follows the close).
+            Interop.Libc.Close(sender);
+            sender = -1;
+            await adoption.Ended.WaitAsync(Patience);
             Assert.Equal(1, adoption.Refused);
         }
         finally
         {
-            Interop.Libc.Close(sender);
+            if (sender >= 0)
+            {
+                Interop.Libc.Close(sender);
+            }
+
             await app.StopAsync();
         }
     }

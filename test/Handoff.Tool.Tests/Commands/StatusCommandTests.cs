@@ -31,6 +31,16 @@ public sealed class StatusCommandTests
     }
 
     [Fact]
+    public void Format_ConnectionsMovedHere_OneLineWithTheirOutcomes()
+    {
+        var status = ControlClient.Read("""{"pid":9,"generation":3,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":40,"draining":[],"lastUpgrade":null,"movedHere":{"adopted":38,"closed":1,"passedOn":0,"ended":false}}""", ControlJson.Wire.StatusAnswer);
+
+        string text = StatusCommand.Format(status, DateTimeOffset.UnixEpoch);
+
+        Assert.Contains("\nmoved here at the last upgrade: 38 connections adopted, 1 closed, 0 passed on (still arriving)\n", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Format_RawServerWithNothingDraining()
     {
         var status = ControlClient.Read("""{"pid":9,"generation":1,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":null,"draining":[],"lastUpgrade":null}""", ControlJson.Wire.StatusAnswer);
