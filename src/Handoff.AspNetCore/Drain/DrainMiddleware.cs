@@ -83,9 +83,11 @@ internal sealed class DrainMiddleware
         // Not on 101 Switching Protocols: the connection becomes a WebSocket (or another
         // protocol) and "close" would replace "Upgrade", failing the handshake.
         // The connection's own flag is looked up only while a reload drains some connections.
+        // The hold is read before the moves: the commit marks the connections that move, then
+        // ends the hold, so one of the two reads sees a connection that moves.
         if ((_drainer.IsDraining || (_drainer.AnyConnectionDraining && DrainableConnection.Find(context)?.Draining == true)) && response.StatusCode != StatusCodes.Status101SwitchingProtocols &&
-            !(_drainer.Moves is not null && DrainableConnection.Find(context)?.IsMoving == true) &&
-            !(_drainer.HoldingForMove && DrainableConnection.Find(context)?.CanMove == true))
+            !(_drainer.HoldingForMove && DrainableConnection.Find(context)?.CanMove == true) &&
+            !(_drainer.Moves is not null && DrainableConnection.Find(context)?.IsMoving == true))
         {
             response.Headers[HeaderNames.Connection] = "close";
         }

@@ -129,14 +129,27 @@ internal sealed class ConnectionAdoption : IDisposable
 
         // Every byte the previous generation wrote had been taken by the kernel before it let go.
         long writtenBefore = Interop.Libc.TcpWrittenBytes(moved.Fd) ?? 0;
+        var handle = new SafeSocketHandle(moved.Fd, ownsHandle: true);
+        Socket? socket = null;
         ConnectionContext context;
         try
         {
-            context = _factory.Create(new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true)));
+            socket = new Socket(handle);
+            context = _factory.Create(socket);
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException or ArgumentException)
         {
-            Interop.Libc.Close(moved.Fd);
+            // Closed once, by whoever owns the descriptor now (a closed number can be another
+            // connection's a moment later).
+            if (socket is not null)
+            {
+                socket.Dispose();
+            }
+            else
+            {
+                handle.Dispose();
+            }
+
             _receiver.LogRefused(e.Message, moved.ListenerInode);
             return MoveOutcome.Closed;
         }

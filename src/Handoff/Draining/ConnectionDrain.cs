@@ -33,6 +33,7 @@ public sealed class ConnectionDrain : IDisposable
     private TaskCompletionSource? _empty;
     private MoveTarget? _target;
     private bool _drainStarted;
+    private bool _disposed;
     private int _moved;
 
     /// <summary>A drain that counts connections and drains them (none moves).</summary>
@@ -157,37 +158,64 @@ public sealed class ConnectionDrain : IDisposable
             }
         }
 
+        long started = Environment.TickCount64;
         await _draining.CancelAsync().ConfigureAwait(false);
-        CountedConnection[] left = [];
+        int aborted = 0;
         try
         {
             await empty.WaitAsync(timeout).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
-            // What is left never finished: abort it.
+            // What is left never finished: abort it. A connection being moved right now is not
+            // aborted: its move ends within the channel's send limit, and it is then the new
+            // generation's, or closed.
+            CountedConnection[] left;
             lock (_lock)
             {
                 left = [.. _connections];
             }
 
-            foreach (var connection in left)
-            {
-                connection.Abort();
-            }
+            aborted = left.Count(connection => connection.Abort());
+            await empty.WaitAsync(MovingLimit).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         if (target is not null)
         {
-            // Every move has been sent (a connection that moves is disposed once it went): the
-            // new generation has all it will get, and answers with what it took.
-            target.Dispose();
+            try
+            {
+                // Every move has been sent (a connection that moves is disposed once it went).
+                // A previous generation may still be moving connections here (a second upgrade
+                // came during its move): they go on through this target, which stays open until
+                // that channel ends, within what is left of the timeout. Then the new generation
+                // has all it will get, and answers with what it took.
+                if (_receiver is not null)
+                {
+                    var left = timeout - TimeSpan.FromMilliseconds(Environment.TickCount64 - started);
+                    await _receiver.Ended.WaitAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                }
+            }
+            finally
+            {
+                target.Dispose();
+            }
+
             await target.Completion.ConfigureAwait(false);
         }
 
         int moved = Volatile.Read(ref _moved);
-        return new DrainResult(Math.Max(0, open - left.Length - moved), left.Length) { Moved = moved };
+        int finished = Math.Max(0, open - aborted - moved);
+        if (target is not null)
+        {
+            _upgrader?.Metrics.ConnectionsHandedOver(target.Moved, target.NotMoved, finished + aborted);
+        }
+
+        return new DrainResult(finished, aborted) { Moved = moved };
     }
+
+    // How long the drain waits, after aborting what was left at its timeout, for connections
+    // that were being moved then: each send waits at most MoveTarget's send limit.
+    private static readonly TimeSpan MovingLimit = TimeSpan.FromSeconds(5);
 
     /// <inheritdoc />
     public void Dispose()
@@ -195,9 +223,13 @@ public sealed class ConnectionDrain : IDisposable
         _draining.Dispose();
         _receiver?.Dispose();
         List<Inbox.Moved> stranded;
+        List<Inbox> inboxes;
         lock (_lock)
         {
-            stranded = [.. _inboxes.Values.SelectMany(inbox => inbox.TakeAll())];
+            // A connection that arrives from now on is closed (Receive).
+            _disposed = true;
+            inboxes = [.. _inboxes.Values];
+            stranded = [.. inboxes.SelectMany(inbox => inbox.TakeAll())];
         }
 
         foreach (var moved in stranded)
@@ -205,7 +237,7 @@ public sealed class ConnectionDrain : IDisposable
             Interop.Libc.Close(moved.Fd);
         }
 
-        foreach (var inbox in _inboxes.Values)
+        foreach (var inbox in inboxes)
         {
             inbox.Dispose();
         }
@@ -247,10 +279,14 @@ public sealed class ConnectionDrain : IDisposable
     // On the receiving thread: a connection the previous generation moved here.
     private MoveOutcome Receive(MovedConnection moved)
     {
-        if (moved.Kind != MoveKind.Tcp)
+        string? refused = moved.Kind != MoveKind.Tcp ? $"a {moved.Kind} connection, which a raw server's drain does not serve"
+            : !_upgrader!.Listeners.Listeners.Any(l => l.SocketInode == moved.ListenerInode) ? "no listener here serves its socket"
+            : null;
+        if (refused is not null)
         {
+            // Closed: its client sees the end of an idle connection, as without moving.
             Interop.Libc.Close(moved.Fd);
-            _receiver!.LogRefused($"a {moved.Kind} connection, which a raw server's drain does not serve", moved.ListenerInode);
+            _receiver!.LogRefused(refused, moved.ListenerInode);
             return MoveOutcome.Closed;
         }
 
@@ -258,6 +294,12 @@ public sealed class ConnectionDrain : IDisposable
         lock (_lock)
         {
             onward = _target;
+            if (_disposed)
+            {
+                Interop.Libc.Close(moved.Fd);
+                return MoveOutcome.Closed;
+            }
+
             if (onward is null && !_drainStarted)
             {
                 if (!_inboxes.TryGetValue(moved.ListenerInode, out var inbox))
@@ -387,14 +429,15 @@ public sealed class ConnectionDrain : IDisposable
 
         private static CountedConnection? Adopt(ConnectionDrain drain, Moved moved)
         {
+            var handle = new SafeSocketHandle(moved.Fd, ownsHandle: true);
             Socket socket;
             try
             {
-                socket = new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true));
+                socket = new Socket(handle);
             }
             catch (SocketException)
             {
-                Interop.Libc.Close(moved.Fd); // Not a socket after all: never served.
+                handle.Dispose(); // Not a socket after all: never served. Closed once, by its owner.
                 return null;
             }
 
@@ -457,7 +500,13 @@ public sealed class CountedConnection : IDisposable
 {
     private readonly ConnectionDrain _drain;
     private readonly ulong? _listenerInode;
-    private int _disposed;
+
+    // Open, being moved, or disposed: the drain's abort at its timeout leaves a connection that
+    // is being moved alone (its socket's number may already be the stand-in's, or be detached).
+    private int _state;
+    private const int Open = 0;
+    private const int Moving = 1;
+    private const int Disposed = 2;
 
     internal CountedConnection(Socket socket, ConnectionDrain drain, ulong? listenerInode, byte[]? movedState)
     {
@@ -498,7 +547,8 @@ public sealed class CountedConnection : IDisposable
             throw new ArgumentException($"A moved connection's state is at most {MoveChannel.MaxState} bytes, not {state.Length}: keep what the new generation needs to go on, and let it find the rest by itself.", nameof(state));
         }
 
-        if (_drain.Target is not { IsBroken: false } target || _listenerInode is not { } listener || Volatile.Read(ref _disposed) != 0)
+        if (_drain.Target is not { IsOpen: true } target || _listenerInode is not { } listener ||
+            Interlocked.CompareExchange(ref _state, Moving, Open) != Open)
         {
             return false;
         }
@@ -507,6 +557,7 @@ public sealed class CountedConnection : IDisposable
         int connection = await target.DetachAsync(fd).ConfigureAwait(false);
         if (connection < 0)
         {
+            Volatile.Write(ref _state, Open);
             return false;
         }
 
@@ -525,6 +576,7 @@ public sealed class CountedConnection : IDisposable
         if (!sent)
         {
             target.CountNotMoved();
+            Volatile.Write(ref _state, Open); // Closed: its next receive returns end of file.
             return false;
         }
 
@@ -540,7 +592,7 @@ public sealed class CountedConnection : IDisposable
     /// <summary>Closes the socket and stops counting the connection.</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        if (Interlocked.Exchange(ref _state, Disposed) != Disposed)
         {
             Socket.Dispose();
             _drain.Remove(this);
@@ -548,9 +600,15 @@ public sealed class CountedConnection : IDisposable
     }
 
     /// <summary>Resets the connection (the drain's time is up); whatever serves it sees its
-    /// reads and writes fail and disposes it.</summary>
-    internal void Abort()
+    /// reads and writes fail and disposes it. False when it was disposed already, or is being
+    /// moved (the move ends it).</summary>
+    internal bool Abort()
     {
+        if (Interlocked.CompareExchange(ref _state, Disposed, Open) != Open)
+        {
+            return false;
+        }
+
         try
         {
             Socket.LingerState = new LingerOption(true, 0);
@@ -560,7 +618,9 @@ public sealed class CountedConnection : IDisposable
             // Closed meanwhile.
         }
 
-        Dispose();
+        Socket.Dispose();
+        _drain.Remove(this);
+        return true;
     }
 }
 
@@ -569,7 +629,7 @@ public sealed class CountedConnection : IDisposable
 /// <param name="Aborted">Connections still open at the timeout, which were reset.</param>
 public readonly record struct DrainResult(int Finished, int Aborted)
 {
-    /// <summary>Connections moved to the new generation (<see cref="CountedConnection.MoveAsync"/>),
-    /// not counted in <see cref="Finished"/>.</summary>
+    /// <summary>The application's connections moved to the new generation
+    /// (<see cref="CountedConnection.MoveAsync"/>), not counted in <see cref="Finished"/>.</summary>
     public int Moved { get; init; }
 }

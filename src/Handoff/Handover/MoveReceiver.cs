@@ -33,6 +33,7 @@ internal sealed partial class MoveReceiver : IDisposable
     private readonly HandoffMetrics? _metrics;
     private readonly Func<MovedConnection, MoveOutcome> _take;
     private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Lock _closing = new();
     private int _channel = -1;
     private Thread? _thread;
     private int _adopted;
@@ -121,10 +122,10 @@ internal sealed partial class MoveReceiver : IDisposable
         }
         finally
         {
-            int fd = Interlocked.Exchange(ref _channel, -1);
-            if (fd >= 0)
+            lock (_closing)
             {
-                Interop.Libc.Close(fd);
+                Interop.Libc.Close(_channel);
+                _channel = -1;
             }
 
             _ended.TrySetResult();
@@ -187,10 +188,13 @@ internal sealed partial class MoveReceiver : IDisposable
     public void Dispose()
     {
         // A thread blocked in recvmsg wakes when the socket is shut down, not when it is closed.
-        int fd = Volatile.Read(ref _channel);
-        if (fd >= 0)
+        // Under the lock the thread closes it with: never a number it closed already.
+        lock (_closing)
         {
-            _ = Interop.Libc.Shutdown(fd);
+            if (_channel >= 0)
+            {
+                _ = Interop.Libc.Shutdown(_channel);
+            }
         }
     }
 

@@ -63,6 +63,18 @@ internal sealed class MoveTarget : IDisposable
     /// sent (each connection then closes as it would without moving).</summary>
     public bool IsBroken => _broken;
 
+    /// <summary>True while connections can still be sent: not broken, not closed.</summary>
+    public bool IsOpen
+    {
+        get
+        {
+            lock (_sending)
+            {
+                return !_broken && !_closed;
+            }
+        }
+    }
+
     public int Moved => Volatile.Read(ref _moved);
 
     public int NotMoved => Volatile.Read(ref _notMoved);
