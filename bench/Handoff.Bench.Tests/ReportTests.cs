@@ -208,7 +208,7 @@ public sealed class ReportTests
         string report = Report.Markdown([run], "machine", "bench/run", "timeline.svg");
 
         // Not failures by the protocol, but in the headline beside them, not only in the details.
-        Assert.Contains("| 0.00 | none (and 128 unanswered at close) | 128 |", report, StringComparison.Ordinal);
+        Assert.Contains("| 0.00 | none (and 128 unanswered at close) | 128 (64.0 per action) |", report, StringComparison.Ordinal);
         Assert.Contains("| **0.00** (64.00 unanswered at close) |", Report.Headline([run]), StringComparison.Ordinal);
     }
 
