@@ -70,6 +70,30 @@ public sealed class ConnectionMoveTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Upgrade_TlsOrHttp2Connections_DrainAsBefore_CountedAsNotMoving(bool tls)
+    {
+        // Moving is on (the default): HTTPS keep-alive connections and h2c connections cannot
+        // move, and drain as they always did: no request fails, the old generation says none
+        // moved and why.
+        const int Clients = 16;
+        string directory = TestAssets.CreateTempDirectory();
+        string[] arguments = tls
+            ? TestCertificate.HttpsEndpointArguments(TestCertificate.WritePfxIn(directory))
+            : ["--Kestrel:EndpointDefaults:Protocols=Http2"];
+        await using var server = await ServerProcess.StartAsync(urls: tls ? "" : null, arguments: [.. arguments, "--Handoff:RollbackWindow=500ms"], directory: directory, removeDirectory: true);
+        ILoad load = tls ? new LoadClient(server.EndPoint, connections: Clients, keepAlive: true, tls: true) : new Http2LoadClient(server.EndPoint, connections: Clients, tls: false);
+        var (report, pids) = await server.UpgradeUnderLoadAsync(load, times: 1);
+
+        Assert.True(report.Failures.Count == 0, report.ToString());
+        var moved = await server.WaitForOutputAsync(new System.Text.RegularExpressions.Regex($@"\(pid {pids[0]}\) moved (\d+) connections to the new generation \([^)]*\); of (\d+) asked to move, (\d+) closed instead; (\d+) could not move"));
+        Assert.Equal("0", moved.Groups[1].Value);
+        Assert.Equal("0", moved.Groups[2].Value);
+        Assert.True(int.Parse(moved.Groups[4].Value, System.Globalization.CultureInfo.InvariantCulture) >= Clients, moved.Value);
+    }
+
     [Fact]
     public async Task TenUpgrades_UnderAKeepAliveLoad_EveryClientKeepsItsConnection_NoneFails()
     {

@@ -56,6 +56,7 @@ internal sealed partial class ConnectionDrainer
     // connections that can move are neither closed nor told to close until StartMoves.
     private volatile bool _holdingForMove;
     private TimeSpan _idleTimeout;
+    private int _heldIneligible;
 
     // Connections marked Draining by a reload and not closed yet. An over-count (a connection
     // that closed while being marked) only costs the middleware a lookup per request.
@@ -175,6 +176,21 @@ internal sealed partial class ConnectionDrainer
             _restarting = restart;
             _idleTimeout = idleTimeout;
             _holdingForMove = holdForMove && moves is null;
+            if (_holdingForMove)
+            {
+                // What cannot move drains from now on, and may be gone by the commit: counted
+                // now, as the connections that could not move.
+                _heldIneligible = 0;
+                foreach (var connection in _connections)
+                {
+                    if (!connection.CanMove)
+                    {
+                        connection.CountedIneligible = true;
+                        _heldIneligible++;
+                    }
+                }
+            }
+
             if (moves is not null)
             {
                 AskToMove(moves);
@@ -223,6 +239,7 @@ internal sealed partial class ConnectionDrainer
             if (moves is not null && Moves is null)
             {
                 AskToMove(moves);
+                moves.CountIneligible(_heldIneligible);
             }
 
             _holdingForMove = false;
@@ -241,7 +258,7 @@ internal sealed partial class ConnectionDrainer
         {
             // Idle for idleTimeout: at once; a busy one at its next request's end, or by a tick
             // of the drain once it has been idle that long (CloseIdle).
-            if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)))
+            if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)) && !connection.CountedIneligible)
             {
                 moves.CountIneligible();
             }

@@ -87,6 +87,9 @@ internal sealed partial class DrainableConnection
     /// <summary>True once the connection was asked to move (moved or not).</summary>
     public bool IsMoving => _moving is not null;
 
+    /// <summary>Counted among the connections that could not move when the handover began.</summary>
+    public bool CountedIneligible { get; set; }
+
     private System.Net.Sockets.Socket? Socket => _inner.Features.Get<IConnectionSocketFeature>()?.Socket;
 
     // From a request's end (RequestEnded) or BeginMove, whichever sees no request running

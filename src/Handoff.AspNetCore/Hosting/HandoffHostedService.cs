@@ -120,7 +120,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                 await moves.Completion.ConfigureAwait(false);
                 string there = moves.Confirmed is { } confirmed
                     ? $"it took {confirmed.Taken} and closed {confirmed.Closed}"
-                    : "it did not confirm what it took";
+                    : moves.Moved == 0 ? "none was sent" : "it did not confirm what it took";
                 Log.Moved(_logger, Environment.ProcessId, _upgrader.Generation, moves.Moved, moves.Asked, there, moves.NotMoved, moves.Ineligible);
                 if (moves.Failed > 0)
                 {

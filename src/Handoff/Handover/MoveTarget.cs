@@ -83,7 +83,7 @@ internal sealed class MoveTarget : IDisposable
     /// drained as before.</summary>
     public int Ineligible => Volatile.Read(ref _ineligible);
 
-    public void CountIneligible() => Interlocked.Increment(ref _ineligible);
+    public void CountIneligible(int count = 1) => Interlocked.Add(ref _ineligible, count);
 
     /// <summary>
     /// Detaches connected socket <paramref name="fd"/> from this process's socket engine
