@@ -121,8 +121,9 @@ static async Task ServeAsync(CountedConnection connection)
                 catch (OperationCanceledException) when (draining.IsCancellationRequested)
                 {
                     // The generation drains, and no receive is pending now: nothing is half
-                    // done but a line not ended yet, which goes along with the session.
-                    if (await connection.MoveAsync(Session.Save(answered, pending)))
+                    // done but a line not ended yet, which goes along with the session (unless
+                    // it is longer than a move's state may be: then this generation serves on).
+                    if (pending.Count <= Session.MaxPending && await connection.MoveAsync(Session.Save(answered, pending)))
                     {
                         return;
                     }
@@ -163,6 +164,9 @@ static async Task ServeAsync(CountedConnection connection)
 // of a line not ended yet.
 internal static class Session
 {
+    // CountedConnection.MoveAsync takes at most 1 MiB of state.
+    public const int MaxPending = (1 << 20) - 4;
+
     public static (int Answered, List<byte> Pending) Restore(byte[]? state) =>
         state is { Length: >= 4 } ? (System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(state), [.. state.AsSpan(4)]) : (0, []);
 
