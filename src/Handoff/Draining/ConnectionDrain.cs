@@ -124,7 +124,7 @@ public sealed class ConnectionDrain : IDisposable
     {
         Task empty;
         int open;
-        List<Inbox.Moved> stranded;
+        List<MovedConnection> stranded;
         MoveTarget? target = null;
         if (_upgrader?.TakeMoveChannel() is >= 0 and var channel)
         {
@@ -150,11 +150,13 @@ public sealed class ConnectionDrain : IDisposable
         // they go on to the new generation, or close as an idle connection would.
         foreach (var waiting in stranded)
         {
-            bool sent = target is not null && await target.SendAsync(waiting.Fd, waiting.ListenerInode, [], MoveKind.Tcp, waiting.State).ConfigureAwait(false);
-            Interop.Libc.Close(waiting.Fd);
-            if (target is not null && !sent)
+            if (target is null)
             {
-                target.CountNotMoved();
+                Interop.Libc.Close(waiting.Fd);
+            }
+            else
+            {
+                await target.PassOnAsync(waiting).ConfigureAwait(false);
             }
         }
 
@@ -222,7 +224,7 @@ public sealed class ConnectionDrain : IDisposable
     {
         _draining.Dispose();
         _receiver?.Dispose();
-        List<Inbox.Moved> stranded;
+        List<MovedConnection> stranded;
         List<Inbox> inboxes;
         lock (_lock)
         {
@@ -262,18 +264,19 @@ public sealed class ConnectionDrain : IDisposable
     {
         lock (_lock)
         {
-            if (!_inboxes.TryGetValue(inode, out var inbox))
-            {
-                if (!_receiver!.IsReceiving && _receiver.Ended.IsCompleted)
-                {
-                    return null; // Nothing more comes: accept as without moves.
-                }
-
-                _inboxes[inode] = inbox = new Inbox();
-            }
-
-            return inbox;
+            // Once nothing more comes and none waits for this listener: accept as without moves.
+            return _inboxes.ContainsKey(inode) || !_receiver!.Ended.IsCompleted ? InboxLocked(inode) : null;
         }
+    }
+
+    private Inbox InboxLocked(ulong inode)
+    {
+        if (!_inboxes.TryGetValue(inode, out var inbox))
+        {
+            _inboxes[inode] = inbox = new Inbox();
+        }
+
+        return inbox;
     }
 
     // On the receiving thread: a connection the previous generation moved here.
@@ -302,12 +305,7 @@ public sealed class ConnectionDrain : IDisposable
 
             if (onward is null && !_drainStarted)
             {
-                if (!_inboxes.TryGetValue(moved.ListenerInode, out var inbox))
-                {
-                    _inboxes[moved.ListenerInode] = inbox = new Inbox();
-                }
-
-                inbox.Add(new Inbox.Moved(moved.Fd, moved.ListenerInode, moved.State));
+                InboxLocked(moved.ListenerInode).Add(moved);
                 return MoveOutcome.Adopted;
             }
         }
@@ -339,13 +337,13 @@ public sealed class ConnectionDrain : IDisposable
     private sealed class Inbox : IDisposable
     {
         private readonly Lock _lock = new();
-        private readonly Queue<Moved> _queue = new();
+        private readonly Queue<MovedConnection> _queue = new();
         private readonly SemaphoreSlim _oneLoop = new(1);
         private TaskCompletionSource _arrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private Task<Socket?>? _accepting;
         private bool _ended;
 
-        public void Add(Moved moved)
+        public void Add(MovedConnection moved)
         {
             lock (_lock)
             {
@@ -364,11 +362,11 @@ public sealed class ConnectionDrain : IDisposable
             }
         }
 
-        public List<Moved> TakeAll()
+        public List<MovedConnection> TakeAll()
         {
             lock (_lock)
             {
-                List<Moved> all = [.. _queue];
+                List<MovedConnection> all = [.. _queue];
                 _queue.Clear();
                 return all;
             }
@@ -427,7 +425,7 @@ public sealed class ConnectionDrain : IDisposable
             }
         }
 
-        private static CountedConnection? Adopt(ConnectionDrain drain, Moved moved)
+        private static CountedConnection? Adopt(ConnectionDrain drain, MovedConnection moved)
         {
             var handle = new SafeSocketHandle(moved.Fd, ownsHandle: true);
             Socket socket;
@@ -452,7 +450,7 @@ public sealed class ConnectionDrain : IDisposable
             }
         }
 
-        private Moved? TryTake()
+        private MovedConnection? TryTake()
         {
             lock (_lock)
             {
@@ -478,8 +476,6 @@ public sealed class ConnectionDrain : IDisposable
                 return _arrived.Task;
             }
         }
-
-        public sealed record Moved(int Fd, ulong ListenerInode, byte[] State);
     }
 
     internal void Remove(CountedConnection connection)

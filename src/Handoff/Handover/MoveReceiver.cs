@@ -79,19 +79,10 @@ internal sealed partial class MoveReceiver : IDisposable
 
     /// <summary>Sends a received connection on to <paramref name="onward"/>, the drain's target
     /// of a generation that hands over while the previous one still moves connections to it,
-    /// and closes this process's descriptor for it.</summary>
-    public static MoveOutcome PassOn(MoveTarget onward, MovedConnection moved)
-    {
-        // Waited for on the receiving thread: the next frame is read once this one went.
-        bool sent = onward.SendAsync(moved.Fd, moved.ListenerInode, moved.Bytes, moved.Kind, moved.State).GetAwaiter().GetResult();
-        Interop.Libc.Close(moved.Fd);
-        if (!sent)
-        {
-            onward.CountNotMoved();
-        }
-
-        return sent ? MoveOutcome.PassedOn : MoveOutcome.Closed;
-    }
+    /// and closes this process's descriptor for it; waited for on the receiving thread, so the
+    /// next frame is read once this one went.</summary>
+    public static MoveOutcome PassOn(MoveTarget onward, MovedConnection moved) =>
+        onward.PassOnAsync(moved).GetAwaiter().GetResult() ? MoveOutcome.PassedOn : MoveOutcome.Closed;
 
     private void Receive()
     {

@@ -175,6 +175,21 @@ internal sealed class MoveTarget : IDisposable
         return outgoing.Done.Task;
     }
 
+    /// <summary>Sends on a connection this generation received and never served (moved here
+    /// while it hands over too), then closes this process's descriptor for it; false (counted
+    /// as not moved) when it could not go.</summary>
+    public async Task<bool> PassOnAsync(MovedConnection moved)
+    {
+        bool sent = await SendAsync(moved.Fd, moved.ListenerInode, moved.Bytes, moved.Kind, moved.State).ConfigureAwait(false);
+        Interop.Libc.Close(moved.Fd);
+        if (!sent)
+        {
+            CountNotMoved();
+        }
+
+        return sent;
+    }
+
     private Thread StartSender()
     {
         var thread = new Thread(Send) { IsBackground = true, Name = "Handoff moving connections" };
