@@ -106,7 +106,10 @@ public sealed class SupervisorFaultTests
         try
         {
             // The barrier's pipe appears once MAINPID= has been sent (and waits: nobody reads).
-            await server.WaitUntilAsync(() => Pipes(first).Except(pipesBefore).Any(), "generation 1 to wait for the barrier", Long);
+            // Generation 1 holds only its read end (the write end went to the supervisor); the
+            // pipe it makes to wake its own wait for the new generation, in the rollback window,
+            // has both ends there and must not be taken for it.
+            await server.WaitUntilAsync(() => Pipes(first).Where(p => p.Value == 1).Any(p => !pipesBefore.ContainsKey(p.Key)), "generation 1 to wait for the barrier", Long);
             ServerProcess.Signal(second, 9);
             await server.WaitForOutputAsync($"rolled back after it had told the service manager that pid {second} is the main process", timeout: Long);
         }
@@ -266,5 +269,10 @@ public sealed class SupervisorFaultTests
         File.Exists(path) && int.TryParse(File.ReadAllText(path).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) ? pid : null;
 
     // The pipes a process holds, by inode.
-    private static HashSet<string> Pipes(int pid) => [.. ProcessTable.OpenFds(pid).Where(fd => fd.Contains("-> pipe:", StringComparison.Ordinal))];
+    /// <summary>The pipes <paramref name="pid"/> holds, each with how many of its ends.</summary>
+    private static Dictionary<string, int> Pipes(int pid) => ProcessTable.OpenFds(pid)
+        .Select(fd => fd[(fd.IndexOf("-> ", StringComparison.Ordinal) + 3)..])
+        .Where(target => target.StartsWith("pipe:", StringComparison.Ordinal))
+        .GroupBy(target => target, StringComparer.Ordinal)
+        .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
 }
