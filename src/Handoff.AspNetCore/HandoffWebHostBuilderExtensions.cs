@@ -80,6 +80,7 @@ public static class HandoffWebHostBuilderExtensions
             });
             services.TryAddSingleton<ConnectionDrainer>();
             services.TryAddSingleton<ConnectionAdoption>();
+            services.TryAddSingleton<WebSocketMoves>();
 
             // Socket activation: with no address configured, serve every socket systemd passed,
             // as Kestrel's own UseSystemd() does; otherwise the configured addresses claim them.

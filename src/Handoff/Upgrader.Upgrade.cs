@@ -172,6 +172,7 @@ public sealed partial class Upgrader
                 if (_options.MoveConnections)
                 {
                     _moveChannel = attempt.TakeMoveChannel();
+                    MoveResumes = attempt.Resumes;
                 }
 
                 MoveLocked(GenerationState.Superseded);

@@ -324,7 +324,7 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
             // than held open for the life of the process.
             Listeners.Gate.Open();
             var (startedAt, adoptedAt) = _inheritance.Moments;
-            parentTold = _inheritance.ReadyPipe?.ReportReady(released, startedAt == 0 ? null : ChildMoments.Now(startedAt, adoptedAt), _inheritance.AcceptsMoves) == true && _inheritance.ParentAlive;
+            parentTold = _inheritance.ReadyPipe?.ReportReady(released, startedAt == 0 ? null : ChildMoments.Now(startedAt, adoptedAt), _inheritance.AcceptsMoves, _inheritance.Resumes) == true && _inheritance.ParentAlive;
             _reportedReady = parentTold;
             if (parentTold)
             {
@@ -532,6 +532,10 @@ public sealed partial class Upgrader : IDisposable, IMainGeneration, IControlled
     /// generation adopts moved connections: the channel to it (the caller owns it from now on and
     /// closes it when it has moved all it will); -1 otherwise.</summary>
     internal int TakeMoveChannel() => Interlocked.Exchange(ref _moveChannel, -1);
+
+    /// <summary>After a commit: the WebSocket endpoints the new generation said it resumes
+    /// (<see cref="MoveChannel.ResumesPrefix"/>).</summary>
+    internal IReadOnlySet<string> MoveResumes { get; private set; } = new HashSet<string>();
 
     /// <summary>Where this generation's parts log (a raw server's connection drain).</summary>
     internal ILoggerFactory LoggerFactory { get; }

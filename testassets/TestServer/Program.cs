@@ -164,6 +164,21 @@ async Task EchoWebSocket(HttpContext context)
 app.Map("/ws", EchoWebSocket);
 app.Map("/ws-keep", EchoWebSocket).WithMetadata(new Handoff.HandoffKeepWebSocketsOpenAttribute());
 
+// /ws-move: a WebSocket that moves to the new generation at an upgrade (MapHandoffWebSocket).
+// Each message is answered "pid:<pid> #<n> <message>", n counting this connection's messages
+// across generations (the session's state). ?save=throw|hang|none makes its SaveState throw,
+// hang, or stay unset (the connection then gets 1012 instead of moving); ?compress=1 accepts
+// with permessage-deflate. TestServer:NoMovingWebSockets=true maps it as a plain WebSocket
+// endpoint (a build without MapHandoffWebSocket).
+if (handoff && !Broken("NoMovingWebSockets"))
+{
+    app.MapHandoffWebSocket("/ws-move", MovingEcho.RunAsync, context => new WebSocketAcceptContext { DangerousEnableCompression = context.Request.Query["compress"] == "1" });
+}
+else
+{
+    app.Map("/ws-move", EchoWebSocket);
+}
+
 // Server-sent events: "data: pid:<pid>" once a second until the client leaves, or until this
 // generation drains (Upgrader.Draining): the stream then ends and the client reconnects, to the
 // new generation. "retry: 0" asks EventSource clients to reconnect at once.
@@ -232,4 +247,61 @@ internal static partial class Native
 internal static class BuildMarker
 {
     public static readonly string Value = "testserver-build-0000";
+}
+
+/// <summary>The /ws-move session: see the endpoint's comment.</summary>
+internal static class MovingEcho
+{
+    private static ReadOnlyMemory<byte> Hang()
+    {
+        Thread.Sleep(Timeout.Infinite);
+        return default;
+    }
+
+    public static async Task RunAsync(Handoff.HandoffWebSocket session)
+    {
+        var socket = session.WebSocket;
+        string save = session.HttpContext?.Request.Query["save"].ToString() ?? "";
+        long count = session.State.IsEmpty ? 0 : BitConverter.ToInt64(session.State.Span);
+        session.SaveState = save switch
+        {
+            "none" => null,
+            "throw" => () => throw new InvalidOperationException("TestServer's SaveState throws on purpose."),
+            "hang" => Hang,
+            _ => () => BitConverter.GetBytes(count),
+        };
+        var buffer = new byte[64 * 1024];
+        using var message = new MemoryStream();
+        try
+        {
+            while (true)
+            {
+                message.SetLength(0);
+                System.Net.WebSockets.ValueWebSocketReceiveResult received;
+                do
+                {
+                    received = await socket.ReceiveAsync(buffer.AsMemory(), session.Aborted);
+                    if (received.MessageType == System.Net.WebSockets.WebSocketMessageType.Close)
+                    {
+                        await socket.CloseOutputAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, null, session.Aborted);
+                        return;
+                    }
+
+                    message.Write(buffer, 0, received.Count);
+                }
+                while (!received.EndOfMessage);
+
+                count++;
+                byte[] prefix = Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId} #{count} ");
+                byte[] reply = new byte[prefix.Length + message.Length];
+                prefix.CopyTo(reply, 0);
+                message.GetBuffer().AsSpan(0, (int)message.Length).CopyTo(reply.AsSpan(prefix.Length));
+                await socket.SendAsync(reply, received.MessageType, endOfMessage: true, session.Aborted);
+            }
+        }
+        catch (OperationCanceledException) when (session.Moved)
+        {
+            // The next generation carries on with this connection and its count.
+        }
+    }
 }

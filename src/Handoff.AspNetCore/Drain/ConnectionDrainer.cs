@@ -108,6 +108,13 @@ internal sealed partial class ConnectionDrainer
     /// <summary>Where drains are recorded (the generation's instruments), if anywhere.</summary>
     public HandoffMetrics? Metrics { get; set; }
 
+    /// <summary>Moves the WebSockets of endpoints mapped with <c>MapHandoffWebSocket</c>; set
+    /// when the first is mapped.</summary>
+    public WebSocketMoves? WebSocketMoves { get; set; }
+
+    // WebSockets moved here whose sessions run: the drain waits for them as for connections.
+    private int _resumed;
+
     /// <summary>Wraps a connection Kestrel's transport accepted and tracks it until Kestrel
     /// disposes it. <paramref name="adoptedWritten"/>: for a connection moved here from the
     /// previous generation, the kernel's count of bytes written into it before.</summary>
@@ -141,18 +148,50 @@ internal sealed partial class ConnectionDrainer
         }
     }
 
-    /// <summary>Adds a WebSocket the application accepted; one accepted while draining (its
-    /// handshake succeeds) is closed at once, so that its client goes to the new generation.</summary>
+    /// <summary>Adds a WebSocket the application accepted, or one moved here; one that comes
+    /// while draining (its handshake succeeds) is closed at once, so that its client goes to the
+    /// new generation, or, if it can move, moves or waits for the commit with the rest.</summary>
     public void Register(WebSocketDrainStream webSocket)
     {
-        _webSockets[webSocket] = 0;
-        if (_draining)
+        if (webSocket.IsResumed)
+        {
+            Interlocked.Increment(ref _resumed);
+        }
+
+        MoveTarget? moves;
+        lock (_lock)
+        {
+            _webSockets[webSocket] = 0;
+            if (!_draining || HeldForMove(webSocket))
+            {
+                return;
+            }
+
+            moves = Moves;
+        }
+
+        if (moves is not null && MayMove(webSocket) && WebSocketMoves is { } webSocketMoves)
+        {
+            _ = webSocketMoves.MoveOrCloseAsync(webSocket, moves);
+        }
+        else
         {
             _ = webSocket.CloseAsync(_restarting);
         }
     }
 
-    public void Unregister(WebSocketDrainStream webSocket) => _webSockets.TryRemove(webSocket, out _);
+    public void Unregister(WebSocketDrainStream webSocket)
+    {
+        if (_webSockets.TryRemove(webSocket, out _) && webSocket.IsResumed)
+        {
+            Interlocked.Decrement(ref _resumed);
+        }
+    }
+
+    // The WebSockets that wait for the commit to move (held at the handover's start).
+    private bool HeldForMove(WebSocketDrainStream webSocket) => _holdingForMove && MayMove(webSocket);
+
+    private static bool MayMove(WebSocketDrainStream webSocket) => webSocket.Endpoint is not null && webSocket.MoveRefusal is null;
 
     /// <summary>Starts draining in the background, if it has not started: responses get
     /// <c>Connection: close</c>, idle connections are closed, what is left at
@@ -183,7 +222,7 @@ internal sealed partial class ConnectionDrainer
                 _heldIneligible = 0;
                 foreach (var connection in _connections)
                 {
-                    if (!connection.CanMove)
+                    if (!connection.CanMove && !connection.CarriesMovableWebSocket)
                     {
                         connection.CountedIneligible = true;
                         _heldIneligible++;
@@ -218,11 +257,13 @@ internal sealed partial class ConnectionDrainer
         }
 
         // WebSockets never end by themselves: 1012 (Service Restart) sends their clients to the
-        // new generation now rather than at the drain timeout.
-        if (!_webSockets.IsEmpty)
+        // new generation now rather than at the drain timeout. Those that may move wait for the
+        // commit.
+        var closing = _webSockets.Keys.Where(webSocket => !HeldForMove(webSocket)).ToList();
+        if (closing.Count > 0)
         {
-            Log.ClosingWebSockets(_logger, Environment.ProcessId, _webSockets.Count, restart ? "1012 (Service Restart)" : "1001 (Going Away)");
-            foreach (var webSocket in _webSockets.Keys)
+            Log.ClosingWebSockets(_logger, Environment.ProcessId, closing.Count, restart ? "1012 (Service Restart)" : "1001 (Going Away)");
+            foreach (var webSocket in closing)
             {
                 _ = webSocket.CloseAsync(restart);
             }
@@ -234,8 +275,10 @@ internal sealed partial class ConnectionDrainer
     /// like the rest from now on.</summary>
     public void StartMoves(MoveTarget? moves)
     {
+        List<WebSocketDrainStream> held;
         lock (_lock)
         {
+            held = [.. _webSockets.Keys.Where(HeldForMove)];
             if (moves is not null && Moves is null)
             {
                 AskToMove(moves);
@@ -243,6 +286,19 @@ internal sealed partial class ConnectionDrainer
             }
 
             _holdingForMove = false;
+        }
+
+        // The WebSockets that may move go between two messages each, or get their 1012 now.
+        foreach (var webSocket in held)
+        {
+            if (moves is not null && WebSocketMoves is { } webSocketMoves)
+            {
+                _ = webSocketMoves.MoveOrCloseAsync(webSocket, moves);
+            }
+            else
+            {
+                _ = webSocket.CloseAsync(restart: true);
+            }
         }
     }
 
@@ -258,7 +314,7 @@ internal sealed partial class ConnectionDrainer
         {
             // Idle for idleTimeout: at once; a busy one at its next request's end, or by a tick
             // of the drain once it has been idle that long (CloseIdle).
-            if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)) && !connection.CountedIneligible)
+            if (!connection.BeginMove(moves, now: connection.IsIdleSince(idleSince)) && !connection.CountedIneligible && !connection.CarriesMovableWebSocket)
             {
                 moves.CountIneligible();
             }
@@ -393,7 +449,7 @@ internal sealed partial class ConnectionDrainer
         var queuePacedUntil = TimeSpan.FromTicks(Math.Min((timeout / 2).Ticks, (timeout - (2 * PacingTicks * Tick)).Ticks));
         bool heldBack = false;
         Log.DrainStarted(_logger, Environment.ProcessId, _connections.Count);
-        while (!_connections.IsEmpty)
+        while (!_connections.IsEmpty || Volatile.Read(ref _resumed) > 0)
         {
             if (undrain.IsCancellationRequested)
             {
@@ -408,6 +464,12 @@ internal sealed partial class ConnectionDrainer
                 foreach (var connection in _connections)
                 {
                     connection.AbortAtDrainTimeout();
+                    aborted++;
+                }
+
+                foreach (var webSocket in _webSockets.Keys.Where(webSocket => webSocket.IsResumed))
+                {
+                    webSocket.Abort();
                     aborted++;
                 }
 

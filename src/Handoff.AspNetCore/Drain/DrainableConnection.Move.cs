@@ -75,6 +75,20 @@ internal sealed partial class DrainableConnection
         _http is { IsHttp1: true } pipe && ReferenceEquals(pipe.Inner, _inner.Transport) && !_upgraded &&
         (Owner as HandoffConnectionListener)?.Listener.SocketInode is not null && Socket is not null;
 
+    /// <summary>For a WebSocket that moves on its own (<see cref="WebSocketMoves"/>): the
+    /// socket, its listener and the wait for the kernel to take what was written, when the
+    /// connection can move (HTTP/1.1 over plain TCP from one of Handoff's listeners); null
+    /// otherwise.</summary>
+    public WebSocketCarrier? WebSocketCarrier() =>
+        _http is { IsHttp1: true } pipe && ReferenceEquals(pipe.Inner, _inner.Transport) &&
+        (Owner as HandoffConnectionListener)?.Listener.SocketInode is { } inode && Socket is { } socket
+            ? new WebSocketCarrier(socket, inode, fd => AllWrittenAsync(fd, pipe.Written))
+            : null;
+
+    /// <summary>Set when its request runs a WebSocket that moves by itself: not counted among
+    /// the connections that cannot move.</summary>
+    public bool CarriesMovableWebSocket { get; set; }
+
     /// <summary>A connection waiting to move that stayed idle: asked to close for the move now.</summary>
     public void MoveNow()
     {

@@ -176,7 +176,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                     {
                         Log.NoMoves(_logger, Environment.ProcessId, _upgrader.Generation);
                     }
-                    _drainer.StartMoves(channel >= 0 ? new MoveTarget(channel) : null);
+                    _drainer.StartMoves(channel >= 0 ? new MoveTarget(channel, _upgrader.MoveResumes) : null);
                 }
 
                 _lifetime.StopApplication();

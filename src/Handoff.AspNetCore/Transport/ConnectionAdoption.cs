@@ -21,12 +21,14 @@ internal sealed class ConnectionAdoption : IDisposable
     private readonly ConnectionDrainer? _drainer;
     private readonly Upgrader? _upgrader;
     private readonly MoveReceiver _receiver;
+    private readonly WebSocketMoves? _webSockets;
     private bool _noOnwardTarget;
 
-    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, Upgrader? upgrader = null, ConnectionDrainer? drainer = null)
+    public ConnectionAdoption(IOptions<SocketTransportOptions> socketOptions, ILoggerFactory loggerFactory, Upgrader? upgrader = null, ConnectionDrainer? drainer = null, WebSocketMoves? webSockets = null)
     {
         var options = socketOptions.Value;
         _drainer = drainer;
+        _webSockets = webSockets;
         _upgrader = upgrader;
         var logger = loggerFactory.CreateLogger<ConnectionAdoption>();
         _receiver = new MoveReceiver(logger, upgrader?.Metrics, Adopt);
@@ -116,7 +118,15 @@ internal sealed class ConnectionAdoption : IDisposable
         // given it to Kestrel may have stopped already).
         if (_drainer is not null && OnwardTarget() is { } onward)
         {
-            return MoveReceiver.PassOn(onward, moved);
+            // A WebSocket goes on only to a generation that resumes its endpoint.
+            return moved.Kind == MoveKind.WebSocket && !WebSocketMoves.ResumedBy(onward, moved.State)
+                ? _webSockets?.Refuse(moved, "the newer generation does not map its endpoint with MapHandoffWebSocket") ?? Close(moved)
+                : MoveReceiver.PassOn(onward, moved);
+        }
+
+        if (moved.Kind == MoveKind.WebSocket && _webSockets is not null)
+        {
+            return _webSockets.Resume(moved);
         }
 
         if (moved.Kind != MoveKind.Http1 || !_listeners.TryGetValue(moved.ListenerInode, out var listener))
@@ -161,6 +171,13 @@ internal sealed class ConnectionAdoption : IDisposable
 
         listener.Adopt(context, writtenBefore);
         return MoveOutcome.Adopted;
+    }
+
+    private MoveOutcome Close(MovedConnection moved)
+    {
+        Interop.Libc.Close(moved.Fd);
+        _receiver.LogRefused(moved.Kind.ToString(), moved.ListenerInode);
+        return MoveOutcome.Closed;
     }
 
     public void Dispose() => _receiver.Dispose();

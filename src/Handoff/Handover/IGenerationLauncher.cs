@@ -50,6 +50,10 @@ internal interface IStartedGeneration
     /// connections (<see cref="MoveChannel.AcceptsLine"/>).</summary>
     bool TakeAcceptsMoves() => false;
 
+    /// <summary>Right after a ready report: the WebSocket endpoints the new generation resumes
+    /// (<see cref="MoveChannel.ResumesPrefix"/>).</summary>
+    IReadOnlySet<string> TakeResumes() => new HashSet<string>();
+
     /// <summary>Gives up this generation's end of the move channel (the caller closes it or
     /// moves connections on it); -1 when there is none.</summary>
     int TakeMoveChannel() => -1;

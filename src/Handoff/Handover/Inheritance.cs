@@ -60,6 +60,10 @@ internal sealed class Inheritance
     /// then tells the previous generation that connections may move here.</summary>
     public bool AcceptsMoves { get; set; }
 
+    /// <summary>The WebSocket endpoints this generation resumes (set by ASP.NET Core's mapping
+    /// before the ready report, which names them to the previous generation).</summary>
+    public IReadOnlyCollection<string> Resumes { get; set; } = [];
+
     /// <summary>Gives <see cref="MoveChannel"/> to its one reader, which owns it from now on, and
     /// notes that this generation accepts moved connections; -1 when there is none or another
     /// reader took it (two readers would each get half of every frame).</summary>

@@ -11,6 +11,11 @@ internal enum MoveKind : byte
     /// <summary>A connection of the application's own protocol (the core's connection drain);
     /// the application adopts it, with the state it saved.</summary>
     Tcp = 2,
+
+    /// <summary>A WebSocket between two messages (ASP.NET Core); the endpoint named in its state
+    /// rebuilds it and its session goes on. Sent only to a generation that said it resumes that
+    /// endpoint (<see cref="MoveChannel.ResumesPrefix"/>).</summary>
+    WebSocket = 3,
 }
 
 /// <summary>One connection received from the previous generation: the new generation owns
@@ -22,7 +27,8 @@ internal enum MoveKind : byte
 /// socket in both generations), to serve it as that listener's connection.</param>
 /// <param name="Bytes">Bytes the previous generation had read from it but not consumed (a
 /// pipelined request): they come before anything read from the socket.</param>
-/// <param name="State">The application's state for the connection (<see cref="MoveKind.Tcp"/>).</param>
+/// <param name="State">The application's state for the connection (<see cref="MoveKind.Tcp"/>,
+/// <see cref="MoveKind.WebSocket"/>).</param>
 internal sealed record MovedConnection(int Fd, MoveKind Kind, ulong ListenerInode, byte[] Bytes, byte[] State);
 
 /// <summary>
@@ -61,6 +67,19 @@ internal static class MoveChannel
 
     /// <summary>The line a new generation writes after <c>ready</c> when it reads the channel.</summary>
     public const string AcceptsLine = "moves 1";
+
+    /// <summary>The line that names, after <c>ready</c>, what the new generation resumes beyond
+    /// HTTP/1.1 and raw connections: WebSocket endpoints, each a URI-escaped name, separated by
+    /// spaces. A build that does not write it gets no <see cref="MoveKind.WebSocket"/>.</summary>
+    public const string ResumesPrefix = "resumes ";
+
+    /// <summary>The <see cref="ResumesPrefix"/> line for <paramref name="names"/>.</summary>
+    public static string ResumesLine(IEnumerable<string> names) =>
+        ResumesPrefix + string.Join(' ', names.Select(Uri.EscapeDataString));
+
+    /// <summary>The names a <see cref="ResumesPrefix"/> line carries.</summary>
+    public static IReadOnlySet<string> ParseResumes(string line) =>
+        line[ResumesPrefix.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(Uri.UnescapeDataString).ToHashSet(StringComparer.Ordinal);
 
     public static string Format(int fd, ulong inode) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{fd}:{inode}");
 
@@ -131,9 +150,9 @@ internal static class MoveChannel
             var kind = (MoveKind)header[3];
             int bytesLength = BinaryPrimitives.ReadInt32BigEndian(header[4..]);
             int stateLength = BinaryPrimitives.ReadInt32BigEndian(header[8..]);
-            if (kind is not (MoveKind.Http1 or MoveKind.Tcp) || bytesLength is < 0 or > MaxBytes || stateLength is < 0 or > MaxState)
+            if (kind is not (MoveKind.Http1 or MoveKind.Tcp or MoveKind.WebSocket) || bytesLength is < 0 or > MaxBytes || stateLength is < 0 or > MaxState)
             {
-                throw Malformed($"kind {header[3]}, {bytesLength} bytes and {stateLength} bytes of state (kinds 1 and 2, at most {MaxBytes} and {MaxState} bytes)");
+                throw Malformed($"kind {header[3]}, {bytesLength} bytes and {stateLength} bytes of state (kinds 1 to 3, at most {MaxBytes} and {MaxState} bytes)");
             }
 
             if (fds.Count > 1)

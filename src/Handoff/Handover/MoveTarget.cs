@@ -46,9 +46,10 @@ internal sealed class MoveTarget : IDisposable
     private volatile bool _broken;
     private bool _closed;
 
-    public MoveTarget(int channel)
+    public MoveTarget(int channel, IReadOnlySet<string>? resumes = null)
     {
         _channel = channel;
+        Resumes = resumes ?? new HashSet<string>();
         try
         {
             Interop.Libc.SetSendTimeout(channel, SendLimit);
@@ -58,6 +59,10 @@ internal sealed class MoveTarget : IDisposable
             _broken = true; // Not a socket this process can use: nothing moves.
         }
     }
+
+    /// <summary>The WebSocket endpoints the new generation resumes: only their WebSockets are
+    /// sent (<see cref="MoveKind.WebSocket"/>).</summary>
+    public IReadOnlySet<string> Resumes { get; }
 
     /// <summary>True once a send failed: the new generation no longer receives, nothing more is
     /// sent (each connection then closes as it would without moving).</summary>

@@ -46,7 +46,7 @@ internal sealed class ReadyPipe
     /// the positions of the inherited listeners this generation does not serve, which the
     /// parent then keeps serving until it commits. <paramref name="moments"/>: when this process
     /// started, adopted and became ready, for the parent's timeline of the upgrade.</summary>
-    public bool ReportReady(IReadOnlyList<int>? released = null, ChildMoments? moments = null, bool acceptsMoves = false)
+    public bool ReportReady(IReadOnlyList<int>? released = null, ChildMoments? moments = null, bool acceptsMoves = false, IReadOnlyCollection<string>? resumes = null)
     {
         string report = released is { Count: > 0 }
             ? ReadyLine + "\n" + ReleasedPrefix + string.Join(',', released.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)))
@@ -59,6 +59,10 @@ internal sealed class ReadyPipe
         if (acceptsMoves)
         {
             report += "\n" + MoveChannel.AcceptsLine;
+            if (resumes is { Count: > 0 })
+            {
+                report += "\n" + MoveChannel.ResumesLine(resumes);
+            }
         }
 
         lock (_gate)

@@ -58,6 +58,11 @@ internal sealed class ReadyPipeReader(int fd)
     /// connections (<see cref="MoveChannel.AcceptsLine"/>); false for a build that does not.</summary>
     public bool TakeAcceptsMoves() => TakeLine(MoveChannel.AcceptsLine) is not null;
 
+    /// <summary>What the new generation resumes beyond HTTP/1.1 and raw connections
+    /// (<see cref="MoveChannel.ResumesPrefix"/>); empty for a build that does not say.</summary>
+    public IReadOnlySet<string> TakeResumes() =>
+        TakeLine(MoveChannel.ResumesPrefix) is { } line ? MoveChannel.ParseResumes(line) : new HashSet<string>();
+
     // A line the new generation wrote with "ready", in the same write: all of it is here, or
     // comes with the next read.
     private string? TakeLine(string prefix)

@@ -49,6 +49,8 @@ internal sealed class StartedGeneration : IStartedGeneration
 
     public bool TakeAcceptsMoves() => _pipe.TakeAcceptsMoves();
 
+    public IReadOnlySet<string> TakeResumes() => _pipe.TakeResumes();
+
     /// <summary>The pid; for a generation started detached, the intermediate's until
     /// <see cref="AwaitPid"/> has read the real one.</summary>
     public int Pid => _process.Pid;

@@ -204,7 +204,14 @@ internal sealed partial class UpgradeAttempt : IDisposable
 
     /// <summary>Right after the ready report (before the watch reads the pipe): notes whether
     /// the new generation adopts moved connections.</summary>
-    public void NoteAcceptsMoves() => _acceptsMoves = _child.TakeAcceptsMoves();
+    public void NoteAcceptsMoves()
+    {
+        _acceptsMoves = _child.TakeAcceptsMoves();
+        Resumes = _acceptsMoves ? _child.TakeResumes() : new HashSet<string>();
+    }
+
+    /// <summary>The WebSocket endpoints the new generation said it resumes.</summary>
+    public IReadOnlySet<string> Resumes { get; private set; } = new HashSet<string>();
 
     /// <summary>After the commit: the move channel to the new generation, when it adopts moved
     /// connections (the caller owns it then); -1 otherwise.</summary>

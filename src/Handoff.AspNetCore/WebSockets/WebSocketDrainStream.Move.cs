@@ -1,0 +1,494 @@
+using System.Buffers;
+using System.Buffers.Binary;
+
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// Moving a WebSocket between two messages (see docs/protocol.md, "WebSockets that move").
+/// </summary>
+/// <remarks>
+/// <para>The stream reads the frames the client sends and gives the WebSocket no byte past the
+/// end of the frame it is in, so the WebSocket never holds bytes of a frame it has not asked
+/// for. A read of the WebSocket that finds the stream at the start of a frame, with no message
+/// half received, is the WebSocket waiting for the next message: the application has received
+/// every message so far. That is the receiving boundary. The sending one is a write lock taken
+/// when the last frame written ended a message (.NET's WebSocket writes each frame with one
+/// write).</para>
+/// <para>A move (<see cref="FreezeAsync"/>) waits for both, then holds them: the WebSocket's read
+/// waits, bytes that arrive meanwhile stay here, writes wait. The application's state is saved
+/// then, when it matches what the client has seen. Then either the connection goes to the new
+/// generation (<see cref="MarkMoved"/>: the waiting read and every later call fail with
+/// <see cref="OperationCanceledException"/>, so the application's loop ends without a close), or
+/// the hold ends and the WebSocket goes on here (<see cref="Thaw"/>).</para>
+/// </remarks>
+internal sealed partial class WebSocketDrainStream
+{
+    private const int InitialBuffer = 4096;
+
+    // Bytes read from the connection and not yet given to the WebSocket.
+    private readonly byte[] _in = [];
+    private int _inStart;
+    private int _inEnd;
+    private bool _endOfFile;
+
+    // Bytes of the client's current frame (header included) not yet given to the WebSocket:
+    // zero at the start of a frame.
+    private long _frameLeft;
+
+    // A data frame without FIN was given: the message goes on in the next frame.
+    private bool _inMessage;
+
+    // A read of the connection under way (into _in), and whether a read of the WebSocket waits.
+    private Task? _fill;
+    private bool _reading;
+
+    // The same for what the WebSocket writes: bytes of its current frame still to come, whether
+    // a message is half sent, whether it sent a close; Untracked when a write did not begin
+    // with a whole frame header (never from .NET's WebSocket): then it never moves.
+    private long _outLeft;
+    private bool _outInMessage;
+    private bool _untracked;
+
+    // The move: None; Requested (reads stop at the boundary); Frozen (reads and writes held);
+    // Moved. A hold ends by Thaw.
+    private int _moveState;
+    private TaskCompletionSource? _atBoundary;
+    private TaskCompletionSource? _held;
+    private bool _closeReceived;
+    private bool _applicationClosed;
+    private bool _disposeDeferred;
+
+    private const int None = 0;
+    private const int Requested = 1;
+    private const int Frozen = 2;
+    private const int MovedAway = 3;
+
+    /// <summary>True once the connection went to the new generation.</summary>
+    public bool IsMoved => Volatile.Read(ref _moveState) == MovedAway;
+
+    /// <summary>True when the close handshake has begun (either side's close frame seen): it
+    /// is finished here, not moved.</summary>
+    public bool IsClosing => _closeReceived || _applicationClosed || _closeSent;
+
+    /// <summary>The session that runs on this WebSocket, once it has one.</summary>
+    public HandoffWebSocket? Session { get; set; }
+
+    internal static OperationCanceledException MovedException() =>
+        new("Handoff moved this WebSocket to the new generation, which carries on with it; this generation must not use or close it.");
+
+    /// <summary>
+    /// Waits, at most <paramref name="limit"/>, until no message is half received or half sent
+    /// and the WebSocket waits for the next message, then holds reads and writes there. False
+    /// (nothing held) when that did not happen in time or the close handshake has begun.
+    /// </summary>
+    public async Task<bool> FreezeAsync(TimeSpan limit)
+    {
+        Task boundary;
+        lock (_lock)
+        {
+            if (_moveState != None || IsClosing || _untracked)
+            {
+                return false;
+            }
+
+            _moveState = Requested;
+            _atBoundary = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+            // A read that waits for the client's next bytes at a frame's start is at the boundary
+            // already (an idle WebSocket): whatever comes stays here.
+            if (_reading && AtBoundary)
+            {
+                _atBoundary.TrySetResult();
+            }
+
+            boundary = _atBoundary.Task;
+        }
+
+        long deadline = Environment.TickCount64 + (long)limit.TotalMilliseconds;
+        if (!await Within(boundary, deadline).ConfigureAwait(false) || !await HoldWritesAsync(deadline).ConfigureAwait(false))
+        {
+            Thaw();
+            return false;
+        }
+
+        lock (_lock)
+        {
+            if (IsClosing)
+            {
+                _write.Release();
+                _moveState = Requested;
+                Thaw();
+                return false;
+            }
+
+            _moveState = Frozen;
+        }
+
+        return true;
+    }
+
+    // The write lock, taken between two messages: held until Thaw or MarkMoved.
+    private async Task<bool> HoldWritesAsync(long deadline)
+    {
+        while (true)
+        {
+            long left = deadline - Environment.TickCount64;
+            if (left <= 0 || !await _write.WaitAsync(TimeSpan.FromMilliseconds(left)).ConfigureAwait(false))
+            {
+                return false;
+            }
+
+            if (!_outInMessage && _outLeft == 0 && !_untracked)
+            {
+                return true;
+            }
+
+            // A fragmented message is being sent: its next frame comes soon, or the bound ends it.
+            _write.Release();
+            await Task.Delay(5).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task<bool> Within(Task task, long deadline)
+    {
+        long left = deadline - Environment.TickCount64;
+        if (left > 0)
+        {
+            await task.WaitAsync(TimeSpan.FromMilliseconds(left)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        return task.IsCompletedSuccessfully;
+    }
+
+    /// <summary>Ends a hold: the WebSocket reads and writes here again, as if nothing happened.</summary>
+    public void Thaw()
+    {
+        TaskCompletionSource? held;
+        bool dispose;
+        lock (_lock)
+        {
+            if (_moveState == MovedAway || _moveState == None)
+            {
+                return;
+            }
+
+            if (_moveState == Frozen)
+            {
+                _write.Release();
+            }
+
+            _moveState = None;
+            held = _held;
+            _held = null;
+            _atBoundary = null;
+            dispose = _disposeDeferred;
+        }
+
+        held?.TrySetResult();
+        if (dispose)
+        {
+            _inner.Dispose();
+        }
+    }
+
+    /// <summary>The connection went to the new generation (or was closed for it): the held read
+    /// and every later read and write fail with <see cref="MovedException"/>.</summary>
+    public void MarkMoved()
+    {
+        TaskCompletionSource? held;
+        bool dispose;
+        lock (_lock)
+        {
+            if (_moveState != Frozen)
+            {
+                return;
+            }
+
+            _moveState = MovedAway;
+            held = _held;
+            dispose = _disposeDeferred;
+        }
+
+        if (Session is { } session)
+        {
+            session.Moved = true;
+        }
+
+        _write.Release();
+        held?.TrySetResult();
+        if (dispose)
+        {
+            _inner.Dispose();
+        }
+    }
+
+    /// <summary>While held: every byte read from the connection that the WebSocket did not get,
+    /// up to the connection's end of file (which comes once the socket was detached), in order.</summary>
+    public async Task<byte[]> ReadUnreadAsync()
+    {
+        Task? fill;
+        lock (_lock)
+        {
+            fill = _fill;
+        }
+
+        if (fill is not null)
+        {
+            await fill.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        var unread = new ArrayBufferWriter<byte>();
+        lock (_lock)
+        {
+            unread.Write(_in.AsSpan(_inStart, _inEnd - _inStart));
+            _inStart = _inEnd = 0;
+        }
+
+        while (true)
+        {
+            int read = await _inner.ReadAsync(unread.GetMemory(InitialBuffer)).ConfigureAwait(false);
+            if (read == 0)
+            {
+                return unread.WrittenSpan.ToArray();
+            }
+
+            unread.Advance(read);
+        }
+    }
+
+    // A dispose during a hold (the application's loop ending) must not close the connection
+    // that is about to move: it waits for the hold's end.
+    private bool DeferDispose()
+    {
+        lock (_lock)
+        {
+            if (_moveState is Requested or Frozen)
+            {
+                _disposeDeferred = true;
+                return true;
+            }
+
+            return false;
+        }
+    }
+
+    private bool AtBoundary => _frameLeft == 0 && !_inMessage;
+
+    private async ValueTask<int> ReadFramedAsync(Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task? held = null;
+            bool direct = false;
+            lock (_lock)
+            {
+                if (_moveState == MovedAway)
+                {
+                    throw MovedException();
+                }
+
+                if (AtBoundary && _moveState != None)
+                {
+                    _atBoundary?.TrySetResult();
+                    held = _held?.Task;
+                }
+                else
+                {
+                    if (_frameLeft == 0)
+                    {
+                        StartFrame();
+                    }
+
+                    int buffered = _inEnd - _inStart;
+                    if (_frameLeft > 0 && buffered > 0)
+                    {
+                        if (destination.IsEmpty)
+                        {
+                            return 0;
+                        }
+
+                        // Never past the frame's end: the WebSocket holds no byte of the next one.
+                        int count = (int)Math.Min(Math.Min(destination.Length, buffered), _frameLeft);
+                        _in.AsSpan(_inStart, count).CopyTo(destination.Span);
+                        _inStart += count;
+                        _frameLeft -= count;
+                        return count;
+                    }
+
+                    if (_endOfFile)
+                    {
+                        return 0;
+                    }
+
+                    _reading = true;
+                    direct = _frameLeft > 0 && !destination.IsEmpty;
+                }
+            }
+
+            if (held is not null)
+            {
+                await held.WaitAsync(cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            if (direct)
+            {
+                // Inside a frame, nothing buffered: the payload goes straight to the WebSocket.
+                int read;
+                try
+                {
+                    read = await _inner.ReadAsync(destination[..(int)Math.Min(destination.Length, _frameLeft)], cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    lock (_lock)
+                    {
+                        _reading = false;
+                    }
+                }
+
+                lock (_lock)
+                {
+                    _frameLeft -= read;
+                    _endOfFile |= read == 0;
+                }
+
+                if (read > 0)
+                {
+                    return read;
+                }
+
+                continue;
+            }
+
+            Task fill;
+            lock (_lock)
+            {
+                fill = _fill = FillAsync(cancellationToken);
+            }
+
+            await fill.ConfigureAwait(false);
+        }
+    }
+
+    // Reads the connection into _in; the buffer is updated before the task completes, so that
+    // whoever awaits it finds the bytes there.
+    private async Task FillAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            Memory<byte> free;
+            lock (_lock)
+            {
+                if (_inStart > 0)
+                {
+                    _in.AsSpan(_inStart, _inEnd - _inStart).CopyTo(_in);
+                    _inEnd -= _inStart;
+                    _inStart = 0;
+                }
+
+                free = _in.AsMemory(_inEnd);
+            }
+
+            int read = await _inner.ReadAsync(free, cancellationToken).ConfigureAwait(false);
+            lock (_lock)
+            {
+                _inEnd += read;
+                _endOfFile |= read == 0;
+            }
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _reading = false;
+                _fill = null;
+            }
+        }
+    }
+
+    // At a frame's start with its whole header buffered: how long the frame is, and what it
+    // does to the message (RFC 6455 §5.2). Under the lock.
+    private void StartFrame()
+    {
+        var header = _in.AsSpan(_inStart, _inEnd - _inStart);
+        if (FrameLength(header) is not { } length)
+        {
+            return;
+        }
+
+        _frameLeft = length;
+        int opcode = header[0] & 0x0F;
+        if (opcode < 8)
+        {
+            _inMessage = (header[0] & 0x80) == 0;
+        }
+        else if (opcode == 8)
+        {
+            _closeReceived = true;
+        }
+    }
+
+    /// <summary>The length of the frame <paramref name="bytes"/> begins with, header included,
+    /// or null when its header is not complete.</summary>
+    internal static long? FrameLength(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length < 2)
+        {
+            return null;
+        }
+
+        int length7 = bytes[1] & 0x7F;
+        int header = 2 + (length7 == 126 ? 2 : length7 == 127 ? 8 : 0) + ((bytes[1] & 0x80) != 0 ? 4 : 0);
+        if (bytes.Length < header)
+        {
+            return null;
+        }
+
+        long payload = length7 switch
+        {
+            126 => BinaryPrimitives.ReadUInt16BigEndian(bytes[2..]),
+            127 => (long)Math.Min(BinaryPrimitives.ReadUInt64BigEndian(bytes[2..]), long.MaxValue - 14),
+            _ => length7,
+        };
+        return header + payload;
+    }
+
+    // Follows the frames the WebSocket writes; under the write lock.
+    private void Written(ReadOnlySpan<byte> bytes)
+    {
+        if (Endpoint is null)
+        {
+            return;
+        }
+
+        while (!bytes.IsEmpty && !_untracked)
+        {
+            if (_outLeft == 0)
+            {
+                if (FrameLength(bytes) is not { } length)
+                {
+                    _untracked = true;
+                    return;
+                }
+
+                int opcode = bytes[0] & 0x0F;
+                if (opcode < 8)
+                {
+                    _outInMessage = (bytes[0] & 0x80) == 0;
+                }
+                else if (opcode == 8)
+                {
+                    _applicationClosed = true;
+                }
+
+                _outLeft = length;
+            }
+
+            long taken = Math.Min(bytes.Length, _outLeft);
+            _outLeft -= taken;
+            bytes = bytes[(int)taken..];
+        }
+    }
+}

@@ -1,0 +1,367 @@
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Net.WebSockets;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Handoff.AspNetCore;
+
+/// <summary>
+/// The WebSocket endpoints mapped with <c>MapHandoffWebSocket</c>, and moving their connections:
+/// the old generation's half (<see cref="MoveAsync"/>: hold the WebSocket between two messages,
+/// save the session's state, send the connection) and the new one's (<see cref="Resume"/>:
+/// rebuild the WebSocket, run the session with the state). See docs/protocol.md,
+/// "WebSockets that move".
+/// </summary>
+internal sealed partial class WebSocketMoves
+{
+    // How long a WebSocket may take to reach a point where no message is half received or half
+    // sent and the application waits for the next one; a message of a few megabytes on a slow
+    // link takes longer, and is closed with 1012 instead.
+    internal static readonly TimeSpan BoundaryLimit = TimeSpan.FromSeconds(5);
+
+    // How long the application's SaveState may take: it runs while the WebSocket is held.
+    internal static readonly TimeSpan SaveLimit = TimeSpan.FromSeconds(1);
+
+    // How long the socket's reader may take to reach the end of file after the detach.
+    private static readonly TimeSpan UnreadLimit = TimeSpan.FromSeconds(10);
+
+    /// <summary>The most state a session may save: what a move's frame carries, less the room
+    /// for the endpoint's name and sub-protocol.</summary>
+    internal const int MaxState = MoveChannel.MaxState - (64 << 10);
+
+    private const ushort Magic = 0x4857; // "HW"
+    private const byte Version = 1;
+
+    private readonly Dictionary<string, HandoffWebSocketEndpoint> _endpoints = new(StringComparer.Ordinal);
+    private readonly ConnectionDrainer _drainer;
+    private readonly IOptions<WebSocketOptions> _webSocketOptions;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly Upgrader? _upgrader;
+    private readonly ILogger _logger;
+
+    public WebSocketMoves(ConnectionDrainer drainer, IOptions<WebSocketOptions> webSocketOptions, IHostApplicationLifetime lifetime, ILoggerFactory loggerFactory, Upgrader? upgrader = null)
+    {
+        _drainer = drainer;
+        _webSocketOptions = webSocketOptions;
+        _lifetime = lifetime;
+        _upgrader = upgrader;
+        _logger = loggerFactory.CreateLogger<WebSocketMoves>();
+
+        // The drain moves WebSockets through here.
+        drainer.WebSocketMoves = this;
+    }
+
+    /// <summary>Adds an endpoint; its name goes into this generation's ready report.</summary>
+    public HandoffWebSocketEndpoint Add(string pattern, Func<HandoffWebSocket, Task> session, Func<HttpContext, WebSocketAcceptContext>? accept)
+    {
+        var endpoint = new HandoffWebSocketEndpoint(pattern, session, accept, _logger);
+        lock (_endpoints)
+        {
+            if (!_endpoints.TryAdd(pattern, endpoint))
+            {
+                throw new InvalidOperationException($"MapHandoffWebSocket maps \"{pattern}\" twice: each pattern names one endpoint to the next generation.");
+            }
+
+            if (_upgrader is not null)
+            {
+                _upgrader.Inheritance.Resumes = [.. _endpoints.Keys];
+            }
+        }
+
+        return endpoint;
+    }
+
+    /// <summary>
+    /// Moves a WebSocket to <paramref name="target"/> between two messages, or, when it cannot,
+    /// closes it with 1012 as the drain does with any other. Counted on the target.
+    /// </summary>
+    public async Task MoveOrCloseAsync(WebSocketDrainStream stream, MoveTarget target)
+    {
+        string? refusal;
+        try
+        {
+            refusal = await MoveAsync(stream, target).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Whatever failed, the WebSocket must still be closed, and counted.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            target.CountFailed(e);
+            stream.Thaw();
+            refusal = $"{e.GetType().Name}: {e.Message}";
+        }
+
+        if (refusal is not null)
+        {
+            Log.NotMoved(_logger, Environment.ProcessId, stream.Endpoint?.Name ?? "?", refusal);
+            await stream.CloseAsync(restart: true).ConfigureAwait(false);
+        }
+    }
+
+    // Null once the connection has gone (to the new generation, or closed with 1012 when the
+    // channel broke after the detach); otherwise why it did not move (nothing changed then).
+    private static async Task<string?> MoveAsync(WebSocketDrainStream stream, MoveTarget target)
+    {
+        var endpoint = stream.Endpoint!;
+        if (stream.MoveRefusal is { } refused)
+        {
+            target.CountIneligible();
+            return refused;
+        }
+
+        if (!target.Resumes.Contains(endpoint.Name))
+        {
+            target.CountIneligible();
+            return "the new generation does not map this endpoint with MapHandoffWebSocket";
+        }
+
+        if (stream.Session is not { } session || stream.Carrier is not { } carrier)
+        {
+            target.CountIneligible();
+            return "its session has not begun";
+        }
+
+        target.CountAsked();
+        if (!target.IsOpen)
+        {
+            target.CountNotMoved();
+            return "the channel to the new generation is closed";
+        }
+
+        if (!await stream.FreezeAsync(BoundaryLimit).ConfigureAwait(false))
+        {
+            target.CountNotMoved();
+            return stream.IsClosing ? "its close handshake has begun" : $"no point between two messages came within {BoundaryLimit.TotalSeconds} s";
+        }
+
+        // Held: from here, each way out either thaws the WebSocket (it goes on here, and is
+        // closed with 1012 by the caller) or marks it moved.
+        byte[] blob;
+        try
+        {
+            var save = session.SaveState;
+            if (save is null)
+            {
+                stream.Thaw();
+                target.CountNotMoved();
+                return "its session set no SaveState";
+            }
+
+            var saving = Task.Run(() => save().ToArray());
+            await ((Task)saving).WaitAsync(SaveLimit).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (!saving.IsCompletedSuccessfully)
+            {
+                stream.Thaw();
+                target.CountNotMoved();
+                return saving.IsFaulted
+                    ? $"its SaveState threw {saving.Exception!.InnerException!.GetType().Name}: {saving.Exception.InnerException.Message}"
+                    : $"its SaveState did not return within {SaveLimit.TotalSeconds} s";
+            }
+
+            byte[] state = saving.Result;
+            if (state.Length > MaxState)
+            {
+                stream.Thaw();
+                target.CountNotMoved();
+                return $"its SaveState returned {state.Length} bytes, more than the {MaxState} a move carries";
+            }
+
+            blob = Encode(endpoint.Name, stream.SubProtocol, state);
+        }
+        catch
+        {
+            stream.Thaw();
+            throw;
+        }
+
+        int fd = (int)carrier.Socket.SafeHandle.DangerousGetHandle();
+        if (carrier.AllWritten is { } allWritten && !await allWritten(fd).ConfigureAwait(false))
+        {
+            stream.Thaw();
+            target.CountNotMoved();
+            return "its client did not take what was sent to it";
+        }
+
+        int connection = await target.DetachAsync(fd).ConfigureAwait(false);
+        if (connection < 0)
+        {
+            stream.Thaw();
+            target.CountNotMoved();
+            return "its socket could not be taken from this process's socket engine";
+        }
+
+        // From here the connection is no longer this process's: sent, or closed with 1012.
+        try
+        {
+            byte[] unread = await stream.ReadUnreadAsync().WaitAsync(UnreadLimit).ConfigureAwait(false);
+            if (!await target.SendAsync(connection, carrier.ListenerInode, unread, MoveKind.WebSocket, blob).ConfigureAwait(false))
+            {
+                CloseWithRestart(connection);
+                target.CountNotMoved();
+            }
+        }
+        catch (Exception e) when (e is TimeoutException or IOException or ObjectDisposedException)
+        {
+            CloseWithRestart(connection);
+            target.CountNotMoved();
+        }
+        finally
+        {
+            Interop.Libc.Close(connection);
+            target.Exit();
+            stream.MarkMoved();
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Takes a WebSocket moved here: rebuilds it on its socket and runs its endpoint's session
+    /// with the state it saved; a WebSocket whose endpoint this generation does not map is
+    /// closed with 1012 (its client reconnects). Runs on the move channel's thread: the session
+    /// runs on the thread pool.
+    /// </summary>
+    public MoveOutcome Resume(MovedConnection moved)
+    {
+        HandoffWebSocketEndpoint? endpoint = null;
+        string? subProtocol = null;
+        ReadOnlyMemory<byte> state = default;
+        string? refusal = Decode(moved.State, out string? name, out subProtocol, out state);
+        if (refusal is null)
+        {
+            lock (_endpoints)
+            {
+                endpoint = _endpoints.GetValueOrDefault(name!);
+            }
+
+            refusal = endpoint is null ? $"this generation does not map \"{name}\" with MapHandoffWebSocket" : null;
+        }
+
+        if (endpoint is null)
+        {
+            return Refuse(moved, refusal!);
+        }
+
+        Socket socket;
+        try
+        {
+            socket = new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true));
+        }
+        catch (SocketException e)
+        {
+            Log.NotResumed(_logger, Environment.ProcessId, e.Message);
+            return MoveOutcome.Closed;
+        }
+
+        // Cancelled when its connection is cut at the drain's timeout or the server stops.
+        var aborted = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.ApplicationStopped);
+        var socketStream = new NetworkStream(socket, ownsSocket: true);
+        var stream = WebSocketDrainStream.Resumed(socketStream, _drainer, endpoint, moved.Bytes, () =>
+        {
+            aborted.Cancel();
+            socketStream.Dispose();
+        });
+        stream.SubProtocol = subProtocol;
+        stream.Carrier = new WebSocketCarrier(socket, moved.ListenerInode, AllWritten: null);
+        var options = _webSocketOptions.Value;
+        var webSocket = WebSocket.CreateFromStream(stream, new WebSocketCreationOptions
+        {
+            IsServer = true,
+            SubProtocol = subProtocol,
+            KeepAliveInterval = options.KeepAliveInterval,
+            KeepAliveTimeout = options.KeepAliveTimeout,
+        });
+
+        var session = new HandoffWebSocket(webSocket, state, httpContext: null, aborted.Token);
+        stream.Session = session;
+        _drainer.Register(stream);
+        _ = Task.Run(() => endpoint.RunResumedAsync(session, stream, aborted));
+        return MoveOutcome.Adopted;
+    }
+
+    /// <summary>Closes a WebSocket moved here with 1012 (its client reconnects), logged with why.</summary>
+    public MoveOutcome Refuse(MovedConnection moved, string reason)
+    {
+        Log.NotResumed(_logger, Environment.ProcessId, reason);
+        CloseWithRestart(moved.Fd);
+        Interop.Libc.Close(moved.Fd);
+        return MoveOutcome.Closed;
+    }
+
+    /// <summary>Whether <paramref name="target"/> resumes the endpoint a moved WebSocket's state names.</summary>
+    public static bool ResumedBy(MoveTarget target, byte[] state) =>
+        Decode(state, out string? name, out _, out _) is null && target.Resumes.Contains(name!);
+
+    // The new generation owns the connection and cannot serve it: a close frame tells the
+    // client to reconnect, as the drain's would have (blocking, a few bytes into an empty
+    // socket buffer: the previous generation sent everything before it let go).
+    private static unsafe void CloseWithRestart(int fd)
+    {
+        fixed (byte* frame = WebSocketDrainStream.RestartFrame)
+        {
+            _ = Interop.Libc.Write(fd, frame, (nuint)WebSocketDrainStream.RestartFrame.Length);
+        }
+    }
+
+    // The state a WebSocket's frame carries: magic "HW", version, a reserved byte, the lengths
+    // of the endpoint's name (2 bytes), its sub-protocol (2) and the session's state (4), then
+    // the three, big-endian.
+    internal static byte[] Encode(string name, string? subProtocol, ReadOnlySpan<byte> state)
+    {
+        byte[] nameBytes = Encoding.UTF8.GetBytes(name);
+        byte[] protocolBytes = Encoding.UTF8.GetBytes(subProtocol ?? "");
+        var blob = new byte[12 + nameBytes.Length + protocolBytes.Length + state.Length];
+        BinaryPrimitives.WriteUInt16BigEndian(blob, Magic);
+        blob[2] = Version;
+        BinaryPrimitives.WriteUInt16BigEndian(blob.AsSpan(4), checked((ushort)nameBytes.Length));
+        BinaryPrimitives.WriteUInt16BigEndian(blob.AsSpan(6), checked((ushort)protocolBytes.Length));
+        BinaryPrimitives.WriteInt32BigEndian(blob.AsSpan(8), state.Length);
+        nameBytes.CopyTo(blob, 12);
+        protocolBytes.CopyTo(blob, 12 + nameBytes.Length);
+        state.CopyTo(blob.AsSpan(12 + nameBytes.Length + protocolBytes.Length));
+        return blob;
+    }
+
+    /// <summary>Reads what <see cref="Encode"/> wrote; null, or why it cannot be read.</summary>
+    internal static string? Decode(byte[] blob, out string? name, out string? subProtocol, out ReadOnlyMemory<byte> state)
+    {
+        name = subProtocol = null;
+        state = default;
+        if (blob.Length < 12 || BinaryPrimitives.ReadUInt16BigEndian(blob) != Magic || blob[2] != Version)
+        {
+            return $"its state is not a WebSocket's of this version ({Convert.ToHexString(blob.AsSpan(0, Math.Min(3, blob.Length)))})";
+        }
+
+        int nameLength = BinaryPrimitives.ReadUInt16BigEndian(blob.AsSpan(4));
+        int protocolLength = BinaryPrimitives.ReadUInt16BigEndian(blob.AsSpan(6));
+        int stateLength = BinaryPrimitives.ReadInt32BigEndian(blob.AsSpan(8));
+        if (stateLength < 0 || 12L + nameLength + protocolLength + stateLength != blob.Length)
+        {
+            return $"its state's lengths ({nameLength}, {protocolLength}, {stateLength}) do not add up to its {blob.Length} bytes";
+        }
+
+        name = Encoding.UTF8.GetString(blob, 12, nameLength);
+        subProtocol = protocolLength == 0 ? null : Encoding.UTF8.GetString(blob, 12 + nameLength, protocolLength);
+        state = blob.AsMemory(12 + nameLength + protocolLength, stateLength);
+        return null;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(96, LogLevel.Information, "Pid {Pid}: a WebSocket of {Endpoint} does not move and is closed with 1012 (Service Restart): {Reason}.", EventName = "WebSocketNotMoved")]
+        public static partial void NotMoved(ILogger logger, int pid, string endpoint, string reason);
+
+        [LoggerMessage(98, LogLevel.Warning, "Pid {Pid}: a WebSocket moved here is closed with 1012 (Service Restart): {Reason}.", EventName = "WebSocketNotResumed")]
+        public static partial void NotResumed(ILogger logger, int pid, string reason);
+    }
+}
+
+/// <summary>What a WebSocket that moves needs of its connection: the socket, the listening
+/// socket that accepted it, and (under Kestrel, whose writes are queued) a wait until the kernel
+/// has taken every byte written.</summary>
+internal sealed record WebSocketCarrier(Socket Socket, ulong ListenerInode, Func<int, Task<bool>>? AllWritten);
