@@ -79,7 +79,8 @@ public sealed class HandoffWebSocket
     public HttpContext? HttpContext { get; }
 
     /// <summary>Cancelled when the connection ends without moving: the client went away, or the
-    /// server stops and its drain timeout has passed.</summary>
+    /// server stops and its drain timeout has passed. Use it rather than the request's
+    /// <c>RequestAborted</c>, which a move also fires in the old generation.</summary>
     public CancellationToken Aborted { get; }
 
     /// <summary>

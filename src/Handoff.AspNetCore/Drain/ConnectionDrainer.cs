@@ -158,13 +158,25 @@ internal sealed partial class ConnectionDrainer
             Interlocked.Increment(ref _resumed);
         }
 
+        _webSockets[webSocket] = 0;
+        DrainWebSocket(webSocket);
+    }
+
+    /// <summary>The session of a WebSocket that may move has begun (it can move from now on):
+    /// one that came while draining moves or closes now.</summary>
+    public void SessionStarted(WebSocketDrainStream webSocket) => DrainWebSocket(webSocket);
+
+    // While draining, once for each WebSocket: moves it (when it may, and the commit has come)
+    // or closes it (1012, or 1001 at a stop). One that may move waits during the hold, and until
+    // its session has begun. True when it was closed.
+    private bool DrainWebSocket(WebSocketDrainStream webSocket)
+    {
         MoveTarget? moves;
         lock (_lock)
         {
-            _webSockets[webSocket] = 0;
-            if (!_draining || HeldForMove(webSocket))
+            if (!_draining || HeldForMove(webSocket) || (MayMove(webSocket) && webSocket.Session is null) || !webSocket.TryAskDrain())
             {
-                return;
+                return false;
             }
 
             moves = Moves;
@@ -173,11 +185,16 @@ internal sealed partial class ConnectionDrainer
         if (moves is not null && MayMove(webSocket) && WebSocketMoves is { } webSocketMoves)
         {
             _ = webSocketMoves.MoveOrCloseAsync(webSocket, moves);
+            return false;
         }
-        else
+
+        if (_restarting && webSocket.MoveRefusal is not null)
         {
-            _ = webSocket.CloseAsync(_restarting);
+            WebSocketMoves?.LogNotMoved(webSocket, webSocket.MoveRefusal);
         }
+
+        _ = webSocket.CloseAsync(_restarting);
+        return true;
     }
 
     public void Unregister(WebSocketDrainStream webSocket)
@@ -259,14 +276,10 @@ internal sealed partial class ConnectionDrainer
         // WebSockets never end by themselves: 1012 (Service Restart) sends their clients to the
         // new generation now rather than at the drain timeout. Those that may move wait for the
         // commit.
-        var closing = _webSockets.Keys.Where(webSocket => !HeldForMove(webSocket)).ToList();
-        if (closing.Count > 0)
+        int closed = _webSockets.Keys.Count(DrainWebSocket);
+        if (closed > 0)
         {
-            Log.ClosingWebSockets(_logger, Environment.ProcessId, closing.Count, restart ? "1012 (Service Restart)" : "1001 (Going Away)");
-            foreach (var webSocket in closing)
-            {
-                _ = webSocket.CloseAsync(restart);
-            }
+            Log.ClosingWebSockets(_logger, Environment.ProcessId, closed, restart ? "1012 (Service Restart)" : "1001 (Going Away)");
         }
     }
 
@@ -275,10 +288,8 @@ internal sealed partial class ConnectionDrainer
     /// like the rest from now on.</summary>
     public void StartMoves(MoveTarget? moves)
     {
-        List<WebSocketDrainStream> held;
         lock (_lock)
         {
-            held = [.. _webSockets.Keys.Where(HeldForMove)];
             if (moves is not null && Moves is null)
             {
                 AskToMove(moves);
@@ -289,16 +300,9 @@ internal sealed partial class ConnectionDrainer
         }
 
         // The WebSockets that may move go between two messages each, or get their 1012 now.
-        foreach (var webSocket in held)
+        foreach (var webSocket in _webSockets.Keys)
         {
-            if (moves is not null && WebSocketMoves is { } webSocketMoves)
-            {
-                _ = webSocketMoves.MoveOrCloseAsync(webSocket, moves);
-            }
-            else
-            {
-                _ = webSocket.CloseAsync(restart: true);
-            }
+            DrainWebSocket(webSocket);
         }
     }
 

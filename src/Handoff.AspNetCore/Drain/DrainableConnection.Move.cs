@@ -79,11 +79,24 @@ internal sealed partial class DrainableConnection
     /// socket, its listener and the wait for the kernel to take what was written, when the
     /// connection can move (HTTP/1.1 over plain TCP from one of Handoff's listeners); null
     /// otherwise.</summary>
-    public WebSocketCarrier? WebSocketCarrier() =>
-        _http is { IsHttp1: true } pipe && ReferenceEquals(pipe.Inner, _inner.Transport) &&
-        (Owner as HandoffConnectionListener)?.Listener.SocketInode is { } inode && Socket is { } socket
-            ? new WebSocketCarrier(socket, inode, fd => AllWrittenAsync(fd, pipe.Written))
-            : null;
+    public WebSocketCarrier? WebSocketCarrier()
+    {
+        if (_http is not { IsHttp1: true } pipe || !ReferenceEquals(pipe.Inner, _inner.Transport) ||
+            (Owner as HandoffConnectionListener)?.Listener.SocketInode is not { } listener || Socket is not { } socket)
+        {
+            return null;
+        }
+
+        try
+        {
+            ulong inode = ProcFs.SelfInode((int)socket.SafeHandle.DangerousGetHandle());
+            return new WebSocketCarrier(socket, inode, listener, fd => AllWrittenAsync(fd, pipe.Written));
+        }
+        catch (IOException)
+        {
+            return null; // Closed already.
+        }
+    }
 
     /// <summary>Set when its request runs a WebSocket that moves by itself: not counted among
     /// the connections that cannot move.</summary>

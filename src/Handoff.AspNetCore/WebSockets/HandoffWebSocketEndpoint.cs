@@ -8,7 +8,7 @@ namespace Handoff.AspNetCore;
 /// it runs for each connection, new or moved here, and the endpoint metadata that tells the drain
 /// its WebSockets may move (<see cref="WebSocketDrainStream"/>).
 /// </summary>
-internal sealed partial class HandoffWebSocketEndpoint(string name, Func<HandoffWebSocket, Task> session, Func<HttpContext, WebSocketAcceptContext>? accept, ILogger logger)
+internal sealed partial class HandoffWebSocketEndpoint(string name, Func<HandoffWebSocket, Task> session, Func<HttpContext, WebSocketAcceptContext>? accept, WebSocketMoves moves, ConnectionDrainer drainer, ILogger logger)
 {
     /// <summary>The route pattern: the name under which the next generation resumes it.</summary>
     public string Name => name;
@@ -28,15 +28,38 @@ internal sealed partial class HandoffWebSocketEndpoint(string name, Func<Handoff
         // The stream the drain made for it (none when the connection is not Handoff's, say a
         // test server): the session can move only with it.
         var stream = context.Features.Get<WebSocketDrainStream>();
-        var handoffSession = new HandoffWebSocket(webSocket, ReadOnlyMemory<byte>.Empty, context, context.RequestAborted);
+
+        // The request's abort, unless the connection is being moved: Kestrel aborts the request
+        // when the socket it had reads end of file, which is what taking the socket away does.
+        using var aborted = new CancellationTokenSource();
+        using var abortedRegistration = context.RequestAborted.UnsafeRegister(static state =>
+        {
+            var (stream, aborted) = ((WebSocketDrainStream?, CancellationTokenSource))state!;
+            if (stream?.IsHeldOrMoved != true)
+            {
+                aborted.Cancel();
+            }
+        }, (stream, aborted));
+        var handoffSession = new HandoffWebSocket(webSocket, ReadOnlyMemory<byte>.Empty, context, aborted.Token);
         if (stream is not null)
         {
             stream.Session = handoffSession;
             stream.SubProtocol = webSocket.SubProtocol;
-            if (options.DangerousEnableCompression)
+            // Compression keeps its context from message to message, in both processes' deflate
+            // streams: none of it can move.
+            if (context.Response.Headers.SecWebSocketExtensions.ToString().Contains("permessage-deflate", StringComparison.OrdinalIgnoreCase))
             {
-                stream.MoveRefusal ??= "it negotiated compression (permessage-deflate keeps a context between messages)";
+                stream.MoveRefusal ??= "it negotiated compression (permessage-deflate), whose context cannot move";
             }
+
+            // With a keep-alive timeout the WebSocket reads by itself while a ping waits for its
+            // pong, also while the application handles a message: such a read is no boundary.
+            if ((options.KeepAliveTimeout ?? moves.WebSocketOptions.KeepAliveTimeout) is var keepAlive && keepAlive > TimeSpan.Zero && keepAlive != Timeout.InfiniteTimeSpan)
+            {
+                stream.MoveRefusal ??= "it has a keep-alive timeout (KeepAliveTimeout), with which the WebSocket reads ahead by itself";
+            }
+
+            drainer.SessionStarted(stream);
         }
 
         try

@@ -66,6 +66,10 @@ internal sealed partial class WebSocketDrainStream
     /// <summary>True once the connection went to the new generation.</summary>
     public bool IsMoved => Volatile.Read(ref _moveState) == MovedAway;
 
+    /// <summary>True from the hold to the end: the request's abort, which the move itself causes
+    /// (the old socket reads end of file once detached), is not the session's.</summary>
+    public bool IsHeldOrMoved => Volatile.Read(ref _moveState) >= Frozen;
+
     /// <summary>True when the close handshake has begun (either side's close frame seen): it
     /// is finished here, not moved.</summary>
     public bool IsClosing => _closeReceived || _applicationClosed || _closeSent;
@@ -275,12 +279,22 @@ internal sealed partial class WebSocketDrainStream
 
     private bool AtBoundary => _frameLeft == 0 && !_inMessage;
 
+    /// <summary>For a log line when a move fails: where the stream stands.</summary>
+    public string Describe()
+    {
+        lock (_lock)
+        {
+            return $"state {_moveState}, reading {_reading}, fill {(_fill is null ? "none" : _fill.Status.ToString())}, end of file {_endOfFile}, buffered {_inEnd - _inStart}, frame left {_frameLeft}, in message {_inMessage}, out left {_outLeft}, kestrel closed {Connection?.ConnectionClosed.IsCancellationRequested}, carrier fd {(Carrier is { } c ? (int)c.Socket.SafeHandle.DangerousGetHandle() : -1)} -> {(Carrier is { } d ? ProcFs.SelfFd((int)d.Socket.SafeHandle.DangerousGetHandle()) : "")}";
+        }
+    }
+
     private async ValueTask<int> ReadFramedAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
         while (true)
         {
             Task? held = null;
             bool direct = false;
+            TaskCompletionSource? filling = null;
             lock (_lock)
             {
                 if (_moveState == MovedAway)
@@ -321,14 +335,23 @@ internal sealed partial class WebSocketDrainStream
                         return 0;
                     }
 
+                    // A read of the connection begins: published with the flag, so that a move
+                    // that sees the flag finds the read it has to wait for.
                     _reading = true;
                     direct = _frameLeft > 0 && !destination.IsEmpty;
+                    if (!direct)
+                    {
+                        filling = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        _fill = filling.Task;
+                    }
                 }
             }
 
             if (held is not null)
             {
-                await held.WaitAsync(cancellationToken).ConfigureAwait(false);
+                // Not cancelled by the caller's token: a move must end (or the hold be given up)
+                // before the WebSocket reads on, or its bytes would be read twice.
+                await held.ConfigureAwait(false);
                 continue;
             }
 
@@ -362,19 +385,15 @@ internal sealed partial class WebSocketDrainStream
                 continue;
             }
 
-            Task fill;
-            lock (_lock)
-            {
-                fill = _fill = FillAsync(cancellationToken);
-            }
-
-            await fill.ConfigureAwait(false);
+            await FillAsync(filling!).ConfigureAwait(false);
         }
     }
 
-    // Reads the connection into _in; the buffer is updated before the task completes, so that
-    // whoever awaits it finds the bytes there.
-    private async Task FillAsync(CancellationToken cancellationToken)
+    // Reads the connection into _in; the buffer is updated before `filling` completes, so that
+    // a move that waits for it finds the bytes there. Without the caller's token: this read may
+    // be the one a move waits for (a read at a frame's start), and an abort of the WebSocket
+    // ends it anyway (it disposes the connection, or aborts the request).
+    private async Task FillAsync(TaskCompletionSource filling)
     {
         try
         {
@@ -391,7 +410,7 @@ internal sealed partial class WebSocketDrainStream
                 free = _in.AsMemory(_inEnd);
             }
 
-            int read = await _inner.ReadAsync(free, cancellationToken).ConfigureAwait(false);
+            int read = await _inner.ReadAsync(free).ConfigureAwait(false);
             lock (_lock)
             {
                 _inEnd += read;
@@ -405,6 +424,8 @@ internal sealed partial class WebSocketDrainStream
                 _reading = false;
                 _fill = null;
             }
+
+            filling.TrySetResult();
         }
     }
 
@@ -419,6 +440,11 @@ internal sealed partial class WebSocketDrainStream
         }
 
         _frameLeft = length;
+
+        // A client must mask its frames (RFC 6455 §5.1); .NET's server WebSocket reads six
+        // header bytes whatever the frame, so of an unmasked short frame it takes bytes past
+        // this one's end, and the boundary here would not be its.
+        _untracked |= (header[1] & 0x80) == 0;
         int opcode = header[0] & 0x0F;
         if (opcode < 8)
         {

@@ -72,6 +72,7 @@ internal sealed partial class WebSocketDrainStream : Stream
     private readonly Lock _lock = new();
     private bool _ended;
     private int _closing;
+    private int _drainAsked;
     private volatile bool _closeSent;
 
     private WebSocketDrainStream(Stream inner, ConnectionDrainer drainer, DrainableConnection? connection, Action abort, HandoffWebSocketEndpoint? movable, ReadOnlyMemory<byte> unread)
@@ -196,6 +197,9 @@ internal sealed partial class WebSocketDrainStream : Stream
 
         Abort();
     }
+
+    /// <summary>True the first time only: a drain acts on each WebSocket once (moves or closes it).</summary>
+    public bool TryAskDrain() => Interlocked.Exchange(ref _drainAsked, 1) == 0;
 
     /// <summary>Ends the connection at once (the drain's timeout, or a close the application
     /// did not follow), unless its request or session has ended.</summary>

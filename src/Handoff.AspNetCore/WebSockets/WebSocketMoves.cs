@@ -59,7 +59,7 @@ internal sealed partial class WebSocketMoves
     /// <summary>Adds an endpoint; its name goes into this generation's ready report.</summary>
     public HandoffWebSocketEndpoint Add(string pattern, Func<HandoffWebSocket, Task> session, Func<HttpContext, WebSocketAcceptContext>? accept)
     {
-        var endpoint = new HandoffWebSocketEndpoint(pattern, session, accept, _logger);
+        var endpoint = new HandoffWebSocketEndpoint(pattern, session, accept, this, _drainer, _logger);
         lock (_endpoints)
         {
             if (!_endpoints.TryAdd(pattern, endpoint))
@@ -98,10 +98,17 @@ internal sealed partial class WebSocketMoves
 
         if (refusal is not null)
         {
-            Log.NotMoved(_logger, Environment.ProcessId, stream.Endpoint?.Name ?? "?", refusal);
+            LogNotMoved(stream, refusal);
             await stream.CloseAsync(restart: true).ConfigureAwait(false);
         }
     }
+
+    /// <summary>Logs why a WebSocket of a moving endpoint is closed with 1012 instead.</summary>
+    public void LogNotMoved(WebSocketDrainStream stream, string reason) =>
+        Log.NotMoved(_logger, Environment.ProcessId, stream.Endpoint?.Name ?? "?", reason);
+
+    /// <summary>The WebSocket options of this application (keep-alive).</summary>
+    public WebSocketOptions WebSocketOptions => _webSocketOptions.Value;
 
     // Null once the connection has gone (to the new generation, or closed with 1012 when the
     // channel broke after the detach); otherwise why it did not move (nothing changed then).
@@ -179,7 +186,37 @@ internal sealed partial class WebSocketMoves
             throw;
         }
 
-        int fd = (int)carrier.Socket.SafeHandle.DangerousGetHandle();
+        // The socket's number stays this connection's while it moves: a session or request
+        // that ends meanwhile disposes the socket, and the number could name another one.
+        var handle = carrier.Socket.SafeHandle;
+        bool held = false;
+        try
+        {
+            handle.DangerousAddRef(ref held);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        if (!held)
+        {
+            stream.Thaw();
+            target.CountNotMoved();
+            return "its connection ended";
+        }
+
+        try
+        {
+            return await DetachAndSendAsync(stream, target, carrier, (int)handle.DangerousGetHandle(), blob).ConfigureAwait(false);
+        }
+        finally
+        {
+            handle.DangerousRelease();
+        }
+    }
+
+    private static async Task<string?> DetachAndSendAsync(WebSocketDrainStream stream, MoveTarget target, WebSocketCarrier carrier, int fd, byte[] blob)
+    {
         if (carrier.AllWritten is { } allWritten && !await allWritten(fd).ConfigureAwait(false))
         {
             stream.Thaw();
@@ -187,7 +224,7 @@ internal sealed partial class WebSocketMoves
             return "its client did not take what was sent to it";
         }
 
-        int connection = await target.DetachAsync(fd).ConfigureAwait(false);
+        int connection = await target.DetachAsync(fd, carrier.Inode).ConfigureAwait(false);
         if (connection < 0)
         {
             stream.Thaw();
@@ -199,16 +236,18 @@ internal sealed partial class WebSocketMoves
         try
         {
             byte[] unread = await stream.ReadUnreadAsync().WaitAsync(UnreadLimit).ConfigureAwait(false);
-            if (!await target.SendAsync(connection, carrier.ListenerInode, unread, MoveKind.WebSocket, blob).ConfigureAwait(false))
+            if (unread.Length > MoveChannel.MaxBytes || !await target.SendAsync(connection, carrier.ListenerInode, unread, MoveKind.WebSocket, blob).ConfigureAwait(false))
             {
                 CloseWithRestart(connection);
                 target.CountNotMoved();
             }
         }
-        catch (Exception e) when (e is TimeoutException or IOException or ObjectDisposedException)
+#pragma warning disable CA1031 // Whatever failed, the connection is no longer this process's: its client must hear of it.
+        catch (Exception e)
+#pragma warning restore CA1031
         {
             CloseWithRestart(connection);
-            target.CountNotMoved();
+            target.CountFailed(new IOException($"{e.GetType().Name}: {e.Message} ({stream.Describe()})", e));
         }
         finally
         {
@@ -247,28 +286,47 @@ internal sealed partial class WebSocketMoves
             return Refuse(moved, refusal!);
         }
 
-        Socket socket;
+        var handle = new SafeSocketHandle(moved.Fd, ownsHandle: true);
+        Socket? socket = null;
+        NetworkStream socketStream;
+        ulong inode;
         try
         {
-            socket = new Socket(new SafeSocketHandle(moved.Fd, ownsHandle: true));
+            inode = ProcFs.SelfInode(moved.Fd);
+            socket = new Socket(handle);
+            socketStream = new NetworkStream(socket, ownsSocket: true);
         }
-        catch (SocketException e)
+        catch (Exception e) when (e is SocketException or IOException)
         {
+            // Closed once, by whoever owns the descriptor now (the client reset meanwhile, say).
+            if (socket is not null)
+            {
+                socket.Dispose();
+            }
+            else
+            {
+                handle.Dispose();
+            }
+
             Log.NotResumed(_logger, Environment.ProcessId, e.Message);
             return MoveOutcome.Closed;
         }
 
         // Cancelled when its connection is cut at the drain's timeout or the server stops.
         var aborted = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.ApplicationStopped);
-        var socketStream = new NetworkStream(socket, ownsSocket: true);
+        var options = _webSocketOptions.Value;
         var stream = WebSocketDrainStream.Resumed(socketStream, _drainer, endpoint, moved.Bytes, () =>
         {
             aborted.Cancel();
             socketStream.Dispose();
         });
         stream.SubProtocol = subProtocol;
-        stream.Carrier = new WebSocketCarrier(socket, moved.ListenerInode, AllWritten: null);
-        var options = _webSocketOptions.Value;
+        if (options.KeepAliveTimeout > TimeSpan.Zero && options.KeepAliveTimeout != Timeout.InfiniteTimeSpan)
+        {
+            stream.MoveRefusal = "it has a keep-alive timeout (KeepAliveTimeout), with which the WebSocket reads ahead by itself";
+        }
+
+        stream.Carrier = new WebSocketCarrier(socket, inode, moved.ListenerInode, AllWritten: null);
         var webSocket = WebSocket.CreateFromStream(stream, new WebSocketCreationOptions
         {
             IsServer = true,
@@ -297,11 +355,26 @@ internal sealed partial class WebSocketMoves
     public static bool ResumedBy(MoveTarget target, byte[] state) =>
         Decode(state, out string? name, out _, out _) is null && target.Resumes.Contains(name!);
 
-    // The new generation owns the connection and cannot serve it: a close frame tells the
-    // client to reconnect, as the drain's would have (blocking, a few bytes into an empty
-    // socket buffer: the previous generation sent everything before it let go).
+    // A process that owns the connection and cannot serve it: a close frame tells the client
+    // to reconnect, as the drain's would have. The socket is non-blocking (the flag belongs to
+    // the connection, set by the engine that served it), and its buffer may be full when the
+    // client reads slowly: the write waits, at most a second, so that the frame goes whole.
     private static unsafe void CloseWithRestart(int fd)
     {
+        if (!Interop.Libc.SetBlocking(fd))
+        {
+            return;
+        }
+
+        try
+        {
+            Interop.Libc.SetSendTimeout(fd, TimeSpan.FromSeconds(1));
+        }
+        catch (IOException)
+        {
+            return;
+        }
+
         fixed (byte* frame = WebSocketDrainStream.RestartFrame)
         {
             _ = Interop.Libc.Write(fd, frame, (nuint)WebSocketDrainStream.RestartFrame.Length);
@@ -361,7 +434,7 @@ internal sealed partial class WebSocketMoves
     }
 }
 
-/// <summary>What a WebSocket that moves needs of its connection: the socket, the listening
-/// socket that accepted it, and (under Kestrel, whose writes are queued) a wait until the kernel
-/// has taken every byte written.</summary>
-internal sealed record WebSocketCarrier(Socket Socket, ulong ListenerInode, Func<int, Task<bool>>? AllWritten);
+/// <summary>What a WebSocket that moves needs of its connection: the socket and its inode (which
+/// tells it from a later socket with the same number), the listening socket that accepted it, and
+/// (under Kestrel, whose writes are queued) a wait until the kernel has taken every byte written.</summary>
+internal sealed record WebSocketCarrier(Socket Socket, ulong Inode, ulong ListenerInode, Func<int, Task<bool>>? AllWritten);

@@ -97,7 +97,10 @@ internal sealed class MoveTarget : IDisposable
     /// (nothing changed: the connection stays its owner's, to close as before). After a
     /// descriptor was returned, send it, close it and call <see cref="Exit"/>.
     /// </summary>
-    public async Task<int> DetachAsync(int fd)
+    /// <param name="fd">The connection's descriptor number.</param>
+    /// <param name="expectedInode">When given, the socket the number must still name: a number
+    /// its owner closed meanwhile may name another socket by now, which is left alone.</param>
+    public async Task<int> DetachAsync(int fd, ulong? expectedInode = null)
     {
         // A detached connection holds a descriptor more until it is sent; a few at a time, so
         // that a generation near its descriptor limit does not run out (10,000 connections under
@@ -108,7 +111,7 @@ internal sealed class MoveTarget : IDisposable
         {
             // The inode once: it finds the registration and tells this socket from an earlier one.
             ulong inode = ProcFs.SelfInode(fd);
-            connection = ConnectionDetach.Detach(fd, inode, Registrations(fd, inode));
+            connection = expectedInode is { } expected && expected != inode ? -1 : ConnectionDetach.Detach(fd, inode, Registrations(fd, inode));
         }
         catch (IOException)
         {

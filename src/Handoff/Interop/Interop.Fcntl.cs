@@ -10,6 +10,9 @@ internal static partial class Interop
         internal const int F_GETFD = 1;
         internal const int F_SETFD = 2;
         internal const int FD_CLOEXEC = 1;
+        internal const int F_GETFL = 3;
+        internal const int F_SETFL = 4;
+        internal const int O_NONBLOCK = 0x800;
 
         [LibraryImport(LibraryName, EntryPoint = "fcntl", SetLastError = true)]
         internal static partial int Fcntl(int fd, int command, int argument);
@@ -34,6 +37,14 @@ internal static partial class Interop
         {
             int flags = Fcntl(fd, F_GETFD, 0);
             return flags >= 0 && (flags & FD_CLOEXEC) != 0;
+        }
+
+        /// <summary>Makes calls on <paramref name="fd"/> wait (clears O_NONBLOCK, which belongs
+        /// to the open file, shared with every descriptor for it); false on failure.</summary>
+        internal static bool SetBlocking(int fd)
+        {
+            int flags = Fcntl(fd, F_GETFL, 0);
+            return flags >= 0 && ((flags & O_NONBLOCK) == 0 || Fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) >= 0);
         }
 
         /// <summary>True when <paramref name="fd"/> is an open descriptor of this process.</summary>
