@@ -25,7 +25,8 @@
 //                                 helper processes do; its pid is written to the log
 // Other endpoints: /ws (a WebSocket that first sends "pid:<pid>", then echoes every message;
 // Handoff closes it with 1012 when this generation drains), /ws-keep (the same, opted out of
-// that close), /sse (server-sent events, "data: pid:<pid>" once a second, ending when this
+// that close), /ws-move (a WebSocket that moves to the new generation; see its comment below),
+// /sse (server-sent events, "data: pid:<pid>" once a second, ending when this
 // generation drains), /native-env?name=X (the native environment's value), /healthz (Handoff's
 // health check: 200 while this generation serves, 503 once it hands over, is superseded or
 // shuts down), /allocated (bytes this process allocated so far), /metrics (what the meter
