@@ -279,12 +279,36 @@ internal sealed partial class WebSocketDrainStream
 
     private bool AtBoundary => _frameLeft == 0 && !_inMessage;
 
+    // The socket's number now (the stand-in once detached) and its registration with the socket
+    // engine, for a failure's log line.
+    private string DescribeSocket()
+    {
+        if (Carrier is not { } carrier)
+        {
+            return "no socket";
+        }
+
+        int fd = (int)carrier.Socket.SafeHandle.DangerousGetHandle();
+        try
+        {
+            ulong inode = ProcFs.SelfInode(fd);
+            string registered = ProcFs.SelfEpollRegistrations().TryGetValue((fd, inode), out var registration)
+                ? $"registered (events {registration.Events:x}, data {registration.Data:x})"
+                : "not registered with any epoll";
+            return $"fd {fd} names {(inode == carrier.Inode ? "the connection" : $"socket {inode}")}, {registered}";
+        }
+        catch (IOException e)
+        {
+            return $"fd {fd}: {e.Message}";
+        }
+    }
+
     /// <summary>For a log line when a move fails: where the stream stands.</summary>
     public string Describe()
     {
         lock (_lock)
         {
-            return $"state {_moveState}, reading {_reading}, fill {(_fill is null ? "none" : _fill.Status.ToString())}, end of file {_endOfFile}, buffered {_inEnd - _inStart}, frame left {_frameLeft}, in message {_inMessage}, out left {_outLeft}, kestrel closed {Connection?.ConnectionClosed.IsCancellationRequested}, carrier fd {(Carrier is { } c ? (int)c.Socket.SafeHandle.DangerousGetHandle() : -1)} -> {(Carrier is { } d ? ProcFs.SelfFd((int)d.Socket.SafeHandle.DangerousGetHandle()) : "")}";
+            return $"state {_moveState}, reading {_reading}, fill {(_fill is null ? "none" : _fill.Status.ToString())}, end of file {_endOfFile}, buffered {_inEnd - _inStart}, frame left {_frameLeft}, in message {_inMessage}, out left {_outLeft}, kestrel closed {Connection?.ConnectionClosed.IsCancellationRequested}, {DescribeSocket()}";
         }
     }
 
