@@ -186,8 +186,10 @@ internal sealed partial class WebSocketMoves
             throw;
         }
 
-        // The socket's number stays this connection's while it moves: a session or request
-        // that ends meanwhile disposes the socket, and the number could name another one.
+        // The socket's number stays this connection's until it is detached: a session or request
+        // that ends meanwhile disposes the socket, and the number could name another one. Not
+        // longer: once detached, Kestrel reads the stand-in's end of file and disposes the
+        // socket, and a dispose waits (blocking a pool thread) for every reference to go.
         var handle = carrier.Socket.SafeHandle;
         bool held = false;
         try
@@ -205,26 +207,24 @@ internal sealed partial class WebSocketMoves
             return "its connection ended";
         }
 
+        int connection;
         try
         {
-            return await DetachAndSendAsync(stream, target, carrier, (int)handle.DangerousGetHandle(), blob).ConfigureAwait(false);
+            int fd = (int)handle.DangerousGetHandle();
+            if (carrier.AllWritten is { } allWritten && !await allWritten(fd).ConfigureAwait(false))
+            {
+                stream.Thaw();
+                target.CountNotMoved();
+                return "its client did not take what was sent to it";
+            }
+
+            connection = await target.DetachAsync(fd, carrier.Inode).ConfigureAwait(false);
         }
         finally
         {
             handle.DangerousRelease();
         }
-    }
 
-    private static async Task<string?> DetachAndSendAsync(WebSocketDrainStream stream, MoveTarget target, WebSocketCarrier carrier, int fd, byte[] blob)
-    {
-        if (carrier.AllWritten is { } allWritten && !await allWritten(fd).ConfigureAwait(false))
-        {
-            stream.Thaw();
-            target.CountNotMoved();
-            return "its client did not take what was sent to it";
-        }
-
-        int connection = await target.DetachAsync(fd, carrier.Inode).ConfigureAwait(false);
         if (connection < 0)
         {
             stream.Thaw();
@@ -232,7 +232,12 @@ internal sealed partial class WebSocketMoves
             return "its socket could not be taken from this process's socket engine";
         }
 
-        // From here the connection is no longer this process's: sent, or closed with 1012.
+        return await SendAsync(stream, target, carrier, connection, blob).ConfigureAwait(false);
+    }
+
+    // The detached connection is no longer this process's: sent, or closed with 1012.
+    private static async Task<string?> SendAsync(WebSocketDrainStream stream, MoveTarget target, WebSocketCarrier carrier, int connection, byte[] blob)
+    {
         try
         {
             byte[] unread = await stream.ReadUnreadAsync().WaitAsync(UnreadLimit).ConfigureAwait(false);
