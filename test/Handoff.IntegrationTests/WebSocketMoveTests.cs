@@ -161,9 +161,39 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
     public async Task Upgrade_WebSocketThatCannotMove_ClosedWith1012_AsBefore(string path, string reason)
     {
         await using var server = await ServerProcess.StartAsync(arguments: Options);
+        using var socket = new ClientWebSocket();
+        await UpgradeExpecting1012Async(server, socket, path, reason);
+    }
+
+    [Fact]
+    public async Task Upgrade_ToABuildWithoutTheEndpoint_ClosedWith1012()
+    {
+        // The next build maps /ws-move as a plain WebSocket endpoint: it names no endpoint it
+        // resumes, so the old generation sends nothing and closes with 1012.
+        using var files = new TempDirectory();
+        string marker = Path.Combine(files.Path, "no-moving-websockets");
+        await using var server = await ServerProcess.StartAsync(arguments: Options, environment: new Dictionary<string, string> { ["TESTSERVER_BREAK_NOMOVINGWEBSOCKETS"] = marker });
+        using var socket = new ClientWebSocket();
+        await UpgradeExpecting1012Async(server, socket, "/ws-move", "the new generation does not map this endpoint with MapHandoffWebSocket", () => File.WriteAllText(marker, ""));
+    }
+
+    [Fact]
+    public async Task Upgrade_CompressedWebSocket_ClosedWith1012()
+    {
+        // permessage-deflate keeps its context from message to message: it cannot move.
+        await using var server = await ServerProcess.StartAsync(arguments: Options);
+        using var socket = new ClientWebSocket();
+        socket.Options.DangerousDeflateOptions = new WebSocketDeflateOptions();
+        await UpgradeExpecting1012Async(server, socket, "/ws-move?compress=1", "it negotiated compression (permessage-deflate), whose context cannot move");
+    }
+
+    // Connects to path and sees the current generation answer, upgrades (after beforeUpgrade),
+    // and expects the old generation's 1012 close, logged with reason (for /ws-move), then its
+    // exit with 0.
+    private static async Task UpgradeExpecting1012Async(ServerProcess server, ClientWebSocket socket, string path, string reason, Action? beforeUpgrade = null)
+    {
         int old = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var socket = new ClientWebSocket();
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}{path}"), timeout.Token);
         if (path.StartsWith("/ws-move", StringComparison.Ordinal))
         {
@@ -175,6 +205,7 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
             Assert.Equal($"pid:{old}", await WebSocketText.ReceiveAsync(socket, timeout.Token));
         }
 
+        beforeUpgrade?.Invoke();
         ServerProcess.Signal(old, 12);
         await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
         Assert.Equal(ServiceRestart, socket.CloseStatus);
@@ -184,51 +215,6 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
             await server.WaitForOutputAsync($"Pid {old}: a WebSocket of /ws-move does not move and is closed with 1012 (Service Restart): {reason}");
         }
 
-        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
-    }
-
-    [Fact]
-    public async Task Upgrade_ToABuildWithoutTheEndpoint_ClosedWith1012()
-    {
-        // The next build maps /ws-move as a plain WebSocket endpoint: it names no endpoint it
-        // resumes, so the old generation sends nothing and closes with 1012.
-        using var files = new TempDirectory();
-        string marker = Path.Combine(files.Path, "no-moving-websockets");
-        await using var server = await ServerProcess.StartAsync(arguments: Options, environment: new Dictionary<string, string> { ["TESTSERVER_BREAK_NOMOVINGWEBSOCKETS"] = marker });
-        int old = server.CurrentPid;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var socket = new ClientWebSocket();
-        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws-move"), timeout.Token);
-        await socket.SendAsync("hello"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
-        Assert.Equal($"pid:{old} #1 hello", await WebSocketText.ReceiveAsync(socket, timeout.Token));
-
-        File.WriteAllText(marker, "");
-        ServerProcess.Signal(old, 12);
-        await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
-        Assert.Equal(ServiceRestart, socket.CloseStatus);
-        server.Track(server.CurrentPid);
-        await server.WaitForOutputAsync($"Pid {old}: a WebSocket of /ws-move does not move and is closed with 1012 (Service Restart): the new generation does not map this endpoint with MapHandoffWebSocket");
-        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
-    }
-
-    [Fact]
-    public async Task Upgrade_CompressedWebSocket_ClosedWith1012()
-    {
-        // permessage-deflate keeps its context from message to message: it cannot move.
-        await using var server = await ServerProcess.StartAsync(arguments: Options);
-        int old = server.CurrentPid;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var socket = new ClientWebSocket();
-        socket.Options.DangerousDeflateOptions = new WebSocketDeflateOptions();
-        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws-move?compress=1"), timeout.Token);
-        await socket.SendAsync("hello"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
-        Assert.Equal($"pid:{old} #1 hello", await WebSocketText.ReceiveAsync(socket, timeout.Token));
-
-        ServerProcess.Signal(old, 12);
-        await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
-        Assert.Equal(ServiceRestart, socket.CloseStatus);
-        server.Track(server.CurrentPid);
-        await server.WaitForOutputAsync($"Pid {old}: a WebSocket of /ws-move does not move and is closed with 1012 (Service Restart): it negotiated compression (permessage-deflate), whose context cannot move");
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
     }
 
