@@ -215,8 +215,9 @@ public sealed class ConnectionMoveFaultTests(ITestOutputHelper output)
     }
 
     /// <summary>Upgrades, stops the new generation once it is ready, and returns when the old
-    /// one has sent part of its connections and waits to send the rest.</summary>
-    private static async Task<(int Old, int Child)> StopTheNewGenerationMidMoveAsync(ServerProcess server, int connections)
+    /// one has sent part of its connections and waits to send the rest (each connection's frame
+    /// <paramref name="frameBytes"/> long: a header, and for a WebSocket its saved state).</summary>
+    internal static async Task<(int Old, int Child)> StopTheNewGenerationMidMoveAsync(ServerProcess server, int connections, int frameBytes = MoveChannel.HeaderLength)
     {
         int old = server.CurrentPid;
         ServerProcess.Signal(old, SIGUSR2);
@@ -229,8 +230,8 @@ public sealed class ConnectionMoveFaultTests(ITestOutputHelper output)
         // variable it started with); it holds about 280. Well before that, and well before all
         // of them, is the middle.
         ulong channel = ChannelInode(child);
-        await server.WaitUntilAsync(() => QueuedFrames(channel) >= 150, TimeSpan.FromSeconds(30), $"the old generation to send connections (channel inode {channel})");
-        Assert.True(QueuedFrames(channel) < connections - 100, "the old generation sent nearly every connection although the new one reads nothing");
+        await server.WaitUntilAsync(() => QueuedFrames(channel, frameBytes) >= 150, TimeSpan.FromSeconds(30), $"the old generation to send connections (channel inode {channel})");
+        Assert.True(QueuedFrames(channel, frameBytes) < connections - 100, "the old generation sent nearly every connection although the new one reads nothing");
         return (old, child);
     }
 
@@ -241,8 +242,9 @@ public sealed class ConnectionMoveFaultTests(ITestOutputHelper output)
         return ulong.Parse(value[(value.IndexOf(':', StringComparison.Ordinal) + 1)..], CultureInfo.InvariantCulture);
     }
 
-    // ss -x: "u_str ESTAB RECV-Q SEND-Q * INODE * PEER"; a frame without unread bytes is 24 bytes.
-    private static int QueuedFrames(ulong inode)
+    // ss -x: "u_str ESTAB RECV-Q SEND-Q * INODE * PEER"; a frame without unread bytes is a
+    // header (24 bytes) and its state.
+    private static int QueuedFrames(ulong inode, int frameBytes)
     {
         var info = new System.Diagnostics.ProcessStartInfo("ss", ["-xn"]) { RedirectStandardOutput = true };
         using var ss = System.Diagnostics.Process.Start(info)!;
@@ -253,7 +255,7 @@ public sealed class ConnectionMoveFaultTests(ITestOutputHelper output)
             string[] columns = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (columns.Length >= 6 && columns[5] == inode.ToString(CultureInfo.InvariantCulture))
             {
-                return int.Parse(columns[2], CultureInfo.InvariantCulture) / MoveChannel.HeaderLength;
+                return int.Parse(columns[2], CultureInfo.InvariantCulture) / frameBytes;
             }
         }
 

@@ -18,21 +18,29 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
     private const WebSocketCloseStatus ServiceRestart = (WebSocketCloseStatus)1012;
     private static readonly string[] Options = ["--Handoff:RollbackWindow=300ms", "--Handoff:DrainTimeout=30s"];
 
+    // CI runs the small messages across 10 upgrades (about 13 s) and the fragmented and large
+    // ones across 3; bench/slow-tests runs those across 10 too (about 12 s each).
     [Theory]
-    [InlineData(64, 1, 0, 4)]
-    [InlineData(64, 60_000, 4_000, 1)]
-    [InlineData(8, 1_000_000, 0, 1)]
-    public Task Upgrades_ClientsSendingContinuously_KeepTheirConnectionAndCount_NoMessageLostOrRepeated(int clientCount, int messageBytes, int fragmentBytes, int inFlight) =>
-        ContinuousClientsAsync(clientCount, messageBytes, fragmentBytes, inFlight);
+    [InlineData(64, 1, 0, 4, 10)]
+    [InlineData(64, 60_000, 4_000, 1, 3)]
+    [InlineData(8, 1_000_000, 0, 1, 3)]
+    public Task Upgrades_ClientsSendingContinuously_KeepTheirConnectionAndCount_NoMessageLostOrRepeated(int clientCount, int messageBytes, int fragmentBytes, int inFlight, int upgrades) =>
+        ContinuousClientsAsync(clientCount, messageBytes, fragmentBytes, inFlight, upgrades);
 
-    private async Task ContinuousClientsAsync(int clientCount, int messageBytes, int fragmentBytes, int inFlight)
+    [SlowTheory]
+    [Trait("Category", "Slow")]
+    [InlineData(64, 60_000, 4_000, 1, 10)]
+    [InlineData(8, 1_000_000, 0, 1, 10)]
+    public Task Upgrades_ClientsSendingContinuously_TenUpgrades(int clientCount, int messageBytes, int fragmentBytes, int inFlight, int upgrades) =>
+        ContinuousClientsAsync(clientCount, messageBytes, fragmentBytes, inFlight, upgrades);
+
+    private async Task ContinuousClientsAsync(int clientCount, int messageBytes, int fragmentBytes, int inFlight, int upgrades)
     {
         // 64 clients, each sending its next messages as soon as the previous ones are answered,
         // inFlight at a time (the next message's frames then wait behind the one being read);
         // with fragmentBytes, each message goes in frames of that size (a message half received
         // is then a common moment for the move to find).
         int Clients = clientCount;
-        const int Upgrades = 3;
         await using var server = await ServerProcess.StartAsync(arguments: Options);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token);
@@ -42,7 +50,7 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
             await Task.WhenAll(clients.Select(c => c.ConnectAsync(timeout.Token)));
             var running = clients.Select(c => Task.Run(() => c.RunAsync(stop.Token))).ToList();
             var pids = new List<int> { server.CurrentPid };
-            for (int i = 0; i < Upgrades; i++)
+            for (int i = 0; i < upgrades; i++)
             {
                 await WaitForAllAsync(clients, c => c.Answered >= 5 && c.LastPid == pids[^1], "every client to be answered by the current generation", timeout.Token, server);
                 var (old, next, exit) = await server.UpgradeAsync();
@@ -61,7 +69,7 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
                 await client.CloseAsync(timeout.Token);
             }
 
-            output.WriteLine($"{Clients} clients, {clients.Sum(c => c.Answered)} messages answered in order across {Upgrades} upgrades; pids {string.Join(", ", pids)}");
+            output.WriteLine($"{Clients} clients, {clients.Sum(c => c.Answered)} messages answered in order across {upgrades} upgrades; pids {string.Join(", ", pids)}");
             foreach (int old in pids[..^1])
             {
                 Assert.Contains($"(pid {old}) moved {Clients} connections to the new generation (it took {Clients} and closed 0)", server.Output, StringComparison.Ordinal);
