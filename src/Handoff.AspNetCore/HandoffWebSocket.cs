@@ -92,6 +92,21 @@ public sealed class HandoffWebSocket
     /// </summary>
     public Func<ReadOnlyMemory<byte>>? SaveState { get; set; }
 
+    /// <summary>
+    /// The whole messages this generation's <see cref="WebSocket"/> has handed to the connection
+    /// (their last frame written), counted from 0 in each generation; 0 for a WebSocket that
+    /// cannot move. Read it in <see cref="SaveState"/> to tell a message that went from one that
+    /// did not: a send that was writing when the move came counts here once written, even if its
+    /// <c>SendAsync</c> has not returned yet; a send that waited for the move does not count, and
+    /// throws <see cref="OperationCanceledException"/>. A session that sends from a queue (server
+    /// push) saves the queued messages past this count, and the new generation sends them: none
+    /// lost, none twice (the sample samples/ChatRoom does).
+    /// </summary>
+    public long MessagesSent => Stream?.MessagesWritten ?? 0;
+
+    /// <summary>The stream under the WebSocket, when it can move.</summary>
+    internal Handoff.AspNetCore.WebSocketDrainStream? Stream { get; set; }
+
     /// <summary>True once the connection moved to the new generation: the session must end
     /// without using or closing <see cref="WebSocket"/>.</summary>
     public bool Moved

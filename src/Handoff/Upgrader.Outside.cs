@@ -139,8 +139,13 @@ public sealed partial class Upgrader
         _status.Last,
         _inheritance.ParentPid,
         MoveReceiver is { } moves && (moves.Adopted + moves.Closed + moves.PassedOn > 0 || !moves.Ended.IsCompleted)
-            ? new MovedHere(moves.Adopted, moves.Closed, moves.PassedOn, moves.Ended.IsCompleted)
+            ? new MovedHere(moves.Adopted, moves.Closed, moves.PassedOn, moves.Ended.IsCompleted, ByKind(moves.Tally))
             : null);
+
+    private static Dictionary<string, MovedKind> ByKind(ConnectionTally tally) =>
+        tally.Entries.Select(e => e.Kind).Distinct().ToDictionary(
+            ConnectionTally.Name,
+            kind => new MovedKind(tally.Count(kind, "adopted"), tally.Count(kind, "closed"), tally.Count(kind, "passed_on")));
 
     /// <summary>What reads the connections the previous generation moves here (set by the
     /// ASP.NET Core adoption or a raw server's connection drain), for the status.</summary>

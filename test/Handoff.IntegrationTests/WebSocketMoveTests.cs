@@ -17,6 +17,7 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
 {
     private const WebSocketCloseStatus ServiceRestart = (WebSocketCloseStatus)1012;
     private static readonly string[] Options = ["--Handoff:RollbackWindow=300ms", "--Handoff:DrainTimeout=30s"];
+    private static readonly string[] MixedPaths = ["/ws-move", "/ws-move", "/ws-move?save=throw", "/ws-move?compress=1"];
 
     // CI runs the small messages across 10 upgrades (about 13 s) and the fragmented and large
     // ones across 3; bench/slow-tests runs those across 10 too (about 12 s each).
@@ -224,6 +225,78 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
         }
 
         Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
+    public async Task Upgrade_WebSocketsCountedByKindAndReason_InMetricsAndStatus()
+    {
+        // Two WebSockets that move, one whose SaveState throws, one compressed, and an idle
+        // HTTP/1.1 connection: the old generation's handoff.drain.connections and the new one's
+        // handoff.moved_connections count each by kind (and reason), and handoff status shows
+        // the kinds that came.
+        using var directory = new TempDirectory();
+        string control = Path.Combine(directory.Path, "control.sock");
+        string metricsLog = Path.Combine(directory.Path, "metrics.log");
+        await using var server = await ServerProcess.StartAsync(arguments: [.. Options, $"--Handoff:ControlSocket={control}"], environment: new Dictionary<string, string> { ["TESTSERVER_METRICS_LOG"] = metricsLog });
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var sockets = MixedPaths.Select(path => (Path: path, Socket: new ClientWebSocket())).ToList();
+        try
+        {
+            foreach (var (path, socket) in sockets)
+            {
+                if (path.EndsWith("compress=1", StringComparison.Ordinal))
+                {
+                    socket.Options.DangerousDeflateOptions = new WebSocketDeflateOptions();
+                }
+
+                await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}{path}"), timeout.Token);
+                await socket.SendAsync("one"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
+                Assert.Equal($"pid:{old} #1 one", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+            }
+
+            using var http = await HttpProbe.ConnectAsync(server.EndPoint, timeout.Token);
+            Assert.Equal(old, await ConnectionMoveTests.RequestAsync(http, timeout.Token));
+
+            int next = await server.UpgradeWithoutWaitingForExitAsync();
+            foreach (var (_, socket) in sockets.Where(s => s.Path != "/ws-move"))
+            {
+                await WebSocketText.ReceiveCloseAsync(socket, timeout.Token);
+                Assert.Equal(ServiceRestart, socket.CloseStatus);
+            }
+
+            // Once moved (a message sent before would still be the old generation's to answer).
+            await server.WaitForOutputAsync($"(pid {old}) moved ");
+            foreach (var (_, socket) in sockets.Where(s => s.Path == "/ws-move"))
+            {
+                await socket.SendAsync("two"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
+                Assert.Equal($"pid:{next} #2 two", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+            }
+
+            Assert.Equal(next, await ConnectionMoveTests.RequestAsync(http, timeout.Token));
+            Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+
+            string[] expected =
+            [
+                $"{old} handoff.drain.connections{{handoff.connection.kind=\"http1\",handoff.connection.outcome=\"moved\"}} 1",
+                $"{old} handoff.drain.connections{{handoff.connection.kind=\"websocket\",handoff.connection.outcome=\"moved\"}} 2",
+                $"{old} handoff.drain.connections{{handoff.connection.kind=\"websocket\",handoff.connection.outcome=\"closed\",handoff.connection.reason=\"save_state_failed\"}} 1",
+                $"{old} handoff.drain.connections{{handoff.connection.kind=\"websocket\",handoff.connection.outcome=\"drained\",handoff.connection.reason=\"compression\"}} 1",
+                $"{next} handoff.moved_connections{{handoff.connection.kind=\"http1\",handoff.connection.outcome=\"adopted\"}} 1",
+                $"{next} handoff.moved_connections{{handoff.connection.kind=\"websocket\",handoff.connection.outcome=\"adopted\"}} 2",
+            ];
+            await server.WaitUntilAsync(() => File.Exists(metricsLog) && File.ReadAllLines(metricsLog).Count(l => l.Contains("connections{", StringComparison.Ordinal)) >= expected.Length, TimeSpan.FromSeconds(30), "the moves' counts in the metrics log");
+            var counted = File.ReadAllLines(metricsLog).Where(l => l.Contains("connections{", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList();
+            Assert.Equal(expected.Order(StringComparer.Ordinal), counted);
+
+            var status = await ToolRun.RunAsync(["status", "--control", control]);
+            Assert.True(status.ExitCode == 0, status.ToString());
+            Assert.Contains("moved here at the last upgrade: 3 connections adopted, 0 closed, 0 passed on (http1: 1 adopted, 0 closed; websocket: 2 adopted, 0 closed)", status.Output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            sockets.ForEach(s => s.Socket.Dispose());
+        }
     }
 
     [Fact]

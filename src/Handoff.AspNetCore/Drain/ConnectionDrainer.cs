@@ -58,6 +58,10 @@ internal sealed partial class ConnectionDrainer
     private TimeSpan _idleTimeout;
     private int _heldIneligible;
 
+    // The reasons of WebSockets that could not move, closed before the move's target existed
+    // (during the hold); counted on it at the commit.
+    private readonly List<string> _refusedWebSockets = [];
+
     // Connections marked Draining by a reload and not closed yet. An over-count (a connection
     // that closed while being marked) only costs the middleware a lookup per request.
     private int _reloadDraining;
@@ -180,6 +184,21 @@ internal sealed partial class ConnectionDrainer
             }
 
             moves = Moves;
+
+            // One that cannot move on a connection that could (compressed, say) is counted
+            // with its reason once the move's target exists; over TLS or HTTP/2 its connection
+            // counts as one that could not move.
+            if (_restarting && webSocket.MoveRefusal is { } refused && webSocket.Carrier is not null)
+            {
+                if (moves is null)
+                {
+                    _refusedWebSockets.Add(refused.Reason);
+                }
+                else
+                {
+                    moves.CountIneligible(1, MoveKind.WebSocket, refused.Reason);
+                }
+            }
         }
 
         if (moves is not null && MayMove(webSocket) && WebSocketMoves is { } webSocketMoves)
@@ -188,9 +207,9 @@ internal sealed partial class ConnectionDrainer
             return false;
         }
 
-        if (_restarting && webSocket.MoveRefusal is not null)
+        if (_restarting && webSocket.MoveRefusal is { } refusal)
         {
-            WebSocketMoves?.LogNotMoved(webSocket, webSocket.MoveRefusal);
+            WebSocketMoves?.LogNotMoved(webSocket, refusal.Text);
         }
 
         _ = webSocket.CloseAsync(_restarting);
@@ -237,6 +256,7 @@ internal sealed partial class ConnectionDrainer
                 // What cannot move drains from now on, and may be gone by the commit: counted
                 // now, as the connections that could not move.
                 _heldIneligible = 0;
+                _refusedWebSockets.Clear();
                 foreach (var connection in _connections)
                 {
                     if (!connection.CanMove && !connection.CarriesMovableWebSocket)
@@ -294,6 +314,12 @@ internal sealed partial class ConnectionDrainer
             {
                 AskToMove(moves);
                 moves.CountIneligible(_heldIneligible);
+                foreach (string reason in _refusedWebSockets)
+                {
+                    moves.CountIneligible(1, MoveKind.WebSocket, reason);
+                }
+
+                _refusedWebSockets.Clear();
             }
 
             _holdingForMove = false;

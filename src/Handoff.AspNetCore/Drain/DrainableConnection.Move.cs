@@ -139,16 +139,22 @@ internal sealed partial class DrainableConnection
         bool boundary = Volatile.Read(ref move.State) == Move.Closing && !move.Aborted && !HasActiveRequest && !_upgraded &&
             Volatile.Read(ref _requests) >> 32 == Volatile.Read(ref move.EndedAtClose);
         int fd = boundary && !target.IsBroken && Socket is { } socket ? (int)socket.SafeHandle.DangerousGetHandle() : -1;
-        if (fd < 0 || !await AllWrittenAsync(fd, pipe.Written).ConfigureAwait(false))
+        if (fd < 0)
         {
-            target.CountNotMoved();
+            target.CountNotMoved(MoveKind.Http1, target.IsBroken ? MoveTarget.NotSent : "no_boundary");
+            return;
+        }
+
+        if (!await AllWrittenAsync(fd, pipe.Written).ConfigureAwait(false))
+        {
+            target.CountNotMoved(MoveKind.Http1, "unsent_data");
             return;
         }
 
         int connection = await target.DetachAsync(fd).ConfigureAwait(false);
         if (connection < 0)
         {
-            target.CountNotMoved();
+            target.CountNotMoved(MoveKind.Http1, "detach_failed");
             return;
         }
 
@@ -159,12 +165,12 @@ internal sealed partial class DrainableConnection
             ulong listener = (Owner as HandoffConnectionListener)!.Listener.SocketInode!.Value;
             if (!await target.SendAsync(connection, listener, unread).ConfigureAwait(false))
             {
-                target.CountNotMoved();
+                target.CountNotMoved(MoveKind.Http1, MoveTarget.NotSent);
             }
         }
         catch (TimeoutException)
         {
-            target.CountNotMoved();
+            target.CountNotMoved(MoveKind.Http1, "unread_timeout");
         }
         finally
         {

@@ -127,7 +127,7 @@ internal sealed partial class HandoffHostedService : IHostedLifecycleService, ID
                     Log.MoveFailed(_logger, Environment.ProcessId, _upgrader.Generation, moves.Failed, moves.FirstError);
                 }
 
-                _upgrader.Metrics.ConnectionsHandedOver(moves.Moved, moves.NotMoved + moves.Failed, moves.Ineligible);
+                _upgrader.Metrics.ConnectionsHandedOver(moves.Tally);
             }
         }
     }

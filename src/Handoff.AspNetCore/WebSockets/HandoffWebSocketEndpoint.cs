@@ -44,19 +44,20 @@ internal sealed partial class HandoffWebSocketEndpoint(string name, Func<Handoff
         if (stream is not null)
         {
             stream.Session = handoffSession;
+            handoffSession.Stream = stream;
             stream.SubProtocol = webSocket.SubProtocol;
             // Compression keeps its context from message to message, in both processes' deflate
             // streams: none of it can move.
             if (context.Response.Headers.SecWebSocketExtensions.ToString().Contains("permessage-deflate", StringComparison.OrdinalIgnoreCase))
             {
-                stream.MoveRefusal ??= "it negotiated compression (permessage-deflate), whose context cannot move";
+                stream.MoveRefusal ??= WebSocketRefusal.Compression;
             }
 
             // With a keep-alive timeout the WebSocket reads by itself while a ping waits for its
             // pong, also while the application handles a message: such a read is no boundary.
             if ((options.KeepAliveTimeout ?? moves.WebSocketOptions.KeepAliveTimeout) is var keepAlive && keepAlive > TimeSpan.Zero && keepAlive != Timeout.InfiniteTimeSpan)
             {
-                stream.MoveRefusal ??= "it has a keep-alive timeout (KeepAliveTimeout), with which the WebSocket reads ahead by itself";
+                stream.MoveRefusal ??= WebSocketRefusal.KeepAliveTimeout;
             }
 
             drainer.SessionStarted(stream);

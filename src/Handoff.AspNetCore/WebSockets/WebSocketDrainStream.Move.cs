@@ -47,6 +47,7 @@ internal sealed partial class WebSocketDrainStream
     // with a whole frame header (never from .NET's WebSocket): then it never moves.
     private long _outLeft;
     private bool _outInMessage;
+    private long _messagesWritten;
     private bool _untracked;
 
     // The move: None; Requested (reads stop at the boundary); Frozen (reads and writes held);
@@ -506,6 +507,10 @@ internal sealed partial class WebSocketDrainStream
     }
 
     // Follows the frames the WebSocket writes; under the write lock.
+    /// <summary>Whole data messages written (<see cref="HandoffWebSocket.MessagesSent"/>);
+    /// exact while the WebSocket is held.</summary>
+    public long MessagesWritten => Interlocked.Read(ref _messagesWritten);
+
     private void Written(ReadOnlySpan<byte> bytes)
     {
         if (Endpoint is null)
@@ -526,7 +531,13 @@ internal sealed partial class WebSocketDrainStream
                 int opcode = bytes[0] & 0x0F;
                 if (opcode < 8)
                 {
+                    // The WebSocket writes each frame whole, in one write: a message's last
+                    // frame counts once this write has gone (the hold waits for it).
                     _outInMessage = (bytes[0] & 0x80) == 0;
+                    if (!_outInMessage)
+                    {
+                        Interlocked.Increment(ref _messagesWritten);
+                    }
                 }
                 else if (opcode == 8)
                 {

@@ -111,8 +111,8 @@ internal sealed partial class WebSocketDrainStream : Stream
             // Alone on its connection, in clear, from one of Handoff's listeners: it can move.
             tracked.Carrier = http2 ? null : connection?.WebSocketCarrier();
             tracked.MoveRefusal = tracked.Carrier is not null ? null
-                : http2 ? "it runs on an HTTP/2 stream (other streams share the connection)"
-                : "its connection cannot move (TLS, or not accepted by Handoff's listener)";
+                : http2 ? WebSocketRefusal.Http2
+                : WebSocketRefusal.Tls;
             if (connection is not null)
             {
                 connection.CarriesMovableWebSocket = tracked.Carrier is not null;
@@ -139,7 +139,7 @@ internal sealed partial class WebSocketDrainStream : Stream
     public WebSocketCarrier? Carrier { get; set; }
 
     /// <summary>Why it cannot move, when it cannot whatever the new generation.</summary>
-    public string? MoveRefusal { get; set; }
+    public WebSocketRefusal? MoveRefusal { get; set; }
 
     /// <summary>The sub-protocol its handshake chose, which the new generation keeps.</summary>
     public string? SubProtocol { get; set; }

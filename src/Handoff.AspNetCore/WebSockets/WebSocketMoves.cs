@@ -91,7 +91,7 @@ internal sealed partial class WebSocketMoves
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            target.CountFailed(e);
+            target.CountFailed(e, MoveKind.WebSocket);
             stream.Thaw();
             refusal = $"{e.GetType().Name}: {e.Message}";
         }
@@ -101,6 +101,20 @@ internal sealed partial class WebSocketMoves
             LogNotMoved(stream, refusal);
             await stream.CloseAsync(restart: true).ConfigureAwait(false);
         }
+    }
+
+    // A WebSocket that cannot move whatever happens now: counted as drained (closed with 1012).
+    private static string Ineligible(MoveTarget target, WebSocketRefusal refusal)
+    {
+        target.CountIneligible(1, MoveKind.WebSocket, refusal.Reason);
+        return refusal.Text;
+    }
+
+    // A WebSocket that was to move and is closed with 1012 instead.
+    private static string NotMoved(MoveTarget target, string reason, string text)
+    {
+        target.CountNotMoved(MoveKind.WebSocket, reason);
+        return text;
     }
 
     /// <summary>Logs why a WebSocket of a moving endpoint is closed with 1012 instead.</summary>
@@ -117,33 +131,30 @@ internal sealed partial class WebSocketMoves
         var endpoint = stream.Endpoint!;
         if (stream.MoveRefusal is { } refused)
         {
-            target.CountIneligible();
-            return refused;
+            return Ineligible(target, refused);
         }
 
         if (!target.Resumes.Contains(endpoint.Name))
         {
-            target.CountIneligible();
-            return "the new generation does not map this endpoint with MapHandoffWebSocket";
+            return Ineligible(target, WebSocketRefusal.NotResumed);
         }
 
         if (stream.Session is not { } session || stream.Carrier is not { } carrier)
         {
-            target.CountIneligible();
-            return "its session has not begun";
+            return Ineligible(target, new("no_session", "its session has not begun"));
         }
 
         target.CountAsked();
         if (!target.IsOpen)
         {
-            target.CountNotMoved();
-            return "the channel to the new generation is closed";
+            return NotMoved(target, MoveTarget.NotSent, "the channel to the new generation is closed");
         }
 
         if (!await stream.FreezeAsync(BoundaryLimit).ConfigureAwait(false))
         {
-            target.CountNotMoved();
-            return stream.IsClosing ? "its close handshake has begun" : $"no point between two messages came within {BoundaryLimit.TotalSeconds} s";
+            return stream.IsClosing
+                ? NotMoved(target, "closing", "its close handshake has begun")
+                : NotMoved(target, "no_boundary", $"no point between two messages came within {BoundaryLimit.TotalSeconds} s");
         }
 
         // Held: from here, each way out either thaws the WebSocket (it goes on here, and is
@@ -155,8 +166,7 @@ internal sealed partial class WebSocketMoves
             if (save is null)
             {
                 stream.Thaw();
-                target.CountNotMoved();
-                return "its session set no SaveState";
+                return NotMoved(target, "no_save_state", "its session set no SaveState");
             }
 
             var saving = Task.Run(() => save().ToArray());
@@ -164,18 +174,16 @@ internal sealed partial class WebSocketMoves
             if (!saving.IsCompletedSuccessfully)
             {
                 stream.Thaw();
-                target.CountNotMoved();
                 return saving.IsFaulted
-                    ? $"its SaveState threw {saving.Exception!.InnerException!.GetType().Name}: {saving.Exception.InnerException.Message}"
-                    : $"its SaveState did not return within {SaveLimit.TotalSeconds} s";
+                    ? NotMoved(target, "save_state_failed", $"its SaveState threw {saving.Exception!.InnerException!.GetType().Name}: {saving.Exception.InnerException.Message}")
+                    : NotMoved(target, "save_state_failed", $"its SaveState did not return within {SaveLimit.TotalSeconds} s");
             }
 
             byte[] state = saving.Result;
             if (state.Length > MaxState)
             {
                 stream.Thaw();
-                target.CountNotMoved();
-                return $"its SaveState returned {state.Length} bytes, more than the {MaxState} a move carries";
+                return NotMoved(target, "state_too_large", $"its SaveState returned {state.Length} bytes, more than the {MaxState} a move carries");
             }
 
             blob = Encode(endpoint.Name, stream.SubProtocol, state);
@@ -203,8 +211,7 @@ internal sealed partial class WebSocketMoves
         if (!held)
         {
             stream.Thaw();
-            target.CountNotMoved();
-            return "its connection ended";
+            return NotMoved(target, "connection_ended", "its connection ended");
         }
 
         int connection;
@@ -214,8 +221,7 @@ internal sealed partial class WebSocketMoves
             if (carrier.AllWritten is { } allWritten && !await allWritten(fd).ConfigureAwait(false))
             {
                 stream.Thaw();
-                target.CountNotMoved();
-                return "its client did not take what was sent to it";
+                return NotMoved(target, "unsent_data", "its client did not take what was sent to it");
             }
 
             connection = await target.DetachAsync(fd, carrier.Inode).ConfigureAwait(false);
@@ -228,8 +234,7 @@ internal sealed partial class WebSocketMoves
         if (connection < 0)
         {
             stream.Thaw();
-            target.CountNotMoved();
-            return "its socket could not be taken from this process's socket engine";
+            return NotMoved(target, "detach_failed", "its socket could not be taken from this process's socket engine");
         }
 
         return await SendAsync(stream, target, carrier, connection, blob).ConfigureAwait(false);
@@ -244,7 +249,7 @@ internal sealed partial class WebSocketMoves
             if (unread.Length > MoveChannel.MaxBytes || !await target.SendAsync(connection, carrier.ListenerInode, unread, MoveKind.WebSocket, blob).ConfigureAwait(false))
             {
                 CloseWithRestart(connection);
-                target.CountNotMoved();
+                target.CountNotMoved(MoveKind.WebSocket, unread.Length > MoveChannel.MaxBytes ? "unread_too_large" : MoveTarget.NotSent);
             }
         }
 #pragma warning disable CA1031 // Whatever failed, the connection is no longer this process's: its client must hear of it.
@@ -252,7 +257,7 @@ internal sealed partial class WebSocketMoves
 #pragma warning restore CA1031
         {
             CloseWithRestart(connection);
-            target.CountFailed(new IOException($"{e.GetType().Name}: {e.Message} ({stream.Describe()})", e));
+            target.CountFailed(new IOException($"{e.GetType().Name}: {e.Message} ({stream.Describe()})", e), MoveKind.WebSocket);
         }
         finally
         {
@@ -328,7 +333,7 @@ internal sealed partial class WebSocketMoves
         stream.SubProtocol = subProtocol;
         if (options.KeepAliveTimeout > TimeSpan.Zero && options.KeepAliveTimeout != Timeout.InfiniteTimeSpan)
         {
-            stream.MoveRefusal = "it has a keep-alive timeout (KeepAliveTimeout), with which the WebSocket reads ahead by itself";
+            stream.MoveRefusal = WebSocketRefusal.KeepAliveTimeout;
         }
 
         stream.Carrier = new WebSocketCarrier(socket, inode, moved.ListenerInode, AllWritten: null);
@@ -342,6 +347,7 @@ internal sealed partial class WebSocketMoves
 
         var session = new HandoffWebSocket(webSocket, state, httpContext: null, aborted.Token);
         stream.Session = session;
+        session.Stream = stream;
         _drainer.Register(stream);
         _ = Task.Run(() => endpoint.RunResumedAsync(session, stream, aborted));
         return MoveOutcome.Adopted;
@@ -443,3 +449,18 @@ internal sealed partial class WebSocketMoves
 /// tells it from a later socket with the same number), the listening socket that accepted it, and
 /// (under Kestrel, whose writes are queued) a wait until the kernel has taken every byte written.</summary>
 internal sealed record WebSocketCarrier(Socket Socket, ulong Inode, ulong ListenerInode, Func<int, Task<bool>>? AllWritten);
+
+/// <summary>Why a WebSocket cannot move: a word for the metrics' reason attribute and a sentence
+/// for the log.</summary>
+internal sealed record WebSocketRefusal(string Reason, string Text)
+{
+    public static readonly WebSocketRefusal Http2 = new("http2", "it runs on an HTTP/2 stream (other streams share the connection)");
+
+    public static readonly WebSocketRefusal Tls = new("tls", "its connection cannot move (TLS, or not accepted by Handoff's listener)");
+
+    public static readonly WebSocketRefusal Compression = new("compression", "it negotiated compression (permessage-deflate), whose context cannot move");
+
+    public static readonly WebSocketRefusal KeepAliveTimeout = new("keep_alive_timeout", "it has a keep-alive timeout (KeepAliveTimeout), with which the WebSocket reads ahead by itself");
+
+    public static readonly WebSocketRefusal NotResumed = new("not_resumed", "the new generation does not map this endpoint with MapHandoffWebSocket");
+}

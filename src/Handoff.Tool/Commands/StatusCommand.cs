@@ -82,7 +82,16 @@ internal static class StatusCommand
 
         if (status.MovedHere is { } moved)
         {
-            text.Append(invariant, $"moved here at the last upgrade: {moved.Adopted} connections adopted, {moved.Closed} closed, {moved.PassedOn} passed on{(moved.Ended ? "" : " (still arriving)")}").AppendLine();
+            text.Append(invariant, $"moved here at the last upgrade: {moved.Adopted} connections adopted, {moved.Closed} closed, {moved.PassedOn} passed on{(moved.Ended ? "" : " (still arriving)")}");
+
+            // By kind when not only HTTP/1.1 came: "(http1: 60 adopted, 0 closed; websocket: 4 adopted, 0 closed)".
+            if (moved.ByKind is { } byKind && byKind.Keys.Any(k => k != "http1"))
+            {
+                text.Append(" (").AppendJoin("; ", byKind.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k =>
+                    string.Create(invariant, $"{k.Key}: {k.Value.Adopted} adopted, {k.Value.Closed} closed{(k.Value.PassedOn > 0 ? $", {k.Value.PassedOn} passed on" : "")}"))).Append(')');
+            }
+
+            text.AppendLine();
         }
 
         if (status.LastUpgrade is { } last)

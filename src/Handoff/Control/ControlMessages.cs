@@ -43,7 +43,15 @@ internal sealed record DrainingAnswer(
 
 /// <summary>The connections the previous generation moved to this one, in <see cref="StatusAnswer"/>
 /// (absent when it moved none here: the first generation, or moving is off).</summary>
-internal sealed record MovedHereAnswer(int Adopted, int Closed, int PassedOn, bool Ended);
+internal sealed record MovedHereAnswer(
+    int Adopted,
+    int Closed,
+    int PassedOn,
+    bool Ended,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, MovedKindAnswer>? ByKind = null);
+
+/// <summary>The connections of one kind (http1, websocket, tcp) in <see cref="MovedHereAnswer"/>.</summary>
+internal sealed record MovedKindAnswer(int Adopted, int Closed, int PassedOn);
 
 /// <summary>The last upgrade, in <see cref="StatusAnswer"/>.</summary>
 internal sealed record LastUpgradeAnswer(string Outcome, string At, string Detail);

@@ -252,7 +252,9 @@ internal sealed partial class ControlServer
         status.OpenConnections,
         [.. status.Draining.Select(d => new DrainingAnswer(d.Pid, d.StartedAt is { } started ? Time(started) : null, d.OpenConnections))],
         status.LastUpgrade is { } last ? new LastUpgradeAnswer(last.Outcome, Time(last.At), last.Detail) : null,
-        status.MovedHere is { } moved ? new MovedHereAnswer(moved.Adopted, moved.Closed, moved.PassedOn, moved.Ended) : null);
+        status.MovedHere is { } moved
+            ? new MovedHereAnswer(moved.Adopted, moved.Closed, moved.PassedOn, moved.Ended, moved.ByKind?.ToDictionary(k => k.Key, k => new MovedKindAnswer(k.Value.Adopted, k.Value.Closed, k.Value.PassedOn)))
+            : null);
 
     private static string Time(DateTimeOffset at) => at.UtcDateTime.ToString(ControlProtocol.TimeFormat, CultureInfo.InvariantCulture);
 

@@ -21,5 +21,9 @@ internal sealed record DrainingGeneration(int Pid, DateTimeOffset? StartedAt, in
 
 /// <summary>What became of the connections the previous generation moved to this one: adopted,
 /// closed (nothing here could serve them), passed on to a newer generation; <see cref="Ended"/>
-/// once the previous generation has moved all it will.</summary>
-internal sealed record MovedHere(int Adopted, int Closed, int PassedOn, bool Ended);
+/// once the previous generation has moved all it will; <see cref="ByKind"/> the same for each
+/// kind that came (http1, websocket, tcp).</summary>
+internal sealed record MovedHere(int Adopted, int Closed, int PassedOn, bool Ended, IReadOnlyDictionary<string, MovedKind>? ByKind = null);
+
+/// <summary>What became of the connections of one kind the previous generation moved here.</summary>
+internal sealed record MovedKind(int Adopted, int Closed, int PassedOn);

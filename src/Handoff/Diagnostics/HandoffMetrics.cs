@@ -23,6 +23,8 @@ internal sealed class HandoffMetrics : IDisposable
     public const string DrainReasonTag = "handoff.drain.reason";
     public const string PhaseTag = "handoff.upgrade.phase";
     public const string ConnectionOutcomeTag = "handoff.connection.outcome";
+    public const string ConnectionKindTag = "handoff.connection.kind";
+    public const string ConnectionReasonTag = "handoff.connection.reason";
 
     public const string Succeeded = "succeeded";
     public const string Failed = "failed";
@@ -98,11 +100,11 @@ internal sealed class HandoffMetrics : IDisposable
         _handedOver = _meter.CreateCounter<long>(
             "handoff.drain.connections",
             unit: "{connection}",
-            description: "What became of the connections of a generation that moved its connections (Handoff:MoveConnections), recorded by it when its drain ended: moved (sent to the new generation), closed (were to move, closed instead), drained (could not move: TLS, HTTP/2, none served yet).");
+            description: "What became of the connections of a generation that moved its connections (Handoff:MoveConnections), recorded by it when its drain ended, by kind (http1, websocket, tcp) and outcome: moved (sent to the new generation), closed (were to move, closed instead), drained (could not move: TLS, HTTP/2, none served yet; a WebSocket closed with 1012); with a reason for those that did not move, where known.");
         _received = _meter.CreateCounter<long>(
             "handoff.moved_connections",
             unit: "{connection}",
-            description: "Connections the previous generation moved to this one, by outcome: adopted (served here), passed_on (sent on to a newer generation), closed (no listener or no descriptor left here).");
+            description: "Connections the previous generation moved to this one, by kind (http1, websocket, tcp) and outcome: adopted (served here), passed_on (sent on to a newer generation), closed (no listener, endpoint or descriptor left here).");
     }
 
     /// <summary>The meter (for tests, which listen to this instance only).</summary>
@@ -163,23 +165,27 @@ internal sealed class HandoffMetrics : IDisposable
     }
 
     /// <summary>A generation that moved its connections finished its drain.</summary>
-    public void ConnectionsHandedOver(int moved, int closed, int drained) =>
-        AddByOutcome(_handedOver, ("moved", moved), ("closed", closed), ("drained", drained));
+    public void ConnectionsHandedOver(ConnectionTally tally) => Add(_handedOver, tally);
 
     /// <summary>The previous generation has moved all it will to this one.</summary>
-    public void ConnectionsReceived(int adopted, int passedOn, int closed) =>
-        AddByOutcome(_received, ("adopted", adopted), ("passed_on", passedOn), ("closed", closed));
+    public void ConnectionsReceived(ConnectionTally tally) => Add(_received, tally);
 
-    private static void AddByOutcome(Counter<long> counter, params ReadOnlySpan<(string Outcome, int Count)> counts)
+    private static void Add(Counter<long> counter, ConnectionTally tally)
     {
         if (!counter.Enabled)
         {
             return;
         }
 
-        foreach (var (outcome, count) in counts)
+        foreach (var (kind, outcome, reason, count) in tally.Entries)
         {
-            counter.Add(count, new TagList { { ConnectionOutcomeTag, outcome } });
+            var tags = new TagList { { ConnectionKindTag, ConnectionTally.Name(kind) }, { ConnectionOutcomeTag, outcome } };
+            if (reason is not null)
+            {
+                tags.Add(ConnectionReasonTag, reason);
+            }
+
+            counter.Add(count, tags);
         }
     }
 

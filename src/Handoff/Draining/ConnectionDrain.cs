@@ -209,7 +209,8 @@ public sealed class ConnectionDrain : IDisposable
         int finished = Math.Max(0, open - aborted - moved);
         if (target is not null)
         {
-            _upgrader?.Metrics.ConnectionsHandedOver(target.Moved, target.NotMoved, finished + aborted);
+            target.Tally.Add(MoveKind.Tcp, "drained", count: finished + aborted);
+            _upgrader?.Metrics.ConnectionsHandedOver(target.Tally);
         }
 
         return new DrainResult(finished, aborted) { Moved = moved };
@@ -571,7 +572,7 @@ public sealed class CountedConnection : IDisposable
 
         if (!sent)
         {
-            target.CountNotMoved();
+            target.CountNotMoved(MoveKind.Tcp, MoveTarget.NotSent);
             Volatile.Write(ref _state, Open); // Closed: its next receive returns end of file.
             return false;
         }

@@ -61,6 +61,9 @@ internal sealed partial class MoveReceiver : IDisposable
 
     public int PassedOn => Volatile.Read(ref _passedOn);
 
+    /// <summary>The same counts by kind (outcomes adopted, passed_on, closed).</summary>
+    public ConnectionTally Tally { get; } = new();
+
     /// <summary>True while the channel is read.</summary>
     public bool IsReceiving => _thread is { IsAlive: true };
 
@@ -93,12 +96,15 @@ internal sealed partial class MoveReceiver : IDisposable
                 switch (Take(moved))
                 {
                     case MoveOutcome.Adopted:
+                        Tally.Add(moved.Kind, "adopted");
                         Interlocked.Increment(ref _adopted);
                         break;
                     case MoveOutcome.PassedOn:
+                        Tally.Add(moved.Kind, "passed_on");
                         Interlocked.Increment(ref _passedOn);
                         break;
                     default:
+                        Tally.Add(moved.Kind, "closed");
                         Interlocked.Increment(ref _closed);
                         break;
                 }
@@ -120,7 +126,7 @@ internal sealed partial class MoveReceiver : IDisposable
             }
 
             _ended.TrySetResult();
-            _metrics?.ConnectionsReceived(Adopted, PassedOn, Closed);
+            _metrics?.ConnectionsReceived(Tally);
             if (Adopted + Closed + PassedOn > 0)
             {
                 Log.ChannelEnded(_logger, Adopted, Closed, PassedOn);

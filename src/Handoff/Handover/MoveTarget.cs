@@ -88,7 +88,16 @@ internal sealed class MoveTarget : IDisposable
     /// drained as before.</summary>
     public int Ineligible => Volatile.Read(ref _ineligible);
 
-    public void CountIneligible(int count = 1) => Interlocked.Add(ref _ineligible, count);
+    /// <summary>The same counts by kind, outcome (moved, closed, drained) and reason.</summary>
+    public ConnectionTally Tally { get; } = new();
+
+    /// <summary>Counts connections that could not move at all, drained (a WebSocket: closed
+    /// with 1012) as before; <paramref name="reason"/> as in <see cref="ConnectionTally.Add"/>.</summary>
+    public void CountIneligible(int count = 1, MoveKind kind = MoveKind.Http1, string? reason = null)
+    {
+        Interlocked.Add(ref _ineligible, count);
+        Tally.Add(kind, "drained", reason, count);
+    }
 
     /// <summary>
     /// Detaches connected socket <paramref name="fd"/> from this process's socket engine
@@ -135,8 +144,9 @@ internal sealed class MoveTarget : IDisposable
 
     public string? FirstError { get; private set; }
 
-    public void CountFailed(Exception error)
+    public void CountFailed(Exception error, MoveKind kind = MoveKind.Http1)
     {
+        Tally.Add(kind, "closed", "failed");
         if (Interlocked.Increment(ref _failed) == 1)
         {
             FirstError = $"{error.GetType().Name}: {error.Message}";
@@ -192,7 +202,7 @@ internal sealed class MoveTarget : IDisposable
         Interop.Libc.Close(moved.Fd);
         if (!sent)
         {
-            CountNotMoved();
+            CountNotMoved(moved.Kind, NotSent);
         }
 
         return sent;
@@ -216,6 +226,7 @@ internal sealed class MoveTarget : IDisposable
                 {
                     MoveChannel.Send(_channel, outgoing.Fd, outgoing.Kind, outgoing.ListenerInode, outgoing.Bytes, outgoing.State);
                     Interlocked.Increment(ref _moved);
+                    Tally.Add(outgoing.Kind, "moved");
                     sent = true;
                 }
                 catch (IOException)
@@ -256,8 +267,17 @@ internal sealed class MoveTarget : IDisposable
     /// <see cref="Confirmed"/> read if it came.</summary>
     public Task Completion => _completed.Task;
 
-    /// <summary>Counts a connection that was to move and closed instead.</summary>
-    public void CountNotMoved() => Interlocked.Increment(ref _notMoved);
+    /// <summary>The reason of a connection the channel did not take (the new generation died,
+    /// stopped reading, or the channel closed).</summary>
+    public const string NotSent = "not_sent";
+
+    /// <summary>Counts a connection that was to move and closed instead;
+    /// <paramref name="reason"/> as in <see cref="ConnectionTally.Add"/>.</summary>
+    public void CountNotMoved(MoveKind kind = MoveKind.Http1, string reason = "other")
+    {
+        Interlocked.Increment(ref _notMoved);
+        Tally.Add(kind, "closed", reason);
+    }
 
     /// <summary>Closes the channel once what is queued has gone (<see cref="Completion"/>): the
     /// new generation has all it will get.</summary>

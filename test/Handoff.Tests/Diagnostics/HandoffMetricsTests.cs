@@ -88,17 +88,33 @@ public sealed class HandoffMetricsTests
         using var metrics = new HandoffMetrics(null);
         using var recorder = new MetricsRecorder(metrics.Meter);
 
-        metrics.ConnectionsHandedOver(moved: 60, closed: 3, drained: 1);
-        metrics.ConnectionsReceived(adopted: 55, passedOn: 4, closed: 1);
+        var handedOver = new ConnectionTally();
+        handedOver.Add(MoveKind.Http1, "moved", count: 56);
+        handedOver.Add(MoveKind.WebSocket, "moved", count: 4);
+        handedOver.Add(MoveKind.Http1, "closed", "no_boundary", 2);
+        handedOver.Add(MoveKind.WebSocket, "closed", "save_state_failed");
+        handedOver.Add(MoveKind.WebSocket, "drained", "compression");
+        handedOver.Add(MoveKind.Http1, "drained");
+        handedOver.Add(MoveKind.Http1, "moved", count: 4);
+        var received = new ConnectionTally();
+        received.Add(MoveKind.Http1, "adopted", count: 55);
+        received.Add(MoveKind.Http1, "passed_on", count: 4);
+        received.Add(MoveKind.WebSocket, "closed");
+        metrics.ConnectionsHandedOver(handedOver);
+        metrics.ConnectionsReceived(received);
 
+        // Each (kind, outcome, reason) once, summed; a reason only where one was given.
         Assert.Equal(
             [
-                ("handoff.drain.connections{handoff.connection.outcome=moved}", 60),
-                ("handoff.drain.connections{handoff.connection.outcome=closed}", 3),
-                ("handoff.drain.connections{handoff.connection.outcome=drained}", 1),
-                ("handoff.moved_connections{handoff.connection.outcome=adopted}", 55),
-                ("handoff.moved_connections{handoff.connection.outcome=passed_on}", 4),
-                ("handoff.moved_connections{handoff.connection.outcome=closed}", 1),
+                ("handoff.drain.connections{handoff.connection.kind=http1,handoff.connection.outcome=closed,handoff.connection.reason=no_boundary}", 2),
+                ("handoff.drain.connections{handoff.connection.kind=http1,handoff.connection.outcome=drained}", 1),
+                ("handoff.drain.connections{handoff.connection.kind=http1,handoff.connection.outcome=moved}", 60),
+                ("handoff.drain.connections{handoff.connection.kind=websocket,handoff.connection.outcome=closed,handoff.connection.reason=save_state_failed}", 1),
+                ("handoff.drain.connections{handoff.connection.kind=websocket,handoff.connection.outcome=drained,handoff.connection.reason=compression}", 1),
+                ("handoff.drain.connections{handoff.connection.kind=websocket,handoff.connection.outcome=moved}", 4),
+                ("handoff.moved_connections{handoff.connection.kind=http1,handoff.connection.outcome=adopted}", 55),
+                ("handoff.moved_connections{handoff.connection.kind=http1,handoff.connection.outcome=passed_on}", 4),
+                ("handoff.moved_connections{handoff.connection.kind=websocket,handoff.connection.outcome=closed}", 1),
             ],
             recorder.Recorded);
     }

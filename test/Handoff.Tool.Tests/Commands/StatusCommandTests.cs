@@ -41,6 +41,16 @@ public sealed class StatusCommandTests
     }
 
     [Fact]
+    public void Format_WebSocketsMovedHere_ByKind()
+    {
+        var status = ControlClient.Read("""{"pid":9,"generation":3,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":70,"draining":[],"lastUpgrade":null,"movedHere":{"adopted":64,"closed":1,"passedOn":0,"ended":true,"byKind":{"websocket":{"adopted":4,"closed":1,"passedOn":0},"http1":{"adopted":60,"closed":0,"passedOn":0}}}}""", ControlJson.Wire.StatusAnswer);
+
+        string text = StatusCommand.Format(status, DateTimeOffset.UnixEpoch);
+
+        Assert.Contains("\nmoved here at the last upgrade: 64 connections adopted, 1 closed, 0 passed on (http1: 60 adopted, 0 closed; websocket: 4 adopted, 1 closed)\n", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Format_RawServerWithNothingDraining()
     {
         var status = ControlClient.Read("""{"pid":9,"generation":1,"state":"serving","listeners":[],"controlSocket":"/c","openConnections":null,"draining":[],"lastUpgrade":null}""", ControlJson.Wire.StatusAnswer);
