@@ -30,6 +30,7 @@ internal static class LoadGenerator
         ["h2c-node"] = $"HTTP/2 cleartext, {Connections} connections of Node.js's http2 client (nghttp2, the library under curl, h2load and nghttpx; Handoff.Testing's node/http2-load.js): the next request as soon as a response ends, a new connection after GOAWAY, never a retry; every stream refused (nghttp2 also refuses, without sending it, a request it had queued when a GOAWAY came) or reset counts. No per-request log",
         ["h2tls-node"] = $"HTTP/2 over TLS (ALPN h2), {Connections} connections of Node.js's http2 client, as h2c-node",
         ["ws"] = $"WebSockets, {Connections} connections of the harness's client (System.Net.WebSockets) on the test server's /ws, each sending a 5-byte message and waiting for its echo, again and again. A close frame with 1012 (Service Restart) or 1001 is answered and followed by a new connection (a reconnect, never a resend); every failed connect or handshake, connection lost without a close frame, other close status and echo timeout counts",
+        ["ws-move"] = $"WebSockets, {Connections} connections of the same client on the test server's /ws-move, mapped with MapHandoffWebSocket: at an upgrade each moves to the new generation between two messages (its echo then comes from the new pid), so a close frame, reconnect or unanswered message is the move failing",
         ["idle"] = $"{IdleConnections:N0} idle keep-alive connections of the harness's client: each sends one request and waits; when the server closes it, the client opens a new connection and sends one request there, then waits again. Every failed connect, reset request and non-200 counts",
     };
 
@@ -37,7 +38,7 @@ internal static class LoadGenerator
 
     /// <summary>Whether the load is one of the harness's own clients, which log each request
     /// (latency after actions, timeline, collapse detection); wrk's loads do not.</summary>
-    public static bool LogsEachRequest(string load) => load is "h1log" or "h2c" or "h2tls" or "ws" or "idle";
+    public static bool LogsEachRequest(string load) => load is "h1log" or "h2c" or "h2tls" or "ws" or "ws-move" or "idle";
 
     /// <summary>Whether the load reports latencies (Node's client counts outcomes only).</summary>
     public static bool MeasuresLatency(string load) => load is not ("h2c-node" or "h2tls-node");
@@ -78,8 +79,8 @@ internal static class LoadGenerator
                 return await Http2LoadAsync(port, duration, tls: load == "h2tls");
             case "h2c-node" or "h2tls-node":
                 return await NodeHttp2LoadAsync(port, duration, tls: load == "h2tls-node");
-            case "ws":
-                return await WebSocketLoad.RunAsync(port, Connections, duration);
+            case "ws" or "ws-move":
+                return await WebSocketLoad.RunAsync(port, Connections, duration, moving: load == "ws-move");
             case "h1log":
                 return await Http1LoadAsync(port, duration);
             default:

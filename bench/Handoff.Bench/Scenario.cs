@@ -25,7 +25,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
     /// its ShutdownTimeout for open WebSockets, so it is not measured with them).</summary>
     public static IReadOnlyDictionary<string, string[]> LoadsOf { get; } = new Dictionary<string, string[]>
     {
-        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "idle"],
+        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "ws-move", "idle"],
         ["handoff-aot"] = ["keepalive", "close", "h1log", "idle"],
         ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "idle"],
         ["tableflip"] = ["keepalive", "close", "h1log", "longmix", "idle"],
@@ -65,6 +65,7 @@ internal sealed record Scenario(string Server, string Load, string Action)
         new("handoff", "h2tls", "upgrade"),
         new("handoff", "h2c-node", "upgrade"),
         new("handoff", "ws", "upgrade"),
+        new("handoff", "ws-move", "upgrade"),
         new("handoff", "idle", "upgrade"),
         new("handoff-aot", "keepalive", "upgrade"),
         new("nginx", "keepalive", "upgrade"),

@@ -7,7 +7,8 @@ namespace Handoff.Bench;
 
 /// <summary>
 /// A WebSocket load: each of its connections sends a short message and waits for its echo, again
-/// and again, on TestServer's <c>/ws</c>. A close frame from the server with 1012 (Service
+/// and again, on TestServer's <c>/ws</c> (which greets with "pid:N" first) or <c>/ws-move</c>
+/// (mapped with MapHandoffWebSocket: its WebSockets move to the new generation at an upgrade). A close frame from the server with 1012 (Service
 /// Restart) or 1001 (Going Away) is answered and followed by a new connection: a reconnect, not a
 /// failure, and never a resend. Every other end counts: a failed connect or handshake, a
 /// connection lost without a close frame, a close with another status, an echo that never came.
@@ -16,6 +17,7 @@ internal sealed class WebSocketLoad
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
     private readonly Uri _uri;
+    private readonly bool _greets;
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentQueue<(DateTime Start, double LatencyMs)> _samples = new();
     private readonly Task[] _workers;
@@ -27,16 +29,17 @@ internal sealed class WebSocketLoad
     private long _reconnects;
     private long _unansweredAtClose;
 
-    public WebSocketLoad(int port, int connections)
+    public WebSocketLoad(int port, int connections, bool moving)
     {
-        _uri = new Uri($"ws://127.0.0.1:{port}/ws");
+        _uri = new Uri($"ws://127.0.0.1:{port}/{(moving ? "ws-move" : "ws")}");
+        _greets = !moving;
         _workers = [.. Enumerable.Range(0, connections).Select(_ => Task.Run(RunAsync))];
     }
 
-    public static async Task<LoadResult> RunAsync(int port, int connections, TimeSpan duration)
+    public static async Task<LoadResult> RunAsync(int port, int connections, TimeSpan duration, bool moving = false)
     {
         var clock = Stopwatch.StartNew();
-        var load = new WebSocketLoad(port, connections);
+        var load = new WebSocketLoad(port, connections, moving);
         await Task.Delay(duration);
         await load._stop.CancelAsync();
         await Task.WhenAll(load._workers);
@@ -64,9 +67,8 @@ internal sealed class WebSocketLoad
                 using var connect = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
                 connect.CancelAfter(Timeout);
                 await socket.ConnectAsync(_uri, connect.Token);
-                // The server's first message names the generation ("pid:N").
-                var first = await socket.ReceiveAsync(buffer, connect.Token);
-                if (first.MessageType == WebSocketMessageType.Close)
+                // /ws's first message names the generation ("pid:N").
+                if (_greets && (await socket.ReceiveAsync(buffer, connect.Token)).MessageType == WebSocketMessageType.Close)
                 {
                     await EndAsync(socket, awaitingEcho: false);
                     continue;
