@@ -196,14 +196,39 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
         await UpgradeExpecting1012Async(server, socket, "/ws-move?compress=1", "it negotiated compression (permessage-deflate), whose context cannot move");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Upgrade_MovingEndpointOverHttp2OrTls_ClosedWith1012(bool tls)
+    {
+        // RFC 8441 over h2c (other streams share the connection), or HTTP/1.1 over TLS (the
+        // session's keys cannot move): the endpoint is opted in, the connection cannot move.
+        using var directory = new TempDirectory();
+        string[] arguments = tls
+            ? TestCertificate.HttpsEndpointArguments(TestCertificate.WritePfxIn(directory.Path))
+            : ["--Kestrel:EndpointDefaults:Protocols=Http2"];
+        await using var server = await ServerProcess.StartAsync(urls: tls ? "" : null, arguments: [.. Options, .. arguments]);
+        using var socket = new ClientWebSocket();
+#pragma warning disable CA5359 // The server under test uses a self-signed certificate made for the test.
+        using var handler = new HttpMessageInvoker(new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true } });
+#pragma warning restore CA5359
+        if (!tls)
+        {
+            socket.Options.HttpVersion = System.Net.HttpVersion.Version20;
+            socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        }
+
+        await UpgradeExpecting1012Async(server, socket, "/ws-move", tls ? "its connection cannot move (TLS, or not accepted by Handoff's listener)" : "it runs on an HTTP/2 stream (other streams share the connection)", invoker: handler, scheme: tls ? "wss" : "ws");
+    }
+
     // Connects to path and sees the current generation answer, upgrades (after beforeUpgrade),
     // and expects the old generation's 1012 close, logged with reason (for /ws-move), then its
     // exit with 0.
-    private static async Task UpgradeExpecting1012Async(ServerProcess server, ClientWebSocket socket, string path, string reason, Action? beforeUpgrade = null)
+    private static async Task UpgradeExpecting1012Async(ServerProcess server, ClientWebSocket socket, string path, string reason, Action? beforeUpgrade = null, HttpMessageInvoker? invoker = null, string scheme = "ws")
     {
         int old = server.CurrentPid;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}{path}"), timeout.Token);
+        await socket.ConnectAsync(new Uri($"{scheme}://127.0.0.1:{server.EndPoint.Port}{path}"), invoker, timeout.Token);
         if (path.StartsWith("/ws-move", StringComparison.Ordinal))
         {
             await socket.SendAsync("hello"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);

@@ -158,6 +158,19 @@ public sealed class WebSocketDrainStreamTests : IAsyncLifetime
         Assert.Equal(["half"], await reading);
     }
 
+    [Fact]
+    public async Task Freeze_OnceTheCloseHandshakeBegan_Refuses_SoItIsFinishedHere()
+    {
+        await _client.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "bye", _timeout.Token);
+        var received = await _server.ReceiveAsync(new byte[16], _timeout.Token);
+        Assert.Equal(WebSocketMessageType.Close, received.MessageType);
+
+        Assert.True(_stream.IsClosing);
+        Assert.False(await _stream.FreezeAsync(Limit));
+        await _server.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, _timeout.Token); // not held
+        Assert.Equal(WebSocketMessageType.Close, (await _client.ReceiveAsync(new byte[16], _timeout.Token)).MessageType);
+    }
+
     // A client-to-server frame: FIN and opcode in the first byte, a zero mask (valid, and the
     // payload stays readable), a payload under 126 bytes.
     private static byte[] ClientFrame(byte finAndOpcode, string text)
