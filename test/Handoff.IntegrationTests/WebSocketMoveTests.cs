@@ -317,6 +317,7 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
             var status = await ToolRun.RunAsync(["status", "--control", control]);
             Assert.True(status.ExitCode == 0, status.ToString());
             Assert.Contains("moved here at the last upgrade: 3 connections adopted, 0 closed, 0 passed on (http1: 1 adopted, 0 closed; websocket: 2 adopted, 0 closed)", status.Output, StringComparison.Ordinal);
+            Assert.Contains("open connections: 3\n", status.Output, StringComparison.Ordinal); // the WebSockets that moved have no Kestrel connection here
         }
         finally
         {

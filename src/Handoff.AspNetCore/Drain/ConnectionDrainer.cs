@@ -93,7 +93,9 @@ internal sealed partial class ConnectionDrainer
     /// then must a response look at its own connection.</summary>
     public bool AnyConnectionDraining => Volatile.Read(ref _reloadDraining) > 0;
 
-    public int Count => _connections.Count;
+    /// <summary>The connections open now: Kestrel's, and the WebSockets moved here from the
+    /// previous generation (which have none).</summary>
+    public int Count => _connections.Count + Volatile.Read(ref _resumed);
 
     /// <summary>The connections tracked now.</summary>
     internal ConnectionTable Connections => _connections;
