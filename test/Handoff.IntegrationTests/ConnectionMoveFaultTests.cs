@@ -181,16 +181,10 @@ public sealed class ConnectionMoveFaultTests(ITestOutputHelper output)
         var probes = await OpenAsync(server, Count);
         try
         {
-            int old = server.CurrentPid;
-            ServerProcess.Signal(old, SIGUSR2);
-            int child = await server.WaitForSpawnAsync(2);
-            await server.WaitForOutputAsync("This generation stopped accepting and drains");
-
             // Room for 40 connections above the reserve the runtime keeps, before the commit.
             // (Without the reserve the runtime aborted with "Out of memory" at the limit, and
             // with it the whole service.)
-            int highest = ProcessTable.OpenFds(child).Max(f => int.Parse(f[..f.IndexOf(' ', StringComparison.Ordinal)], CultureInfo.InvariantCulture));
-            await PrlimitAsync(child, highest + 64 + 40);
+            var (old, child) = await UpgradeWithTheNewGenerationNearItsLimitAsync(server, 40);
             Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
             await server.WaitForOutputAsync("moved its connections:");
 
@@ -312,6 +306,19 @@ public sealed class ConnectionMoveFaultTests(ITestOutputHelper output)
         var counts = outcomes.GroupBy(o => o).ToDictionary(g => g.Key, g => g.Count());
         Assert.True(counts.Keys.All(k => k is "answered" or "closed"), string.Join(", ", counts.Select(c => $"{c.Value} {c.Key}")));
         return (counts.GetValueOrDefault("answered"), counts.GetValueOrDefault("closed"));
+    }
+
+    /// <summary>Upgrades, and in the rollback window lowers the new generation's descriptor
+    /// limit to leave room for <paramref name="room"/> connections above its reserve of 64.</summary>
+    internal static async Task<(int Old, int Child)> UpgradeWithTheNewGenerationNearItsLimitAsync(ServerProcess server, int room)
+    {
+        int old = server.CurrentPid;
+        ServerProcess.Signal(old, SIGUSR2);
+        int child = await server.WaitForSpawnAsync(2);
+        await server.WaitForOutputAsync("This generation stopped accepting and drains");
+        int highest = ProcessTable.OpenFds(child).Max(f => int.Parse(f[..f.IndexOf(' ', StringComparison.Ordinal)], CultureInfo.InvariantCulture));
+        await PrlimitAsync(child, highest + MoveReceiver.DescriptorReserve + room);
+        return (old, child);
     }
 
     private static async Task PrlimitAsync(int pid, int descriptors)

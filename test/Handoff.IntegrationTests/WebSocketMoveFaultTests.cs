@@ -158,6 +158,96 @@ public sealed class WebSocketMoveFaultTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task NewGenerationNearItsDescriptorLimit_TheWebSocketsItCannotTake_Get1012()
+    {
+        // The new generation takes what fits above its reserve of 64 descriptors and closes the
+        // rest: a WebSocket's client gets 1012 (and reconnects), not a silent end.
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=2s", "--Handoff:DrainTimeout=30s"]);
+        const int Count = 20;
+        var sockets = await OpenAsync(server, Count);
+        try
+        {
+            var (old, child) = await ConnectionMoveFaultTests.UpgradeWithTheNewGenerationNearItsLimitAsync(server, 5);
+            Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+
+            var outcomes = await AskEachAsync(sockets, child);
+            output.WriteLine(outcomes.ToString());
+            Assert.Equal((Count, 0), (outcomes.Answered + outcomes.Closed1012, outcomes.ConnectionEnded));
+            Assert.InRange(outcomes.Answered, 1, 10);
+            await server.WaitForOutputAsync($"(it took {outcomes.Answered} and closed {outcomes.Closed1012})");
+        }
+        finally
+        {
+            Dispose(sockets);
+            output.WriteLine(server.Output);
+        }
+    }
+
+    [Fact]
+    public async Task NewestGenerationKilled_WhileAWebSocketPassesThrough_ItGets1012()
+    {
+        // As in the second-upgrade case, but the third generation dies once the second has
+        // handed over to it: the second cannot pass the WebSocket on, and closes it with 1012.
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=0s", "--Handoff:DrainTimeout=30s"]);
+        var waiting = (await OpenAsync(server, 1))[0];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            int first = server.CurrentPid;
+            await waiting.SendAsync("ha"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: false, timeout.Token);
+            await server.UpgradeWithoutWaitingForExitAsync();
+            int third = await server.UpgradeWithoutWaitingForExitAsync();
+            ServerProcess.Signal(third, SIGKILL);
+            await ProcessTable.WaitForExitAsync(third, TimeSpan.FromSeconds(30));
+            Assert.True(ProcessTable.IsRunning(first), "the first generation exited before the waiting WebSocket moved");
+
+            await waiting.SendAsync("lf"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
+            Assert.Equal($"pid:{first} #2 half", await WebSocketText.ReceiveAsync(waiting, timeout.Token));
+            var outcomes = await AskEachAsync([waiting], third, "#3");
+            Assert.Equal(1, outcomes.Closed1012);
+            await server.WaitForOutputAsync("0 adopted, 1 closed, 0 passed on");
+        }
+        finally
+        {
+            waiting.Dispose();
+            output.WriteLine(server.Output);
+        }
+    }
+
+    [Fact]
+    public async Task AClientThatDoesNotRead_NoBoundary_TheResetIsLoggedAsSuch()
+    {
+        // The client sends and never reads: the answers fill the buffers toward it, a send waits
+        // in the middle of a message, and no point between two messages comes. Nor can the 1012
+        // frame be written: the connection is reset, and the log says so (not "closed with 1012").
+        await using var server = await ServerProcess.StartAsync(arguments: ["--Handoff:RollbackWindow=0s", "--Handoff:DrainTimeout=30s"]);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var client = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+        await client.ConnectAsync(server.EndPoint, timeout.Token);
+        await client.SendAsync(Encoding.ASCII.GetBytes($"GET /ws-move HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"), timeout.Token);
+        byte[] payload = new byte[60_000];
+        byte[] frame = [0x82, 0xFE, (byte)(payload.Length >> 8), (byte)payload.Length, 0, 0, 0, 0, .. payload];
+        for (int i = 0; i < 200 && !timeout.IsCancellationRequested; i++)
+        {
+            using var once = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+            try
+            {
+                await client.SendAsync(frame, System.Net.Sockets.SocketFlags.None, once.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                break; // the server stopped reading: its answers have nowhere to go
+            }
+        }
+
+        await server.UpgradeWithoutWaitingForExitAsync();
+        await server.WaitForOutputAsync("no point between two messages came within 5 s", timeout: TimeSpan.FromSeconds(30));
+        await server.WaitForOutputAsync($"Pid {old}: the 1012 close frame of a WebSocket of /ws-move could not be written within 1 s", timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(0, await server.WaitForExitAsync(old, TimeSpan.FromSeconds(30)));
+    }
+
     /// <summary>Opens <paramref name="count"/> WebSockets to /ws-move, each answered once ("#1")
     /// by the current generation.</summary>
     private static async Task<List<ClientWebSocket>> OpenAsync(ServerProcess server, int count)
@@ -193,7 +283,7 @@ public sealed class WebSocketMoveFaultTests(ITestOutputHelper output)
     /// <paramref name="pid"/> as "#2" (the count went on), and how many ended (a close frame, and
     /// of those how many 1012, or the connection closed). An answer from another pid or with
     /// another count, or no answer within the bound, fails the test.</summary>
-    private static async Task<Outcomes> AskEachAsync(List<ClientWebSocket> sockets, int pid)
+    private static async Task<Outcomes> AskEachAsync(List<ClientWebSocket> sockets, int pid, string count = "#2")
     {
         using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var outcomes = await Task.WhenAll(sockets.Select(async socket =>
@@ -209,7 +299,7 @@ public sealed class WebSocketMoveFaultTests(ITestOutputHelper output)
                 }
 
                 string answer = Encoding.UTF8.GetString(buffer, 0, result.Count);
-                return answer == $"pid:{pid} #2 two" && result.EndOfMessage ? "answered" : $"unexpected answer {answer}";
+                return answer == $"pid:{pid} {count} two" && result.EndOfMessage ? "answered" : $"unexpected answer {answer}";
             }
             catch (WebSocketException)
             {

@@ -175,6 +175,11 @@ internal sealed class ConnectionAdoption : IDisposable
 
     private MoveOutcome Close(MovedConnection moved)
     {
+        if (moved.Kind == MoveKind.WebSocket)
+        {
+            WebSocketRestart.Write(moved.Fd);
+        }
+
         Interop.Libc.Close(moved.Fd);
         _receiver.LogRefused(moved.Kind.ToString(), moved.ListenerInode);
         return MoveOutcome.Closed;

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -62,8 +61,8 @@ internal sealed partial class WebSocketDrainStream : Stream
 
     /// <summary>The close frame a drain sends, and a new generation sends a WebSocket it cannot
     /// resume.</summary>
-    internal static readonly byte[] RestartFrame = BuildCloseFrame(ServiceRestart, "Service Restart");
-    private static readonly byte[] GoingAwayFrame = BuildCloseFrame(GoingAway, "Going Away");
+    private static readonly byte[] RestartFrame = WebSocketRestart.Frame;
+    private static readonly byte[] GoingAwayFrame = WebSocketRestart.BuildCloseFrame(GoingAway, "Going Away");
 
     private readonly Stream _inner;
     private readonly ConnectionDrainer _drainer;
@@ -160,14 +159,19 @@ internal sealed partial class WebSocketDrainStream : Stream
 
     /// <summary>Sends the close frame (once) with <see cref="ServiceRestart"/> or, when
     /// <paramref name="restart"/> is false, <see cref="GoingAway"/>, then gives the application
-    /// <see cref="CloseGrace"/> to end the request before aborting it.</summary>
-    public async Task CloseAsync(bool restart)
+    /// <see cref="CloseGrace"/> to end the request before aborting it. A close handshake already
+    /// under way (either side sent its close frame) is the application's to finish: no second
+    /// close frame. False when the frame could not be written within a second (the client does
+    /// not read, and the buffer toward it is full): the connection is then aborted, which its
+    /// client sees as a reset, not as 1012.</summary>
+    public async Task<bool> CloseAsync(bool restart)
     {
         if (Interlocked.Exchange(ref _closing, 1) != 0)
         {
-            return;
+            return true;
         }
 
+        bool written = false;
         try
         {
             using var limit = new CancellationTokenSource(WriteLimit);
@@ -175,11 +179,13 @@ internal sealed partial class WebSocketDrainStream : Stream
             try
             {
                 // A WebSocket that moved meanwhile is the new generation's to close.
-                if (!IsMoved)
+                if (!IsMoved && !_applicationClosed && !_closeReceived)
                 {
                     await _inner.WriteAsync(restart ? RestartFrame : GoingAwayFrame, limit.Token).ConfigureAwait(false);
                     await _inner.FlushAsync(limit.Token).ConfigureAwait(false);
                 }
+
+                written = true;
             }
             finally
             {
@@ -196,6 +202,7 @@ internal sealed partial class WebSocketDrainStream : Stream
         }
 
         Abort();
+        return written;
     }
 
     /// <summary>True the first time only: a drain acts on each WebSocket once (moves or closes it).</summary>
@@ -323,19 +330,6 @@ internal sealed partial class WebSocketDrainStream : Stream
         }
 
         await base.DisposeAsync().ConfigureAwait(false);
-    }
-
-    internal static byte[] BuildCloseFrame(int status, string reason)
-    {
-        // FIN and opcode 8 (close), unmasked (server to client), a payload under 126 bytes: the
-        // status code in network order, then the reason in UTF-8 (RFC 6455 §5.5.1).
-        byte[] text = System.Text.Encoding.UTF8.GetBytes(reason);
-        var frame = new byte[2 + 2 + text.Length];
-        frame[0] = 0x88;
-        frame[1] = (byte)(2 + text.Length);
-        BinaryPrimitives.WriteUInt16BigEndian(frame.AsSpan(2), (ushort)status);
-        text.CopyTo(frame, 4);
-        return frame;
     }
 
     // Runs when the request ends, before ASP.NET Core reuses its context.

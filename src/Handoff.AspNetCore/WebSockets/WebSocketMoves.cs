@@ -96,10 +96,23 @@ internal sealed partial class WebSocketMoves
             refusal = $"{e.GetType().Name}: {e.Message}";
         }
 
-        if (refusal is not null)
+        if (refusal is null)
         {
-            LogNotMoved(stream, refusal);
+            return;
+        }
+
+        if (stream.IsClosing)
+        {
+            // Its own close handshake ends it here, with the status its side chose.
+            Log.Closing(_logger, Environment.ProcessId, stream.Endpoint?.Name ?? "?");
             await stream.CloseAsync(restart: true).ConfigureAwait(false);
+            return;
+        }
+
+        LogNotMoved(stream, refusal);
+        if (!await stream.CloseAsync(restart: true).ConfigureAwait(false))
+        {
+            Log.NotClosed(_logger, Environment.ProcessId, stream.Endpoint?.Name ?? "?");
         }
     }
 
@@ -248,7 +261,7 @@ internal sealed partial class WebSocketMoves
             byte[] unread = await stream.ReadUnreadAsync().WaitAsync(UnreadLimit).ConfigureAwait(false);
             if (unread.Length > MoveChannel.MaxBytes || !await target.SendAsync(connection, carrier.ListenerInode, unread, MoveKind.WebSocket, blob).ConfigureAwait(false))
             {
-                CloseWithRestart(connection);
+                WebSocketRestart.Write(connection);
                 target.CountNotMoved(MoveKind.WebSocket, unread.Length > MoveChannel.MaxBytes ? "unread_too_large" : MoveTarget.NotSent);
             }
         }
@@ -256,7 +269,7 @@ internal sealed partial class WebSocketMoves
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            CloseWithRestart(connection);
+            WebSocketRestart.Write(connection);
             target.CountFailed(new IOException($"{e.GetType().Name}: {e.Message} ({stream.Describe()})", e), MoveKind.WebSocket);
         }
         finally
@@ -357,7 +370,7 @@ internal sealed partial class WebSocketMoves
     public MoveOutcome Refuse(MovedConnection moved, string reason)
     {
         Log.NotResumed(_logger, Environment.ProcessId, reason);
-        CloseWithRestart(moved.Fd);
+        WebSocketRestart.Write(moved.Fd);
         Interop.Libc.Close(moved.Fd);
         return MoveOutcome.Closed;
     }
@@ -365,32 +378,6 @@ internal sealed partial class WebSocketMoves
     /// <summary>Whether <paramref name="target"/> resumes the endpoint a moved WebSocket's state names.</summary>
     public static bool ResumedBy(MoveTarget target, byte[] state) =>
         Decode(state, out string? name, out _, out _) is null && target.Resumes.Contains(name!);
-
-    // A process that owns the connection and cannot serve it: a close frame tells the client
-    // to reconnect, as the drain's would have. The socket is non-blocking (the flag belongs to
-    // the connection, set by the engine that served it), and its buffer may be full when the
-    // client reads slowly: the write waits, at most a second, so that the frame goes whole.
-    private static unsafe void CloseWithRestart(int fd)
-    {
-        if (!Interop.Libc.SetBlocking(fd))
-        {
-            return;
-        }
-
-        try
-        {
-            Interop.Libc.SetSendTimeout(fd, TimeSpan.FromSeconds(1));
-        }
-        catch (IOException)
-        {
-            return;
-        }
-
-        fixed (byte* frame = WebSocketDrainStream.RestartFrame)
-        {
-            _ = Interop.Libc.Write(fd, frame, (nuint)WebSocketDrainStream.RestartFrame.Length);
-        }
-    }
 
     // The state a WebSocket's frame carries: magic "HW", version, a reserved byte, the lengths
     // of the endpoint's name (2 bytes), its sub-protocol (2) and the session's state (4), then
@@ -442,6 +429,12 @@ internal sealed partial class WebSocketMoves
 
         [LoggerMessage(98, LogLevel.Warning, "Pid {Pid}: a WebSocket moved here is closed with 1012 (Service Restart): {Reason}.", EventName = "WebSocketNotResumed")]
         public static partial void NotResumed(ILogger logger, int pid, string reason);
+
+        [LoggerMessage(99, LogLevel.Information, "Pid {Pid}: a WebSocket of {Endpoint} does not move: its close handshake has begun, and ends here with the status its side chose.", EventName = "WebSocketClosingNotMoved")]
+        public static partial void Closing(ILogger logger, int pid, string endpoint);
+
+        [LoggerMessage(100, LogLevel.Warning, "Pid {Pid}: the 1012 close frame of a WebSocket of {Endpoint} could not be written within 1 s (its client does not read, and the buffer toward it is full): the connection was reset instead, and what was queued for it is lost.", EventName = "WebSocketReset")]
+        public static partial void NotClosed(ILogger logger, int pid, string endpoint);
     }
 }
 

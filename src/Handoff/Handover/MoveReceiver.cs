@@ -155,6 +155,11 @@ internal sealed partial class MoveReceiver : IDisposable
         // The kernel gives the lowest free number: every number below this one is taken.
         if (moved.Fd >= Interop.Libc.DescriptorLimit() - DescriptorReserve)
         {
+            if (moved.Kind == MoveKind.WebSocket)
+            {
+                WebSocketRestart.Write(moved.Fd); // its client reconnects, as after a drain
+            }
+
             Interop.Libc.Close(moved.Fd);
             if (Interlocked.Increment(ref _nearLimit) == 1)
             {

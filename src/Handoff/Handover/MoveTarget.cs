@@ -199,11 +199,18 @@ internal sealed class MoveTarget : IDisposable
     public async Task<bool> PassOnAsync(MovedConnection moved)
     {
         bool sent = await SendAsync(moved.Fd, moved.ListenerInode, moved.Bytes, moved.Kind, moved.State).ConfigureAwait(false);
-        Interop.Libc.Close(moved.Fd);
         if (!sent)
         {
+            // A WebSocket's client must hear of it; an idle HTTP/1.1 connection's sees the end.
+            if (moved.Kind == MoveKind.WebSocket)
+            {
+                WebSocketRestart.Write(moved.Fd);
+            }
+
             CountNotMoved(moved.Kind, NotSent);
         }
+
+        Interop.Libc.Close(moved.Fd);
 
         return sent;
     }
