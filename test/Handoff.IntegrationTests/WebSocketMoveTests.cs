@@ -253,6 +253,26 @@ public sealed partial class WebSocketMoveTests(Xunit.Abstractions.ITestOutputHel
     }
 
     [Fact]
+    public async Task Upgrade_TheSubProtocolChosenAtTheHandshake_GoesOnInTheNewGeneration()
+    {
+        await using var server = await ServerProcess.StartAsync(arguments: Options);
+        int old = server.CurrentPid;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var socket = new ClientWebSocket();
+        socket.Options.AddSubProtocol("chat.v2");
+        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{server.EndPoint.Port}/ws-move"), timeout.Token);
+        Assert.Equal("chat.v2", socket.SubProtocol);
+        await socket.SendAsync("?protocol"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
+        Assert.Equal($"pid:{old} #1 protocol:chat.v2", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+
+        var (_, next, exit) = await server.UpgradeAsync();
+        Assert.Equal(0, exit);
+        await socket.SendAsync("?protocol"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
+        Assert.Equal($"pid:{next} #2 protocol:chat.v2", await WebSocketText.ReceiveAsync(socket, timeout.Token));
+        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, null, timeout.Token);
+    }
+
+    [Fact]
     public async Task Upgrade_WebSocketsCountedByKindAndReason_InMetricsAndStatus()
     {
         // Two WebSockets that move, one whose SaveState throws, one compressed, and an idle

@@ -167,13 +167,18 @@ app.Map("/ws-keep", EchoWebSocket).WithMetadata(new Handoff.HandoffKeepWebSocket
 
 // /ws-move: a WebSocket that moves to the new generation at an upgrade (MapHandoffWebSocket).
 // Each message is answered "pid:<pid> #<n> <message>", n counting this connection's messages
-// across generations (the session's state). ?save=throw|hang|none makes its SaveState throw,
+// across generations (the session's state); the message "?protocol" is answered with the
+// sub-protocol chosen at the handshake (the client's first). ?save=throw|hang|none makes its SaveState throw,
 // hang, or stay unset (the connection then gets 1012 instead of moving); ?compress=1 accepts
 // with permessage-deflate. TestServer:NoMovingWebSockets=true maps it as a plain WebSocket
 // endpoint (a build without MapHandoffWebSocket).
 if (handoff && !Broken("NoMovingWebSockets"))
 {
-    app.MapHandoffWebSocket("/ws-move", MovingEcho.RunAsync, context => new WebSocketAcceptContext { DangerousEnableCompression = context.Request.Query["compress"] == "1" });
+    app.MapHandoffWebSocket("/ws-move", MovingEcho.RunAsync, context => new WebSocketAcceptContext
+    {
+        DangerousEnableCompression = context.Request.Query["compress"] == "1",
+        SubProtocol = context.WebSockets.WebSocketRequestedProtocols.FirstOrDefault(),
+    });
 }
 else
 {
@@ -293,6 +298,12 @@ internal static class MovingEcho
                 while (!received.EndOfMessage);
 
                 count++;
+                if (message.Length == 9 && Encoding.UTF8.GetString(message.GetBuffer(), 0, 9) == "?protocol")
+                {
+                    message.SetLength(0);
+                    message.Write(Encoding.UTF8.GetBytes($"protocol:{socket.SubProtocol}"));
+                }
+
                 byte[] prefix = Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId} #{count} ");
                 byte[] reply = new byte[prefix.Length + message.Length];
                 prefix.CopyTo(reply, 0);
