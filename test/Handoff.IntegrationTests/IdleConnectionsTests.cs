@@ -90,10 +90,16 @@ public sealed class IdleConnectionsTests(ITestOutputHelper output)
         }
     }
 
-    [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task Upgrade_KeepAliveClientsThatPauseLongerThanDrainIdleTimeout_NoneLosesARequest(bool move)
+    // Moving (the default) in CI; the drain's way (MoveConnections=false) in bench/slow-tests
+    // (about 11 s each).
+    [Fact]
+    public Task Upgrade_KeepAliveClientsThatPauseLongerThanDrainIdleTimeout_NoneLosesARequest() => PausingClientsAsync(move: true);
+
+    [SlowFact]
+    [Trait("Category", "Slow")]
+    public Task Upgrade_KeepAliveClientsThatPauseLongerThanDrainIdleTimeout_NotMoving_NoneLosesARequest() => PausingClientsAsync(move: false);
+
+    private static async Task PausingClientsAsync(bool move)
     {
         // Service-to-service traffic: each client pauses 1.2 to 1.8 s between its requests, longer
         // than DrainIdleTimeout (1 s), and sends the next one without looking whether the server

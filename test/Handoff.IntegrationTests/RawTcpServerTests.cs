@@ -99,8 +99,16 @@ public sealed partial class RawTcpServerTests
         await Assert.ThrowsAsync<SocketException>(async () => await client.ReceiveAsync(buffer, timeout.Token));
     }
 
+    // Three upgrades in CI (about 9 s); ten in bench/slow-tests (about 30 s: the client asks
+    // once a second).
     [Fact]
-    public async Task SeedsClient_AcrossTenUpgrades_KeepsItsConnectionAndSession_EachNewGenerationAnswers()
+    public Task SeedsClient_AcrossUpgrades_KeepsItsConnectionAndSession_EachNewGenerationAnswers() => SeedsClientAsync(3);
+
+    [SlowFact]
+    [Trait("Category", "Slow")]
+    public Task SeedsClient_AcrossTenUpgrades_KeepsItsConnectionAndSession_EachNewGenerationAnswers() => SeedsClientAsync(10);
+
+    private static async Task SeedsClientAsync(int upgrades)
     {
         // The articles' client (the sample's client mode): one connection, its name once a
         // second, every answer printed; it exits 1 if the server ever closes the connection.
@@ -130,7 +138,7 @@ public sealed partial class RawTcpServerTests
         {
             var pids = new List<int> { server.Process.Id };
             await server.WaitUntilAsync(() => Answers().Length > 0, "the client's first answer");
-            for (int i = 0; i < 10; i++)
+            for (int i = 0; i < upgrades; i++)
             {
                 int next = await server.UpgradeAsync(pids[^1]);
                 Assert.Equal(0, await server.ExitCodeAsync(pids[^1])); // it moved the client and left
