@@ -9,18 +9,31 @@
 //   curl 'http://127.0.0.1:8080/?sleep=3' &  kill -USR2 <pid>
 //
 // /healthz answers 200 while this generation serves and 503 once it hands over or shuts down
-// (try --Handoff:ShutdownDelay=5s, then SIGTERM while polling it). Handoff's settings come from
-// appsettings.json and the command line (--Handoff:PidFile=..., --Handoff:ControlSocket=...).
+// (try --Handoff:ShutdownDelay=5s, then SIGTERM while polling it). /metrics is Handoff's meter
+// (and Kestrel's) through OpenTelemetry's Prometheus exporter; with OTEL_EXPORTER_OTLP_ENDPOINT
+// set they are also pushed over OTLP (docs/metrics.md says which process reports what).
+// Handoff's settings come from appsettings.json and the command line
+// (--Handoff:PidFile=..., --Handoff:ControlSocket=...).
 using System.Globalization;
+using OpenTelemetry.Metrics;
 using System.Text;
 
 // The content root is the build output, so appsettings.json is found from any working directory.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.WebHost.UseHandoff();
 builder.Services.AddHealthChecks().AddHandoff();
+builder.Services.AddOpenTelemetry().WithMetrics(metrics =>
+{
+    metrics.AddMeter("Handoff", "Microsoft.AspNetCore.Server.Kestrel").AddPrometheusExporter();
+    if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+    {
+        metrics.AddOtlpExporter();
+    }
+});
 
 var app = builder.Build();
 app.MapHealthChecks("/healthz");
+app.MapPrometheusScrapingEndpoint(); // GET /metrics
 app.MapGet("/", async (HttpContext context, ILogger<Program> log, double? sleep, CancellationToken aborted) =>
 {
     if (sleep is > 0)

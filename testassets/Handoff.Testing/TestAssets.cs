@@ -44,6 +44,14 @@ public static class TestAssets
     /// release that a test can replace or point a symlink at.</summary>
     public static void CopyTestServerTo(string directory) => CopyDirectory(TestServerDirectory, directory);
 
+    /// <summary>Copies samples/HelloSleep's build into <paramref name="directory"/> (a release
+    /// a test can replace with a broken one); returns the path of its apphost there.</summary>
+    public static string CopyHelloSleepTo(string directory)
+    {
+        CopyDirectory(HelloSleepDirectory, directory);
+        return Path.Combine(directory, "HelloSleep");
+    }
+
     /// <summary>Copies the tool's build into <paramref name="directory"/>, for a process that
     /// cannot see the build directory (another user, a namespace with a private /tmp or
     /// /var/tmp, where a checkout may live); returns the path of its apphost there.</summary>
