@@ -39,11 +39,7 @@ internal sealed class NginxBenchServer : BenchServer
         events { worker_connections 12000; }
         http {
             access_log off;
-            client_body_temp_path {{directory}}/tmp;
-            proxy_temp_path {{directory}}/tmp;
-            fastcgi_temp_path {{directory}}/tmp;
-            uwsgi_temp_path {{directory}}/tmp;
-            scgi_temp_path {{directory}}/tmp;
+            {{ReverseProxy.NginxTempPaths(directory)}}
             keepalive_requests 1000000;
             server {
                 listen 127.0.0.1:{{port}}{{(tls ? " ssl http2" : http2 ? " http2" : "")}};

@@ -81,10 +81,23 @@ public sealed class HttpProbe : IDisposable
         return await probe.GetAsync(path, keepAlive: false, cts.Token);
     }
 
-    public async Task<HttpProbeResponse> GetAsync(string path, bool keepAlive, CancellationToken cancellationToken)
+    public Task<HttpProbeResponse> GetAsync(string path, bool keepAlive, CancellationToken cancellationToken) =>
+        SendAsync(path, body: null, keepAlive, cancellationToken);
+
+    /// <summary>A POST with <paramref name="body"/> (Content-Length), answered as a GET is.</summary>
+    public Task<HttpProbeResponse> PostAsync(string path, byte[] body, bool keepAlive, CancellationToken cancellationToken) =>
+        SendAsync(path, body, keepAlive, cancellationToken);
+
+    private async Task<HttpProbeResponse> SendAsync(string path, byte[]? body, bool keepAlive, CancellationToken cancellationToken)
     {
-        string request = $"GET {path} HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n";
+        string request = body is null
+            ? $"GET {path} HTTP/1.1\r\nHost: localhost\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n"
+            : $"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {body.Length}\r\n{(keepAlive ? "" : "Connection: close\r\n")}\r\n";
         await _stream.WriteAsync(Encoding.ASCII.GetBytes(request), cancellationToken);
+        if (body is not null)
+        {
+            await _stream.WriteAsync(body, cancellationToken);
+        }
 
         string head = await ReadHeadAsync(cancellationToken);
         string[] lines = head.Split("\r\n");
@@ -100,10 +113,10 @@ public sealed class HttpProbe : IDisposable
             .Where(p => p.Length == 2)
             .ToLookup(p => p[0].Trim(), p => p[1].Trim(), StringComparer.OrdinalIgnoreCase);
         bool close = headers["Connection"].Any(v => v.Contains("close", StringComparison.OrdinalIgnoreCase));
-        byte[] body = headers["Transfer-Encoding"].Any(v => v.Contains("chunked", StringComparison.OrdinalIgnoreCase))
+        byte[] content = headers["Transfer-Encoding"].Any(v => v.Contains("chunked", StringComparison.OrdinalIgnoreCase))
             ? await ReadChunkedAsync(cancellationToken)
             : await ReadExactlyAsync(int.Parse(headers["Content-Length"].FirstOrDefault() ?? "0", CultureInfo.InvariantCulture), cancellationToken);
-        string text = Encoding.UTF8.GetString(body);
+        string text = Encoding.UTF8.GetString(content);
         int pid = text.StartsWith("pid:", StringComparison.Ordinal)
             ? int.Parse(text[4..text.IndexOf('\n', StringComparison.Ordinal)], CultureInfo.InvariantCulture)
             : 0;

@@ -22,7 +22,7 @@ public interface ILoad
 }
 
 /// <summary>
-/// A constant load of GET requests from several connections, without retries: every request
+/// A constant load of GET (or POST) requests from several connections, without retries: every request
 /// that does not get a complete 200 response counts as a failure, with its reason. With
 /// <c>keepAlive</c> each connection sends its next request as soon as the last one finished
 /// and reconnects only when the server said <c>Connection: close</c>; without, every request
@@ -36,6 +36,7 @@ public sealed class LoadClient : ILoad
     private readonly bool _keepAlive;
     private readonly bool _tls;
     private readonly string _path;
+    private readonly byte[]? _post;
     private readonly TimeSpan _pause;
     private readonly Action<DateTime, TimeSpan>? _sampled;
     private readonly ConcurrentDictionary<string, bool> _certificates = new(StringComparer.Ordinal);
@@ -56,8 +57,11 @@ public sealed class LoadClient : ILoad
     /// closed the connection meanwhile: a request sent on a connection closed under it fails.</param>
     /// <param name="sampled">Called with each successful request's start and duration (the
     /// benchmark's per-request log).</param>
-    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0", bool tls = false, TimeSpan pause = default, Action<DateTime, TimeSpan>? sampled = null)
+    /// <param name="postBytes">When above zero, each request is a POST of that many bytes (a
+    /// request a proxy must not send again on its own) instead of a GET.</param>
+    public LoadClient(EndPoint endPoint, int connections, bool keepAlive, string path = "/?sleep=0", bool tls = false, TimeSpan pause = default, Action<DateTime, TimeSpan>? sampled = null, int postBytes = 0)
     {
+        _post = postBytes > 0 ? new byte[postBytes] : null;
         _sampled = sampled;
         _endPoint = endPoint;
         _keepAlive = keepAlive;
@@ -135,7 +139,9 @@ public sealed class LoadClient : ILoad
 
                     var start = DateTime.UtcNow;
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
-                    var response = await connection.GetAsync(_path, _keepAlive, timeout.Token);
+                    var response = _post is null
+                        ? await connection.GetAsync(_path, _keepAlive, timeout.Token)
+                        : await connection.PostAsync(_path, _post, _keepAlive, timeout.Token);
                     if (response.Status != 200)
                     {
                         _failures.Enqueue($"HTTP {response.Status}");

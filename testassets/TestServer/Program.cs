@@ -131,6 +131,23 @@ app.MapGet("/", async (HttpContext context, double? sleep, CancellationToken abo
     context.Response.ContentLength = body.Length;
     await context.Response.Body.WriteAsync(body, aborted);
 });
+
+// POST /: reads the whole body, then answers as GET / does, with the bytes it received.
+app.MapPost("/", async (HttpContext context, CancellationToken aborted) =>
+{
+    long received = 0;
+    var buffer = new byte[16 * 1024];
+    int read;
+    while ((read = await context.Request.Body.ReadAsync(buffer, aborted)) > 0)
+    {
+        received += read;
+    }
+
+    byte[] body = Encoding.UTF8.GetBytes($"pid:{Environment.ProcessId}\nreceived:{received.ToString(CultureInfo.InvariantCulture)}\n");
+    context.Response.ContentType = "text/plain; charset=utf-8";
+    context.Response.ContentLength = body.Length;
+    await context.Response.Body.WriteAsync(body, aborted);
+});
 app.MapGet("/native-env", (string name) => Native.GetEnvironmentVariable(name) ?? "(unset)");
 
 // Bytes this process has allocated so far, exactly: the benchmark reads it before and after a
