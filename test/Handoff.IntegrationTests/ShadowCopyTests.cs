@@ -1,4 +1,3 @@
-using System.Text;
 using Handoff.Testing;
 
 namespace Handoff.IntegrationTests;
@@ -89,16 +88,7 @@ public sealed class ShadowCopyTests
         Assert.Single(Directory.GetDirectories(root)); // generation 1's copy only
     }
 
-    private static byte[] NewBuild(byte[] dll)
-    {
-        byte[] from = Encoding.Unicode.GetBytes("testserver-build-0000");
-        byte[] to = Encoding.Unicode.GetBytes("testserver-build-0002");
-        int at = dll.AsSpan().IndexOf(from);
-        Assert.True(at >= 0, "the build marker is not in TestServer.dll");
-        byte[] patched = (byte[])dll.Clone();
-        to.CopyTo(patched, at);
-        return patched;
-    }
+    private static byte[] NewBuild(byte[] dll) => TestAssets.WithBuildMarker(dll, "testserver-build-0002");
 
     private static void OverwriteInPlace(string path, byte[] bytes)
     {

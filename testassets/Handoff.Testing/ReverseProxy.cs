@@ -34,7 +34,11 @@ public sealed class ReverseProxy : IDisposable
     /// <summary>Starts <paramref name="name"/> ("nginx" or "haproxy") in
     /// <paramref name="directory"/>, forwarding to <paramref name="backend"/>; returns once it
     /// accepts connections.</summary>
-    public static async Task<ReverseProxy> StartAsync(string name, string directory, IPEndPoint backend)
+    public static Task<ReverseProxy> StartAsync(string name, string directory, IPEndPoint backend) =>
+        StartAsync(name, directory, [backend]);
+
+    /// <summary>The same, balancing round robin across <paramref name="backends"/> (a fleet).</summary>
+    public static async Task<ReverseProxy> StartAsync(string name, string directory, IReadOnlyList<IPEndPoint> backends)
     {
         int port = FreePort();
         string config = Path.Combine(directory, name + ".conf");
@@ -42,12 +46,12 @@ public sealed class ReverseProxy : IDisposable
         if (name == "nginx")
         {
             Directory.CreateDirectory(Path.Combine(directory, "tmp"));
-            await File.WriteAllTextAsync(config, NginxConfiguration(directory, port, backend));
+            await File.WriteAllTextAsync(config, NginxConfiguration(directory, port, backends));
             command = ["/usr/sbin/nginx", "-p", directory, "-c", config, "-g", "daemon off;"];
         }
         else if (name == "haproxy")
         {
-            await File.WriteAllTextAsync(config, HaproxyConfiguration(port, backend) + "\n");
+            await File.WriteAllTextAsync(config, HaproxyConfiguration(port, backends) + "\n");
             command = ["/usr/sbin/haproxy", "-db", "-f", config];
         }
         else
@@ -103,7 +107,7 @@ public sealed class ReverseProxy : IDisposable
         _process.Dispose();
     }
 
-    private static string NginxConfiguration(string directory, int port, IPEndPoint backend) => string.Create(CultureInfo.InvariantCulture, $$"""
+    private static string NginxConfiguration(string directory, int port, IReadOnlyList<IPEndPoint> backends) => string.Create(CultureInfo.InvariantCulture, $$"""
         worker_processes 1;
         pid {{directory}}/nginx.pid;
         error_log {{directory}}/error.log warn;
@@ -113,7 +117,7 @@ public sealed class ReverseProxy : IDisposable
             {{NginxTempPaths(directory)}}
             client_body_buffer_size 64k;
             upstream backend {
-                server {{backend}};
+                {{string.Join(" ", backends.Select(b => $"server {b};"))}}
                 keepalive 64;
             }
             server {
@@ -134,7 +138,7 @@ public sealed class ReverseProxy : IDisposable
 
     private static readonly string[] NginxTempKinds = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"];
 
-    private static string HaproxyConfiguration(int port, IPEndPoint backend) => string.Create(CultureInfo.InvariantCulture, $"""
+    private static string HaproxyConfiguration(int port, IReadOnlyList<IPEndPoint> backends) => string.Create(CultureInfo.InvariantCulture, $"""
         global
             maxconn 4096
         defaults
@@ -146,8 +150,9 @@ public sealed class ReverseProxy : IDisposable
             bind 127.0.0.1:{port}
             default_backend app
         backend app
+            balance roundrobin
             http-reuse safe
-            server app1 {backend}
+        {string.Join("\n", backends.Select((b, i) => $"    server app{i + 1} {b}"))}
         """);
 
     private static int FreePort()

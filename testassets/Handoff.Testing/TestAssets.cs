@@ -44,6 +44,24 @@ public static class TestAssets
     /// release that a test can replace or point a symlink at.</summary>
     public static void CopyTestServerTo(string directory) => CopyDirectory(TestServerDirectory, directory);
 
+    /// <summary>TestServer.dll's bytes with its build marker ("testserver-build-0000", which
+    /// GET / answers as "build:...") replaced by <paramref name="marker"/> of the same length: "a
+    /// new build" that is still a valid assembly.</summary>
+    public static byte[] WithBuildMarker(byte[] dll, string marker)
+    {
+        byte[] from = System.Text.Encoding.Unicode.GetBytes("testserver-build-0000");
+        byte[] to = System.Text.Encoding.Unicode.GetBytes(marker);
+        int at = dll.AsSpan().IndexOf(from);
+        if (at < 0 || to.Length != from.Length)
+        {
+            throw new InvalidOperationException($"cannot put the build marker '{marker}' in TestServer.dll");
+        }
+
+        byte[] patched = (byte[])dll.Clone();
+        to.CopyTo(patched, at);
+        return patched;
+    }
+
     /// <summary>Copies samples/HelloSleep's build into <paramref name="directory"/> (a release
     /// a test can replace with a broken one); returns the path of its apphost there.</summary>
     public static string CopyHelloSleepTo(string directory)
