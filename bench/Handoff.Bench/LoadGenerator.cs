@@ -31,6 +31,10 @@ internal static class LoadGenerator
         ["h2tls-node"] = $"HTTP/2 over TLS (ALPN h2), {Connections} connections of Node.js's http2 client, as h2c-node",
         ["ws"] = $"WebSockets, {Connections} connections of the harness's client (System.Net.WebSockets) on the test server's /ws, each sending a 5-byte message and waiting for its echo, again and again. A close frame with 1012 (Service Restart) or 1001 is answered and followed by a new connection (a reconnect, never a resend); every failed connect or handshake, connection lost without a close frame, other close status and echo timeout counts",
         ["ws-move"] = $"WebSockets, {Connections} connections of the same client on the test server's /ws-move, mapped with MapHandoffWebSocket: at an upgrade each moves to the new generation between two messages (its echo then comes from the new pid), so a close frame, reconnect or unanswered message is the move failing",
+        ["nginx-get"] = $"the h1log load's client ({Connections} keep-alive connections, never a retry) through nginx 1.22 in front of the server, with an upstream keep-alive pool (keepalive 64, HTTP/1.1, no Connection header): GETs, which nginx sends again on another connection when one fails before any answer (proxy_next_upstream error, the default)",
+        ["nginx-post"] = "the same through nginx with 1 KB POSTs, which nginx does not send again (a 502 counts as failed)",
+        ["haproxy-get"] = $"the h1log load's client ({Connections} keep-alive connections) through HAProxy 2.6 in front of the server (http-reuse safe, retry-on by default for connect failures only): GETs",
+        ["haproxy-post"] = "the same through HAProxy with 1 KB POSTs",
         ["idle"] = $"{IdleConnections:N0} idle keep-alive connections of the harness's client: each sends one request and waits; when the server closes it, the client opens a new connection and sends one request there, then waits again. Every failed connect, reset request and non-200 counts",
     };
 
@@ -38,7 +42,7 @@ internal static class LoadGenerator
 
     /// <summary>Whether the load is one of the harness's own clients, which log each request
     /// (latency after actions, timeline, collapse detection); wrk's loads do not.</summary>
-    public static bool LogsEachRequest(string load) => load is "h1log" or "h2c" or "h2tls" or "ws" or "ws-move" or "idle";
+    public static bool LogsEachRequest(string load) => load is "h1log" or "h2c" or "h2tls" or "ws" or "ws-move" or "idle" or "nginx-get" or "nginx-post" or "haproxy-get" or "haproxy-post";
 
     /// <summary>Whether the load reports latencies (Node's client counts outcomes only).</summary>
     public static bool MeasuresLatency(string load) => load is not ("h2c-node" or "h2tls-node");
@@ -83,14 +87,20 @@ internal static class LoadGenerator
                 return await WebSocketLoad.RunAsync(port, Connections, duration, moving: load == "ws-move");
             case "h1log":
                 return await Http1LoadAsync(port, duration);
+            case "nginx-get" or "nginx-post" or "haproxy-get" or "haproxy-post":
+                using (var proxy = await ReverseProxy.StartAsync(load[..load.IndexOf('-', StringComparison.Ordinal)], directory, new IPEndPoint(IPAddress.Loopback, port)))
+                {
+                    return await Http1LoadAsync(proxy.EndPoint.Port, duration, postBytes: load.EndsWith("-post", StringComparison.Ordinal) ? 1024 : 0);
+                }
+
             default:
                 throw new ArgumentException($"unknown load '{load}'; known: {string.Join(", ", Descriptions.Keys)}", nameof(load));
         }
     }
 
-    private static async Task<LoadResult> Http1LoadAsync(int port, TimeSpan duration)
+    private static async Task<LoadResult> Http1LoadAsync(int port, TimeSpan duration, int postBytes = 0)
     {
-        var (report, seconds, samples) = await RunSampledAsync(sampled => new LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, keepAlive: true, path: "/", sampled: sampled), duration);
+        var (report, seconds, samples) = await RunSampledAsync(sampled => new LoadClient(new IPEndPoint(IPAddress.Loopback, port), Connections, keepAlive: true, path: "/", sampled: sampled, postBytes: postBytes), duration);
 
         // Failures read "HTTP 503" or "HH:mm:ss.fff SocketException: Connection refused" and the
         // like: a refused connect, else an error or timeout on a request sent.

@@ -25,14 +25,14 @@ internal sealed record Scenario(string Server, string Load, string Action)
     /// its ShutdownTimeout for open WebSockets, so it is not measured with them).</summary>
     public static IReadOnlyDictionary<string, string[]> LoadsOf { get; } = new Dictionary<string, string[]>
     {
-        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "ws-move", "idle"],
+        ["handoff"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "longmix", "ws", "ws-move", "idle", "nginx-get", "nginx-post", "haproxy-get", "haproxy-post"],
         ["handoff-aot"] = ["keepalive", "close", "h1log", "idle"],
         ["nginx"] = ["keepalive", "close", "h1log", "h2c", "h2tls", "h2c-node", "h2tls-node", "https", "idle"],
         ["tableflip"] = ["keepalive", "close", "h1log", "longmix", "idle"],
         ["grace"] = ["keepalive", "close", "h1log", "longmix", "idle"],
         ["shutdown"] = ["keepalive", "close", "h1log", "longmix", "idle"],
-        ["kestrel-socket"] = ["keepalive", "close", "h1log", "h2c", "idle"],
-        ["kestrel"] = ["keepalive", "close", "h1log", "h2c"],
+        ["kestrel-socket"] = ["keepalive", "close", "h1log", "h2c", "idle", "nginx-get", "nginx-post", "haproxy-get", "haproxy-post"],
+        ["kestrel"] = ["keepalive", "close", "h1log", "h2c", "nginx-get", "nginx-post", "haproxy-get", "haproxy-post"],
     };
 
     /// <summary>The loads of the steady comparison: plain Kestrel and Kestrel with Handoff, no
