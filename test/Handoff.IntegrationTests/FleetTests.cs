@@ -72,12 +72,23 @@ public sealed class FleetTests(ITestOutputHelper output)
                 await load.WaitForProgressAsync(300, TimeSpan.FromSeconds(30));
                 int[] before = [.. servers.Select(s => s.CurrentPid)];
 
+                // Run again, it changes nothing: each host serves v2 already and is left alone.
+                var again = await RunPlaybookAsync(inventory, root.Path, "v2", Path.Combine(builds, "v2"));
+                Assert.True(again.ExitCode == 0, again.Output);
+                Assert.Equal(before, servers.Select(s => s.CurrentPid));
+
                 // The broken release: the first host's upgrade fails, it serves v2 on, the rollout stops.
                 var broken = await RunPlaybookAsync(inventory, root.Path, "v3", Path.Combine(builds, "v3"));
                 output.WriteLine(broken.Output);
                 Assert.NotEqual(0, broken.ExitCode);
                 Assert.Contains("host1: release v3 did not take over (handoff upgrade exited 1", broken.Output, StringComparison.Ordinal);
                 Assert.Contains("it serves v2 as before", broken.Output, StringComparison.Ordinal);
+
+                // The same name again: its directory exists and does not serve, so it is refused
+                // before anything changes.
+                var reused = await RunPlaybookAsync(inventory, root.Path, "v3", Path.Combine(builds, "v2"));
+                Assert.NotEqual(0, reused.ExitCode);
+                Assert.Contains("releases/v3 exists and does not serve: pick a new release name", reused.Output, StringComparison.Ordinal);
                 Assert.Equal(before, servers.Select(s => s.CurrentPid));
                 Assert.Equal(Path.Combine(hosts[0], "releases", "v2"), new DirectoryInfo(Path.Combine(hosts[0], "current")).LinkTarget);
                 Assert.False(Directory.Exists(Path.Combine(hosts[1], "releases", "v3")), "the rollout went on past the failed host");
